@@ -1,0 +1,46 @@
+"""The FastAPI application: `/api/v1/...`, OpenAPI at `/api/v1/openapi.json`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from provisor import __version__
+from provisor.api import errors, jobs, routes
+from provisor.api.jobs import JobRunner
+from provisor.settings import Settings, get_settings
+from provisor.store import Store
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.jobs = JobRunner()
+        yield
+        await app.state.jobs.close()
+        app.state.store.close()
+
+    app = FastAPI(
+        title="provisor",
+        version=__version__,
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+        responses={
+            400: {"model": errors.ErrorBody},
+            404: {"model": errors.ErrorBody},
+            409: {"model": errors.ErrorBody},
+            422: {"model": errors.ErrorBody},
+        },
+    )
+    app.state.settings = settings
+    app.state.store = Store(settings.effective_database_url)
+    errors.install(app)
+    app.include_router(routes.router, prefix="/api/v1")
+    app.include_router(jobs.router, prefix="/api/v1")
+    return app

@@ -1,0 +1,65 @@
+"""Every error the API answers with: JSON with a message and the offending field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+
+from provisor.core.errors import ParseErrors, ProvisorError
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    field: str | None = None
+    location: str | None = None
+    errors: list[ErrorDetail] | None = None  # one per problem when a file had several
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+def _body(detail: ErrorDetail) -> dict[str, Any]:
+    return ErrorBody(error=detail).model_dump(exclude_none=True)
+
+
+def _detail(exc: ProvisorError) -> ErrorDetail:
+    return ErrorDetail(message=exc.message, field=exc.field, location=exc.location or None)
+
+
+async def _provisor_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProvisorError)
+    detail = _detail(exc)
+    if isinstance(exc, ParseErrors):
+        detail.errors = [_detail(e) for e in exc.errors]
+    return JSONResponse(_body(detail), status_code=exc.status)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for error in exc.errors():
+        loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path")]
+        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        problems.append(ErrorDetail(message=message, field=".".join(loc) or None))
+    first = problems[0] if problems else ErrorDetail(message="invalid request")
+    detail = ErrorDetail(
+        message=first.message, field=first.field, errors=problems if len(problems) > 1 else None
+    )
+    return JSONResponse(_body(detail), status_code=422)
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    return JSONResponse(_body(ErrorDetail(message=str(exc.detail))), status_code=exc.status_code)
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(ProvisorError, _provisor_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)

@@ -1,0 +1,87 @@
+"""The `provisor` command."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from provisor import __version__
+from provisor.cli import events as events_cli
+from provisor.cli import fleet, groups, hosts
+from provisor.cli._context import set_tenant
+from provisor.cli.output import err_console
+from provisor.core.errors import ProvisorError
+
+app = typer.Typer(
+    name="provisor",
+    help="Provision, configure, operate and retire multi-machine services.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(hosts.app, name="hosts")
+app.add_typer(groups.app, name="groups")
+app.command("events")(events_cli.events)
+app.command("run")(fleet.run)
+app.command("copy")(fleet.copy)
+app.command("fetch")(fleet.fetch)
+app.command("kill")(fleet.kill)
+app.add_typer(fleet.jobs_app, name="jobs")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"provisor {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")
+    ] = False,
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", envvar="PROVISOR_TENANT", help="act for this tenant")
+    ] = None,
+) -> None:
+    set_tenant(tenant)
+
+
+@app.command("server")
+def server(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
+) -> None:
+    """Run the REST API (and, later, the portal and scheduler)."""
+    import uvicorn
+
+    from provisor.api import create_app
+
+    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+
+
+def main() -> None:
+    """Entry point: user errors are one clear line, never a traceback."""
+    logging.basicConfig(level=os.environ.get("PROVISOR_LOG_LEVEL", "WARNING").upper())
+    try:
+        app()
+    except ProvisorError as exc:
+        err_console.print(f"[red]error[/]: {escape(str(exc))}", highlight=False)
+        sys.exit(2 if exc.status < 500 else 1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # a bug: say so briefly, keep the traceback for --debug
+        if os.environ.get("PROVISOR_DEBUG"):
+            raise
+        err_console.print(
+            f"[red]internal error[/]: {type(exc).__name__}: {escape(str(exc))}\n"
+            "(set PROVISOR_DEBUG=1 to see the traceback; please report it)",
+            highlight=False,
+        )
+        sys.exit(70)

@@ -1,0 +1,18 @@
+"""The service context a CLI invocation acts in, opened once and on demand."""
+
+from __future__ import annotations
+
+from provisor.services import Context, open_context
+
+_options: dict[str, str | None] = {"tenant": None}
+_context: list[Context] = []
+
+
+def set_tenant(tenant: str | None) -> None:
+    _options["tenant"] = tenant
+
+
+def context() -> Context:
+    if not _context:
+        _context.append(open_context(tenant=_options["tenant"]))
+    return _context[0]

@@ -1,0 +1,71 @@
+"""`provisor events`: the audit log."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+
+from provisor import services
+from provisor.cli._context import context
+from provisor.cli.output import Format, console, emit_json, table
+from provisor.core.timespec import parse_since
+from provisor.events import EventView
+
+
+def _line(event: EventView) -> str:
+    details = " ".join(f"{k}={v}" for k, v in event.details.items())
+    when = event.time.astimezone(UTC).isoformat(timespec="seconds")
+    return f"{when} {event.actor} {event.kind} {event.subject} {event.outcome} {details}".rstrip()
+
+
+def events(
+    kind: Annotated[
+        list[str] | None,
+        typer.Option("--kind", "-k", help="event kind, or a prefix like 'host.'; repeatable"),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", "-s", help="15m, 2h, 7d or an ISO time")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10000)] = 50,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="keep printing new events")
+    ] = False,
+    output: Annotated[Format, typer.Option("--output")] = Format.table,
+) -> None:
+    """Show the audit log: who did what, to what, when, and how it went."""
+    start = parse_since(since, now=datetime.now(UTC)) if since else None
+    ctx = context()
+    if follow:
+        try:
+            for event in services.follow_events(ctx, kinds=kind, since=start, backlog=limit):
+                if output is Format.json:
+                    sys.stdout.write(json.dumps(event.model_dump(mode="json")) + "\n")
+                else:
+                    sys.stdout.write(_line(event) + "\n")
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            return
+    found = services.list_events(ctx, kinds=kind, since=start, limit=limit)
+    if output is Format.json:
+        emit_json(found)
+        return
+    table(
+        ["time", "actor", "kind", "subject", "outcome", "details"],
+        [
+            (
+                e.time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                e.actor,
+                e.kind,
+                e.subject,
+                e.outcome,
+                e.details,
+            )
+            for e in found
+        ],
+    )
+    if not found:
+        console.print("no events")

@@ -1,0 +1,254 @@
+"""`provisor run|copy|fetch|kill` and `provisor jobs`: the fleet engine from the shell."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from provisor.cli._context import context
+from provisor.cli.fleet_output import Reporter
+from provisor.cli.output import Format, console, emit_json, fields, table
+from provisor.core.errors import InvalidInput
+from provisor.fleet import Copy, Fetch, Kill, Operation, Run
+from provisor.services import fleet as fleet_service
+
+jobs_app = typer.Typer(help="Past fleet jobs and their per-host results.", no_args_is_help=True)
+
+Parallel = Annotated[int, typer.Option("--parallel", "-p", help="hosts worked on at once")]
+ConnectTimeout = Annotated[
+    float, typer.Option("--connect-timeout", help="seconds to get an SSH session")
+]
+User = Annotated[
+    str | None, typer.Option("--user", "-l", help="login user for hosts that name none")
+]
+Identity = Annotated[
+    Path | None, typer.Option("--identity", "-i", help="private key file for hosts without one")
+]
+AskPass = Annotated[
+    bool, typer.Option("--ask-pass", "-A", help="ask once for a password used on every host")
+]
+OutputMode = Annotated[
+    str | None,
+    typer.Option("--output", help="stream, fold or json (default: fold above 10 hosts)"),
+]
+
+
+def _options(
+    parallel: int,
+    connect_timeout: float,
+    user: str | None,
+    identity: Path | None,
+    ask_pass: bool,
+    out_dir: Path | None = None,
+    err_dir: Path | None = None,
+) -> fleet_service.FleetOptions:
+    if identity is not None and not identity.is_file():
+        raise InvalidInput(f"no private key file at {identity}", field="identity")
+    password = getpass.getpass("Password: ") if ask_pass else None
+    options = fleet_service.FleetOptions(
+        parallel=parallel,
+        connect_timeout=connect_timeout,
+        user=user,
+        identity=str(identity) if identity else None,
+        password=password,
+        out_dir=out_dir,
+        err_dir=err_dir,
+    )
+    options.check()
+    return options
+
+
+def _mode(requested: str | None, hosts: int) -> str:
+    if requested is None:
+        return "fold" if hosts > 10 else "stream"
+    if requested not in ("stream", "fold", "json"):
+        raise InvalidInput(
+            f"unknown output {requested!r}: use stream, fold or json", field="output"
+        )
+    return requested
+
+
+def _run(
+    target: str, operation: Operation, options: fleet_service.FleetOptions, output: str | None
+) -> None:
+    ctx = context()
+    endpoints = fleet_service.resolve_target(ctx, target, options)
+    reporter = Reporter(_mode(output, len(endpoints)), len(endpoints))
+    job = asyncio.run(
+        fleet_service.run_job(
+            ctx, target, operation, options, endpoints=endpoints, on_result=reporter.result
+        )
+    )
+    raise typer.Exit(reporter.finish(job.id))
+
+
+def run(
+    target: Annotated[str, typer.Argument(help="hosts: web[01-20], group:web, tag:env=prod, ...")],
+    command: Annotated[list[str], typer.Argument(help="the command, after --")],
+    parallel: Parallel = 64,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", "-t", help="seconds per host for the command")
+    ] = None,
+    connect_timeout: ConnectTimeout = 10.0,
+    user: User = None,
+    identity: Identity = None,
+    ask_pass: AskPass = False,
+    sudo: Annotated[bool, typer.Option("--sudo", help="run the command through sudo")] = False,
+    stdin: Annotated[
+        Path | None, typer.Option("--stdin", help="file fed to the command's standard input")
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--outdir", "-o", help="one stdout file per host here")
+    ] = None,
+    err_dir: Annotated[
+        Path | None, typer.Option("--errdir", "-e", help="one stderr file per host here")
+    ] = None,
+    output: OutputMode = None,
+) -> None:
+    """Run a command on every host of TARGET (pssh)."""
+    if timeout is not None and timeout <= 0:
+        raise InvalidInput("timeout must be positive", field="timeout")
+    data = None
+    if stdin is not None:
+        try:
+            data = stdin.read_bytes()
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {stdin}: {exc}", field="stdin") from None
+    options = _options(parallel, connect_timeout, user, identity, ask_pass, out_dir, err_dir)
+    operation = Run(
+        " ".join(command),
+        stdin=data,
+        timeout=timeout,
+        sudo=sudo,
+        sudo_password=options.password if sudo else None,
+    )
+    _run(target, operation, options, output)
+
+
+def copy(
+    target: Annotated[str, typer.Argument(help="hosts to copy to")],
+    paths: Annotated[list[Path], typer.Argument(help="SRC... DEST (DEST is on the hosts)")],
+    parallel: Parallel = 64,
+    connect_timeout: ConnectTimeout = 10.0,
+    user: User = None,
+    identity: Identity = None,
+    ask_pass: AskPass = False,
+    output: OutputMode = None,
+) -> None:
+    """Copy local files and directories to every host, keeping modes (pscp)."""
+    if len(paths) < 2:
+        raise InvalidInput("give at least one source and a destination", field="paths")
+    *sources, destination = paths
+    for source in sources:
+        if not source.exists():
+            raise InvalidInput(f"no such local file or directory: {source}", field="paths")
+    options = _options(parallel, connect_timeout, user, identity, ask_pass)
+    operation = Copy(tuple(str(s) for s in sources), str(destination))
+    _run(target, operation, options, output)
+
+
+def fetch(
+    target: Annotated[str, typer.Argument(help="hosts to fetch from")],
+    remote: Annotated[str, typer.Argument(help="file or directory on the hosts")],
+    local_dir: Annotated[Path, typer.Argument(help="local directory; a subdirectory per host")],
+    parallel: Parallel = 64,
+    connect_timeout: ConnectTimeout = 10.0,
+    user: User = None,
+    identity: Identity = None,
+    ask_pass: AskPass = False,
+    output: OutputMode = None,
+) -> None:
+    """Fetch a file or directory from every host into LOCAL_DIR/<host>/ (pslurp)."""
+    options = _options(parallel, connect_timeout, user, identity, ask_pass)
+    _run(target, Fetch(remote, str(local_dir)), options, output)
+
+
+def kill(
+    target: Annotated[str, typer.Argument(help="hosts to act on")],
+    pattern: Annotated[str, typer.Argument(help="matched against full command lines (pkill -f)")],
+    signal: Annotated[str, typer.Option("--signal", "-s", help="TERM, KILL, HUP, ...")] = "TERM",
+    parallel: Parallel = 64,
+    connect_timeout: ConnectTimeout = 10.0,
+    user: User = None,
+    identity: Identity = None,
+    ask_pass: AskPass = False,
+    output: OutputMode = None,
+) -> None:
+    """Signal matching processes on every host and count them per host (pnuke)."""
+    name = signal.upper().removeprefix("SIG")
+    if not (name.isalnum() and (name.isdigit() or name.isalpha())):
+        raise InvalidInput(f"invalid signal {signal!r}", field="signal")
+    if not pattern:
+        raise InvalidInput("the pattern must not be empty", field="pattern")
+    options = _options(parallel, connect_timeout, user, identity, ask_pass)
+    _run(target, Kill(pattern, name), options, output)
+
+
+@jobs_app.command("list")
+def jobs_list(
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000)] = 20,
+    output: Annotated[Format, typer.Option("--output")] = Format.table,
+) -> None:
+    """List recent jobs."""
+    jobs = fleet_service.list_jobs(context(), limit=limit)
+    if output is Format.json:
+        emit_json(jobs)
+        return
+    table(
+        ["id", "kind", "target", "command", "hosts", "summary", "created"],
+        [
+            (
+                j.id,
+                j.kind,
+                j.target,
+                j.command,
+                j.host_count,
+                j.summary,
+                j.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            )
+            for j in jobs
+        ],
+    )
+
+
+@jobs_app.command("show")
+def jobs_show(
+    job_id: Annotated[int, typer.Argument(help="job id")],
+    output: Annotated[Format, typer.Option("--output")] = Format.table,
+) -> None:
+    """Show a job and each host's result."""
+    job = fleet_service.get_job(context(), job_id)
+    if output is Format.json:
+        emit_json(job)
+        return
+    fields(
+        [
+            ("job", job.id),
+            ("kind", job.kind),
+            ("target", job.target),
+            ("command", job.command),
+            ("by", job.actor),
+            ("state", job.state),
+            ("summary", job.summary),
+            ("output files", job.output_dir),
+        ]
+    )
+    table(
+        ["host", "outcome", "exit", "seconds", "output / error"],
+        [
+            (
+                r.host,
+                r.outcome,
+                r.exit_code,
+                f"{(r.connect_seconds or 0) + (r.run_seconds or 0):.2f}",
+                (r.error or r.stdout.strip().splitlines()[0] if r.stdout.strip() else r.error)
+                or "",
+            )
+            for r in job.results or []
+        ],
+    )
+    console.print(f"{job.host_count} host(s)")

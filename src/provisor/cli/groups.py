@@ -1,0 +1,133 @@
+"""`provisor groups ...`: static and smart groups of hosts."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from provisor import services
+from provisor.cli._context import context
+from provisor.cli.output import Format, console, emit_json, fields, table
+from provisor.core.errors import InvalidInput
+
+app = typer.Typer(help="Manage static and smart groups of hosts.", no_args_is_help=True)
+
+OutputOption = Annotated[Format, typer.Option("--output", help="table or json")]
+
+
+def _show(group: services.GroupView) -> None:
+    fields(
+        [
+            ("name", group.name),
+            ("kind", group.kind),
+            ("rule", group.rule),
+            ("parent", group.parent),
+            ("subgroups", group.children),
+            ("description", group.description),
+            ("members", f"{len(group.members)}: {' '.join(group.members)}"),
+        ]
+    )
+
+
+@app.command("add")
+def add(
+    name: str,
+    rule: Annotated[
+        str | None,
+        typer.Option(
+            help='makes a smart group, e.g. \'facts.os == "debian" and tags.env == "prod"\''
+        ),
+    ] = None,
+    parent: Annotated[str | None, typer.Option(help="the group this one is inside")] = None,
+    member: Annotated[
+        list[str] | None, typer.Option("--member", "-m", help="host name, repeatable")
+    ] = None,
+    description: Annotated[str, typer.Option()] = "",
+    output: OutputOption = Format.table,
+) -> None:
+    """Add a static group (explicit members) or a smart group (--rule)."""
+    spec = services.validate(
+        services.GroupSpec,
+        {
+            "name": name,
+            "rule": rule,
+            "parent": parent,
+            "members": member or [],
+            "description": description,
+        },
+    )
+    group = services.add_group(context(), spec)
+    if output is Format.json:
+        emit_json(group)
+    else:
+        console.print(
+            f"added {group.kind} group [bold]{group.name}[/] with {len(group.members)} member(s)"
+        )
+
+
+@app.command("list")
+def list_(output: OutputOption = Format.table) -> None:
+    """List groups with their resolved member counts."""
+    groups = services.list_groups(context())
+    if output is Format.json:
+        emit_json(groups)
+        return
+    table(
+        ["name", "kind", "parent", "members", "rule"],
+        [(g.name, g.kind, g.parent, len(g.members), g.rule) for g in groups],
+    )
+
+
+@app.command("show")
+def show(name: str, output: OutputOption = Format.table) -> None:
+    """Show a group and its resolved members."""
+    group = services.get_group(context(), name)
+    if output is Format.json:
+        emit_json(group)
+    else:
+        _show(group)
+
+
+@app.command("members")
+def members(
+    name: str,
+    add: Annotated[list[str] | None, typer.Option("--add", help="host to add, repeatable")] = None,
+    remove: Annotated[
+        list[str] | None, typer.Option("--remove", help="host to remove, repeatable")
+    ] = None,
+    output: OutputOption = Format.table,
+) -> None:
+    """List a group's hosts; with --add/--remove, change a static group's members."""
+    ctx = context()
+    if add or remove:
+        group = services.change_members(ctx, name, add=add or [], remove=remove or [])
+        names = group.members
+    else:
+        names = services.group_members(ctx, name)
+    if output is Format.json:
+        emit_json(services.list_hosts(ctx, names=names))
+        return
+    for host in names:
+        console.print(host, highlight=False)
+
+
+@app.command("move")
+def move(
+    name: str,
+    parent: Annotated[str | None, typer.Option("--parent", help="new parent group")] = None,
+    top: Annotated[bool, typer.Option("--top", help="make it a top-level group")] = False,
+) -> None:
+    """Move a group under another group, or to the top level."""
+    if (parent is None) == (not top):
+        raise InvalidInput("give exactly one of --parent GROUP or --top", field="parent")
+    group = services.set_parent(context(), name, parent)
+    where = f"under {group.parent}" if group.parent else "to the top level"
+    console.print(f"moved group [bold]{group.name}[/] {where}")
+
+
+@app.command("rm")
+def rm(name: str) -> None:
+    """Remove a group (its hosts stay in the inventory)."""
+    services.remove_group(context(), name)
+    console.print(f"removed group [bold]{name}[/]")

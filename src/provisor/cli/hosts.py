@@ -1,0 +1,219 @@
+"""`provisor hosts ...`: the inventory of managed servers."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from provisor import services
+from provisor.cli._context import context
+from provisor.cli.output import Format, console, emit_json, err_console, fields, table
+from provisor.core.errors import InvalidInput, ProvisorError
+from provisor.core.names import parse_key_values
+
+app = typer.Typer(help="Manage the inventory of hosts.", no_args_is_help=True)
+
+
+class ImportFormat(StrEnum):
+    auto = "auto"
+    pssh = "pssh"
+    ansible = "ansible"
+
+
+class OnExisting(StrEnum):
+    error = "error"
+    skip = "skip"
+    update = "update"
+
+
+OutputOption = Annotated[Format, typer.Option("--output", help="table or json")]
+
+
+def _facts(items: list[str]) -> dict[str, Any]:
+    """`--fact cpus=8` stores the number 8; text that is not JSON stays text."""
+    result: dict[str, Any] = {}
+    for key, raw in parse_key_values(items, field="fact").items():
+        try:
+            result[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            result[key] = raw
+    return result
+
+
+def _show(host: services.HostView) -> None:
+    fields(
+        [
+            ("name", host.name),
+            ("address", f"{host.address}:{host.port}"),
+            ("user", host.user),
+            ("credentials", host.credentials),
+            ("state", host.state),
+            ("groups", host.groups),
+            ("tags", host.tags),
+            ("facts", host.facts),
+            ("tenant", host.tenant),
+            ("created", host.created_at.isoformat(timespec="seconds")),
+        ]
+    )
+
+
+@app.command("add")
+def add(
+    name: Annotated[str, typer.Argument(help="host name, unique in the tenant")],
+    address: Annotated[
+        str | None, typer.Option(help="IP address or DNS name (default: NAME)")
+    ] = None,
+    port: Annotated[int, typer.Option("--port", "-p", help="SSH port")] = 22,
+    user: Annotated[str | None, typer.Option("--user", "-l", help="SSH login user")] = None,
+    credentials: Annotated[
+        str | None, typer.Option(help="key:/path/to/key, secret:NAME or agent")
+    ] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", "-t", help="KEY=VALUE, repeatable")
+    ] = None,
+    fact: Annotated[list[str] | None, typer.Option("--fact", help="KEY=VALUE, repeatable")] = None,
+    output: OutputOption = Format.table,
+) -> None:
+    """Add a host to the inventory."""
+    spec = services.validate(
+        services.HostSpec,
+        {
+            "name": name,
+            "address": address,
+            "port": port,
+            "user": user,
+            "credentials": credentials,
+            "tags": parse_key_values(tag or [], field="tag"),
+            "facts": _facts(fact or []),
+        },
+    )
+    host = services.add_host(context(), spec)
+    if output is Format.json:
+        emit_json(host)
+    else:
+        console.print(f"added host [bold]{host.name}[/] ({host.address}:{host.port})")
+
+
+@app.command("list")
+def list_(output: OutputOption = Format.table) -> None:
+    """List hosts."""
+    hosts = services.list_hosts(context())
+    if output is Format.json:
+        emit_json(hosts)
+        return
+    table(
+        ["name", "address", "port", "user", "state", "groups", "tags"],
+        [(h.name, h.address, h.port, h.user, h.state, h.groups, h.tags) for h in hosts],
+    )
+    console.print(f"{len(hosts)} host(s)")
+
+
+@app.command("show")
+def show(name: str, output: OutputOption = Format.table) -> None:
+    """Show one host with its facts, tags and groups."""
+    host = services.get_host(context(), name)
+    if output is Format.json:
+        emit_json(host)
+    else:
+        _show(host)
+
+
+@app.command("set")
+def set_(
+    name: str,
+    address: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option("--port", "-p")] = None,
+    user: Annotated[str | None, typer.Option("--user", "-l")] = None,
+    credentials: Annotated[str | None, typer.Option()] = None,
+    state: Annotated[
+        str | None, typer.Option(help="new, active, unreachable, maintenance, retired")
+    ] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", "-t", help="KEY=VALUE; KEY= removes")
+    ] = None,
+    fact: Annotated[
+        list[str] | None, typer.Option("--fact", help="KEY=VALUE; KEY= removes")
+    ] = None,
+    output: OutputOption = Format.table,
+) -> None:
+    """Change a host's address, login, state, tags or facts."""
+    given: dict[str, Any] = {
+        k: v
+        for k, v in {
+            "address": address,
+            "port": port,
+            "user": user,
+            "credentials": credentials,
+            "state": state,
+        }.items()
+        if v is not None
+    }
+    tags = {k: (v or None) for k, v in parse_key_values(tag or [], field="tag").items()}
+    facts = {k: (None if v == "" else v) for k, v in _facts(fact or []).items()}
+    if not (given or tags or facts):
+        raise InvalidInput("nothing to change: give at least one option", field="options")
+    changes = services.validate(services.HostChanges, {**given, "tags": tags, "facts": facts})
+    host = services.update_host(context(), name, changes)
+    if output is Format.json:
+        emit_json(host)
+    else:
+        _show(host)
+
+
+@app.command("rm")
+def rm(names: Annotated[list[str], typer.Argument(help="one or more host names")]) -> None:
+    """Remove hosts from the inventory (the servers themselves are not touched)."""
+    failed = 0
+    for name in names:
+        try:
+            services.remove_host(context(), name)
+            console.print(f"removed host [bold]{name}[/]")
+        except ProvisorError as exc:
+            failed += 1
+            err_console.print(f"[red]error[/]: {escape(name)}: {escape(exc.message)}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("rekey")
+def rekey(name: str) -> None:
+    """Forget a host's trusted SSH host key; the next connection trusts the new one."""
+    from provisor.services.fleet import rekey_host
+
+    had_key = rekey_host(context(), name)
+    if had_key:
+        console.print(f"forgot the host key of [bold]{name}[/]; the next connection trusts anew")
+    else:
+        console.print(f"no host key was recorded for [bold]{name}[/]")
+
+
+@app.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(help="a pssh hosts file or an Ansible INI inventory")],
+    format: Annotated[ImportFormat, typer.Option("--format")] = ImportFormat.auto,
+    on_existing: Annotated[
+        OnExisting, typer.Option(help="when a host already exists")
+    ] = OnExisting.error,
+    output: OutputOption = Format.table,
+) -> None:
+    """Import hosts (and groups) from a file; all of it or nothing."""
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read {file}: {exc}", field="file") from None
+    report = services.import_hosts(
+        context(), text, source=str(file), format=format.value, on_existing=on_existing.value
+    )
+    if output is Format.json:
+        emit_json(report)
+        return
+    console.print(
+        f"imported {file} ({report.format}): {len(report.hosts_created)} host(s) created, "
+        f"{len(report.hosts_updated)} updated, {len(report.hosts_skipped)} skipped, "
+        f"{len(report.groups_created)} group(s) created"
+    )

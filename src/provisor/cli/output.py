@@ -1,0 +1,63 @@
+"""Printing results: rich tables for people, JSON for programs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class Format(StrEnum):
+    table = "table"
+    json = "json"
+
+
+def to_json(value: BaseModel | Sequence[BaseModel]) -> str:
+    if isinstance(value, BaseModel):
+        return value.model_dump_json(indent=2)
+    return json.dumps([v.model_dump(mode="json") for v in value], indent=2)
+
+
+def emit_json(value: BaseModel | Sequence[BaseModel]) -> None:
+    sys.stdout.write(to_json(value) + "\n")
+
+
+def compact(value: Any) -> str:
+    """A short one-line rendering of tags, facts and details."""
+    if isinstance(value, dict):
+        return " ".join(f"{k}={compact(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ",".join(compact(v) for v in value)
+    if value is None:
+        return "-"
+    return str(value)
+
+
+def table(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None
+) -> None:
+    out = Table(title=title, show_edge=False, header_style="bold")
+    for column in columns:
+        out.add_column(column, overflow="fold")
+    for row in rows:
+        out.add_row(*(compact(cell) for cell in row))
+    console.print(out)
+
+
+def fields(pairs: Sequence[tuple[str, Any]]) -> None:
+    """A two-column key/value listing for `show` commands."""
+    out = Table(show_header=False, show_edge=False, box=None, pad_edge=False)
+    out.add_column(style="bold")
+    out.add_column(overflow="fold")
+    for key, value in pairs:
+        out.add_row(key, compact(value))
+    console.print(out)

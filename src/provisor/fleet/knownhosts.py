@@ -1,0 +1,59 @@
+"""provisor's known-hosts store, kept in the database so every process shares it."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from provisor.store import Store
+from provisor.store.models import KnownHostKey
+
+log = logging.getLogger(__name__)
+
+
+class DatabaseHostKeys:
+    """Trusted keys loaded once; keys first seen are buffered and saved by `flush`.
+
+    `trusted` and `remember` run inside the SSH handshake on the event loop, so
+    they only touch memory; `flush` does the database work (call it off-loop).
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        with store.session() as session:
+            rows = session.execute(
+                select(KnownHostKey.address, KnownHostKey.port, KnownHostKey.key)
+            )
+            self._known: dict[tuple[str, int], str] = {(a, p): k for a, p, k in rows}
+        self._new: dict[tuple[str, int], str] = {}
+
+    def trusted(self, address: str, port: int) -> str | None:
+        return self._known.get((address, port))
+
+    def remember(self, address: str, port: int, key: str) -> None:
+        self._known[(address, port)] = key
+        self._new[(address, port)] = key
+
+    def flush(self) -> int:
+        """Save keys seen for the first time; returns how many were saved."""
+        new, self._new = self._new, {}
+        saved = 0
+        for (address, port), key in new.items():
+            try:
+                with self._store.session() as session:
+                    session.add(KnownHostKey(address=address, port=port, key=key))
+                saved += 1
+            except IntegrityError:  # another process trusted this host meanwhile
+                log.info("host key of %s:%s was recorded by another process", address, port)
+        return saved
+
+
+def forget_host_key(session: Session, address: str, port: int) -> bool:
+    """Drop the trusted key of one endpoint, so the next connection trusts anew."""
+    result = session.execute(
+        delete(KnownHostKey).where(KnownHostKey.address == address, KnownHostKey.port == port)
+    )
+    return bool(getattr(result, "rowcount", 0))

@@ -1,0 +1,285 @@
+"""SSH transport: a pool of warm asyncssh connections with provisor's host-key policy."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import resource
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import asyncssh
+
+from provisor.fleet.results import Outcome
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """How to reach one host. `name` is what reports call it."""
+
+    name: str
+    address: str
+    port: int = 22
+    user: str | None = None
+    identity: str | None = None  # private key file; None: the pool's default keys
+    proxy_jump: str | None = None  # "[user@]host[:port]" of a bastion
+
+    @property
+    def key(self) -> tuple[str, int, str | None, str | None, str | None]:
+        return (self.address, self.port, self.user, self.identity, self.proxy_jump)
+
+
+class HostKeys(Protocol):
+    """Where trusted host keys live (provisor's own known-hosts store)."""
+
+    def trusted(self, address: str, port: int) -> str | None: ...
+
+    def remember(self, address: str, port: int, key: str) -> None: ...
+
+
+class TransportError(Exception):
+    """A connection problem, already classified into a host outcome."""
+
+    def __init__(self, outcome: Outcome, message: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+        self.message = message
+
+
+class _Client(asyncssh.SSHClient):
+    """Trust on first use; refuse a changed key, naming both fingerprints."""
+
+    def __init__(self, keys: HostKeys, endpoint: Endpoint) -> None:
+        self._keys = keys
+        self._endpoint = endpoint
+        self.refused: str | None = None
+
+    def validate_host_public_key(
+        self, host: str, addr: str, port: int, key: asyncssh.SSHKey
+    ) -> bool:
+        presented = key.export_public_key("openssh").decode().strip()
+        known = self._keys.trusted(self._endpoint.address, self._endpoint.port)
+        if known is None:
+            self._keys.remember(self._endpoint.address, self._endpoint.port, presented)
+            return True
+        if _same_key(known, presented):
+            return True
+        old = asyncssh.import_public_key(known).get_fingerprint()
+        self.refused = (
+            f"host key of {self._endpoint.name} ({self._endpoint.address}:{self._endpoint.port}) "
+            f"changed: trusted {old}, offered {key.get_fingerprint()}; if the change is "
+            f"expected, run: provisor hosts rekey {self._endpoint.name}"
+        )
+        return False
+
+
+def _same_key(a: str, b: str) -> bool:
+    return a.split()[:2] == b.split()[:2]
+
+
+def raise_nofile_limit(wanted: int = 65536) -> int:
+    """Lift the soft open-files limit toward the hard one; 5,000 hosts need it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return target
+    return soft
+
+
+def classify(exc: BaseException, refused: str | None = None) -> TransportError:
+    """Map what asyncssh or the socket raised onto a host outcome."""
+    if isinstance(exc, TransportError):
+        return exc
+    if refused is not None:
+        return TransportError(Outcome.hostkey, refused)
+    if isinstance(exc, asyncssh.HostKeyNotVerifiable):
+        return TransportError(Outcome.hostkey, f"host key not verifiable: {exc.reason}")
+    if isinstance(exc, asyncssh.PermissionDenied):
+        return TransportError(Outcome.auth, f"authentication failed: {exc.reason}")
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return TransportError(Outcome.unreachable, "connect timeout: no SSH handshake in time")
+    if isinstance(exc, ConnectionRefusedError):
+        return TransportError(Outcome.unreachable, "connection refused")
+    if isinstance(exc, socket.gaierror):
+        return TransportError(Outcome.unreachable, f"cannot resolve address: {exc.strerror}")
+    if isinstance(exc, OSError) and exc.errno in (
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.EHOSTDOWN,
+        errno.ETIMEDOUT,
+    ):
+        return TransportError(Outcome.unreachable, os.strerror(exc.errno or 0))
+    if isinstance(exc, asyncssh.ConnectionLost | ConnectionResetError | BrokenPipeError):
+        return TransportError(Outcome.unreachable, f"connection lost during the handshake: {exc}")
+    if isinstance(exc, asyncssh.DisconnectError):
+        return TransportError(Outcome.error, f"server disconnected: {exc.reason}")
+    return TransportError(Outcome.error, f"{type(exc).__name__}: {exc}")
+
+
+class SSHPool:
+    """Connections kept open and reused while the pool lives.
+
+    A second job on the same hosts in the same process (the server) pays no
+    handshake. Handshakes are bounded separately from commands, because they
+    are the CPU-heavy part for both ends.
+    """
+
+    def __init__(
+        self,
+        host_keys: HostKeys,
+        *,
+        identities: list[str] | None = None,
+        password: str | None = None,
+        connect_timeout: float = 10.0,
+        keepalive_interval: float = 30.0,
+        max_handshakes: int = 100,
+        use_ssh_config: bool = True,
+    ) -> None:
+        raise_nofile_limit()
+        self._host_keys = host_keys
+        self._password = password
+        self._connect_timeout = connect_timeout
+        self._keepalive = keepalive_interval
+        self._handshakes = asyncio.Semaphore(max_handshakes)
+        self._connections: dict[tuple[object, ...], asyncssh.SSHClientConnection] = {}
+        self._pending: dict[tuple[object, ...], asyncio.Future[asyncssh.SSHClientConnection]] = {}
+        self._key_cache: dict[str, asyncssh.SSHKey] = {}
+        self._default_identities = identities
+        self._config: list[str] = []
+        ssh_config = Path("~/.ssh/config").expanduser()
+        if use_ssh_config and ssh_config.is_file():
+            self._config = [str(ssh_config)]
+        self.handshakes_done = 0
+
+    def _keys_for(self, endpoint: Endpoint) -> list[asyncssh.SSHKey] | None:
+        paths = [endpoint.identity] if endpoint.identity else self._default_identities
+        if not paths:
+            return None  # asyncssh's defaults: ~/.ssh/id_* and the agent
+        keys = []
+        for path in paths:
+            if path not in self._key_cache:
+                try:
+                    self._key_cache[path] = asyncssh.read_private_key(path)
+                except (OSError, asyncssh.KeyImportError) as exc:
+                    raise TransportError(
+                        Outcome.auth, f"cannot load private key {path}: {exc}"
+                    ) from None
+            keys.append(self._key_cache[path])
+        return keys
+
+    async def connect(self, endpoint: Endpoint) -> asyncssh.SSHClientConnection:
+        """A live connection to the endpoint: a pooled one, or a new handshake."""
+        key = endpoint.key
+        existing = self._connections.get(key)
+        if existing is not None and not existing.is_closed():
+            return existing
+        pending = self._pending.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[asyncssh.SSHClientConnection] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._pending[key] = future
+        try:
+            connection = await self._open(endpoint)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+            raise
+        else:
+            future.set_result(connection)
+            self._connections[key] = connection
+            return connection
+        finally:
+            del self._pending[key]
+
+    async def _open(self, endpoint: Endpoint) -> asyncssh.SSHClientConnection:
+        client = _Client(self._host_keys, endpoint)
+        tunnel: asyncssh.SSHClientConnection | None = None
+        if endpoint.proxy_jump:
+            tunnel = await self.connect(_jump_endpoint(endpoint.proxy_jump, endpoint))
+        trusted = self._host_keys.trusted(endpoint.address, endpoint.port)
+        algorithms: list[str] = []
+        if trusted is not None:
+            try:
+                key = asyncssh.import_public_key(trusted)
+                algorithms = [a.decode() for a in key.sig_algorithms]
+            except asyncssh.KeyImportError:
+                algorithms = []
+        async with self._handshakes:
+            try:
+                connection = await asyncio.wait_for(
+                    asyncssh.connect(
+                        endpoint.address,
+                        endpoint.port,
+                        tunnel=tunnel if tunnel is not None else (),
+                        username=endpoint.user or (),
+                        client_factory=_factory(client),
+                        client_keys=self._keys_for(endpoint) or (),
+                        password=self._password,
+                        known_hosts=([], [], []),  # nothing pre-trusted: the client decides
+                        server_host_key_algs=algorithms or (),
+                        connect_timeout=self._connect_timeout,
+                        keepalive_interval=self._keepalive,
+                        keepalive_count_max=3,
+                        config=self._config or None,
+                    ),
+                    self._connect_timeout,
+                )
+            except BaseException as exc:
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                raise classify(exc, client.refused) from None
+        self.handshakes_done += 1
+        return connection
+
+    def forget(self, endpoint: Endpoint) -> None:
+        """Drop a connection that misbehaved, so the next use makes a fresh one."""
+        connection = self._connections.pop(endpoint.key, None)
+        if connection is not None:
+            connection.abort()
+
+    def use_host_keys(self, host_keys: HostKeys) -> None:
+        """Judge new handshakes by a fresher copy of the known-hosts store."""
+        self._host_keys = host_keys
+
+    def has_live(self, endpoint: Endpoint) -> bool:
+        connection = self._connections.get(endpoint.key)
+        return connection is not None and not connection.is_closed()
+
+    def __len__(self) -> int:
+        return sum(1 for c in self._connections.values() if not c.is_closed())
+
+    async def close(self) -> None:
+        connections = list(self._connections.values())
+        self._connections.clear()
+        for connection in connections:
+            connection.close()
+        await asyncio.gather(*(c.wait_closed() for c in connections), return_exceptions=True)
+
+
+def _factory(client: _Client) -> Callable[[], asyncssh.SSHClient]:
+    return lambda: client
+
+
+def _jump_endpoint(spec: str, behind: Endpoint) -> Endpoint:
+    user, _, hostport = spec.rpartition("@")
+    host, port = hostport, 22
+    if hostport.startswith("["):
+        host, _, rest = hostport[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") else 22
+    elif hostport.count(":") == 1:
+        host, port_text = hostport.split(":")
+        port = int(port_text)
+    return Endpoint(
+        name=f"{spec} (jump host of {behind.name})",
+        address=host,
+        port=port,
+        user=user or behind.user,
+        identity=behind.identity,
+    )

@@ -1,0 +1,159 @@
+"""The public, isolation-independent API: each call picks the backend the host uses."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from provisor.core.errors import Conflict, InvalidInput, ProvisorError
+
+from . import _namespaces, _processmode
+from ._host import (
+    ISOLATIONS,
+    STATE_FILE,
+    Isolation,
+    SandboxHost,
+    check_namespace_base_dir,
+    default_base_dir,
+    default_isolation,
+    read_state,
+    validate_address,
+    validate_name,
+    validate_port,
+)
+
+START_TIMEOUT = 10.0  # seconds until a host must answer SSH
+DEFAULT_PORTS: dict[Isolation, int] = {"namespaces": 22, "process": 2222}
+
+
+def _base(base_dir: Path | str | None) -> Path:
+    return Path(os.path.abspath(base_dir if base_dir is not None else default_base_dir()))
+
+
+async def start(
+    name: str,
+    address: str,
+    *,
+    base_dir: Path | None = None,
+    port: int | None = None,
+    isolation: Isolation | None = None,
+) -> SandboxHost:
+    """Start (boot) a sandbox host; returns once its SSH port sends a banner.
+
+    An existing stopped host of that name boots again from its disk.
+    """
+    validate_name(name)
+    address = validate_address(address)
+    mode = isolation if isolation is not None else default_isolation()
+    if mode not in ISOLATIONS:
+        raise InvalidInput(
+            f"unknown isolation {mode!r}: expected one of {', '.join(ISOLATIONS)}",
+            field="isolation",
+        )
+    port = validate_port(port if port is not None else DEFAULT_PORTS[mode])
+    base = _base(base_dir)
+    if mode == "namespaces":
+        base = check_namespace_base_dir(base)
+    existing = read_state(base / name)
+    if existing is not None:
+        if existing.isolation != mode:
+            raise Conflict(
+                f"sandbox host {name} exists with isolation {existing.isolation!r}; "
+                f"destroy it before starting it with {mode!r}",
+                field="name",
+            )
+        if is_running(existing):
+            raise Conflict(
+                f"sandbox host {name} is already running (pid {existing.pid}, "
+                f"{existing.address}:{existing.port})",
+                field="name",
+            )
+    if mode == "namespaces":
+        return await _namespaces.start(name, address, port, base, timeout=START_TIMEOUT)
+    return await _processmode.start(name, address, port, base, timeout=START_TIMEOUT)
+
+
+async def stop(host: SandboxHost, *, destroy: bool = False) -> None:
+    """Power the host off: no process and no mount is left. Idempotent.
+
+    The directory (the host's disk) is kept unless `destroy` is true.
+    """
+    if host.isolation == "namespaces":
+        await _namespaces.stop(host)
+    else:
+        await _processmode.stop(host)
+    if destroy and host.directory.exists():
+        try:
+            shutil.rmtree(host.directory)
+        except OSError as exc:
+            raise ProvisorError(
+                f"sandbox host {host.name}: cannot remove {host.directory}: {exc}"
+            ) from exc
+
+
+async def destroy(host: SandboxHost) -> None:
+    """Stop the host and remove its directory."""
+    await stop(host, destroy=True)
+
+
+async def restart(host: SandboxHost) -> SandboxHost:
+    """A reboot: every process is gone, files written before are still there."""
+    await stop(host)
+    return await start(
+        host.name,
+        host.address,
+        base_dir=host.directory.parent,
+        port=host.port,
+        isolation=host.isolation,
+    )
+
+
+async def rekey(host: SandboxHost) -> SandboxHost:
+    """Give the host a new host key and restart its SSH server with it."""
+    if host.isolation == "namespaces":
+        return await _namespaces.rekey(host, timeout=START_TIMEOUT)
+    return await _processmode.rekey(host, timeout=START_TIMEOUT)
+
+
+def is_running(host: SandboxHost) -> bool:
+    if host.isolation == "namespaces":
+        return _namespaces.is_running(host)
+    return _processmode.is_running(host)
+
+
+def load(name: str, base_dir: Path | None = None) -> SandboxHost | None:
+    """Re-read a host from its directory (hosts outlive the process that started them)."""
+    validate_name(name)
+    return read_state(_base(base_dir) / name)
+
+
+def list_hosts(base_dir: Path | None = None) -> list[SandboxHost]:
+    """Every host recorded under a base dir, running or not, by name."""
+    base = _base(base_dir)
+    if not base.is_dir():
+        return []
+    found = []
+    for state in sorted(base.glob(f"*/{STATE_FILE}")):
+        host = read_state(state.parent)
+        if host is not None:
+            found.append(host)
+    return found
+
+
+def authorized_keys_path(host: SandboxHost) -> Path:
+    """Machine-side path of the host's root (or user) authorized_keys file.
+
+    For a running namespace-mode host the path goes through the host's own mount
+    namespace (/proc/<pid>/root/...), so edits are seen by its sshd at once; for a
+    stopped one it is the file in the overlay's upper dir.
+    """
+    if host.isolation == "namespaces":
+        return _namespaces.authorized_keys_path(host)
+    return _processmode.authorized_keys_path(host)
+
+
+def known_hosts_entry(host: SandboxHost) -> str:
+    """A known_hosts line pinning the host's current key."""
+    where = host.address if host.port == 22 else f"[{host.address}]:{host.port}"
+    return f"{where} {host.host_public_key}"

@@ -1,0 +1,201 @@
+"""The sandbox host record, its on-disk state and the checks on what a caller asks for."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from provisor.core.errors import InvalidInput
+
+Isolation = Literal["namespaces", "process"]
+ISOLATIONS: tuple[Isolation, ...] = ("namespaces", "process")
+
+# Directories each namespace-mode host sees through its own copy-on-write overlay.
+OVERLAID_DIRS: tuple[str, ...] = (
+    "/etc",
+    "/root",
+    "/home",
+    "/var",
+    "/usr",
+    "/opt",
+    "/srv",
+    "/tmp",  # noqa: S108 - overlaid, not used as a temporary directory
+)
+
+STATE_FILE = "host.json"
+# Process mode (kept here so that importing the package does not import _userhost,
+# which runs as `python -m provisor.sandbox._userhost`).
+USERHOST_LOG = "userhost.log"
+USERHOST_PID_FILE = "userhost.pid"
+USERHOST_ENV_MARKER = "PROVISOR_SANDBOX_HOST"  # in the environment of every session
+LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# Paths go into overlayfs mount options, where ',' ':' '\' and spaces have meanings.
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9._+@/-]+$")
+
+
+@dataclass(frozen=True)
+class SandboxHost:
+    """One running (or stopped) sandbox host and how to reach it."""
+
+    name: str
+    address: str
+    port: int
+    user: str
+    directory: Path
+    isolation: Isolation
+    client_key: Path
+    host_public_key: str
+    pid: int
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["directory"] = str(self.directory)
+        data["client_key"] = str(self.client_key)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SandboxHost:
+        isolation = data["isolation"]
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"unknown isolation {isolation!r}")
+        return cls(
+            name=str(data["name"]),
+            address=str(data["address"]),
+            port=int(data["port"]),
+            user=str(data["user"]),
+            directory=Path(data["directory"]),
+            isolation=cast(Isolation, isolation),
+            client_key=Path(data["client_key"]),
+            host_public_key=str(data["host_public_key"]),
+            pid=int(data["pid"]),
+        )
+
+
+def default_isolation() -> Isolation:
+    return "namespaces" if os.geteuid() == 0 else "process"
+
+
+def default_base_dir() -> Path:
+    env = os.environ.get("PROVISOR_SANDBOX_DIR")
+    if env:
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/run/provisor/sandbox")
+    import platformdirs  # only needed here; keeps import of the package cheap
+
+    return Path(platformdirs.user_data_dir("provisor")) / "sandbox"
+
+
+def validate_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise InvalidInput(
+            f"invalid sandbox host name {name!r}: use 1-63 lowercase letters, digits "
+            "and '-', not starting or ending with '-' (it becomes the hostname)",
+            field="name",
+        )
+    return name
+
+
+def validate_address(address: str) -> str:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        raise InvalidInput(
+            f"invalid address {address!r}: expected an IPv4 address in 127.0.0.0/8",
+            field="address",
+        ) from None
+    if not isinstance(ip, ipaddress.IPv4Address) or ip not in LOOPBACK:
+        raise InvalidInput(
+            f"address {address} is not in 127.0.0.0/8: sandbox hosts only ever listen "
+            "on loopback addresses",
+            field="address",
+        )
+    if ip in (LOOPBACK.network_address, LOOPBACK.broadcast_address):
+        raise InvalidInput(
+            f"address {address} is the network or broadcast address of 127.0.0.0/8",
+            field="address",
+        )
+    return str(ip)
+
+
+def validate_port(port: int) -> int:
+    if not 1 <= port <= 65535:
+        raise InvalidInput(f"invalid port {port}: expected 1-65535", field="port")
+    return port
+
+
+def _existing_ancestor(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path("/")
+
+
+def check_namespace_base_dir(base_dir: Path) -> Path:
+    """Refuse a base dir whose overlay upper dirs would sit inside an overlaid tree.
+
+    overlayfs rejects an upper/work dir inside one of its lower dirs on the same
+    filesystem ("overlapping layers", ELOOP); say so before any mount is tried.
+    """
+    real = Path(os.path.realpath(base_dir))
+    if not _SAFE_PATH.match(str(real)):
+        raise InvalidInput(
+            f"sandbox base dir {real} contains characters overlayfs mount options cannot "
+            "carry; use only letters, digits and . _ + @ / -",
+            field="base_dir",
+        )
+    dev = _existing_ancestor(real).stat().st_dev
+    for overlaid in OVERLAID_DIRS:
+        lower = Path(os.path.realpath(overlaid))
+        if not lower.is_dir() or not (real == lower or lower in real.parents):
+            continue
+        if lower.stat().st_dev == dev:
+            raise InvalidInput(
+                f"sandbox base dir {real} is inside {overlaid}, which every namespace-mode "
+                f"host overlays; overlayfs refuses upper dirs inside their lower dir on the "
+                f"same filesystem (ELOOP, overlapping layers). Use a directory outside "
+                f"{' '.join(OVERLAID_DIRS)}, e.g. /run/provisor/sandbox",
+                field="base_dir",
+            )
+    return real
+
+
+def write_state(host: SandboxHost) -> None:
+    """Write the host record atomically, so a concurrent `load` never sees half of it."""
+    path = host.directory / STATE_FILE
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(host.to_json(), indent=2) + "\n")
+    tmp.replace(path)
+
+
+def read_state(directory: Path) -> SandboxHost | None:
+    try:
+        data = json.loads((directory / STATE_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"unreadable sandbox host state: {exc}", source=str(directory)) from exc
+    try:
+        return SandboxHost.from_json(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InvalidInput(
+            f"malformed sandbox host state: {exc}", source=str(directory / STATE_FILE)
+        ) from exc
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16384))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return f"(no log at {path})"
+    tail = text.splitlines()[-lines:]
+    return "\n".join(tail) if tail else f"(log {path} is empty)"

@@ -1,0 +1,332 @@
+"""Namespace mode: a real OpenSSH sshd in its own UTS, PID and mount namespaces.
+
+Process tree on the machine::
+
+    unshare (the host's top process, SandboxHost.pid)
+      └─ sshd -D  (PID 1 inside: it reaps orphans, and when it dies the kernel
+                   kills everything else in the namespace; the overlay mounts
+                   exist only in its mount namespace and go away with it)
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import signal
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from provisor.core.errors import ProvisorError
+
+from . import _procs
+from ._host import OVERLAID_DIRS, SandboxHost, log_tail, write_state
+from ._keys import HOST_KEY, client_key, new_host_key
+
+SSHD = "/usr/sbin/sshd"
+LOG = "sshd.log"
+BOOT = "boot.sh"
+CONFIG = "sshd_config"
+FSTAB = "fstab"
+FRESH_LOWER = "lower"  # empty lower dirs for overlays that must not show the machine's
+
+# Runs as PID 1 of the new namespaces (started by `unshare --fork`), then becomes sshd.
+# All mounts come from the host's fstab in one `mount -a`: an exec per mount would
+# dominate the boot time when fifty hosts start at once.
+_BOOT_SCRIPT = """\
+#!/bin/sh
+# provisor sandbox host boot (namespace mode); arguments: host directory, host name.
+set -eu
+dir="$1"
+name="$2"
+printf '%s' "$name" > /proc/sys/kernel/hostname
+# The fresh /run hides the host directory when it lives under /run, yet sshd re-reads
+# its config and host key on every connection. The working directory keeps a handle on
+# it, and the fstab's last entries bind it back at the same path ("." is not
+# canonicalized, so the kernel resolves it against that handle).
+cd "$dir"
+mount --no-canonicalize -a -T "$dir/{fstab}"
+cd /
+exec {sshd} -D -e -f "$dir/{config}"
+"""
+
+_SSHD_CONFIG = """\
+# provisor sandbox host {name}
+ListenAddress {address}:{port}
+HostKey {directory}/{host_key}
+PidFile none
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+AuthorizedKeysFile .ssh/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+# Fleet tests open hundreds of connections and sessions at once.
+MaxStartups 1000
+MaxSessions 1000
+LoginGraceTime 60
+UseDNS no
+PrintMotd no
+PrintLastLog no
+AcceptEnv LANG LC_*
+Subsystem sftp internal-sftp
+LogLevel INFO
+{extra}"""
+
+
+@functools.cache
+def _sshd_has_option(option: str) -> bool:
+    """Whether the installed sshd knows a config keyword (its parser table is in the binary)."""
+    try:
+        return option.lower().encode() in Path(SSHD).read_bytes()
+    except OSError:
+        return False
+
+
+def _require_tools() -> str:
+    if os.geteuid() != 0:
+        raise ProvisorError(
+            "namespace-mode sandbox hosts need root (mount and PID namespaces, overlayfs); "
+            'use isolation="process" to run without root'
+        )
+    if not os.access(SSHD, os.X_OK):
+        raise ProvisorError(
+            f"{SSHD} not found: namespace-mode sandbox hosts run Debian's OpenSSH server; "
+            "install it with: apt-get install -y openssh-server"
+        )
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        raise ProvisorError("unshare not found: install util-linux (apt-get install util-linux)")
+    return unshare
+
+
+def _prepare_disk(directory: Path, name: str, address: str, client_public: str) -> None:
+    """Create the host's copy-on-write layers and the files that make it this host."""
+    for lower in OVERLAID_DIRS:
+        if not os.path.isdir(lower):
+            continue
+        st = os.stat(lower)
+        upper = directory / "upper" / lower.lstrip("/")
+        upper.mkdir(parents=True, exist_ok=True)
+        # A merged directory shows its upper dir's owner and mode (/tmp must stay 1777,
+        # /root 0700 or sshd's StrictModes refuses the keys).
+        os.chown(upper, st.st_uid, st.st_gid)
+        os.chmod(upper, st.st_mode & 0o7777)
+        (directory / "work" / lower.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    etc = directory / "upper" / "etc"
+    (etc / "hostname").write_text(name + "\n")
+    try:
+        hosts = Path("/etc/hosts").read_text()
+    except OSError:
+        hosts = "127.0.0.1\tlocalhost\n"
+    (etc / "hosts").write_text(hosts.rstrip("\n") + f"\n{address}\t{name}\n")
+    _fresh_root_home(directory)
+    ssh_dir = directory / "upper" / "root" / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    keys = ssh_dir / "authorized_keys"
+    keys.write_text(client_public + " provisor-sandbox-client\n")
+    keys.chmod(0o600)
+
+
+# Debian's own defaults for root's dot files (base-files), else the skeleton.
+_ROOT_DOTFILES = {
+    ".bashrc": ("/usr/share/base-files/dot.bashrc", "/etc/skel/.bashrc"),
+    ".profile": ("/usr/share/base-files/dot.profile", "/etc/skel/.profile"),
+}
+
+
+def _fresh_root_home(directory: Path) -> None:
+    """Give the host a /root of its own, as a new server has, not the machine's.
+
+    The machine's /root holds its operator's dot files: secrets (tokens in .npmrc and
+    the like) and shell start-up (`pyenv init` costs ~0.2 s of every SSH command). So
+    /root is an overlay over an empty lower dir instead (overlayfs ignores an opaque
+    mark on a layer's root, which would otherwise hide the lower /root).
+    """
+    (directory / FRESH_LOWER / "root").mkdir(parents=True, mode=0o700, exist_ok=True)
+    upper = directory / "upper" / "root"
+    for name, sources in _ROOT_DOTFILES.items():
+        for source in sources:
+            if os.path.isfile(source):
+                shutil.copyfile(source, upper / name)
+                break
+
+
+def _write_runtime_files(directory: Path, name: str, address: str, port: int) -> None:
+    extra = ""
+    if _sshd_has_option("PerSourcePenalties"):
+        # OpenSSH >= 9.8 would throttle the bursts of connections fleet tests make.
+        extra = "PerSourcePenalties no\n"
+    config = _SSHD_CONFIG.format(
+        name=name, address=address, port=port, directory=directory, host_key=HOST_KEY, extra=extra
+    )
+    (directory / CONFIG).write_text(config)
+    (directory / FSTAB).write_text(_fstab(directory, name))
+    (directory / BOOT).write_text(_BOOT_SCRIPT.format(fstab=FSTAB, sshd=SSHD, config=CONFIG))
+
+
+def _fstab(directory: Path, name: str) -> str:
+    """The host's mounts, in order, for `mount -a` inside its mount namespace."""
+    lines = [f"# provisor sandbox host {name}: mounted by {BOOT} in the host's namespace"]
+    for lower in OVERLAID_DIRS:
+        rel = lower.lstrip("/")
+        # Only directories the machine had when the host was created have layers.
+        if (directory / "upper" / rel).is_dir():
+            fresh = directory / FRESH_LOWER / rel
+            below = fresh if fresh.is_dir() else lower
+            options = (
+                f"lowerdir={below},upperdir={directory}/upper/{rel},workdir={directory}/work/{rel}"
+            )
+            lines.append(f"provisor-{name} {lower} overlay {options} 0 0")
+    lines += [
+        f"provisor-{name}-run /run tmpfs mode=0755,nosuid,nodev,size=64m 0 0",
+        f". {directory} none bind,X-mount.mkdir 0 0",
+        # sshd's privilege separation directory (it chroots there: root-owned, empty).
+        f"provisor-{name}-sshd /run/sshd tmpfs mode=0755,size=64k,X-mount.mkdir 0 0",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _launch(name: str, address: str, port: int, base_dir: Path) -> SandboxHost:
+    """Everything up to the spawn of the host: blocking file work, run in a thread."""
+    unshare = _require_tools()
+    _procs.check_port_free(address, port)
+    base_dir.mkdir(parents=True, exist_ok=True)
+    key_path, client_public = client_key(base_dir)
+    directory = base_dir / name
+    directory.mkdir(mode=0o755, exist_ok=True)
+    if not (directory / HOST_KEY).exists():
+        _prepare_disk(directory, name, address, client_public)
+        host_public = new_host_key(directory)
+    else:
+        host_public = (directory / f"{HOST_KEY}.pub").read_text().strip()
+    _write_runtime_files(directory, name, address, port)
+    log = directory / LOG
+    with log.open("a") as f:
+        f.write(f"--- provisor: boot {name} at {time.strftime('%Y-%m-%dT%H:%M:%S%z')} ---\n")
+    argv = [
+        unshare,
+        "--uts",
+        "--pid",
+        "--mount",
+        "--fork",
+        "--mount-proc",
+        "--propagation",
+        "private",
+        # If the top process dies, so does sshd (PID 1 inside), and with it the namespace.
+        "--kill-child=SIGKILL",
+        "--",
+        "/bin/sh",
+        str(directory / BOOT),
+        str(directory),
+        name,
+    ]
+    pid = _procs.spawn_detached(argv, log=log, cwd=directory)
+    host = SandboxHost(
+        name=name,
+        address=address,
+        port=port,
+        user="root",
+        directory=directory,
+        isolation="namespaces",
+        client_key=key_path,
+        host_public_key=host_public,
+        pid=pid,
+    )
+    write_state(host)  # first, so that a host that fails to come up can still be stopped
+    return host
+
+
+async def start(
+    name: str, address: str, port: int, base_dir: Path, *, timeout: float
+) -> SandboxHost:
+    # The file work is slow on some disks (~1 ms per mkdir): off the event loop, so
+    # that many hosts starting at once overlap.
+    host = await _procs.in_thread(lambda: _launch(name, address, port, base_dir), stop)
+    directory, log, pid = host.directory, host.directory / LOG, host.pid
+    try:
+        await _procs.wait_for_ssh(
+            address,
+            port,
+            alive=lambda: _procs.is_alive(pid, directory),
+            log=log,
+            what=f"sandbox host {name}",
+            timeout=timeout,
+        )
+    except BaseException:
+        await stop(host)
+        raise
+    return host
+
+
+def init_pid(host: SandboxHost) -> int | None:
+    """Machine pid of the host's PID 1 (its sshd), or None when the host is down."""
+    if not _procs.is_alive(host.pid, host.directory):
+        return None
+    found = _procs.children(host.pid)
+    return found[0] if found else None
+
+
+def is_running(host: SandboxHost) -> bool:
+    return _procs.is_alive(host.pid, host.directory)
+
+
+async def stop(host: SandboxHost) -> None:
+    directory = host.directory
+    if _procs.is_alive(host.pid, directory):
+        init = _procs.children(host.pid)
+        namespace = _procs.pid_namespace(init[0]) if init else None
+        # Kill PID 1 inside first: unshare then reaps it and exits by itself.
+        for pid in init or [host.pid]:
+            _procs.kill(pid)
+        if not await _procs.wait_until(lambda: not _procs.is_alive(host.pid, directory), 3.0):
+            _procs.kill(host.pid)
+            await _procs.wait_until(lambda: not _procs.is_alive(host.pid, directory), 3.0)
+        if namespace is not None:
+            await _procs.wait_until(lambda: not _procs.in_pid_namespace(namespace), 5.0)
+    # Whatever still names the directory (e.g. an sshd whose top process was killed by
+    # hand) belongs to this host too.
+    left = _procs.referring_to(directory)
+    for pid in left:
+        _procs.kill(pid)
+    if left and not await _procs.wait_until(lambda: not _procs.referring_to(directory), 5.0):
+        survivors = ", ".join(str(p) for p in _procs.referring_to(directory))
+        raise ProvisorError(f"sandbox host {host.name}: processes survived stop: {survivors}")
+
+
+async def rekey(host: SandboxHost, *, timeout: float) -> SandboxHost:
+    """New host key; a running sshd re-executes itself (SIGHUP) to load it."""
+    init = init_pid(host)
+    log = host.directory / LOG
+    offset = log.stat().st_size if log.exists() else 0
+    line = new_host_key(host.directory)
+    new = replace(host, host_public_key=line)
+    write_state(new)
+    if init is None:
+        return new
+    _procs.kill(init, signal.SIGHUP)
+    listening = f"Server listening on {host.address} port {host.port}."
+    if not await _procs.wait_for_log(log, offset, listening, timeout=timeout):
+        raise ProvisorError(
+            f"sandbox host {host.name}: sshd did not come back after SIGHUP within "
+            f"{timeout:g} s; last lines of {log}:\n{log_tail(log)}"
+        )
+    await _procs.wait_for_ssh(
+        host.address,
+        host.port,
+        alive=lambda: _procs.is_alive(host.pid, host.directory),
+        log=log,
+        what=f"sandbox host {host.name}",
+        timeout=timeout,
+    )
+    return new
+
+
+def authorized_keys_path(host: SandboxHost) -> Path:
+    init = init_pid(host)
+    if init is not None:
+        # Through the host's own mount namespace: editing the upper dir behind a mounted
+        # overlay's back is undefined and in practice unseen by the host (cached dentries).
+        return Path(f"/proc/{init}/root/root/.ssh/authorized_keys")
+    return host.directory / "upper" / "root" / ".ssh" / "authorized_keys"

@@ -1,0 +1,199 @@
+"""pytest plugin: the `testbed` fixture starts real SSH sandbox hosts for a test.
+
+    def test_fleet(testbed):
+        hosts = testbed(3)                      # started concurrently, ready for SSH
+        hosts += testbed(1, isolation="process")
+
+    async def test_async(testbed):
+        hosts = await testbed.start(2)          # same, in the test's own event loop
+
+Hosts get names tb01, tb02, ... and addresses from a /16 block of 127.0.0.0/8 that
+this pytest session claims (a lock file plus a check for listeners already in it),
+so concurrent sessions and leftovers from crashed ones never collide. At teardown
+every host the test started is stopped and destroyed, and the fixture fails the
+test if any process or mount of it is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import fcntl
+import ipaddress
+import os
+import random
+import secrets
+import shutil
+import tempfile
+import threading
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, TypeVar
+
+import pytest
+
+if TYPE_CHECKING:  # the sandbox package is imported only by tests that use the fixture
+    from provisor.sandbox import Isolation, SandboxHost
+
+T = TypeVar("T")
+
+ROOT_TEST_DIR = Path("/run/provisor-test")
+_BLOCKS = range(64, 251)  # second octet of the 127.X.0.0/16 blocks tests may use
+_PER_BLOCK = 250 * 256
+
+
+def _in_thread(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion in a fresh loop, even when called from a running one."""
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="testbed") as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def _busy_blocks() -> set[int]:
+    from provisor.sandbox import _procs
+
+    busy = set()
+    for sock in _procs.listeners():
+        if isinstance(sock.address, ipaddress.IPv4Address) and sock.address.is_loopback:
+            busy.add(sock.address.packed[1])
+    return busy
+
+
+class _Session:
+    """What every test of one pytest session shares: a base dir and an address block."""
+
+    def __init__(self) -> None:
+        if os.geteuid() == 0:
+            # Not under /tmp: namespace-mode hosts overlay /tmp (see check_namespace_base_dir).
+            ROOT_TEST_DIR.mkdir(parents=True, exist_ok=True)
+            self.base_dir = ROOT_TEST_DIR / secrets.token_hex(4)
+            self.base_dir.mkdir(mode=0o755)
+            lock_dir = ROOT_TEST_DIR / ".blocks"
+        else:
+            self.base_dir = Path(tempfile.mkdtemp(prefix="provisor-test-"))
+            lock_dir = Path(tempfile.gettempdir()) / f"provisor-test-blocks-{os.geteuid()}"
+        # Lets `python -m provisor.sandbox cleanup` tell a live session from a crashed one.
+        (self.base_dir / ".session-pid").write_text(f"{os.getpid()}\n")
+        self.block, self._lock = self._claim_block(lock_dir)
+        self._next = 0
+        self._mutex = threading.Lock()
+
+    @staticmethod
+    def _claim_block(lock_dir: Path) -> tuple[int, IO[str]]:
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        busy = _busy_blocks()
+        candidates = [x for x in _BLOCKS if x not in busy]
+        random.shuffle(candidates)
+        for x in candidates:
+            lock = (lock_dir / f"127.{x}.lock").open("w")
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.close()
+                continue
+            return x, lock
+        raise RuntimeError("testbed: every 127.X.0.0/16 block (X in 64..250) is in use")
+
+    def allocate(self, n: int) -> list[tuple[str, str]]:
+        """(name, address) for n new hosts, unique within the session."""
+        with self._mutex:
+            if self._next + n > _PER_BLOCK:
+                raise RuntimeError(f"testbed: more than {_PER_BLOCK} hosts in one session")
+            first, self._next = self._next, self._next + n
+        return [
+            (f"tb{k + 1:02d}", f"127.{self.block}.{k // 250}.{k % 250 + 1}")
+            for k in range(first, first + n)
+        ]
+
+    def close(self) -> None:
+        from provisor import sandbox
+
+        async def stop_all() -> None:
+            hosts = sandbox.list_hosts(self.base_dir)
+            await asyncio.gather(*(sandbox.destroy(h) for h in hosts), return_exceptions=True)
+
+        try:
+            _in_thread(stop_all())
+        finally:
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+            self._lock.close()
+
+
+class Testbed:
+    """The callable the `testbed` fixture returns."""
+
+    __test__ = False  # a helper, not a test class, despite its name
+
+    def __init__(self, session: _Session) -> None:
+        self._session = session
+        self._names: list[str] = []
+        self.hosts: list[SandboxHost] = []
+
+    @property
+    def base_dir(self) -> Path:
+        return self._session.base_dir
+
+    def __call__(self, n: int = 1, *, isolation: Isolation | None = None) -> list[SandboxHost]:
+        """Start n hosts concurrently and return them once all answer SSH."""
+        return _in_thread(self.start(n, isolation=isolation))
+
+    async def start(self, n: int = 1, *, isolation: Isolation | None = None) -> list[SandboxHost]:
+        from provisor import sandbox
+
+        slots = self._session.allocate(n)
+        self._names += [name for name, _ in slots]
+        results = await asyncio.gather(
+            *(
+                sandbox.start(name, address, base_dir=self.base_dir, isolation=isolation)
+                for name, address in slots
+            ),
+            return_exceptions=True,
+        )
+        hosts = [r for r in results if not isinstance(r, BaseException)]
+        self.hosts += hosts
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result  # teardown still destroys the ones that did start
+        return hosts
+
+    def teardown(self) -> None:
+        from provisor import sandbox
+        from provisor.sandbox import _procs
+
+        async def destroy_all() -> list[BaseException]:
+            hosts = [sandbox.load(name, self.base_dir) for name in self._names]
+            results = await asyncio.gather(
+                *(sandbox.destroy(h) for h in hosts if h is not None), return_exceptions=True
+            )
+            return [r for r in results if isinstance(r, BaseException)]
+
+        errors = _in_thread(destroy_all())
+        problems = [f"stop failed: {e!r}" for e in errors]
+        for pid in _procs.referring_to(self.base_dir):
+            problems.append(f"process {pid} left behind: {_procs.cmdline(pid)}")
+        with contextlib.suppress(OSError):
+            mounts = Path("/proc/self/mountinfo").read_text()
+            problems += [
+                f"mount left behind: {line}"
+                for line in mounts.splitlines()
+                if str(self.base_dir) + "/" in line
+            ]
+        if problems:
+            pytest.fail("testbed teardown:\n" + "\n".join(problems), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def _provisor_testbed_session() -> Iterator[_Session]:
+    session = _Session()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+@pytest.fixture
+def testbed(_provisor_testbed_session: _Session) -> Iterator[Testbed]:
+    """Start real SSH sandbox hosts: `hosts = testbed(n, isolation=None)`."""
+    bed = Testbed(_provisor_testbed_session)
+    yield bed
+    bed.teardown()

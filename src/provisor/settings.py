@@ -1,0 +1,66 @@
+"""Configuration: environment (`PROVISOR_*`), then `provisor.toml`, then defaults."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("PROVISOR_HOME") or platformdirs.user_data_dir("provisor"))
+
+
+def _config_file() -> Path:
+    """`PROVISOR_CONFIG` if set, else `provisor.toml` in the data directory."""
+    explicit = os.environ.get("PROVISOR_CONFIG")
+    return Path(explicit) if explicit else default_home() / "provisor.toml"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PROVISOR_", extra="forbid")
+
+    home: Path = Field(default_factory=default_home, description="data directory")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite file in `home`"
+    )
+    log_level: LogLevel = "warning"
+    tenant: str = Field(default="default", description="tenant used when none is given")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'provisor.db'}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=_config_file())
+        return (init_settings, env_settings, toml)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,6 @@
+"""Persistence: SQLAlchemy models and the database they live in."""
+
+from provisor.store.db import Store, StoreUnavailable, migrate
+from provisor.store.models import Base, Event, Group, Host, Tenant
+
+__all__ = ["Base", "Event", "Group", "Host", "Store", "StoreUnavailable", "Tenant", "migrate"]

@@ -1,0 +1,123 @@
+"""The `provisor` command as a user runs it: a real process, its output and exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def provisor(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PROVISOR_HOME": str(home), "COLUMNS": "200", "NO_COLOR": "1"}
+    env.pop("PROVISOR_DATABASE_URL", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "provisor", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_version(home: Path) -> None:
+    assert provisor("--version", home=home).stdout.startswith("provisor ")
+
+
+def test_hosts_and_groups_round_trip(home: Path) -> None:
+    provisor(
+        "hosts",
+        "add",
+        "web01",
+        "--address",
+        "127.0.0.5",
+        "-t",
+        "env=prod",
+        "--fact",
+        "os=debian",
+        "--fact",
+        "cpus=4",
+        home=home,
+    )
+    provisor("hosts", "add", "web02", "-l", "deploy", "-p", "2222", home=home)
+    shown = json.loads(provisor("hosts", "show", "web01", "--output", "json", home=home).stdout)
+    assert shown["facts"] == {"os": "debian", "cpus": 4} and shown["tags"] == {"env": "prod"}
+    provisor("groups", "add", "prod", "--rule", 'tags.env == "prod" and facts.cpus >= 4', home=home)
+    provisor("groups", "add", "web", "-m", "web01", "-m", "web02", home=home)
+    assert provisor("groups", "members", "prod", home=home).stdout.split() == ["web01"]
+    listed = json.loads(provisor("groups", "list", "--output", "json", home=home).stdout)
+    assert {g["name"]: g["members"] for g in listed} == {
+        "prod": ["web01"],
+        "web": ["web01", "web02"],
+    }
+    table = provisor("hosts", "list", home=home).stdout
+    assert "web01" in table and "127.0.0.5" in table and "2 host(s)" in table
+    provisor("hosts", "rm", "web02", home=home)
+    assert provisor("groups", "members", "web", home=home).stdout.split() == ["web01"]
+    events = json.loads(provisor("events", "--output", "json", home=home).stdout)
+    assert [e["kind"] for e in events] == [
+        "host.added",
+        "host.added",
+        "group.added",
+        "group.added",
+        "host.removed",
+    ]
+    only = json.loads(provisor("events", "-k", "group.", "--output", "json", home=home).stdout)
+    assert {e["kind"] for e in only} == {"group.added"}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["hosts", "show", "nope"], "no host named 'nope'"),
+        (["hosts", "add", "bad name"], "invalid name 'bad name'"),
+        (["hosts", "add", "x", "--port", "0"], "port: invalid port 0"),
+        (["hosts", "add", "x", "-t", "novalue"], "tag: expected KEY=VALUE"),
+        (["groups", "add", "g", "--rule", 'tags.env == "prod" and'], "rule:1:"),
+        (["groups", "members", "nope"], "no group named 'nope'"),
+        (["events", "--since", "yesterday"], "since: cannot read 'yesterday'"),
+    ],
+)
+def test_bad_input_is_one_clear_line(home: Path, args: list[str], message: str) -> None:
+    result = provisor(*args, home=home, check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and message in result.stderr
+
+
+def test_duplicate_name(home: Path) -> None:
+    provisor("hosts", "add", "web01", home=home)
+    result = provisor("hosts", "add", "web01", home=home, check=False)
+    assert result.returncode == 2 and "already exists" in result.stderr
+
+
+def test_import_pssh_and_ansible(home: Path, tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_text("# fleet\nroot@10.0.0.1\ndeploy@10.0.0.2:2222\n\n")
+    out = provisor("hosts", "import", str(hosts), home=home).stdout
+    assert "2 host(s) created" in out
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text("[app]\napp[1:3] ansible_host=10.1.0.1\n")
+    result = provisor("hosts", "import", str(inventory), home=home, check=False)
+    assert result.returncode == 0, result.stderr
+    assert provisor("groups", "members", "app", home=home).stdout.split() == [
+        "app1",
+        "app2",
+        "app3",
+    ]
+
+
+def test_import_reports_line_numbers_and_imports_nothing(home: Path, tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_text("web01\nweb02:99999\nweb03\nbad host name\n")
+    result = provisor("hosts", "import", str(hosts), "--format", "pssh", home=home, check=False)
+    assert result.returncode == 2
+    assert f"{hosts}:2" in result.stderr and f"{hosts}:4" in result.stderr
+    listed = json.loads(provisor("hosts", "list", "--output", "json", home=home).stdout)
+    assert listed == []

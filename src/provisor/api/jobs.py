@@ -19,6 +19,7 @@ from provisor.services import fleet as fleet_service
 from provisor.services.fleet import FleetOptions, JobView, result_json
 
 router = APIRouter(tags=["jobs"])
+_KEEPALIVE_SECONDS = 15.0
 
 
 class JobRequest(BaseModel):
@@ -192,7 +193,10 @@ async def follow_job(ctx: Ctx, jobs: Runner, job_id: int) -> StreamingResponse:
             if finished is not None:
                 yield _sse("done", finished.model_dump(mode="json"))
                 return
-            await changed
+            try:
+                await asyncio.wait_for(asyncio.shield(changed), _KEEPALIVE_SECONDS)
+            except TimeoutError:
+                yield ": keep-alive\n\n"  # lets clients and proxies tell quiet from dead
 
     del job  # looked up only to answer 404 for a job of another tenant
     return StreamingResponse(stream(), media_type="text/event-stream")

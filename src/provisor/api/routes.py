@@ -35,17 +35,32 @@ def context(
 Ctx = Annotated[Context, Depends(context)]
 
 
+class PoolStats(BaseModel):
+    connections: int = Field(description="SSH connections open and ready for the next job")
+    handshakes: int = Field(description="SSH handshakes made since the server started")
+
+
 class Health(BaseModel):
     status: Literal["ok"]
     version: str
     database: str
+    pool: PoolStats
 
 
 @router.get("/health", response_model=Health, tags=["system"])
-def health(ctx: Ctx) -> Health:
+def health(ctx: Ctx, request: Request) -> Health:
     with ctx.store.session() as session:
         session.execute(text("SELECT 1"))
-    return Health(status="ok", version=__version__, database=ctx.store.engine.dialect.name)
+    pool = request.app.state.jobs.pool
+    return Health(
+        status="ok",
+        version=__version__,
+        database=ctx.store.engine.dialect.name,
+        pool=PoolStats(
+            connections=len(pool) if pool is not None else 0,
+            handshakes=pool.handshakes_done if pool is not None else 0,
+        ),
+    )
 
 
 # hosts

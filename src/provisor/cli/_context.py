@@ -16,3 +16,8 @@ def context() -> Context:
     if not _context:
         _context.append(open_context(tenant=_options["tenant"]))
     return _context[0]
+
+
+def current_tenant() -> str | None:
+    """The tenant given on the command line, if any (the server's default otherwise)."""
+    return _options["tenant"]

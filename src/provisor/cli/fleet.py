@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import getpass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from provisor.cli._context import context
+from provisor.cli._context import context, current_tenant
 from provisor.cli.fleet_output import Reporter
 from provisor.cli.output import Format, console, emit_json, fields, table
+from provisor.cli.remote import run_remote
 from provisor.core.errors import InvalidInput
 from provisor.fleet import Copy, Fetch, Kill, Operation, Run
 from provisor.services import fleet as fleet_service
@@ -72,9 +73,33 @@ def _mode(requested: str | None, hosts: int) -> str:
     return requested
 
 
+Server = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        envvar="PROVISOR_SERVER",
+        help="run through this provisor server (its connections stay warm)",
+    ),
+]
+
+
 def _run(
-    target: str, operation: Operation, options: fleet_service.FleetOptions, output: str | None
+    target: str,
+    operation: Operation,
+    options: fleet_service.FleetOptions,
+    output: str | None,
+    *,
+    server: str | None = None,
+    request: dict[str, Any] | None = None,
 ) -> None:
+    if server is not None:
+        if request is None or options.password is not None or options.out_dir or options.err_dir:
+            raise InvalidInput(
+                "this command cannot run through a server (-A, -o and -e and fetch are local)",
+                field="server",
+            )
+        _run_remote(server, target, request, options, output)
+        return
     ctx = context()
     endpoints = fleet_service.resolve_target(ctx, target, options)
     reporter = Reporter(_mode(output, len(endpoints)), len(endpoints))
@@ -84,6 +109,38 @@ def _run(
         )
     )
     raise typer.Exit(reporter.finish(job.id))
+
+
+def _run_remote(
+    server: str,
+    target: str,
+    request: dict[str, Any],
+    options: fleet_service.FleetOptions,
+    output: str | None,
+) -> None:
+    body = {
+        **request,
+        "target": target,
+        "parallel": options.parallel,
+        "connect_timeout": options.connect_timeout,
+        "user": options.user,
+        "identity": options.identity,
+    }
+    reporters: list[Reporter] = []
+
+    def on_start(job: dict[str, object]) -> None:
+        count = job.get("host_count")
+        total = count if isinstance(count, int) else 0
+        reporters.append(Reporter(_mode(output, total), total))
+
+    finished = run_remote(
+        server,
+        body,
+        tenant=current_tenant(),
+        on_start=on_start,
+        on_result=lambda r: reporters[0].result(r),
+    )
+    raise typer.Exit(reporters[0].finish(int(str(finished["id"]))))
 
 
 def run(
@@ -108,6 +165,7 @@ def run(
         Path | None, typer.Option("--errdir", "-e", help="one stderr file per host here")
     ] = None,
     output: OutputMode = None,
+    server: Server = None,
 ) -> None:
     """Run a command on every host of TARGET (pssh)."""
     if timeout is not None and timeout <= 0:
@@ -126,7 +184,14 @@ def run(
         sudo=sudo,
         sudo_password=options.password if sudo else None,
     )
-    _run(target, operation, options, output)
+    request = {
+        "kind": "run",
+        "command": operation.command,
+        "stdin": data.decode() if data else None,
+        "timeout": timeout,
+        "sudo": sudo,
+    }
+    _run(target, operation, options, output, server=server, request=request)
 
 
 def copy(
@@ -138,6 +203,7 @@ def copy(
     identity: Identity = None,
     ask_pass: AskPass = False,
     output: OutputMode = None,
+    server: Server = None,
 ) -> None:
     """Copy local files and directories to every host, keeping modes (pscp)."""
     if len(paths) < 2:
@@ -147,8 +213,13 @@ def copy(
         if not source.exists():
             raise InvalidInput(f"no such local file or directory: {source}", field="paths")
     options = _options(parallel, connect_timeout, user, identity, ask_pass)
-    operation = Copy(tuple(str(s) for s in sources), str(destination))
-    _run(target, operation, options, output)
+    operation = Copy(tuple(str(s.resolve()) for s in sources), str(destination))
+    request = {
+        "kind": "copy",
+        "sources": list(operation.sources),
+        "destination": operation.destination,
+    }
+    _run(target, operation, options, output, server=server, request=request)
 
 
 def fetch(
@@ -177,6 +248,7 @@ def kill(
     identity: Identity = None,
     ask_pass: AskPass = False,
     output: OutputMode = None,
+    server: Server = None,
 ) -> None:
     """Signal matching processes on every host and count them per host (pnuke)."""
     name = signal.upper().removeprefix("SIG")
@@ -185,7 +257,8 @@ def kill(
     if not pattern:
         raise InvalidInput("the pattern must not be empty", field="pattern")
     options = _options(parallel, connect_timeout, user, identity, ask_pass)
-    _run(target, Kill(pattern, name), options, output)
+    request = {"kind": "kill", "pattern": pattern, "signal": name}
+    _run(target, Kill(pattern, name), options, output, server=server, request=request)
 
 
 @jobs_app.command("list")

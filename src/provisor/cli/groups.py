@@ -44,6 +44,10 @@ def add(
         list[str] | None, typer.Option("--member", "-m", help="host name, repeatable")
     ] = None,
     description: Annotated[str, typer.Option()] = "",
+    proxy_jump: Annotated[
+        str | None,
+        typer.Option("--proxy-jump", "-J", help="bastion for members that have none"),
+    ] = None,
     output: OutputOption = Format.table,
 ) -> None:
     """Add a static group (explicit members) or a smart group (--rule)."""
@@ -55,6 +59,7 @@ def add(
             "parent": parent,
             "members": member or [],
             "description": description,
+            "proxy_jump": proxy_jump,
         },
     )
     group = services.add_group(context(), spec)

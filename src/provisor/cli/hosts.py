@@ -52,6 +52,7 @@ def _show(host: services.HostView) -> None:
             ("address", f"{host.address}:{host.port}"),
             ("user", host.user),
             ("credentials", host.credentials),
+            ("proxy jump", host.proxy_jump),
             ("state", host.state),
             ("groups", host.groups),
             ("tags", host.tags),
@@ -73,6 +74,9 @@ def add(
     credentials: Annotated[
         str | None, typer.Option(help="key:/path/to/key, secret:NAME or agent")
     ] = None,
+    proxy_jump: Annotated[
+        str | None, typer.Option("--proxy-jump", "-J", help="[user@]host[:port] of a bastion")
+    ] = None,
     tag: Annotated[
         list[str] | None, typer.Option("--tag", "-t", help="KEY=VALUE, repeatable")
     ] = None,
@@ -88,6 +92,7 @@ def add(
             "port": port,
             "user": user,
             "credentials": credentials,
+            "proxy_jump": proxy_jump,
             "tags": parse_key_values(tag or [], field="tag"),
             "facts": _facts(fact or []),
         },
@@ -130,6 +135,9 @@ def set_(
     port: Annotated[int | None, typer.Option("--port", "-p")] = None,
     user: Annotated[str | None, typer.Option("--user", "-l")] = None,
     credentials: Annotated[str | None, typer.Option()] = None,
+    proxy_jump: Annotated[
+        str | None, typer.Option("--proxy-jump", "-J", help="[user@]host[:port] of a bastion")
+    ] = None,
     state: Annotated[
         str | None, typer.Option(help="new, active, unreachable, maintenance, retired")
     ] = None,
@@ -149,15 +157,18 @@ def set_(
             "port": port,
             "user": user,
             "credentials": credentials,
+            "proxy_jump": proxy_jump,
             "state": state,
         }.items()
         if v is not None
     }
-    tags = {k: (v or None) for k, v in parse_key_values(tag or [], field="tag").items()}
-    facts = {k: (None if v == "" else v) for k, v in _facts(fact or []).items()}
-    if not (given or tags or facts):
+    if tag:
+        given["tags"] = {k: (v or None) for k, v in parse_key_values(tag, field="tag").items()}
+    if fact:
+        given["facts"] = {k: (None if v == "" else v) for k, v in _facts(fact).items()}
+    if not given:
         raise InvalidInput("nothing to change: give at least one option", field="options")
-    changes = services.validate(services.HostChanges, {**given, "tags": tags, "facts": facts})
+    changes = services.validate(services.HostChanges, given)
     host = services.update_host(context(), name, changes)
     if output is Format.json:
         emit_json(host)

@@ -36,7 +36,7 @@ def _exit_result(endpoint: Endpoint, completed: asyncssh.SSHCompletedProcess) ->
             endpoint.name,
             endpoint.address,
             Outcome.error,
-            error="connection closed before the command finished (exit status unknown)",
+            error="connection lost during the command (exit status unknown)",
             stdout=stdout,
             stderr=stderr,
         )

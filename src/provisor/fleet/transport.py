@@ -138,7 +138,7 @@ class SSHPool:
         connect_timeout: float = 10.0,
         keepalive_interval: float = 30.0,
         max_handshakes: int = 100,
-        use_ssh_config: bool = True,
+        ssh_config: list[str] | None = None,
     ) -> None:
         raise_nofile_limit()
         self._host_keys = host_keys
@@ -150,10 +150,11 @@ class SSHPool:
         self._pending: dict[tuple[object, ...], asyncio.Future[asyncssh.SSHClientConnection]] = {}
         self._key_cache: dict[str, asyncssh.SSHKey] = {}
         self._default_identities = identities
-        self._config: list[str] = []
-        ssh_config = Path("~/.ssh/config").expanduser()
-        if use_ssh_config and ssh_config.is_file():
-            self._config = [str(ssh_config)]
+        # The operator's aliases, users, ports and keys, as their ssh would use them.
+        if ssh_config is None:
+            default = Path("~/.ssh/config").expanduser()
+            ssh_config = [str(default)] if default.is_file() else []
+        self._config = ssh_config
         self.handshakes_done = 0
 
     def _keys_for(self, endpoint: Endpoint) -> list[asyncssh.SSHKey] | None:
@@ -234,6 +235,12 @@ class SSHPool:
             except BaseException as exc:
                 if isinstance(exc, asyncio.CancelledError):
                     raise
+                if tunnel is not None and isinstance(exc, asyncssh.ChannelOpenError):
+                    raise TransportError(
+                        Outcome.unreachable,
+                        f"jump host {endpoint.proxy_jump} would not forward to "
+                        f"{endpoint.address}:{endpoint.port}: {exc.reason}",
+                    ) from None
                 raise classify(exc, client.refused) from None
         self.handshakes_done += 1
         return connection

@@ -169,14 +169,17 @@ class Testbed:
 
         errors = _in_thread(destroy_all())
         problems = [f"stop failed: {e!r}" for e in errors]
-        for pid in _procs.referring_to(self.base_dir):
-            problems.append(f"process {pid} left behind: {_procs.cmdline(pid)}")
+        # Only this testbed's hosts: a module-scoped testbed may share the base dir.
+        directories = [self.base_dir / name for name in self._names]
+        for directory in directories:
+            for pid in _procs.referring_to(directory):
+                problems.append(f"process {pid} left behind: {_procs.cmdline(pid)}")
         with contextlib.suppress(OSError):
             mounts = Path("/proc/self/mountinfo").read_text()
             problems += [
                 f"mount left behind: {line}"
                 for line in mounts.splitlines()
-                if str(self.base_dir) + "/" in line
+                if any(f"{d}/" in line for d in directories)
             ]
         if problems:
             pytest.fail("testbed teardown:\n" + "\n".join(problems), pytrace=False)
@@ -194,6 +197,14 @@ def _provisor_testbed_session() -> Iterator[_Session]:
 @pytest.fixture
 def testbed(_provisor_testbed_session: _Session) -> Iterator[Testbed]:
     """Start real SSH sandbox hosts: `hosts = testbed(n, isolation=None)`."""
+    bed = Testbed(_provisor_testbed_session)
+    yield bed
+    bed.teardown()
+
+
+@pytest.fixture(scope="module")
+def module_testbed(_provisor_testbed_session: _Session) -> Iterator[Testbed]:
+    """Like `testbed`, but the hosts live until the test module ends (for large fleets)."""
     bed = Testbed(_provisor_testbed_session)
     yield bed
     bed.teardown()

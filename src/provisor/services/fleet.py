@@ -315,10 +315,14 @@ async def run_job(
         on_start(job)
     host_keys = await asyncio.to_thread(DatabaseHostKeys, ctx.store)
     own_pool = pool is None
-    active_pool = pool or SSHPool(
-        host_keys,
-        password=options.password,
-        connect_timeout=options.connect_timeout,
+    active_pool = (
+        pool
+        if pool is not None
+        else SSHPool(
+            host_keys,
+            password=options.password,
+            connect_timeout=options.connect_timeout,
+        )
     )
     if not own_pool:
         active_pool.use_host_keys(host_keys)

@@ -53,6 +53,7 @@ def group_view(session: Session, tenant_id: int, group: Group, tenant: str) -> G
         children=sorted(c.name for c in group.children),
         rule=group.rule,
         description=group.description,
+        proxy_jump=group.proxy_jump,
         members=[h.name for h in resolve_members(session, tenant_id, group)],
         tenant=tenant,
         created_at=group.created_at,
@@ -80,6 +81,7 @@ def add_group(ctx: Context, spec: GroupSpec) -> GroupView:
             rule=rule_text,
             parent=parent,
             description=spec.description,
+            proxy_jump=spec.proxy_jump,
             members=members,
             children=[],
         )

@@ -20,6 +20,7 @@ def host_view(host: Host, tenant: str) -> HostView:
         port=host.port,
         user=host.user,
         credentials=host.credentials,
+        proxy_jump=host.proxy_jump,
         state=host.state,
         tags=dict(host.tags),
         facts=dict(host.facts),
@@ -74,6 +75,7 @@ def new_host(spec: HostSpec, tenant_id: int) -> Host:
         port=spec.port,
         user=spec.user,
         credentials=spec.credentials,
+        proxy_jump=spec.proxy_jump,
         tags=dict(spec.tags),
         facts=dict(spec.facts),
         state=spec.state,
@@ -115,7 +117,7 @@ def update_host(ctx: Context, name: str, changes: HostChanges) -> HostView:
     with audited(ctx, "host.changed", name) as (session, audit):
         host = find_host(session, ctx.tenant_id(), name)
         given = changes.model_dump(exclude_unset=True)
-        for attribute in ("address", "port", "user", "credentials", "state"):
+        for attribute in ("address", "port", "user", "credentials", "proxy_jump", "state"):
             if attribute in given:
                 setattr(host, attribute, given[attribute])
         if changes.tags:

@@ -17,13 +17,20 @@ from provisor.store.models import Group, Host
 OnExisting = Literal["error", "skip", "update"]
 
 
+# Ansible variables that say how to log in; they become the host's credentials.
+_KEY_FILE_VARS = ("ansible_ssh_private_key_file", "ansible_private_key_file")
+
+
 def _spec(entry: HostEntry, source: str) -> HostSpec:
+    tags = dict(entry.vars)
+    key_files = [tags.pop(var) for var in _KEY_FILE_VARS if var in tags]
     data = {
         "name": entry.name,
         "address": entry.address,
         "port": entry.port or 22,
         "user": entry.user,
-        "tags": dict(entry.vars),
+        "credentials": f"key:{key_files[0]}" if key_files else None,
+        "tags": tags,
     }
     try:
         return validate(HostSpec, data)
@@ -119,6 +126,7 @@ def import_hosts(
             else:
                 host.address = spec.address or host.address
                 host.port, host.user = spec.port, spec.user or host.user
+                host.credentials = spec.credentials or host.credentials
                 host.tags = {**host.tags, **spec.tags}
                 report.hosts_updated.append(name)
             for group_name in entry.groups:

@@ -39,6 +39,20 @@ def _check_credentials(value: str | None) -> str | None:
     return value
 
 
+def _check_jump(value: str | None) -> str | None:
+    """`[user@]host[:port]`: the bastion a host is reached through."""
+    if value is None:
+        return value
+    _user, _, hostport = value.rpartition("@")
+    host, _, port = hostport.partition(":")
+    check_address(host.strip("[]"), field="proxy_jump")
+    if port:
+        if not port.isdigit():
+            raise ValueError(f"invalid port in proxy jump {value!r}")
+        check_port(int(port), field="proxy_jump")
+    return value
+
+
 def _check_tags(value: dict[str, str]) -> dict[str, str]:
     for key in value:
         check_tag_key(key)
@@ -57,6 +71,7 @@ class HostSpec(_Strict):
     port: int = 22
     user: str | None = Field(default=None, max_length=64)
     credentials: str | None = None
+    proxy_jump: str | None = Field(default=None, description="[user@]host[:port] of a bastion")
     tags: dict[str, str] = Field(default_factory=dict)
     facts: dict[str, Any] = Field(default_factory=dict)
     state: HostState = "new"
@@ -77,6 +92,7 @@ class HostSpec(_Strict):
         return check_port(v)
 
     _credentials = field_validator("credentials")(_check_credentials)
+    _jump = field_validator("proxy_jump")(_check_jump)
     _tags = field_validator("tags")(_check_tags)
 
     @model_validator(mode="after")
@@ -93,6 +109,7 @@ class HostChanges(_Strict):
     port: int | None = None
     user: str | None = Field(default=None, max_length=64)
     credentials: str | None = None
+    proxy_jump: str | None = None
     tags: dict[str, str | None] = Field(default_factory=dict)
     facts: dict[str, Any] = Field(default_factory=dict)
     state: HostState | None = None
@@ -115,6 +132,7 @@ class HostChanges(_Strict):
         return v
 
     _credentials = field_validator("credentials")(_check_credentials)
+    _jump = field_validator("proxy_jump")(_check_jump)
 
 
 class HostView(BaseModel):
@@ -123,6 +141,7 @@ class HostView(BaseModel):
     port: int
     user: str | None
     credentials: str | None
+    proxy_jump: str | None
     state: str
     tags: dict[str, Any]
     facts: dict[str, Any]
@@ -139,12 +158,15 @@ class GroupSpec(_Strict):
     parent: str | None = None
     rule: str | None = None
     description: str = ""
+    proxy_jump: str | None = Field(default=None, description="bastion for members without one")
     members: list[str] = Field(default_factory=list)
 
     @field_validator("name", "parent")
     @classmethod
     def _names(cls, v: str | None) -> str | None:
         return None if v is None else check_name(v)
+
+    _jump = field_validator("proxy_jump")(_check_jump)
 
     @model_validator(mode="after")
     def _smart_has_no_members(self) -> GroupSpec:
@@ -160,6 +182,7 @@ class GroupView(BaseModel):
     children: list[str]
     rule: str | None
     description: str
+    proxy_jump: str | None
     members: list[str]  # resolved: explicit, from child groups, or matching the rule
     tenant: str
     created_at: datetime

@@ -1,0 +1,89 @@
+"""Running fleet jobs through `provisor server`, whose connection pool stays warm."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+
+from provisor.core.errors import ProvisorError
+from provisor.fleet import HostResult, Outcome
+
+# The server sends a keep-alive comment every 15 s while a job is quiet.
+_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+
+
+class ServerError(ProvisorError):
+    status = 502
+
+
+def _raise_for(response: httpx.Response, server: str) -> None:
+    if response.is_success:
+        return
+    try:
+        error = response.json()["error"]
+        raise ProvisorError(error["message"], field=error.get("field"))
+    except (ValueError, KeyError, TypeError):
+        raise ServerError(
+            f"server {server} answered {response.status_code}: {response.text[:200]}"
+        ) from None
+
+
+def host_result(data: dict[str, Any]) -> HostResult:
+    return HostResult(
+        host=data["host"],
+        address=data["address"],
+        outcome=Outcome(data["outcome"]),
+        exit_code=data.get("exit_code"),
+        error=data.get("error"),
+        stdout=str(data.get("stdout") or "").encode(),
+        stderr=str(data.get("stderr") or "").encode(),
+        details=data.get("details") or {},
+        connect_seconds=data.get("connect_seconds"),
+        run_seconds=data.get("run_seconds"),
+    )
+
+
+def _events(response: httpx.Response) -> Iterator[tuple[str, str]]:
+    event, data = "message", list[str]()
+    for line in response.iter_lines():
+        if not line:
+            if data:
+                yield event, "\n".join(data)
+            event, data = "message", list[str]()
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].strip())
+
+
+def run_remote(
+    server: str,
+    request: dict[str, Any],
+    *,
+    tenant: str | None,
+    on_start: Callable[[dict[str, Any]], None],
+    on_result: Callable[[HostResult], None],
+) -> dict[str, Any]:
+    """Start a job on the server and follow its results; returns the finished job."""
+    headers = {"X-Provisor-Tenant": tenant} if tenant else {}
+    base = server.rstrip("/")
+    try:
+        with httpx.Client(base_url=base, headers=headers, timeout=_TIMEOUT) as client:
+            started = client.post("/api/v1/jobs", json=request)
+            _raise_for(started, server)
+            job = started.json()
+            on_start(job)
+            with client.stream("GET", f"/api/v1/jobs/{job['id']}/events") as stream:
+                _raise_for(stream, server)
+                for event, data in _events(stream):
+                    if event == "result":
+                        on_result(host_result(json.loads(data)))
+                    elif event == "done":
+                        finished: dict[str, Any] = json.loads(data)
+                        return finished
+    except httpx.HTTPError as exc:
+        raise ServerError(f"cannot reach provisor server {server}: {exc}", field="server") from None
+    raise ServerError(f"server {server} ended the job stream early", field="server")

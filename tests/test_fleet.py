@@ -1,0 +1,432 @@
+"""The fleet engine against real OpenSSH sandbox hosts: outcomes, output, files, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from provisor import sandbox, services
+from provisor.core.errors import InvalidInput
+from provisor.core.nodeset import fold
+from provisor.fleet import Endpoint, Fetch, Kill, Run, SSHPool, execute
+from provisor.fleet.knownhosts import DatabaseHostKeys
+from provisor.sandbox import SandboxHost
+from provisor.sandbox.pytest_plugin import Testbed
+from provisor.services import Context
+from provisor.services.fleet import FleetOptions, get_job, rekey_host, run_job
+from provisor.store import Store
+
+pytestmark = [pytest.mark.testbed]
+
+
+def inventory(hosts: list[SandboxHost], group: str) -> str:
+    """An Ansible inventory of sandbox hosts, with the key each logs in with."""
+    lines = [f"[{group}]"]
+    for h in hosts:
+        lines.append(
+            f"{h.name} ansible_host={h.address} ansible_port={h.port} ansible_user={h.user} "
+            f"ansible_ssh_private_key_file={h.client_key}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def make_context(home: Path) -> Context:
+    return Context(
+        store=Store(f"sqlite:///{home / 'provisor.db'}"),
+        actor="tester",
+        tenant="default",
+        home=home,
+    )
+
+
+@pytest.fixture(scope="module")
+def fleet(module_testbed: Testbed) -> list[SandboxHost]:
+    return module_testbed(200)
+
+
+@pytest.fixture(scope="module")
+def fleet_home(tmp_path_factory: pytest.TempPathFactory, fleet: list[SandboxHost]) -> Path:
+    """A provisor home whose inventory holds the 200 hosts as group `fleet`."""
+    home = tmp_path_factory.mktemp("fleet-home")
+    ctx = make_context(home)
+    services.import_hosts(ctx, inventory(fleet, "fleet"), source="fleet.ini")
+    ctx.store.close()
+    return home
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Iterator[Context]:
+    context = make_context(tmp_path)
+    yield context
+    context.store.close()
+
+
+def cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PROVISOR_HOME": str(home), "COLUMNS": "200"}
+    env.pop("PROVISOR_DATABASE_URL", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "provisor", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def test_200_hosts_each_answer_once_with_their_hostname(
+    fleet: list[SandboxHost], fleet_home: Path, tmp_path: Path
+) -> None:
+    ctx = make_context(fleet_home)
+    options = FleetOptions(out_dir=tmp_path / "out", err_dir=tmp_path / "err")
+    seen: list[str] = []
+
+    async def go() -> tuple[services.fleet.JobView, int, int]:
+        host_keys = await asyncio.to_thread(DatabaseHostKeys, ctx.store)
+        pool = SSHPool(host_keys)
+        try:
+            first = await run_job(
+                ctx,
+                "group:fleet",
+                Run("hostname; echo warn >&2"),
+                options,
+                pool=pool,
+                on_result=lambda r: seen.append(r.host),
+            )
+            cold = pool.handshakes_done
+            await run_job(ctx, "group:fleet", Run("true"), FleetOptions(), pool=pool)
+            return first, cold, pool.handshakes_done
+        finally:
+            await pool.close()
+
+    job, cold_handshakes, after_warm = asyncio.run(go())
+    names = sorted(h.name for h in fleet)
+    assert sorted(seen) == names  # every host reported exactly once
+    assert job.summary == {"ok": 200} and job.host_count == 200
+    assert cold_handshakes == 200 and after_warm == 200  # the second job reused every connection
+    stored = get_job(ctx, job.id)
+    assert stored.results is not None
+    assert {r.host: r.stdout.strip() for r in stored.results} == {n: n for n in names}
+    for name in names:
+        assert (tmp_path / "out" / name).read_text() == f"{name}\n"
+        assert (tmp_path / "err" / name).read_text() == "warn\n"
+    ctx.store.close()
+
+
+def test_fold_groups_identical_output_under_one_node_set(
+    fleet: list[SandboxHost], fleet_home: Path
+) -> None:
+    # Even and odd hosts answer differently: two folded groups of 100.
+    command = "hostname | awk '{print substr($0, 3) % 2}'"
+    result = cli("run", "group:fleet", "--output", "fold", "--", command, home=fleet_home)
+    assert result.returncode == 0, result.stderr
+    names = [h.name for h in fleet]
+    even = [n for n in names if int(n[2:]) % 2 == 0]
+    odd = [n for n in names if int(n[2:]) % 2 == 1]
+    lines = result.stdout.splitlines()
+    assert f"{fold(even)} (100): ok" in lines and f"{fold(odd)} (100): ok" in lines
+    assert lines[lines.index(f"{fold(even)} (100): ok") + 2] == "0"
+    assert lines[lines.index(f"{fold(odd)} (100): ok") + 2] == "1"
+    assert "200 host(s): 200 ok" in result.stderr
+
+
+def test_json_and_stream_output_and_exit_status(fleet: list[SandboxHost], fleet_home: Path) -> None:
+    target = f"{fleet[0].name},{fleet[1].name}"
+    result = cli("run", target, "--output", "json", "--", "echo hi; exit 3", home=fleet_home)
+    assert result.returncode == 1  # a command failed
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {r["host"] for r in rows} == {fleet[0].name, fleet[1].name}
+    assert {(r["outcome"], r["exit_code"], r["stdout"]) for r in rows} == {("failed", 3, "hi\n")}
+    streamed = cli("run", target, "--", "hostname", home=fleet_home)
+    assert streamed.returncode == 0
+    assert sorted(streamed.stdout.splitlines()) == sorted(f"{h.name}: {h.name}" for h in fleet[:2])
+
+
+def _silent_listener(address: str, port: int) -> socket.socket:
+    """Accepts TCP connections (the kernel does) and never says a word: no SSH banner."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((address, port))
+    listener.listen(64)
+    return listener
+
+
+def test_faults_each_get_their_outcome_and_nobody_is_missing(
+    testbed: Testbed, tmp_path: Path
+) -> None:
+    hosts = testbed(100)
+    ctx = make_context(tmp_path)
+    services.import_hosts(ctx, inventory(hosts, "mixed"), source="mixed.ini")
+    stopped, silent, keyless = hosts[0:10], hosts[10:15], hosts[15:20]
+    hanging, dropped = hosts[20:25], hosts[25:30]
+    asyncio.run(_stop_all(stopped + silent))
+    listeners = [_silent_listener(h.address, h.port) for h in silent]
+    for h in keyless:
+        sandbox.authorized_keys_path(h).write_text("")
+    slow = " ".join(h.name for h in hanging + dropped)
+    command = f'case " {slow} " in *" $(hostname) "*) sleep 600;; esac; hostname'
+    connect_timeout, timeout = 3.0, 4.0
+
+    async def go() -> tuple[list[services.fleet.JobView], float]:
+        async def drop_mid_command() -> None:
+            await asyncio.sleep(2.0)  # commands are running (sleeping) by now
+            await _stop_all(dropped)
+
+        start = time.monotonic()
+        job, _ = await asyncio.gather(
+            run_job(
+                ctx,
+                "group:mixed",
+                Run(command, timeout=timeout),
+                FleetOptions(parallel=100, connect_timeout=connect_timeout),
+            ),
+            drop_mid_command(),
+        )
+        return [job], time.monotonic() - start
+
+    try:
+        jobs, elapsed = asyncio.run(go())
+    finally:
+        for listener in listeners:
+            listener.close()
+    results = get_job(ctx, jobs[0].id).results
+    assert results is not None
+    outcome = {r.host: r.outcome for r in results}
+    assert len(outcome) == 100  # no host missing
+    expected = {h.name: "ok" for h in hosts}
+    expected.update({h.name: "unreachable" for h in stopped + silent})
+    expected.update({h.name: "auth" for h in keyless})
+    expected.update({h.name: "timeout" for h in hanging})
+    expected.update({h.name: "error" for h in dropped})
+    assert outcome == expected
+    errors = {r.host: r.error or "" for r in results}
+    assert {errors[h.name] for h in stopped} == {"connection refused"}
+    assert {errors[h.name] for h in silent} == {"connect timeout: no SSH handshake in time"}
+    assert all("connection lost" in errors[h.name] for h in dropped), [
+        errors[h.name] for h in dropped
+    ]
+    # Bounded by the timeouts, not by the hung hosts (a generous margin for a busy CI box).
+    assert elapsed < connect_timeout + timeout + 20
+    ctx.store.close()
+
+
+async def _stop_all(hosts: list[SandboxHost]) -> None:
+    await asyncio.gather(*(sandbox.stop(h) for h in hosts))
+
+
+def _tree(root: Path) -> dict[str, tuple[int, bytes]]:
+    return {
+        str(p.relative_to(root)): (stat.S_IMODE(p.stat().st_mode), p.read_bytes())
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_copy_and_fetch_round_trip_a_tree_with_modes(testbed: Testbed, tmp_path: Path) -> None:
+    hosts = testbed(3)
+    ctx = make_context(tmp_path / "home")
+    services.import_hosts(ctx, inventory(hosts, "trio"), source="trio.ini")
+    tree = tmp_path / "payload"
+    (tree / "bin").mkdir(parents=True)
+    (tree / "etc" / "deep").mkdir(parents=True)
+    (tree / "bin" / "tool.sh").write_text("#!/bin/sh\necho tool\n")
+    (tree / "bin" / "tool.sh").chmod(0o755)
+    (tree / "etc" / "secret").write_bytes(os.urandom(4096))
+    (tree / "etc" / "secret").chmod(0o600)
+    (tree / "etc" / "deep" / "blob.bin").write_bytes(bytes(range(256)) * 300)
+    (tree / "etc" / "deep" / "blob.bin").chmod(0o640)
+
+    from provisor.fleet import Copy
+
+    copied = asyncio.run(run_job(ctx, "group:trio", Copy((str(tree),), "/srv")))
+    assert copied.summary == {"ok": 3}
+    ran = asyncio.run(run_job(ctx, "group:trio", Run("/srv/payload/bin/tool.sh")))
+    assert ran.summary == {"ok": 3}
+    fetched = tmp_path / "fetched"
+    got = asyncio.run(run_job(ctx, "group:trio", Fetch("/srv/payload", str(fetched))))
+    assert got.summary == {"ok": 3}
+    for h in hosts:
+        assert _tree(fetched / h.name / "payload") == _tree(tree)
+    ctx.store.close()
+
+
+def test_kill_signals_only_matching_processes_on_targeted_hosts(
+    testbed: Testbed, ctx: Context
+) -> None:
+    hosts = testbed(3)
+    services.import_hosts(ctx, inventory(hosts, "k"), source="k.ini")
+    start = (
+        "for i in 1 2; do nohup sleep 4242 >/dev/null 2>&1 & done; "
+        "nohup sleep 4343 >/dev/null 2>&1 &"
+    )
+    assert asyncio.run(run_job(ctx, "group:k", Run(start))).summary == {"ok": 3}
+    target = f"{hosts[0].name},{hosts[1].name}"
+    job = asyncio.run(run_job(ctx, target, Kill("sleep 4242", "KILL")))
+    results = get_job(ctx, job.id).results
+    assert results is not None
+    assert {r.host: (r.outcome, r.details["signalled"]) for r in results} == {
+        hosts[0].name: ("ok", 2),
+        hosts[1].name: ("ok", 2),
+    }
+    count = asyncio.run(run_job(ctx, "group:k", Run("pgrep -c -f 'sleep 4[23]4[23]' || true")))
+    remaining = {r.host: r.stdout.strip() for r in get_job(ctx, count.id).results or []}
+    # Targeted hosts keep only the non-matching sleep; the third host keeps all three.
+    assert remaining == {hosts[0].name: "1", hosts[1].name: "1", hosts[2].name: "3"}
+    again = asyncio.run(run_job(ctx, target, Kill("sleep 4242")))
+    assert again.summary == {"ok": 2}  # nothing left to signal is not a failure
+
+
+def test_changed_host_key_is_refused_for_that_host_only(testbed: Testbed, ctx: Context) -> None:
+    hosts = testbed(3)
+    services.import_hosts(ctx, inventory(hosts, "hk"), source="hk.ini")
+    assert asyncio.run(run_job(ctx, "group:hk", Run("true"))).summary == {"ok": 3}
+    changed = asyncio.run(sandbox.rekey(hosts[1]))
+    job = asyncio.run(run_job(ctx, "group:hk", Run("true")))
+    results = {r.host: r for r in get_job(ctx, job.id).results or []}
+    assert {h: r.outcome for h, r in results.items()} == {
+        hosts[0].name: "ok",
+        hosts[1].name: "hostkey",
+        hosts[2].name: "ok",
+    }
+    message = results[hosts[1].name].error or ""
+    assert hosts[1].name in message and "provisor hosts rekey" in message
+    assert rekey_host(ctx, hosts[1].name) is True
+    assert asyncio.run(run_job(ctx, "group:hk", Run("true"))).summary == {"ok": 3}
+    assert changed.host_public_key.split()[1] in _known_key(ctx, changed)
+
+
+def _known_key(ctx: Context, host: SandboxHost) -> str:
+    keys = DatabaseHostKeys(ctx.store)
+    return keys.trusted(host.address, host.port) or ""
+
+
+def test_jump_host_carries_the_connection(testbed: Testbed, ctx: Context) -> None:
+    bastion, behind = testbed(2)
+    services.import_hosts(ctx, inventory([behind], "inner"), source="inner.ini")
+    jump = f"root@{bastion.address}:{bastion.port}"
+    services.update_host(
+        ctx, behind.name, services.validate(services.HostChanges, {"proxy_jump": jump})
+    )
+    ok = asyncio.run(run_job(ctx, "group:inner", Run("hostname")))
+    assert ok.summary == {"ok": 1}
+    assert (get_job(ctx, ok.id).results or [])[0].stdout.strip() == behind.name
+    # Forbid forwarding on the bastion: the same job must now fail, proving it went through.
+    config = bastion.directory / "sshd_config"
+    config.write_text(config.read_text() + "\nDisableForwarding yes\n")
+    asyncio.run(sandbox.rekey(bastion))  # sshd re-reads its configuration
+    from provisor.store.models import KnownHostKey
+
+    with ctx.store.session() as session:
+        session.query(KnownHostKey).filter_by(address=bastion.address).delete()
+    refused = asyncio.run(run_job(ctx, "group:inner", Run("hostname")))
+    results = get_job(ctx, refused.id).results or []
+    assert [r.outcome for r in results] != ["ok"]
+    assert "jump host" in (results[0].error or "") and results[0].outcome == "unreachable"
+
+
+def test_ssh_config_alias_is_honoured(testbed: Testbed, tmp_path: Path, ctx: Context) -> None:
+    (host,) = testbed(1)
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Host web-alias\n  HostName {host.address}\n  User {host.user}\n"
+        f"  IdentityFile {host.client_key}\n"
+    )
+
+    async def go() -> list[str]:
+        pool = SSHPool(DatabaseHostKeys(ctx.store), ssh_config=[str(config)])
+        try:
+            results = await execute([Endpoint("alias", "web-alias")], Run("hostname"), pool)
+            return [r.outcome.value + ":" + r.text().strip() for r in results]
+        finally:
+            await pool.close()
+
+    assert asyncio.run(go()) == [f"ok:{host.name}"]
+
+
+def test_unknown_target_and_bad_options_are_clear(ctx: Context) -> None:
+    with pytest.raises(InvalidInput, match=r"no hosts named web\[01-03\]"):
+        asyncio.run(run_job(ctx, "web[01-03]", Run("true")))
+    with pytest.raises(InvalidInput, match="parallel"):
+        asyncio.run(run_job(ctx, "x", Run("true"), FleetOptions(parallel=0)))
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real `provisor server` process on a free loopback port."""
+    home = tmp_path / "server-home"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PROVISOR_HOME": str(home)}
+    env.pop("PROVISOR_DATABASE_URL", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "provisor", "server", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
+                    break
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            time.sleep(0.2)
+        yield url, home
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_jobs_through_the_server_reuse_warm_connections(
+    testbed: Testbed, server: tuple[str, Path]
+) -> None:
+    url, home = server
+    hosts = testbed(12)
+    ctx = make_context(home)
+    services.import_hosts(ctx, inventory(hosts, "web"), source="web.ini")
+    first = cli("run", "group:web", "--server", url, "--", "hostname", home=home)
+    assert first.returncode == 0, first.stderr
+    assert "12 host(s): 12 ok" in first.stderr
+    assert httpx.get(f"{url}/api/v1/health").json()["pool"] == {"connections": 12, "handshakes": 12}
+    second = cli(
+        "run", "group:web", "--server", url, "--output", "json", "--", "hostname", home=home
+    )
+    rows = [json.loads(line) for line in second.stdout.splitlines()]
+    assert sorted((r["host"], r["stdout"].strip()) for r in rows) == sorted(
+        (h.name, h.name) for h in hosts
+    )
+    assert httpx.get(f"{url}/api/v1/health").json()["pool"]["handshakes"] == 12  # no new handshake
+    # The API directly: a job, its results, and the stream replayed after the fact.
+    started = httpx.post(
+        f"{url}/api/v1/jobs", json={"kind": "run", "target": hosts[0].name, "command": "exit 7"}
+    )
+    assert started.status_code == 202
+    job_id = started.json()["id"]
+    with httpx.stream("GET", f"{url}/api/v1/jobs/{job_id}/events", timeout=60) as events:
+        body = "".join(events.iter_text())
+    assert "event: result" in body and "event: done" in body
+    job = httpx.get(f"{url}/api/v1/jobs/{job_id}").json()
+    assert job["summary"] == {"failed": 1} and job["results"][0]["exit_code"] == 7
+    bad = httpx.post(f"{url}/api/v1/jobs", json={"kind": "run", "target": "group:web"})
+    assert bad.status_code == 422 and "command" in bad.json()["error"]["message"]
+    missing = httpx.post(
+        f"{url}/api/v1/jobs", json={"kind": "run", "target": "group:nope", "command": "true"}
+    )
+    assert missing.status_code == 404 and "nope" in missing.json()["error"]["message"]
+    ctx.store.close()

@@ -1,8 +1,8 @@
 """`make demo`: a first look at provisor on this computer, in about a minute.
 
 Starts three sandbox hosts (real SSH servers on loopback addresses), brings
-them into the inventory, groups them, reaches each over SSH, shows the audit
-log, and removes everything again. Uses a throw-away PROVISOR_HOME so your
+them into the inventory, groups them, runs commands on them in parallel, shows
+the audit log, and removes everything again. Uses a throw-away PROVISOR_HOME so your
 own inventory is untouched.
 """
 
@@ -42,57 +42,44 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="provisor-demo-"))
     os.environ["PROVISOR_HOME"] = str(home)
     os.environ.pop("PROVISOR_DATABASE_URL", None)
+    os.environ.setdefault("COLUMNS", "120")  # tables stay readable when piped
     base = sandbox.default_base_dir() / "demo"
     say("Starting 3 sandbox hosts (real SSH servers on loopback addresses)")
     hosts = asyncio.run(start_hosts(base))
     try:
         for h in hosts:
             print(f"  {h.name:10} {h.address}:{h.port}  isolation={h.isolation}")
-        key = hosts[0].client_key
-        say("Bringing them into the inventory")
-        inventory = home / "hosts.txt"
+        say("Bringing them into the inventory from an Ansible inventory file")
+        inventory = home / "inventory.ini"
         inventory.write_text(
-            "# a pssh-style hosts file, as many operators already keep one\n"
-            + "".join(f"{h.user}@{h.address}:{h.port}\n" for h in hosts)
+            "[web]\n"
+            + "".join(_line(h) + " role=web\n" for h in hosts if "web" in h.name)
+            + "\n[db]\n"
+            + "".join(_line(h) + " role=db\n" for h in hosts if "db" in h.name)
+            + "\n[site:children]\nweb\ndb\n"
         )
+        print(inventory.read_text())
         provisor("hosts", "import", str(inventory))
-        for h in hosts:
-            role = "db" if "db" in h.name else "web"
-            provisor("hosts", "set", h.address, "--credentials", f"key:{key}", "-t", f"role={role}")
         provisor("hosts", "list")
-        say("A static group and a smart group (a rule over tags and facts)")
-        provisor("groups", "add", "site", "--description", "everything of the demo")
-        provisor("groups", "add", "web", "--parent", "site", "--rule", 'tags.role == "web"')
-        provisor("groups", "members", "web")
-        say("Reaching every host over SSH with the key provisor recorded")
-        for h in hosts:
-            result = subprocess.run(
-                [
-                    "ssh",
-                    "-i",
-                    str(key),
-                    "-p",
-                    str(h.port),
-                    "-o",
-                    "BatchMode=yes",
-                    "-o",
-                    "StrictHostKeyChecking=no",
-                    "-o",
-                    "UserKnownHostsFile=/dev/null",
-                    "-o",
-                    "LogLevel=ERROR",
-                    f"{h.user}@{h.address}",
-                    "hostname; uname -sr",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=30,
-                check=False,
-            )
-            answer = " | ".join(result.stdout.split("\n")[:2]) or result.stderr.strip()
-            print(f"  {h.address:13} -> {answer}")
-        say("The audit log: every change is an event")
-        provisor("events", "--limit", "12")
+        say("A smart group: a rule over tags and facts, evaluated when used")
+        provisor("groups", "add", "webservers", "--rule", 'tags.role == "web"')
+        provisor("groups", "list")
+        say("One command on every host of a group, in parallel over SSH")
+        provisor("run", "group:site", "--", "hostname; uname -sr")
+        say("Identical answers are folded under one node set")
+        provisor("run", "group:site", "--output", "fold", "--", "cat /etc/debian_version")
+        say("Every host ends in one outcome; failures are reported per host")
+        provisor_may_fail(
+            "run",
+            "demo-web[1-2],demo-db1",
+            "-t",
+            "2",
+            "--",
+            "case $(hostname) in *db*) sleep 10;; *) exit 3;; esac",
+        )
+        provisor("jobs", "list")
+        say("The audit log: every change and every job is an event")
+        provisor("events", "--limit", "8")
     finally:
         say("Cleaning up: stopping the sandbox hosts")
         asyncio.run(stop_hosts(hosts))
@@ -100,6 +87,19 @@ def main() -> None:
         "\nDone. Next: `provisor --help`, `provisor server` for the REST API "
         "(http://127.0.0.1:8080/api/v1/docs), and docs/ for the concepts."
     )
+
+
+def _line(h: sandbox.SandboxHost) -> str:
+    return (
+        f"{h.name} ansible_host={h.address} ansible_port={h.port} ansible_user={h.user} "
+        f"ansible_ssh_private_key_file={h.client_key}"
+    )
+
+
+def provisor_may_fail(*args: str) -> None:
+    print(f"$ provisor {shlex.join(args)}", flush=True)
+    result = subprocess.run([sys.executable, "-m", "provisor", *args], check=False)
+    print(f"(exit status {result.returncode})")
 
 
 if __name__ == "__main__":

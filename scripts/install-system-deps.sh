@@ -2,7 +2,7 @@
 # Installs the Debian packages provisor's testbed needs, when running as root.
 # Without root the testbed falls back to process isolation and needs none.
 set -eu
-PACKAGES="openssh-server openssh-client util-linux procps iproute2"
+PACKAGES="openssh-server openssh-client util-linux procps iproute2 sudo"
 if [ "$(id -u)" != 0 ]; then
     echo "not root: skipping Debian packages ($PACKAGES); the testbed will use process isolation"
     exit 0

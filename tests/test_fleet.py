@@ -430,3 +430,38 @@ def test_jobs_through_the_server_reuse_warm_connections(
     )
     assert missing.status_code == 404 and "nope" in missing.json()["error"]["message"]
     ctx.store.close()
+
+
+def test_stdin_sudo_and_progress_line_on_a_terminal(
+    fleet: list[SandboxHost], fleet_home: Path, tmp_path: Path
+) -> None:
+    payload = tmp_path / "payload.txt"
+    payload.write_text("line one\nline two\n")
+    target = ",".join(h.name for h in fleet[:3])
+    counted = cli("run", target, "--stdin", str(payload), "--", "wc -l", home=fleet_home)
+    assert counted.returncode == 0, counted.stderr
+    assert {line.split(": ")[1] for line in counted.stdout.splitlines()} == {"2"}
+    sudo = cli("run", target, "--sudo", "--", "id -un", home=fleet_home)
+    assert sudo.returncode == 0, sudo.stderr
+    assert {line.split(": ")[1] for line in sudo.stdout.splitlines()} == {"root"}
+    # On a terminal, a progress line (done/ok/failed/remaining) is drawn on stderr.
+    primary, secondary = os.openpty()
+    env = {**os.environ, "PROVISOR_HOME": str(fleet_home)}
+    process = subprocess.run(
+        [sys.executable, "-m", "provisor", "run", "group:fleet", "--", "true"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        env=env,
+        timeout=300,
+    )
+    os.close(secondary)
+    chunks = []
+    with contextlib.suppress(OSError):
+        while data := os.read(primary, 65536):
+            chunks.append(data)
+    os.close(primary)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert process.returncode == 0
+    assert "[200/200] ok 200  failed 0  remaining 0" in screen
+    assert "200 host(s): 200 ok" in screen

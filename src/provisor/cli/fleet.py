@@ -11,7 +11,7 @@ import typer
 
 from provisor.cli._context import context, current_tenant
 from provisor.cli.fleet_output import Reporter
-from provisor.cli.output import Format, console, emit_json, fields, table
+from provisor.cli.output import Format, console, emit_json, fields, read_input_file, table
 from provisor.cli.remote import run_remote
 from provisor.core.errors import InvalidInput
 from provisor.fleet import Copy, Fetch, Kill, Operation, Run
@@ -170,12 +170,7 @@ def run(
     """Run a command on every host of TARGET (pssh)."""
     if timeout is not None and timeout <= 0:
         raise InvalidInput("timeout must be positive", field="timeout")
-    data = None
-    if stdin is not None:
-        try:
-            data = stdin.read_bytes()
-        except OSError as exc:
-            raise InvalidInput(f"cannot read {stdin}: {exc}", field="stdin") from None
+    data = read_input_file(stdin, field="stdin") if stdin is not None else None
     options = _options(parallel, connect_timeout, user, identity, ask_pass, out_dir, err_dir)
     operation = Run(
         " ".join(command),

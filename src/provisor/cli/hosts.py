@@ -12,7 +12,15 @@ from rich.markup import escape
 
 from provisor import services
 from provisor.cli._context import context
-from provisor.cli.output import Format, console, emit_json, err_console, fields, table
+from provisor.cli.output import (
+    Format,
+    console,
+    emit_json,
+    err_console,
+    fields,
+    read_input_file,
+    table,
+)
 from provisor.core.errors import InvalidInput, ProvisorError
 from provisor.core.names import parse_key_values
 
@@ -214,9 +222,9 @@ def import_(
 ) -> None:
     """Import hosts (and groups) from a file; all of it or nothing."""
     try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"cannot read {file}: {exc}", field="file") from None
+        text = read_input_file(file, field="file").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{file} is not UTF-8 text: {exc.reason}", field="file") from None
     report = services.import_hosts(
         context(), text, source=str(file), format=format.value, on_existing=on_existing.value
     )

@@ -6,19 +6,30 @@ import json
 import sys
 from collections.abc import Sequence
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
+from provisor.core.errors import InvalidInput
+
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # errors stay one line per problem
 
 
 class Format(StrEnum):
     table = "table"
     json = "json"
+
+
+def read_input_file(path: Path, *, field: str) -> bytes:
+    """A file the user named, or an error that says which and why."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}", field=field) from None
 
 
 def to_json(value: BaseModel | Sequence[BaseModel]) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from sqlalchemy import select
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, selectinload
 
 from provisor.core.errors import InvalidInput, NotFound
 from provisor.core.hostfiles import parse_pssh_hosts
@@ -101,37 +101,31 @@ def result_json(result: HostResult) -> dict[str, Any]:
 
 
 class _InventoryResolver:
-    """Answers the target evaluator's questions from the tenant's inventory."""
+    """Answers the target evaluator's questions from the tenant's inventory.
 
-    def __init__(self, ctx: Context) -> None:
-        self._ctx = ctx
-        self.hosts: dict[str, Host] = {}
-        self._groups: dict[str, Group] = {}
+    Lives inside one session; a group's members are resolved only if asked for.
+    """
 
-    def load(self) -> None:
-        with self._ctx.store.session() as session:
-            tenant_id = self._ctx.tenant_id()
-            hosts = tenant_hosts(session, tenant_id)
-            self.hosts = {h.name: h for h in hosts}
-            groups = session.scalars(
-                select(Group)
-                .where(Group.tenant_id == tenant_id)
-                .options(selectinload(Group.members), selectinload(Group.children))
-            ).all()
-            self._groups = {g.name: g for g in groups}
-            self._members = {
-                g.name: [h.name for h in resolve_members(session, tenant_id, g)] for g in groups
-            }
-            self._group_jump = _group_jumps(groups)
-            session.expunge_all()
+    def __init__(self, session: Session, tenant_id: int) -> None:
+        self._session = session
+        self._tenant_id = tenant_id
+        self.hosts = {h.name: h for h in tenant_hosts(session, tenant_id)}
+        groups = session.scalars(
+            select(Group)
+            .where(Group.tenant_id == tenant_id)
+            .options(selectinload(Group.members), selectinload(Group.children))
+        ).all()
+        self._groups = {g.name: g for g in groups}
+        self._group_jump = _group_jumps(groups)
 
     def all_hosts(self) -> Iterable[HostRef]:
         return [_ref(h) for h in self.hosts.values()]
 
     def group_members(self, name: str) -> Iterable[HostRef]:
-        if name not in self._groups:
+        group = self._groups.get(name)
+        if group is None:
             raise NotFound(f"no group named {name!r}", field="target")
-        return [_ref(self.hosts[n]) for n in self._members[name]]
+        return [_ref(h) for h in resolve_members(self._session, self._tenant_id, group)]
 
     def tagged_hosts(self, key: str, value: str) -> Iterable[HostRef]:
         return [_ref(h) for h in self.hosts.values() if str(h.tags.get(key)) == value]
@@ -186,31 +180,33 @@ def _ref(host: Host) -> HostRef:
 def resolve_target(
     ctx: Context, target: str, options: FleetOptions | None = None
 ) -> list[Endpoint]:
-    """The endpoints a target selects, with the credentials each host is reached with."""
+    """The endpoints a target selects, with the credentials each host is reached with.
+
+    A host's own key (its credentials) wins over `options.identity`, which is
+    for hosts without one; likewise its own user over `options.user`.
+    """
     options = options or FleetOptions()
     expression = parse_target(target)
-    resolver = _InventoryResolver(ctx)
-    resolver.load()
-    selection = evaluate(expression, resolver)
     endpoints = []
-    for ref in selection:
-        host = resolver.hosts.get(ref.name)
-        identity = options.identity
-        jump = None
-        if host is not None and ref.address == host.address:
-            if host.credentials and host.credentials.startswith("key:"):
-                identity = identity or host.credentials.removeprefix("key:")
-            jump = resolver.proxy_jump(host)
-        endpoints.append(
-            Endpoint(
-                name=ref.name,
-                address=ref.address,
-                port=ref.port or 22,
-                user=ref.user or options.user,
-                identity=identity,
-                proxy_jump=jump,
+    with ctx.store.session() as session:
+        resolver = _InventoryResolver(session, ctx.tenant_id())
+        for ref in evaluate(expression, resolver):
+            host = resolver.hosts.get(ref.name)
+            own_key, jump = None, None
+            if host is not None and ref.address == host.address:
+                if host.credentials and host.credentials.startswith("key:"):
+                    own_key = host.credentials.removeprefix("key:")
+                jump = resolver.proxy_jump(host)
+            endpoints.append(
+                Endpoint(
+                    name=ref.name,
+                    address=ref.address,
+                    port=ref.port or 22,
+                    user=ref.user or options.user,
+                    identity=own_key or options.identity,
+                    proxy_jump=jump,
+                )
             )
-        )
     return endpoints
 
 

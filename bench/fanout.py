@@ -1,0 +1,1074 @@
+"""Benchmark: `hostname` on N sandbox hosts with provisor and the tools it replaces.
+
+    make bench                      # .venv/bin/python bench/fanout.py, as root
+    .venv/bin/python bench/fanout.py [--sizes 50,200,500] [--repeat 3 | --repeat 3,3,2]
+        [--tools provisor,server,pssh,clush,pssh-lib,ansible] [--timeout 300]
+        [--profile] [--no-setup] [--no-docs]
+
+Requirements (the setup step installs what is missing; `--no-setup` skips it):
+
+- root on Linux, for the testbed's namespace hosts, and Debian's openssh-server,
+  openssh-client and util-linux (`make system-deps`; see docs/testbed.md);
+- Debian packages `pssh` (the `parallel-ssh` command) and `clustershell` (`clush`),
+  installed with apt-get;
+- a separate virtualenv, `.venv-bench` (`--tools-venv`), holding the `bench` extra of
+  pyproject.toml: parallel-ssh (the Python library), ansible-core and py-spy. It is kept
+  apart so that ansible-core's and parallel-ssh's dependencies never change the project's
+  environment; the tools run in subprocesses anyway.
+
+One testbed of max(sizes) namespace sandbox hosts (real OpenSSH sshd, each on its own
+loopback address, port 22, user root, the testbed's client key) serves every size: a
+size-N run uses the first N hosts. Every tool logs in with that key, addresses hosts by
+IP address and never asks about host keys (pssh, clush and ansible: no known-hosts file;
+the parallel-ssh library does not check; provisor: its own known-hosts store, which an
+unmeasured first run fills, so every measured provisor run has the keys trusted).
+
+Per tool x setting x N, each measurement is one fresh process (`subprocess`, own
+session, killed as a group at --timeout) and records:
+
+- wall time, from spawn to exit;
+- machine CPU: user+nice+system+irq+softirq jiffies of all CPUs from /proc/stat, before
+  the spawn and 0.3 s after the exit (so the sshd side's teardown counts); it includes
+  the sshd side, identical for every tool, and whatever else the machine runs;
+- tool CPU: the tool's own process tree (getrusage(RUSAGE_CHILDREN) deltas), plus the
+  `provisor server` process for runs through the server;
+- hosts CPU: the sshd side alone (each host's sshd, PID 1 of its namespace, with its
+  reaped children), which, unlike machine CPU, nothing else on the machine disturbs;
+- hosts answered: hosts whose own hostname (`fo0001`...) appears in the tool's standard
+  output (exit codes are not trusted).
+
+The cases of one repeat run in a rotated order, so noise spreads over all of them; the
+tables show medians. Results: `bench/results/fanout-<timestamp>.json` (raw) and the
+fanout section of docs/benchmarks.md (between `<!-- fanout:begin -->` and
+`<!-- fanout:end -->`; the rest of the file is kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import configparser
+import contextlib
+import fcntl
+import json
+import os
+import platform
+import random
+import re
+import resource
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+import urllib.request
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from provisor import sandbox
+from provisor.sandbox import SandboxHost, _procs
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO / "bench" / "results"
+DOCS = REPO / "docs" / "benchmarks.md"
+PROVISOR = Path(sys.executable).parent / "provisor"
+APT_PACKAGES = ("pssh", "clustershell")
+BENCH_ROOT = Path("/run/provisor-bench")  # not under an overlaid dir (docs/testbed.md)
+BLOCK_LOCKS = Path("/run/provisor-test/.blocks")  # shared with the pytest testbed fixture
+HOSTNAME = re.compile(r"\bfo\d{4}\b")  # sandbox hosts are fo0001, fo0002, ...
+JOB_SECONDS = re.compile(r"\(job \d+, ([\d.]+)s\)")
+SETTLE_SECONDS = 0.3
+START_BATCH = 100
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MARK_BEGIN, MARK_END = "<!-- fanout:begin -->", "<!-- fanout:end -->"
+SSH_OPTIONS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+
+# The parallel-ssh library, run in the bench venv: argv = key, pool size or "default", hosts.
+PSSH_LIB_SCRIPT = """
+import sys
+from pssh.clients import ParallelSSHClient
+key, pool, path = sys.argv[1:4]
+hosts = open(path).read().split()
+extra = {} if pool == "default" else {"pool_size": int(pool)}
+client = ParallelSSHClient(hosts, user="root", pkey=key, **extra)
+output = client.run_command("hostname", stop_on_errors=False)
+client.join(output)
+for host in output:
+    if host.exception is not None:
+        print(f"{host.host}: {host.exception!r}", file=sys.stderr)
+        continue
+    for line in host.stdout:
+        print(f"{host.host}: {line}")
+"""
+
+
+# Measuring CPU
+
+
+def machine_cpu_seconds() -> float:
+    """Busy CPU time of the whole machine so far: user+nice+system+irq+softirq."""
+    with open("/proc/stat") as stat:
+        fields = stat.readline().split()
+    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[1:8])
+    return (user + nice + system + irq + softirq) / CLK_TCK
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime+stime of a process and of its children it has reaped; 0 if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = text.rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / CLK_TCK
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass
+class CpuSnapshot:
+    machine: float
+    children: float
+    hosts: float
+    server: float
+
+    @classmethod
+    def take(cls, testbed: Testbed, server_pid: int | None) -> CpuSnapshot:
+        return cls(
+            machine=machine_cpu_seconds(),
+            children=children_cpu_seconds(),
+            hosts=testbed.hosts_cpu(),
+            server=process_cpu_seconds(server_pid) if server_pid else 0.0,
+        )
+
+
+def background_cpu(seconds: float = 2.0) -> float:
+    """Machine CPU seconds per second while this benchmark runs nothing."""
+    before = machine_cpu_seconds()
+    time.sleep(seconds)
+    return (machine_cpu_seconds() - before) / seconds
+
+
+# Setup
+
+
+def bench_requirements() -> list[str]:
+    """The `bench` extra of pyproject.toml: what goes into the tools venv."""
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())
+    return list(data["project"]["optional-dependencies"]["bench"])
+
+
+def ensure_apt_packages(packages: Sequence[str]) -> None:
+    def installed(package: str) -> bool:
+        query = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True
+        )
+        return "install ok installed" in query.stdout
+
+    missing = [p for p in packages if not installed(p)]
+    if not missing:
+        return
+    print(f"installing Debian packages: {' '.join(missing)}", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def ensure_tools_venv(venv: Path) -> None:
+    """Create the tools venv and install the `bench` extra into it, once per change."""
+    requirements = bench_requirements()
+    stamp = venv / ".fanout-requirements"
+    if stamp.is_file() and stamp.read_text() == "\n".join(requirements):
+        return
+    print(f"installing {', '.join(requirements)} into {venv}", flush=True)
+    if not (venv / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, *requirements], check=True)
+    stamp.write_text("\n".join(requirements))
+
+
+# The testbed
+
+
+@dataclass
+class Testbed:
+    base: Path
+    hosts: list[SandboxHost] = field(default_factory=list)
+    block: int = 0
+    _sshd: list[int] = field(default_factory=list)
+
+    @property
+    def key(self) -> Path:
+        return self.hosts[0].client_key
+
+    def first(self, n: int) -> list[SandboxHost]:
+        return self.hosts[:n]
+
+    def hosts_cpu(self) -> float:
+        """CPU of every host's sshd (PID 1 of the host), with the sessions it reaped."""
+        if not self._sshd:
+            self._sshd = [pid for h in self.hosts for pid in _procs.children(h.pid)[:1]]
+        return sum(process_cpu_seconds(pid) for pid in self._sshd)
+
+
+def claim_block() -> tuple[int, IO[str]]:
+    """A free 127.X.0.0/16 block, locked as the pytest testbed fixture locks its own."""
+    BLOCK_LOCKS.mkdir(parents=True, exist_ok=True)
+    busy = {s.address.packed[1] for s in _procs.listeners() if s.address.version == 4}
+    candidates = [x for x in range(64, 251) if x not in busy]
+    random.shuffle(candidates)
+    for x in candidates:
+        lock = (BLOCK_LOCKS / f"127.{x}.lock").open("w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        return x, lock
+    raise RuntimeError("every 127.X.0.0/16 block (X in 64..250) is in use")
+
+
+async def start_hosts(testbed: Testbed, n: int) -> None:
+    """Start n hosts, a batch at a time; every started host is in testbed.hosts at once."""
+    names = [(f"fo{i + 1:04d}", f"127.{testbed.block}.{i // 250}.{i % 250 + 1}") for i in range(n)]
+    for at in range(0, n, START_BATCH):
+        batch = names[at : at + START_BATCH]
+        results = await asyncio.gather(
+            *(sandbox.start(name, address, base_dir=testbed.base) for name, address in batch),
+            return_exceptions=True,
+        )
+        testbed.hosts += [r for r in results if isinstance(r, SandboxHost)]
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise failures[0]
+
+
+async def stop_hosts(hosts: list[SandboxHost]) -> None:
+    await asyncio.gather(*(sandbox.destroy(h) for h in hosts), return_exceptions=True)
+
+
+def remove_testbed(testbed: Testbed) -> None:
+    """Destroy every host, then let the sandbox's cleanup catch anything left."""
+    asyncio.run(stop_hosts(testbed.hosts))
+    subprocess.run(
+        [sys.executable, "-m", "provisor.sandbox", "cleanup", str(testbed.base)],
+        stdout=subprocess.DEVNULL,
+        check=False,
+    )
+    shutil.rmtree(testbed.base, ignore_errors=True)
+
+
+# Files the tools read
+
+
+@dataclass
+class Workspace:
+    """Temporary files and directories of one benchmark run."""
+
+    root: Path
+    testbed: Testbed
+    venv: Path
+    timeout: float
+
+    @property
+    def provisor_home(self) -> Path:
+        return self.root / "provisor-home"
+
+    @property
+    def inventory(self) -> Path:
+        return self.root / "inventory.ini"
+
+    def hosts_file(self, n: int) -> Path:
+        return self.root / f"hosts-{n}.txt"
+
+    def addresses(self, n: int) -> list[str]:
+        return [h.address for h in self.testbed.first(n)]
+
+    def write_files(self, sizes: Sequence[int]) -> None:
+        """A pssh hosts file per size; one Ansible INI inventory with a group per size."""
+        key = self.testbed.key
+        lines = []
+        for n in sizes:
+            self.hosts_file(n).write_text("\n".join(self.addresses(n)) + "\n")
+            lines.append(f"[fanout{n}]")
+            lines += [
+                f"{a} ansible_user=root ansible_ssh_private_key_file={key}"
+                for a in self.addresses(n)
+            ]
+        self.inventory.write_text("\n".join(lines) + "\n")
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The machine's environment without provisor's and Ansible's settings, plus extra."""
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("PROVISOR_", "ANSIBLE_"))}
+        return {**clean, "PROVISOR_HOME": str(self.provisor_home), **extra}
+
+
+# Running one measurement
+
+
+@dataclass
+class Invocation:
+    argv: list[str]
+    env: dict[str, str]
+    after: Callable[[], None] | None = None  # runs after the exit, before CPU is read
+
+
+@dataclass
+class Measurement:
+    tool: str
+    setting: str
+    n: int
+    repeat: int
+    wall_s: float
+    machine_cpu_s: float
+    tool_cpu_s: float
+    hosts_cpu_s: float
+    answered: int
+    exit_code: int | None
+    timed_out: bool
+    job_s: float | None = None  # provisor's own "(job N, X s)": time after start-up
+    stderr_tail: str = ""
+
+
+def kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def count_answers(stdout: str, expected: set[str]) -> int:
+    return len(expected & set(HOSTNAME.findall(stdout)))
+
+
+def measure(
+    ws: Workspace,
+    invocation: Invocation,
+    *,
+    tool: str,
+    setting: str,
+    n: int,
+    repeat: int,
+    server_pid: int | None = None,
+) -> Measurement:
+    out_path, err_path = ws.root / "stdout.txt", ws.root / "stderr.txt"
+    before = CpuSnapshot.take(ws.testbed, server_pid)
+    start = time.perf_counter()
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        process = subprocess.Popen(
+            invocation.argv,
+            env=invocation.env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+        try:
+            exit_code: int | None = process.wait(ws.timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            kill_group(process.pid)
+            process.wait()
+            exit_code, timed_out = None, True
+        except BaseException:
+            kill_group(process.pid)
+            process.wait()
+            raise
+    wall = time.perf_counter() - start
+    kill_group(process.pid)  # anything the tool left in its session
+    if invocation.after is not None:
+        invocation.after()
+    time.sleep(SETTLE_SECONDS)
+    after = CpuSnapshot.take(ws.testbed, server_pid)
+    stdout = out_path.read_text(errors="replace")
+    stderr = err_path.read_text(errors="replace")
+    job = JOB_SECONDS.search(stderr)
+    expected = {h.name for h in ws.testbed.first(n)}
+    return Measurement(
+        tool=tool,
+        setting=setting,
+        n=n,
+        repeat=repeat,
+        wall_s=wall,
+        machine_cpu_s=after.machine - before.machine,
+        tool_cpu_s=(after.children - before.children) + (after.server - before.server),
+        hosts_cpu_s=after.hosts - before.hosts,
+        answered=count_answers(stdout, expected),
+        exit_code=exit_code,
+        timed_out=timed_out,
+        job_s=float(job.group(1)) if job else None,
+        stderr_tail=stderr[-600:],
+    )
+
+
+# The tools
+
+
+@dataclass(frozen=True)
+class Case:
+    """One tool at one parallelism setting; `parallel` None means the tool's default."""
+
+    tool: str
+    key: str  # for --tools
+    default_parallel: int
+    flag: str  # how the setting is written, e.g. "-p"
+    build: Callable[[Workspace, int, int | None], Invocation]
+    through_server: bool = False
+
+    def setting(self, parallel: int | None) -> str:
+        if parallel is None:
+            return f"default ({self.flag}{self.default_parallel})"
+        return f"best ({self.flag}{parallel})"
+
+
+def provisor_run(ws: Workspace, n: int, parallel: int | None) -> Invocation:
+    argv = [str(PROVISOR), "run", f"group:fanout{n}"]
+    if parallel is not None:
+        argv += ["-p", str(parallel)]
+    return Invocation([*argv, "--", "hostname"], ws.env())
+
+
+def pssh_cli(ws: Workspace, n: int, parallel: int | None) -> Invocation:
+    argv = ["parallel-ssh", "-h", str(ws.hosts_file(n)), "-l", "root", "-i"]
+    argv += ["-x", f"-i {ws.testbed.key} {SSH_OPTIONS}"]
+    if parallel is not None:
+        argv += ["-p", str(parallel)]
+    return Invocation([*argv, "hostname"], ws.env())
+
+
+def clush(ws: Workspace, n: int, parallel: int | None) -> Invocation:
+    argv = ["clush", "-w", ",".join(ws.addresses(n)), "-l", "root"]
+    argv += ["-o", f"-i {ws.testbed.key} {SSH_OPTIONS}"]
+    if parallel is not None:
+        argv += ["-f", str(parallel)]
+    return Invocation([*argv, "hostname"], ws.env())
+
+
+def pssh_library(ws: Workspace, n: int, parallel: int | None) -> Invocation:
+    python = str(ws.venv / "bin" / "python")
+    pool = "default" if parallel is None else str(parallel)
+    argv = [python, "-c", PSSH_LIB_SCRIPT, str(ws.testbed.key), pool, str(ws.hosts_file(n))]
+    return Invocation(argv, ws.env())
+
+
+def ansible(ws: Workspace, n: int, parallel: int | None) -> Invocation:
+    """Ansible's defaults (ssh with ControlPersist, interpreter discovery), a fresh home."""
+    home = Path(tempfile.mkdtemp(prefix="ansible-", dir=ws.root))
+    (home / "ansible.cfg").write_text("")  # no machine or user ansible.cfg
+    env = ws.env(
+        ANSIBLE_CONFIG=str(home / "ansible.cfg"),
+        ANSIBLE_HOME=str(home),
+        ANSIBLE_LOCAL_TEMP=str(home / "tmp"),
+        ANSIBLE_SSH_CONTROL_PATH_DIR=str(home / "cp"),
+        ANSIBLE_HOST_KEY_CHECKING="False",
+        ANSIBLE_SSH_EXTRA_ARGS="-o UserKnownHostsFile=/dev/null",
+        ANSIBLE_PYTHON_INTERPRETER="auto_silent",
+        ANSIBLE_GATHERING="explicit",
+        ANSIBLE_CACHE_PLUGIN="memory",
+        ANSIBLE_NOCOLOR="1",
+    )
+    argv = [str(ws.venv / "bin" / "ansible"), "-i", str(ws.inventory), f"fanout{n}"]
+    argv += ["-m", "command", "-a", "hostname"]
+    if parallel is not None:
+        argv += ["-f", str(parallel)]
+
+    def close_masters() -> None:
+        # ControlPersist masters detach from the session; they name the control dir.
+        for pid in _procs.referring_to(home):
+            _procs.kill(pid, signal.SIGTERM)
+        shutil.rmtree(home, ignore_errors=True)
+
+    return Invocation(argv, env, after=close_masters)
+
+
+def clush_default_fanout() -> int:
+    config = configparser.ConfigParser()
+    config.read("/etc/clustershell/clush.conf")
+    return config.getint("Main", "fanout", fallback=64)
+
+
+def all_cases() -> list[Case]:
+    return [
+        Case("provisor run", "provisor", 64, "-p", provisor_run),
+        Case("provisor server", "server", 64, "-p", provisor_run, through_server=True),
+        Case("pssh (parallel-ssh)", "pssh", 32, "-p", pssh_cli),
+        Case("clush", "clush", clush_default_fanout(), "-f", clush),
+        Case("parallel-ssh library", "pssh-lib", 100, "pool_size=", pssh_library),
+        Case("ansible", "ansible", 5, "-f", ansible),
+    ]
+
+
+# provisor server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def provisor_server(ws: Workspace) -> Iterator[tuple[str, int]]:
+    """A fresh `provisor server` (so a fresh pool); yields its URL and pid."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (ws.root / "server.log").open("ab")
+    process = subprocess.Popen(
+        [str(PROVISOR), "server", "--port", str(port)],
+        env=ws.env(),
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    try:
+        wait_healthy(url, process)
+        yield url, process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            kill_group(process.pid)
+            process.wait()
+        log.close()
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"provisor server exited with {process.returncode}")
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"{url}/api/v1/health", timeout=2) as answer,
+        ):
+            if answer.status == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"provisor server at {url} did not answer in {timeout:.0f} s")
+
+
+def server_supported() -> bool:
+    help_text = subprocess.run(
+        [str(PROVISOR), "run", "--help"], capture_output=True, text=True, env={**os.environ}
+    ).stdout
+    return "--server" in help_text
+
+
+# One repeat of one case
+
+
+def run_case(ws: Workspace, case: Case, n: int, parallel: int | None, repeat: int) -> list[str]:
+    """Measure one case; returns the lines to print. Results go to RUNS."""
+    setting = case.setting(parallel)
+    if not case.through_server:
+        m = measure(
+            ws, case.build(ws, n, parallel), tool=case.tool, setting=setting, n=n, repeat=repeat
+        )
+        RUNS.append(m)
+        return [describe(m)]
+    lines = []
+    with provisor_server(ws) as (url, pid):
+        for label in ("1st run, cold pool", "2nd run, warm pool"):
+            invocation = case.build(ws, n, parallel)
+            invocation.argv[2:2] = ["--server", url]
+            m = measure(
+                ws,
+                invocation,
+                tool=f"{case.tool} ({label})",
+                setting=setting,
+                n=n,
+                repeat=repeat,
+                server_pid=pid,
+            )
+            RUNS.append(m)
+            lines.append(describe(m))
+    return lines
+
+
+RUNS: list[Measurement] = []
+
+
+def describe(m: Measurement) -> str:
+    status = "TIMEOUT" if m.timed_out else f"exit {m.exit_code}"
+    return (
+        f"  N={m.n:<4} #{m.repeat + 1} {m.tool:<38} {m.setting:<22} "
+        f"{m.wall_s:7.2f} s wall {m.machine_cpu_s:7.2f} s cpu "
+        f"{m.tool_cpu_s:6.2f} s tool {m.answered:>4}/{m.n} {status}"
+    )
+
+
+def rotated(items: list[Any], by: int) -> list[Any]:
+    by %= max(1, len(items))
+    return items[by:] + items[:by]
+
+
+def prime_provisor(ws: Workspace, n: int) -> int:
+    """Import the inventory and trust every host key with one unmeasured run."""
+    subprocess.run(
+        [str(PROVISOR), "hosts", "import", str(ws.inventory)],
+        env=ws.env(),
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    first = subprocess.run(
+        [str(PROVISOR), "run", f"group:fanout{n}", "-p", str(n), "--", "hostname"],
+        env=ws.env(),
+        capture_output=True,
+        text=True,
+        timeout=ws.timeout,
+    )
+    return count_answers(first.stdout, {h.name for h in ws.testbed.first(n)})
+
+
+def run_sizes(
+    ws: Workspace, cases: list[Case], sizes: list[int], repeats: list[int], server: bool
+) -> None:
+    for n, count in zip(sizes, repeats, strict=True):
+        plan = [(c, p) for c in cases for p in (None, n)]
+        if not server:
+            plan = [(c, p) for c, p in plan if not c.through_server]
+        print(f"\nN = {n}: {len(plan)} cases x {count} repeats", flush=True)
+        for repeat in range(count):
+            for case, parallel in rotated(plan, repeat * len(plan) // count):
+                for line in run_case(ws, case, n, parallel, repeat):
+                    print(line, flush=True)
+
+
+# Profiling provisor (--profile)
+
+
+def py_spy_record(ws: Workspace, output: Path, target: list[str], env: dict[str, str]) -> None:
+    spy = [str(ws.venv / "bin" / "py-spy"), "record", "--rate", "250", "--format", "raw"]
+    subprocess.run(
+        [*spy, "--output", str(output), *target],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=ws.timeout,
+        check=False,
+    )
+
+
+def hotspots(raw: Path, top: int = 15) -> dict[str, Any]:
+    """Self and inclusive sample shares per function, and per package, of py-spy raw stacks."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    packages: Counter[str] = Counter()
+    total = imports = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        own[frames[-1]] += count
+        packages[_package(frames[-1])] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+        if any("_find_and_load" in f for f in frames):
+            imports += count
+
+    def shares(counter: Counter[str]) -> list[tuple[str, float]]:
+        return [(k, round(100 * v / total, 1)) for k, v in counter.most_common(top)]
+
+    return {
+        "samples": total,
+        "import_share": round(100 * imports / total, 1) if total else 0.0,
+        "self": shares(own) if total else [],
+        "inclusive": shares(inclusive) if total else [],
+        "packages": shares(packages) if total else [],
+    }
+
+
+def _package(frame: str) -> str:
+    """'connect (asyncssh/connection.py:123)' -> 'asyncssh'."""
+    where = frame.rpartition("(")[2].rstrip(")")
+    path = where.rsplit(":", 1)[0]
+    if path.startswith("<frozen"):
+        return "importlib (frozen)"
+    parts = Path(path).parts
+    if "site-packages" in parts:
+        parts = parts[parts.index("site-packages") + 1 :]
+    return parts[0] if parts and parts[0] != "/" else path
+
+
+def profile_provisor(ws: Workspace, n: int, stamp: str) -> dict[str, Any]:
+    """py-spy over a cold `provisor run` and over the server for its cold and warm runs."""
+    out: dict[str, Any] = {}
+    argv = [str(PROVISOR), "run", f"group:fanout{n}", "-p", str(n), "--", "hostname"]
+    cold = RESULTS_DIR / f"fanout-{stamp}-profile-cold-cli.txt"
+    py_spy_record(ws, cold, ["--", *argv], ws.env())
+    out["cold CLI (provisor run)"] = {"file": cold.name, **hotspots(cold)}
+    if not server_supported():
+        return out
+    with provisor_server(ws) as (url, pid):
+        remote = [*argv[:2], "--server", url, *argv[2:]]
+        for label in ("server, 1st run (cold pool)", "server, 2nd run (warm pool)"):
+            raw = RESULTS_DIR / f"fanout-{stamp}-profile-{label.split(',')[1].split()[0]}.txt"
+            spy = [str(ws.venv / "bin" / "py-spy"), "record", "--rate", "250"]
+            spy += ["--format", "raw", "--output", str(raw), "--pid", str(pid)]
+            recorder = subprocess.Popen(
+                spy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            )
+            time.sleep(1.0)  # let py-spy attach
+            client = RESULTS_DIR / f"fanout-{stamp}-profile-client-{raw.stem[-4:]}.txt"
+            py_spy_record(ws, client, ["--", *remote], ws.env())
+            recorder.send_signal(signal.SIGINT)
+            recorder.wait(30)
+            out[label] = {"file": raw.name, **hotspots(raw)}
+            out[f"{label}: the CLI client"] = {"file": client.name, **hotspots(client)}
+    return out
+
+
+# Results
+
+
+def versions(venv: Path) -> dict[str, str]:
+    def first_line(argv: list[str]) -> str:
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        except OSError as exc:
+            return f"unavailable ({exc.strerror})"
+        return (done.stdout.strip() or done.stderr.strip()).splitlines()[0]
+
+    python = str(venv / "bin" / "python")
+    meta = "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))"
+    return {
+        "provisor": first_line([str(PROVISOR), "--version"]),
+        "provisor git": first_line(["git", "-C", str(REPO), "describe", "--always", "--dirty"]),
+        "asyncssh": first_line([sys.executable, "-c", meta, "asyncssh"]),
+        "python": platform.python_version(),
+        "OpenSSH": first_line(["ssh", "-V"]),
+        "pssh (Debian)": first_line(["parallel-ssh", "--version"]),
+        "clush (Debian)": first_line(["clush", "--version"]),
+        "parallel-ssh (PyPI)": first_line([python, "-c", meta, "parallel-ssh"]),
+        "ssh2-python": first_line([python, "-c", meta, "ssh2-python"]),
+        "ansible-core (PyPI)": first_line([python, "-c", meta, "ansible-core"]),
+    }
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    debian = ""
+    with contextlib.suppress(OSError):
+        debian = Path("/etc/debian_version").read_text().strip()
+    memory_kb = 0
+    with contextlib.suppress(OSError):
+        memory_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    return {
+        "cpus": os.cpu_count(),
+        "cpu model": model,
+        "kernel": platform.release(),
+        "debian": debian,
+        "memory GiB": round(memory_kb / 2**20, 1),
+    }
+
+
+@dataclass
+class Row:
+    tool: str
+    setting: str
+    n: int
+    runs: int
+    wall_s: float
+    machine_cpu_s: float
+    tool_cpu_s: float
+    hosts_cpu_s: float
+    answered_min: int
+    failures: int
+    job_s: float | None
+
+    @property
+    def cpu_ms_per_host(self) -> float | None:
+        return 1000 * self.machine_cpu_s / self.answered_min if self.answered_min else None
+
+
+def summarize(runs: list[Measurement]) -> list[Row]:
+    groups: dict[tuple[int, str, str], list[Measurement]] = defaultdict(list)
+    for m in runs:
+        groups[(m.n, m.tool, m.setting)].append(m)
+    rows = []
+    for (n, tool, setting), ms in groups.items():
+        jobs = [m.job_s for m in ms if m.job_s is not None]
+        rows.append(
+            Row(
+                tool=tool,
+                setting=setting,
+                n=n,
+                runs=len(ms),
+                wall_s=statistics.median(m.wall_s for m in ms),
+                machine_cpu_s=statistics.median(m.machine_cpu_s for m in ms),
+                tool_cpu_s=statistics.median(m.tool_cpu_s for m in ms),
+                hosts_cpu_s=statistics.median(m.hosts_cpu_s for m in ms),
+                answered_min=min(m.answered for m in ms),
+                failures=sum(1 for m in ms if m.timed_out or m.answered < n),
+                job_s=statistics.median(jobs) if jobs else None,
+            )
+        )
+    return rows
+
+
+def reference(rows: list[Row], row: Row) -> Row | None:
+    """The cold `provisor run` row with the same N and the same kind of setting."""
+    kind = row.setting.split()[0]
+    for other in rows:
+        if other.n == row.n and other.tool == "provisor run" and other.setting.startswith(kind):
+            return other
+    return None
+
+
+def _ratio(value: float, base: float | None) -> str:
+    return f"{value / base:.2f}" if base else "n/a"
+
+
+def table(rows: list[Row], n: int) -> list[str]:
+    lines = [
+        "| tool | setting | wall s | machine CPU s | CPU ms/host | tool CPU s | sshd CPU s "
+        "| answered | wall ÷ provisor | CPU ÷ provisor |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in (r for r in rows if r.n == n):
+        ref = reference(rows, row)
+        per_host = f"{row.cpu_ms_per_host:.1f}" if row.cpu_ms_per_host is not None else "n/a"
+        answered = f"{row.answered_min}/{n}" + (
+            f" ({row.failures} of {row.runs} runs short)" if row.failures else ""
+        )
+        lines.append(
+            f"| {row.tool} | {row.setting} | {row.wall_s:.2f} | {row.machine_cpu_s:.2f} "
+            f"| {per_host} | {row.tool_cpu_s:.2f} | {row.hosts_cpu_s:.2f} | {answered} "
+            f"| {_ratio(row.wall_s, ref.wall_s if ref else None)} "
+            f"| {_ratio(row.machine_cpu_s, ref.machine_cpu_s if ref else None)} |"
+        )
+    return lines
+
+
+def render(results: dict[str, Any], rows: list[Row]) -> str:
+    mach, tools, config = results["machine"], results["versions"], results["config"]
+    out = [
+        MARK_BEGIN,
+        "## Fan-out: `hostname` on N hosts",
+        "",
+        f"Generated by `bench/fanout.py` on {results['date']} "
+        f"(raw data: `bench/results/{results['file']}`, not committed).",
+        "",
+        f"Machine: {mach['cpus']} CPUs ({mach['cpu model']}), {mach['memory GiB']} GiB, "
+        f"Linux {mach['kernel']}, Debian {mach['debian']}; shared and noisy: while idle, "
+        f"the machine burned {config['background_cpu_per_s']:.2f} CPU s per second before "
+        f"the run. Tools: " + "; ".join(f"{k} {v}" for k, v in tools.items()) + ".",
+        "",
+        "Testbed: namespace sandbox hosts (OpenSSH sshd each on its own loopback address), "
+        "key authentication with the testbed's ed25519 key, hosts addressed by IP. "
+        f"Medians of {config['repeats_text']}; each run is a fresh process. "
+        "provisor's host keys were trusted by an unmeasured first run (pssh, clush and "
+        "ansible use no known-hosts file; the parallel-ssh library does not check).",
+        "",
+        "- **machine CPU**: busy jiffies of all CPUs (/proc/stat) from spawn to 0.3 s after "
+        "exit — the tool, the sshd side and anything else the machine ran meanwhile;",
+        "- **CPU ms/host**: machine CPU per answered host;",
+        "- **tool CPU**: the tool's process tree (plus the `provisor server` process for runs "
+        "through it);",
+        "- **sshd CPU**: the hosts' sshd processes alone (a noise-free view of the server side);",
+        "- **answered**: hosts whose own hostname is in the output (worst run);",
+        "- **÷ provisor**: this row over `provisor run` with the same kind of setting "
+        "(default or best); above 1 means provisor is faster or cheaper.",
+        "",
+        "Defaults: provisor `-p 64`, pssh `-p 32`, clush `fanout: 64` (clush.conf), "
+        "parallel-ssh library `pool_size=100`, ansible `forks=5`; best: the same knob = N. "
+        "The server rows are two runs through one fresh `provisor server`: the first opens "
+        "the pool's connections, the second reuses them.",
+        "",
+    ]
+    for n in results["config"]["sizes"]:
+        out += [f"### N = {n}", "", *table(rows, n), ""]
+    if results.get("failures"):
+        out += ["Failed or short runs:", ""]
+        out += [f"- {line}" for line in results["failures"]]
+        out.append("")
+    if results.get("profile"):
+        out += render_profile(results["profile"], results["config"]["sizes"][-1])
+    out.append(MARK_END)
+    return "\n".join(out)
+
+
+def render_profile(profile: dict[str, Any], n: int) -> list[str]:
+    out = [
+        f"### Where provisor's CPU goes (py-spy, N = {n}, -p {n})",
+        "",
+        "Share of CPU samples (py-spy `record`, idle threads excluded; native code is "
+        "charged to the Python line that called it).",
+        "",
+    ]
+    for label, data in profile.items():
+        if not data.get("samples"):
+            continue
+        top_self = ", ".join(f"`{f}` {s}%" for f, s in data["self"][:8])
+        pkgs = ", ".join(f"{p} {s}%" for p, s in data["packages"][:8])
+        out += [
+            f"- **{label}** ({data['samples']} samples, {data['import_share']}% in imports): "
+            f"by package: {pkgs}. Top functions (self): {top_self}.",
+        ]
+    out.append("")
+    return out
+
+
+def update_docs(path: Path, section: str) -> None:
+    """Replace the fanout section of the file (between its markers), keeping the rest."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    begin, end = text.find(MARK_BEGIN), text.find(MARK_END)
+    if begin != -1 and end > begin:
+        text = text[:begin] + section + text[end + len(MARK_END) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+def failures(runs: list[Measurement]) -> list[str]:
+    lines = []
+    for m in runs:
+        if m.timed_out or m.answered < m.n:
+            what = "timed out" if m.timed_out else f"exit {m.exit_code}"
+            tail = " ".join(m.stderr_tail.split())[-200:]
+            lines.append(
+                f"N={m.n} {m.tool} {m.setting} run {m.repeat + 1}: {what}, "
+                f"{m.answered}/{m.n} answered; stderr ends: `{tail}`"
+            )
+    return lines
+
+
+# Main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="50,200,500", help="comma-separated host counts")
+    parser.add_argument(
+        "--repeat", default="3", help="repeats: one number, or one per size (3,3,2)"
+    )
+    parser.add_argument(
+        "--tools",
+        default="provisor,server,pssh,clush,pssh-lib,ansible",
+        help="which of provisor,server,pssh,clush,pssh-lib,ansible",
+    )
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per tool run")
+    parser.add_argument("--tools-venv", type=Path, default=REPO / ".venv-bench")
+    parser.add_argument("--profile", action="store_true", help="py-spy provisor at the top N")
+    parser.add_argument("--no-setup", action="store_true", help="install nothing")
+    parser.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md alone")
+    args = parser.parse_args(argv)
+    args.sizes = [int(x) for x in args.sizes.split(",")]
+    repeats = [int(x) for x in args.repeat.split(",")]
+    args.repeats = repeats * len(args.sizes) if len(repeats) == 1 else repeats
+    if len(args.repeats) != len(args.sizes):
+        parser.error("--repeat needs one number or one per size")
+    args.tools = set(args.tools.split(","))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench/fanout.py needs root (namespace sandbox hosts, apt-get)", file=sys.stderr)
+        return 2
+    if not args.no_setup:
+        ensure_apt_packages(APT_PACKAGES)
+        ensure_tools_venv(args.tools_venv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # runs the clean-up below
+    cases = [c for c in all_cases() if c.key in args.tools]
+    server = "server" in args.tools and server_supported()
+    if "server" in args.tools and not server:
+        print("provisor run has no --server yet: skipping the warm (server) cases", flush=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    BENCH_ROOT.mkdir(parents=True, exist_ok=True)
+    testbed = Testbed(base=BENCH_ROOT / secrets.token_hex(4))
+    testbed.block, lock = claim_block()
+    workdir = Path(tempfile.mkdtemp(prefix="provisor-fanout-"))
+    ws = Workspace(workdir, testbed, args.tools_venv, args.timeout)
+    results: dict[str, Any] = {"date": stamp, "complete": False}
+    try:
+        results["background_cpu_per_s"] = background_cpu()
+        t0 = time.perf_counter()
+        asyncio.run(start_hosts(testbed, max(args.sizes)))
+        print(f"{len(testbed.hosts)} sandbox hosts up in {time.perf_counter() - t0:.1f} s")
+        ws.write_files(args.sizes)
+        primed = prime_provisor(ws, max(args.sizes))
+        print(f"first provisor run (trusts the host keys): {primed}/{max(args.sizes)} answered")
+        run_sizes(ws, cases, args.sizes, args.repeats, server)
+        if args.profile:
+            print("\nprofiling provisor with py-spy", flush=True)
+            results["profile"] = profile_provisor(ws, max(args.sizes), stamp)
+        results["complete"] = True
+    finally:
+        remove_testbed(testbed)
+        lock.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+        write_results(args, results, stamp)
+    return 0
+
+
+def write_results(args: argparse.Namespace, results: dict[str, Any], stamp: str) -> None:
+    if not RUNS:
+        return
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    name = f"fanout-{stamp}.json"
+    repeats_text = (
+        f"{args.repeats[0]} runs"
+        if len(set(args.repeats)) == 1
+        else ", ".join(
+            f"{r} runs at N = {n}" for n, r in zip(args.sizes, args.repeats, strict=True)
+        )
+    )
+    results.update(
+        file=name,
+        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        machine=machine(),
+        versions=versions(args.tools_venv),
+        config={
+            "sizes": args.sizes,
+            "repeats": args.repeats,
+            "repeats_text": repeats_text,
+            "timeout_s": args.timeout,
+            "background_cpu_per_s": results.pop("background_cpu_per_s", 0.0),
+        },
+        failures=failures(RUNS),
+        runs=[asdict(m) for m in RUNS],
+    )
+    rows = summarize(RUNS)
+    results["summary"] = [{**asdict(r), "cpu_ms_per_host": r.cpu_ms_per_host} for r in rows]
+    (RESULTS_DIR / name).write_text(json.dumps(results, indent=2) + "\n")
+    section = render(results, rows)
+    print("\n" + section)
+    if results["complete"] and not args.no_docs:
+        update_docs(DOCS, section)
+        print(f"\nwrote bench/results/{name} and {DOCS.relative_to(REPO)}")
+    else:
+        print(f"\nwrote bench/results/{name} (docs left alone)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,6 +10,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/python -m compileall -q src  # bytecode once, so every CLI call starts faster
 	touch $(STAMP)
 
 # Debian packages the testbed and benchmarks need (only when root; see docs/testbed.md).

@@ -14,9 +14,10 @@ from pydantic import BaseModel, Field, model_validator
 from provisor.api.routes import Ctx
 from provisor.fleet import Copy, HostResult, Kill, Operation, Run, SSHPool
 from provisor.fleet.knownhosts import DatabaseHostKeys
+from provisor.fleet.results import result_json
 from provisor.services import Context
 from provisor.services import fleet as fleet_service
-from provisor.services.fleet import FleetOptions, JobView, result_json
+from provisor.services.fleet import FleetOptions, JobView
 
 router = APIRouter(tags=["jobs"])
 _KEEPALIVE_SECONDS = 15.0

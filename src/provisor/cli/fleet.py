@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 import getpass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from provisor.cli._context import context, current_tenant
 from provisor.cli.fleet_output import Reporter
 from provisor.cli.output import Format, console, emit_json, fields, read_input_file, table
-from provisor.cli.remote import run_remote
 from provisor.core.errors import InvalidInput
-from provisor.fleet import Copy, Fetch, Kill, Operation, Run
-from provisor.services import fleet as fleet_service
+
+if TYPE_CHECKING:
+    from provisor.fleet.operations import Operation
+    from provisor.services.fleet import FleetOptions
+
+# The fleet engine (asyncssh) and the HTTP client are imported by the commands
+# that use them, so that `provisor hosts list` starts quickly.
 
 jobs_app = typer.Typer(help="Past fleet jobs and their per-host results.", no_args_is_help=True)
 
@@ -46,11 +50,13 @@ def _options(
     ask_pass: bool,
     out_dir: Path | None = None,
     err_dir: Path | None = None,
-) -> fleet_service.FleetOptions:
+) -> FleetOptions:
     if identity is not None and not identity.is_file():
         raise InvalidInput(f"no private key file at {identity}", field="identity")
+    from provisor.services.fleet import FleetOptions
+
     password = getpass.getpass("Password: ") if ask_pass else None
-    options = fleet_service.FleetOptions(
+    options = FleetOptions(
         parallel=parallel,
         connect_timeout=connect_timeout,
         user=user,
@@ -86,7 +92,7 @@ Server = Annotated[
 def _run(
     target: str,
     operation: Operation,
-    options: fleet_service.FleetOptions,
+    options: FleetOptions,
     output: str | None,
     *,
     server: str | None = None,
@@ -100,6 +106,8 @@ def _run(
             )
         _run_remote(server, target, request, options, output)
         return
+    from provisor.services import fleet as fleet_service
+
     ctx = context()
     endpoints = fleet_service.resolve_target(ctx, target, options)
     reporter = Reporter(_mode(output, len(endpoints)), len(endpoints))
@@ -115,7 +123,7 @@ def _run_remote(
     server: str,
     target: str,
     request: dict[str, Any],
-    options: fleet_service.FleetOptions,
+    options: FleetOptions,
     output: str | None,
 ) -> None:
     body = {
@@ -132,6 +140,8 @@ def _run_remote(
         count = job.get("host_count")
         total = count if isinstance(count, int) else 0
         reporters.append(Reporter(_mode(output, total), total))
+
+    from provisor.cli.remote import run_remote
 
     finished = run_remote(
         server,
@@ -172,6 +182,8 @@ def run(
         raise InvalidInput("timeout must be positive", field="timeout")
     data = read_input_file(stdin, field="stdin") if stdin is not None else None
     options = _options(parallel, connect_timeout, user, identity, ask_pass, out_dir, err_dir)
+    from provisor.fleet.operations import Run
+
     operation = Run(
         " ".join(command),
         stdin=data,
@@ -208,6 +220,8 @@ def copy(
         if not source.exists():
             raise InvalidInput(f"no such local file or directory: {source}", field="paths")
     options = _options(parallel, connect_timeout, user, identity, ask_pass)
+    from provisor.fleet.operations import Copy
+
     operation = Copy(tuple(str(s.resolve()) for s in sources), str(destination))
     request = {
         "kind": "copy",
@@ -230,6 +244,8 @@ def fetch(
 ) -> None:
     """Fetch a file or directory from every host into LOCAL_DIR/<host>/ (pslurp)."""
     options = _options(parallel, connect_timeout, user, identity, ask_pass)
+    from provisor.fleet.operations import Fetch
+
     _run(target, Fetch(remote, str(local_dir)), options, output)
 
 
@@ -252,6 +268,8 @@ def kill(
     if not pattern:
         raise InvalidInput("the pattern must not be empty", field="pattern")
     options = _options(parallel, connect_timeout, user, identity, ask_pass)
+    from provisor.fleet.operations import Kill
+
     request = {"kind": "kill", "pattern": pattern, "signal": name}
     _run(target, Kill(pattern, name), options, output, server=server, request=request)
 
@@ -262,6 +280,8 @@ def jobs_list(
     output: Annotated[Format, typer.Option("--output")] = Format.table,
 ) -> None:
     """List recent jobs."""
+    from provisor.services import fleet as fleet_service
+
     jobs = fleet_service.list_jobs(context(), limit=limit)
     if output is Format.json:
         emit_json(jobs)
@@ -289,6 +309,8 @@ def jobs_show(
     output: Annotated[Format, typer.Option("--output")] = Format.table,
 ) -> None:
     """Show a job and each host's result."""
+    from provisor.services import fleet as fleet_service
+
     job = fleet_service.get_job(context(), job_id)
     if output is Format.json:
         emit_json(job)

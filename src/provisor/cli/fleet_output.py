@@ -9,8 +9,7 @@ from collections import Counter, defaultdict
 from typing import IO
 
 from provisor.core.nodeset import fold, natural_key
-from provisor.fleet import HostResult, Outcome
-from provisor.services.fleet import result_json
+from provisor.fleet.results import HostResult, Outcome, result_json
 
 CONNECTION_PROBLEMS = {Outcome.unreachable, Outcome.auth, Outcome.hostkey, Outcome.error}
 

@@ -1,9 +1,41 @@
-"""The fleet engine: one operation over many hosts in parallel, over pooled SSH."""
+"""The fleet engine: one operation over many hosts in parallel, over pooled SSH.
 
-from provisor.fleet.engine import execute
-from provisor.fleet.operations import Copy, Fetch, Kill, Operation, Run
+Names are loaded on first use (PEP 562), so code that only needs the result
+types does not pay for importing asyncssh.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from provisor.fleet.results import HostResult, Outcome
-from provisor.fleet.transport import Endpoint, HostKeys, SSHPool, TransportError
+
+if TYPE_CHECKING:
+    from provisor.fleet.engine import execute
+    from provisor.fleet.operations import Copy, Fetch, Kill, Operation, Run
+    from provisor.fleet.transport import Endpoint, HostKeys, SSHPool, TransportError
+
+_LAZY = {
+    "execute": "provisor.fleet.engine",
+    "Copy": "provisor.fleet.operations",
+    "Fetch": "provisor.fleet.operations",
+    "Kill": "provisor.fleet.operations",
+    "Operation": "provisor.fleet.operations",
+    "Run": "provisor.fleet.operations",
+    "Endpoint": "provisor.fleet.transport",
+    "HostKeys": "provisor.fleet.transport",
+    "SSHPool": "provisor.fleet.transport",
+    "TransportError": "provisor.fleet.transport",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'provisor.fleet' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "Copy",

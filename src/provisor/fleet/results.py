@@ -40,3 +40,19 @@ class HostResult:
     def text(self, stream: str = "stdout") -> str:
         data = self.stdout if stream == "stdout" else self.stderr
         return data.decode("utf-8", errors="replace")
+
+
+def result_json(result: HostResult) -> dict[str, Any]:
+    """A host result as JSON: what `--output json` prints and the API streams."""
+    return {
+        "host": result.host,
+        "address": result.address,
+        "outcome": result.outcome.value,
+        "exit_code": result.exit_code,
+        "error": result.error,
+        "stdout": result.text("stdout"),
+        "stderr": result.text("stderr"),
+        "details": result.details,
+        "connect_seconds": result.connect_seconds,
+        "run_seconds": result.run_seconds,
+    }

@@ -22,6 +22,7 @@ from provisor.core.targets import HostRef, evaluate, parse_target
 from provisor.events import record_event
 from provisor.fleet import Endpoint, HostResult, Operation, SSHPool, execute
 from provisor.fleet.knownhosts import DatabaseHostKeys, forget_host_key
+from provisor.fleet.results import result_json
 from provisor.services.context import Context, audited
 from provisor.services.groups import resolve_members
 from provisor.services.hosts import find_host, tenant_hosts
@@ -79,22 +80,6 @@ class JobView(BaseModel):
     created_at: datetime
     finished_at: datetime | None
     results: list[JobResultView] | None = None
-
-
-def result_json(result: HostResult) -> dict[str, Any]:
-    """A host result as JSON: what `--output json` prints and the API streams."""
-    return {
-        "host": result.host,
-        "address": result.address,
-        "outcome": result.outcome.value,
-        "exit_code": result.exit_code,
-        "error": result.error,
-        "stdout": result.text("stdout"),
-        "stderr": result.text("stderr"),
-        "details": result.details,
-        "connect_seconds": result.connect_seconds,
-        "run_seconds": result.run_seconds,
-    }
 
 
 # Resolving targets

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from provisor.core.errors import ProvisorError
+
+if TYPE_CHECKING:  # alembic is imported only when a migration has to run
+    from alembic.config import Config
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _MIGRATION_LOCK = 7_310_001  # PostgreSQL advisory lock key: one migrator at a time
@@ -27,6 +27,8 @@ class StoreUnavailable(ProvisorError):
 
 
 def _alembic_config(engine: Engine) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     config.attributes["engine"] = engine
@@ -56,14 +58,38 @@ def create_store_engine(url: str) -> Engine:
     return create_engine(parsed, pool_pre_ping=True)
 
 
+_REVISION = re.compile(r"^(down_revision|revision)\s*=\s*['\"]?([\w]+)?['\"]?", re.MULTILINE)
+
+
 def head_revision() -> str | None:
-    script = ScriptDirectory.from_config(_alembic_config(create_engine("sqlite://")))
-    return script.get_current_head()
+    """The newest migration, read from the migration files without importing alembic.
+
+    Opening the store happens on every CLI call; alembic costs a noticeable
+    fraction of a second to import, so it is loaded only to actually migrate.
+    """
+    revisions: dict[str, str | None] = {}
+    for path in (_MIGRATIONS / "versions").glob("*.py"):
+        found: dict[str, str | None] = {
+            m.group(1): m.group(2) for m in _REVISION.finditer(path.read_text())
+        }
+        revision, parent = found.get("revision"), found.get("down_revision")
+        if revision:
+            revisions[revision] = None if parent in (None, "None") else parent
+    parents = {p for p in revisions.values() if p}
+    heads = [r for r in revisions if r not in parents]
+    if len(heads) > 1:
+        raise ProvisorError(f"migrations have several heads: {', '.join(sorted(heads))}")
+    return heads[0] if heads else None
 
 
 def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except (OperationalError, ProgrammingError) as exc:
+        if "alembic_version" in str(exc):
+            return None  # a new, empty database
+        raise
 
 
 def migrate(engine: Engine) -> None:
@@ -72,6 +98,8 @@ def migrate(engine: Engine) -> None:
     try:
         if current_revision(engine) == head:
             return
+        from alembic import command
+
         if engine.dialect.name == "postgresql":
             with engine.connect() as connection:
                 connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK})

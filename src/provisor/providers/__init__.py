@@ -1,0 +1,27 @@
+"""Infrastructure providers behind one interface (see `provisor.providers.base`)."""
+
+from provisor.providers.base import (
+    Capability,
+    MachineInfo,
+    MachineSpec,
+    MachineState,
+    NotSupported,
+    Provider,
+    ProviderError,
+    Size,
+    SnapshotInfo,
+    VolumeSpec,
+)
+
+__all__ = [
+    "Capability",
+    "MachineInfo",
+    "MachineSpec",
+    "MachineState",
+    "NotSupported",
+    "Provider",
+    "ProviderError",
+    "Size",
+    "SnapshotInfo",
+    "VolumeSpec",
+]

@@ -145,13 +145,18 @@ class CpuSnapshot:
     server: float
 
     @classmethod
-    def take(cls, testbed: Testbed, server_pid: int | None) -> CpuSnapshot:
-        return cls(
-            machine=machine_cpu_seconds(),
+    def take(cls, testbed: Testbed, server_pid: int | None, *, before: bool) -> CpuSnapshot:
+        """Read the machine counter nearest the run: last before it, first after it."""
+        machine = machine_cpu_seconds() if not before else 0.0
+        snapshot = cls(
+            machine=machine,
             children=children_cpu_seconds(),
             hosts=testbed.hosts_cpu(),
             server=process_cpu_seconds(server_pid) if server_pid else 0.0,
         )
+        if before:
+            snapshot.machine = machine_cpu_seconds()
+        return snapshot
 
 
 def background_cpu(seconds: float = 2.0) -> float:
@@ -224,10 +229,15 @@ class Testbed:
         return self.hosts[:n]
 
     def hosts_cpu(self) -> float:
-        """CPU of every host's sshd (PID 1 of the host), with the sessions it reaped."""
+        """CPU of every host's processes: its sshd (PID 1 of the host), the sessions it
+        has reaped, and the sessions still open (a warm pool keeps them open)."""
         if not self._sshd:
             self._sshd = [pid for h in self.hosts for pid in _procs.children(h.pid)[:1]]
-        return sum(process_cpu_seconds(pid) for pid in self._sshd)
+        return sum(
+            process_cpu_seconds(pid)
+            for sshd in self._sshd
+            for pid in [sshd, *_procs.descendants(sshd)]
+        )
 
 
 def claim_block() -> tuple[int, IO[str]]:
@@ -369,7 +379,7 @@ def measure(
     server_pid: int | None = None,
 ) -> Measurement:
     out_path, err_path = ws.root / "stdout.txt", ws.root / "stderr.txt"
-    before = CpuSnapshot.take(ws.testbed, server_pid)
+    before = CpuSnapshot.take(ws.testbed, server_pid, before=True)
     start = time.perf_counter()
     with out_path.open("wb") as out, err_path.open("wb") as err:
         process = subprocess.Popen(
@@ -396,7 +406,7 @@ def measure(
     if invocation.after is not None:
         invocation.after()
     time.sleep(SETTLE_SECONDS)
-    after = CpuSnapshot.take(ws.testbed, server_pid)
+    after = CpuSnapshot.take(ws.testbed, server_pid, before=False)
     stdout = out_path.read_text(errors="replace")
     stderr = err_path.read_text(errors="replace")
     job = JOB_SECONDS.search(stderr)
@@ -641,17 +651,32 @@ def prime_provisor(ws: Workspace, n: int) -> int:
 
 
 def run_sizes(
-    ws: Workspace, cases: list[Case], sizes: list[int], repeats: list[int], server: bool
+    ws: Workspace,
+    cases: list[Case],
+    sizes: list[int],
+    repeats: list[int],
+    *,
+    server: bool,
+    slow_seconds: float,
 ) -> None:
+    """Every case at every size, `repeats` times in rotated orders.
+
+    A case whose run takes longer than `slow_seconds` is not repeated at that size: its
+    gap to the others is far beyond the noise, and its repeats would cost many minutes.
+    """
     for n, count in zip(sizes, repeats, strict=True):
-        plan = [(c, p) for c in cases for p in (None, n)]
-        if not server:
-            plan = [(c, p) for c, p in plan if not c.through_server]
+        plan = [(c, p) for c in cases for p in (None, n) if server or not c.through_server]
         print(f"\nN = {n}: {len(plan)} cases x {count} repeats", flush=True)
+        slow: set[tuple[str, int | None]] = set()
         for repeat in range(count):
             for case, parallel in rotated(plan, repeat * len(plan) // count):
+                if (case.key, parallel) in slow:
+                    continue
+                done = len(RUNS)
                 for line in run_case(ws, case, n, parallel, repeat):
                     print(line, flush=True)
+                if max(m.wall_s for m in RUNS[done:]) > slow_seconds:
+                    slow.add((case.key, parallel))
 
 
 # Profiling provisor (--profile)
@@ -800,6 +825,7 @@ class Row:
     machine_cpu_s: float
     tool_cpu_s: float
     hosts_cpu_s: float
+    own_cpu_s: float  # tool + sshd: the run's own CPU, without the machine's noise
     answered_min: int
     failures: int
     job_s: float | None
@@ -826,6 +852,7 @@ def summarize(runs: list[Measurement]) -> list[Row]:
                 machine_cpu_s=statistics.median(m.machine_cpu_s for m in ms),
                 tool_cpu_s=statistics.median(m.tool_cpu_s for m in ms),
                 hosts_cpu_s=statistics.median(m.hosts_cpu_s for m in ms),
+                own_cpu_s=statistics.median(m.tool_cpu_s + m.hosts_cpu_s for m in ms),
                 answered_min=min(m.answered for m in ms),
                 failures=sum(1 for m in ms if m.timed_out or m.answered < n),
                 job_s=statistics.median(jobs) if jobs else None,
@@ -849,9 +876,10 @@ def _ratio(value: float, base: float | None) -> str:
 
 def table(rows: list[Row], n: int) -> list[str]:
     lines = [
-        "| tool | setting | wall s | machine CPU s | CPU ms/host | tool CPU s | sshd CPU s "
-        "| answered | wall ÷ provisor | CPU ÷ provisor |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| tool | setting | runs | wall s | machine CPU s | CPU ms/host | tool CPU s | sshd CPU s "
+        "| tool+sshd CPU s | answered | wall ÷ provisor | machine CPU ÷ provisor "
+        "| tool+sshd CPU ÷ provisor |",
+        "| --- | --- " + "| ---: " * 11 + "|",
     ]
     for row in (r for r in rows if r.n == n):
         ref = reference(rows, row)
@@ -860,10 +888,13 @@ def table(rows: list[Row], n: int) -> list[str]:
             f" ({row.failures} of {row.runs} runs short)" if row.failures else ""
         )
         lines.append(
-            f"| {row.tool} | {row.setting} | {row.wall_s:.2f} | {row.machine_cpu_s:.2f} "
-            f"| {per_host} | {row.tool_cpu_s:.2f} | {row.hosts_cpu_s:.2f} | {answered} "
+            f"| {row.tool} | {row.setting} | {row.runs} "
+            f"| {row.wall_s:.2f} | {row.machine_cpu_s:.2f} "
+            f"| {per_host} | {row.tool_cpu_s:.2f} | {row.hosts_cpu_s:.2f} "
+            f"| {row.own_cpu_s:.2f} | {answered} "
             f"| {_ratio(row.wall_s, ref.wall_s if ref else None)} "
-            f"| {_ratio(row.machine_cpu_s, ref.machine_cpu_s if ref else None)} |"
+            f"| {_ratio(row.machine_cpu_s, ref.machine_cpu_s if ref else None)} "
+            f"| {_ratio(row.own_cpu_s, ref.own_cpu_s if ref else None)} |"
         )
     return lines
 
@@ -884,7 +915,9 @@ def render(results: dict[str, Any], rows: list[Row]) -> str:
         "",
         "Testbed: namespace sandbox hosts (OpenSSH sshd each on its own loopback address), "
         "key authentication with the testbed's ed25519 key, hosts addressed by IP. "
-        f"Medians of {config['repeats_text']}; each run is a fresh process. "
+        f"Medians of {config['repeats_text']}, in a rotated order; a case whose run took "
+        f"over {config['slow_s']:.0f} s ran once at that size (see `runs`). Each run is a "
+        "fresh process. "
         "provisor's host keys were trusted by an unmeasured first run (pssh, clush and "
         "ansible use no known-hosts file; the parallel-ssh library does not check).",
         "",
@@ -893,7 +926,9 @@ def render(results: dict[str, Any], rows: list[Row]) -> str:
         "- **CPU ms/host**: machine CPU per answered host;",
         "- **tool CPU**: the tool's process tree (plus the `provisor server` process for runs "
         "through it);",
-        "- **sshd CPU**: the hosts' sshd processes alone (a noise-free view of the server side);",
+        "- **sshd CPU**: the hosts' processes (sshd and the sessions it runs) alone;",
+        "- **tool+sshd CPU**: the run's own CPU on both ends, without the rest of the "
+        "machine: on a busy machine, the fairer CPU comparison;",
         "- **answered**: hosts whose own hostname is in the output (worst run);",
         "- **÷ provisor**: this row over `provisor run` with the same kind of setting "
         "(default or best); above 1 means provisor is faster or cheaper.",
@@ -968,21 +1003,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="50,200,500", help="comma-separated host counts")
     parser.add_argument(
-        "--repeat", default="3", help="repeats: one number, or one per size (3,3,2)"
+        "--repeat",
+        default=None,
+        help="repeats: one number, or one per size (default 3, and 2 at N = 500)",
+    )
+    parser.add_argument(
+        "--slow",
+        type=float,
+        default=60.0,
+        help="a case whose run takes longer (seconds) runs only once at that size",
     )
     parser.add_argument(
         "--tools",
         default="provisor,server,pssh,clush,pssh-lib,ansible",
         help="which of provisor,server,pssh,clush,pssh-lib,ansible",
     )
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per tool run")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per tool run")
     parser.add_argument("--tools-venv", type=Path, default=REPO / ".venv-bench")
     parser.add_argument("--profile", action="store_true", help="py-spy provisor at the top N")
     parser.add_argument("--no-setup", action="store_true", help="install nothing")
     parser.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md alone")
     args = parser.parse_args(argv)
     args.sizes = [int(x) for x in args.sizes.split(",")]
-    repeats = [int(x) for x in args.repeat.split(",")]
+    default = ",".join("2" if n >= 500 else "3" for n in args.sizes)
+    repeats = [int(x) for x in (args.repeat or default).split(",")]
     args.repeats = repeats * len(args.sizes) if len(repeats) == 1 else repeats
     if len(args.repeats) != len(args.sizes):
         parser.error("--repeat needs one number or one per size")
@@ -1018,7 +1062,7 @@ def main(argv: list[str] | None = None) -> int:
         ws.write_files(args.sizes)
         primed = prime_provisor(ws, max(args.sizes))
         print(f"first provisor run (trusts the host keys): {primed}/{max(args.sizes)} answered")
-        run_sizes(ws, cases, args.sizes, args.repeats, server)
+        run_sizes(ws, cases, args.sizes, args.repeats, server=server, slow_seconds=args.slow)
         if args.profile:
             print("\nprofiling provisor with py-spy", flush=True)
             results["profile"] = profile_provisor(ws, max(args.sizes), stamp)
@@ -1053,6 +1097,7 @@ def write_results(args: argparse.Namespace, results: dict[str, Any], stamp: str)
             "repeats": args.repeats,
             "repeats_text": repeats_text,
             "timeout_s": args.timeout,
+            "slow_s": args.slow,
             "background_cpu_per_s": results.pop("background_cpu_per_s", 0.0),
         },
         failures=failures(RUNS),

@@ -11,8 +11,8 @@ import typer
 from rich.markup import escape
 
 from provisor import __version__
+from provisor.cli import blueprints, deployments, fleet, groups, hosts
 from provisor.cli import events as events_cli
-from provisor.cli import fleet, groups, hosts
 from provisor.cli._context import set_tenant
 from provisor.cli.output import err_console
 from provisor.core.errors import ProvisorError
@@ -33,6 +33,15 @@ app.command("copy")(fleet.copy)
 app.command("fetch")(fleet.fetch)
 app.command("kill")(fleet.kill)
 app.add_typer(fleet.jobs_app, name="jobs")
+app.add_typer(blueprints.app, name="blueprints")
+app.command("up")(deployments.up)
+app.command("down")(deployments.down)
+app.command("status")(deployments.status)
+app.command("approve")(deployments.approve)
+app.command("reject")(deployments.reject)
+app.command("params")(deployments.params)
+app.command("worker")(deployments.worker_command)
+app.add_typer(deployments.deployments_app, name="deployments")
 
 
 def _version(value: bool) -> None:

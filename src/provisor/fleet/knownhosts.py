@@ -37,6 +37,18 @@ class DatabaseHostKeys:
         self._known[(address, port)] = key
         self._new[(address, port)] = key
 
+    def pin(self, address: str, port: int, key: str) -> None:
+        """Trust `key` for this endpoint from now on, replacing any older key (saved now)."""
+        self._known[(address, port)] = key
+        self._new.pop((address, port), None)
+        with self._store.session() as session:
+            session.execute(
+                delete(KnownHostKey).where(
+                    KnownHostKey.address == address, KnownHostKey.port == port
+                )
+            )
+            session.add(KnownHostKey(address=address, port=port, key=key))
+
     def flush(self) -> int:
         """Save keys seen for the first time; returns how many were saved."""
         new, self._new = self._new, {}

@@ -8,7 +8,10 @@ See docs/testbed.md.
 
 from ._api import (
     authorized_keys_path,
+    check_mount,
+    console_log_path,
     destroy,
+    host_file,
     is_running,
     known_hosts_entry,
     list_hosts,
@@ -18,16 +21,32 @@ from ._api import (
     start,
     stop,
 )
-from ._host import OVERLAID_DIRS, Isolation, SandboxHost, default_base_dir, default_isolation
+from ._host import (
+    OVERLAID_DIRS,
+    Isolation,
+    Mount,
+    MountKind,
+    SandboxHost,
+    check_namespace_base_dir,
+    default_base_dir,
+    default_isolation,
+    validate_hostname,
+)
 
 __all__ = [
     "OVERLAID_DIRS",
     "Isolation",
+    "Mount",
+    "MountKind",
     "SandboxHost",
     "authorized_keys_path",
+    "check_mount",
+    "check_namespace_base_dir",
+    "console_log_path",
     "default_base_dir",
     "default_isolation",
     "destroy",
+    "host_file",
     "is_running",
     "known_hosts_entry",
     "list_hosts",
@@ -36,4 +55,5 @@ __all__ = [
     "restart",
     "start",
     "stop",
+    "validate_hostname",
 ]

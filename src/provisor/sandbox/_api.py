@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from provisor.core.errors import Conflict, InvalidInput, ProvisorError
 
 from . import _namespaces, _processmode
 from ._host import (
+    CONSOLE_LOG,
     ISOLATIONS,
+    OVERLAID_DIRS,
     STATE_FILE,
+    BootOptions,
     Isolation,
+    Mount,
     SandboxHost,
     check_namespace_base_dir,
     default_base_dir,
     default_isolation,
     read_state,
     validate_address,
+    validate_hostname,
+    validate_mount,
     validate_name,
     validate_port,
 )
@@ -38,10 +46,27 @@ async def start(
     base_dir: Path | None = None,
     port: int | None = None,
     isolation: Isolation | None = None,
+    hostname: str | None = None,
+    authorized_keys: Sequence[str] = (),
+    mounts: Sequence[Mount] | None = None,
+    cgroup: Path | None = None,
+    init_script: str | None = None,
 ) -> SandboxHost:
     """Start (boot) a sandbox host; returns once its SSH port sends a banner.
 
-    An existing stopped host of that name boots again from its disk.
+    An existing stopped host of that name boots again from its disk, with the hostname,
+    mounts and cgroup it had unless new ones are given.
+
+    - `hostname`: what the host's `hostname` answers (default: `name`).
+    - `authorized_keys`: OpenSSH public keys that may log in as the host's user besides
+      the base dir's client key; written when the host's disk is made (first boot).
+    - `mounts` (namespace mode): directories bound or ext4 images loop-mounted in the
+      host's mount namespace at every boot.
+    - `cgroup` (namespace mode): an existing cgroup directory the host's processes join
+      at every boot (the caller sets its limits).
+    - `init_script` (namespace mode): a shell script the host runs at every boot, in the
+      background once its filesystems are mounted, detached, with its output appended
+      to `console_log_path(host)`; its argument is the host directory.
     """
     validate_name(name)
     address = validate_address(address)
@@ -56,6 +81,45 @@ async def start(
     if mode == "namespaces":
         base = check_namespace_base_dir(base)
     existing = read_state(base / name)
+    if hostname is None:
+        hostname = existing.effective_hostname if existing is not None else name
+    validate_hostname(hostname)
+    if mounts is None:
+        mounts = existing.mounts if existing is not None else ()
+    for mount in mounts:
+        validate_mount(mount)
+    # The host's cgroup is kept unless it is gone (cgroups do not survive a restart of
+    # the machine).
+    if (
+        cgroup is None
+        and existing is not None
+        and existing.cgroup is not None
+        and (existing.cgroup / "cgroup.procs").is_file()
+    ):
+        cgroup = existing.cgroup
+    if cgroup is not None:
+        validate_mount(Mount(cgroup, cgroup.as_posix()))  # a plain absolute path
+        if not (cgroup / "cgroup.procs").is_file():
+            raise InvalidInput(f"{cgroup} is not a cgroup directory", field="cgroup")
+    if mode == "process" and (mounts or cgroup is not None or init_script is not None):
+        raise InvalidInput(
+            "mounts, cgroup and init_script need namespace-mode isolation (root)",
+            field="isolation",
+        )
+    keys = tuple(authorized_keys)
+    for key in keys:
+        if not key.strip() or "\n" in key.strip():
+            raise InvalidInput(
+                f"invalid authorized key {key[:40]!r}: expected one OpenSSH public key line",
+                field="authorized_keys",
+            )
+    options = BootOptions(
+        hostname=hostname,
+        authorized_keys=keys,
+        mounts=tuple(mounts),
+        cgroup=cgroup,
+        init_script=init_script,
+    )
     if existing is not None:
         if existing.isolation != mode:
             raise Conflict(
@@ -70,8 +134,8 @@ async def start(
                 field="name",
             )
     if mode == "namespaces":
-        return await _namespaces.start(name, address, port, base, timeout=START_TIMEOUT)
-    return await _processmode.start(name, address, port, base, timeout=START_TIMEOUT)
+        return await _namespaces.start(name, address, port, base, options, timeout=START_TIMEOUT)
+    return await _processmode.start(name, address, port, base, options, timeout=START_TIMEOUT)
 
 
 async def stop(host: SandboxHost, *, destroy: bool = False) -> None:
@@ -85,7 +149,7 @@ async def stop(host: SandboxHost, *, destroy: bool = False) -> None:
         await _processmode.stop(host)
     if destroy and host.directory.exists():
         try:
-            shutil.rmtree(host.directory)
+            await asyncio.to_thread(shutil.rmtree, host.directory)
         except OSError as exc:
             raise ProvisorError(
                 f"sandbox host {host.name}: cannot remove {host.directory}: {exc}"
@@ -151,6 +215,39 @@ def authorized_keys_path(host: SandboxHost) -> Path:
     if host.isolation == "namespaces":
         return _namespaces.authorized_keys_path(host)
     return _processmode.authorized_keys_path(host)
+
+
+def check_mount(mount: Mount) -> Mount:
+    """Refuse a mount `start` could not make (see `Mount`); returns it."""
+    validate_mount(mount)
+    _namespaces.check_mount_target(mount)
+    return mount
+
+
+def host_file(host: SandboxHost, path: str) -> Path:
+    """Machine-side path of a file as a namespace-mode host sees it at `path`.
+
+    Running: through the host's own mount namespace (/proc/<pid>/root/...). Stopped:
+    the file in its copy-on-write layer, for a path below an overlaid directory.
+    """
+    if host.isolation != "namespaces":
+        raise InvalidInput("host_file needs a namespace-mode host", field="isolation")
+    if not path.startswith("/") or os.path.normpath(path) != path:
+        raise InvalidInput(f"expected a normalized absolute path, not {path!r}", field="path")
+    init = _namespaces.init_pid(host)
+    if init is not None:
+        return Path(f"/proc/{init}/root{path}")
+    if not any(path.startswith(d + "/") for d in OVERLAID_DIRS):
+        raise InvalidInput(
+            f"{path} of a stopped host: only files below {' '.join(OVERLAID_DIRS)} are on its disk",
+            field="path",
+        )
+    return host.directory / "upper" / path.lstrip("/")
+
+
+def console_log_path(host: SandboxHost) -> Path:
+    """Where a namespace-mode host's init script writes (it appends at every boot)."""
+    return host.directory / CONSOLE_LOG
 
 
 def known_hosts_entry(host: SandboxHost) -> str:

@@ -14,6 +14,8 @@ from provisor.core.errors import InvalidInput
 
 Isolation = Literal["namespaces", "process"]
 ISOLATIONS: tuple[Isolation, ...] = ("namespaces", "process")
+MountKind = Literal["bind", "loop"]
+MOUNT_KINDS: tuple[MountKind, ...] = ("bind", "loop")
 
 # Directories each namespace-mode host sees through its own copy-on-write overlay.
 OVERLAID_DIRS: tuple[str, ...] = (
@@ -28,6 +30,9 @@ OVERLAID_DIRS: tuple[str, ...] = (
 )
 
 STATE_FILE = "host.json"
+# Output of the host's init script (namespace mode), appended at every boot.
+CONSOLE_LOG = "console.log"
+INIT_SCRIPT = "init.sh"
 # Process mode (kept here so that importing the package does not import _userhost,
 # which runs as `python -m provisor.sandbox._userhost`).
 USERHOST_LOG = "userhost.log"
@@ -35,8 +40,35 @@ USERHOST_PID_FILE = "userhost.pid"
 USERHOST_ENV_MARKER = "PROVISOR_SANDBOX_HOST"  # in the environment of every session
 LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
+HOSTNAME_MAX = 64  # the kernel's limit on a UTS nodename
 # Paths go into overlayfs mount options, where ',' ':' '\' and spaces have meanings.
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9._+@/-]+$")
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A filesystem mounted inside a namespace-mode host at every boot.
+
+    `bind`: the directory `source` appears at `target`; `loop`: the file `source`, an
+    ext4 image, is loop-mounted at `target`. Only the host sees it (its own mount
+    namespace); `target` is created in the host's copy-on-write layer when missing.
+    """
+
+    source: Path
+    target: str
+    kind: MountKind = "bind"
+
+    def to_json(self) -> dict[str, str]:
+        return {"source": str(self.source), "target": self.target, "kind": self.kind}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Mount:
+        kind = data.get("kind", "bind")
+        if kind not in MOUNT_KINDS:
+            raise ValueError(f"unknown mount kind {kind!r}")
+        return cls(Path(data["source"]), str(data["target"]), cast(MountKind, kind))
 
 
 @dataclass(frozen=True)
@@ -52,11 +84,20 @@ class SandboxHost:
     client_key: Path
     host_public_key: str
     pid: int
+    hostname: str = ""  # what `hostname` answers on the host; "" means `name`
+    mounts: tuple[Mount, ...] = ()  # namespace mode: mounted at every boot
+    cgroup: Path | None = None  # namespace mode: the cgroup the host's processes join
+
+    @property
+    def effective_hostname(self) -> str:
+        return self.hostname or self.name
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["directory"] = str(self.directory)
         data["client_key"] = str(self.client_key)
+        data["mounts"] = [m.to_json() for m in self.mounts]
+        data["cgroup"] = str(self.cgroup) if self.cgroup is not None else None
         return data
 
     @classmethod
@@ -74,7 +115,21 @@ class SandboxHost:
             client_key=Path(data["client_key"]),
             host_public_key=str(data["host_public_key"]),
             pid=int(data["pid"]),
+            hostname=str(data.get("hostname") or ""),
+            mounts=tuple(Mount.from_json(m) for m in data.get("mounts") or ()),
+            cgroup=Path(data["cgroup"]) if data.get("cgroup") else None,
         )
+
+
+@dataclass(frozen=True)
+class BootOptions:
+    """What makes a host more than a bare sshd: see `provisor.sandbox.start`."""
+
+    hostname: str
+    authorized_keys: tuple[str, ...] = ()  # first boot only
+    mounts: tuple[Mount, ...] = ()
+    cgroup: Path | None = None
+    init_script: str | None = None  # None: keep the host's current one, if any
 
 
 def default_isolation() -> Isolation:
@@ -100,6 +155,36 @@ def validate_name(name: str) -> str:
             field="name",
         )
     return name
+
+
+def validate_hostname(hostname: str) -> str:
+    """A hostname the kernel and DNS accept: dot-separated labels, at most 64 characters."""
+    if len(hostname) > HOSTNAME_MAX or not _HOSTNAME.match(hostname):
+        raise InvalidInput(
+            f"invalid hostname {hostname!r}: use dot-separated labels of letters, digits "
+            f"and '-' (not at either end of a label), at most {HOSTNAME_MAX} characters",
+            field="hostname",
+        )
+    return hostname
+
+
+def validate_mount(mount: Mount) -> Mount:
+    """A mount an fstab line can carry: absolute, normalized, plain characters."""
+    for what, path in (("source", str(mount.source)), ("target", mount.target)):
+        if (
+            not path.startswith("/")
+            or os.path.normpath(path) != path
+            or path == "/"
+            or not _SAFE_PATH.match(path)
+        ):
+            raise InvalidInput(
+                f"invalid mount {what} {path!r}: expected a normalized absolute path other "
+                "than / made of letters, digits and . _ + @ / -",
+                field="mounts",
+            )
+    if mount.kind not in MOUNT_KINDS:
+        raise InvalidInput(f"unknown mount kind {mount.kind!r}", field="mounts")
+    return mount
 
 
 def validate_address(address: str) -> str:

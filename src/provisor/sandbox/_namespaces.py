@@ -15,13 +15,23 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from provisor.core.errors import ProvisorError
 
 from . import _procs
-from ._host import OVERLAID_DIRS, SandboxHost, log_tail, write_state
+from ._host import (
+    CONSOLE_LOG,
+    INIT_SCRIPT,
+    OVERLAID_DIRS,
+    BootOptions,
+    Mount,
+    SandboxHost,
+    log_tail,
+    write_state,
+)
 from ._keys import HOST_KEY, client_key, new_host_key
 
 SSHD = "/usr/sbin/sshd"
@@ -36,11 +46,11 @@ FRESH_LOWER = "lower"  # empty lower dirs for overlays that must not show the ma
 # dominate the boot time when fifty hosts start at once.
 _BOOT_SCRIPT = """\
 #!/bin/sh
-# provisor sandbox host boot (namespace mode); arguments: host directory, host name.
+# provisor sandbox host boot (namespace mode); arguments: host directory, hostname.
 set -eu
 dir="$1"
 name="$2"
-printf '%s' "$name" > /proc/sys/kernel/hostname
+{cgroup}printf '%s' "$name" > /proc/sys/kernel/hostname
 # The fresh /run hides the host directory when it lives under /run, yet sshd re-reads
 # its config and host key on every connection. The working directory keeps a handle on
 # it, and the fstab's last entries bind it back at the same path ("." is not
@@ -48,7 +58,18 @@ printf '%s' "$name" > /proc/sys/kernel/hostname
 cd "$dir"
 mount --no-canonicalize -a -T "$dir/{fstab}"
 cd /
-exec {sshd} -D -e -f "$dir/{config}"
+{init}exec {sshd} -D -e -f "$dir/{config}"
+"""
+
+# Joins the host's cgroup first, so that every process of the host is accounted there.
+_BOOT_CGROUP = """\
+echo 0 > '{cgroup}/cgroup.procs'
+"""
+
+# The init script runs in the background, detached, once the filesystems are mounted;
+# sshd (PID 1 after the exec) reaps it like any orphan, and a reboot kills it.
+_BOOT_INIT = """\
+setsid /bin/sh "$dir/{init}" "$dir" < /dev/null >> "$dir/{console}" 2>&1 &
 """
 
 _SSHD_CONFIG = """\
@@ -101,8 +122,14 @@ def _require_tools() -> str:
     return unshare
 
 
-def _prepare_disk(directory: Path, name: str, address: str, client_public: str) -> None:
-    """Create the host's copy-on-write layers and the files that make it this host."""
+def _prepare_disk(
+    directory: Path, hostname: str, address: str, client_public: str, keys: Sequence[str]
+) -> None:
+    """Create the host's copy-on-write layers and the files that make it this host.
+
+    Files already in the upper dirs (a disk restored from an archive) are kept, except
+    those that make it this host: its hostname, its /etc/hosts line and root's keys.
+    """
     for lower in OVERLAID_DIRS:
         if not os.path.isdir(lower):
             continue
@@ -115,18 +142,21 @@ def _prepare_disk(directory: Path, name: str, address: str, client_public: str) 
         os.chmod(upper, st.st_mode & 0o7777)
         (directory / "work" / lower.lstrip("/")).mkdir(parents=True, exist_ok=True)
     etc = directory / "upper" / "etc"
-    (etc / "hostname").write_text(name + "\n")
+    (etc / "hostname").write_text(hostname + "\n")
     try:
         hosts = Path("/etc/hosts").read_text()
     except OSError:
         hosts = "127.0.0.1\tlocalhost\n"
-    (etc / "hosts").write_text(hosts.rstrip("\n") + f"\n{address}\t{name}\n")
+    short = hostname.split(".")[0]
+    names = hostname if short == hostname else f"{hostname}\t{short}"
+    (etc / "hosts").write_text(hosts.rstrip("\n") + f"\n{address}\t{names}\n")
     _fresh_root_home(directory)
     ssh_dir = directory / "upper" / "root" / ".ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
-    keys = ssh_dir / "authorized_keys"
-    keys.write_text(client_public + " provisor-sandbox-client\n")
-    keys.chmod(0o600)
+    authorized = ssh_dir / "authorized_keys"
+    lines = [client_public + " provisor-sandbox-client", *(k.strip() for k in keys)]
+    authorized.write_text("\n".join(lines) + "\n")
+    authorized.chmod(0o600)
 
 
 # Debian's own defaults for root's dot files (base-files), else the skeleton.
@@ -147,26 +177,42 @@ def _fresh_root_home(directory: Path) -> None:
     (directory / FRESH_LOWER / "root").mkdir(parents=True, mode=0o700, exist_ok=True)
     upper = directory / "upper" / "root"
     for name, sources in _ROOT_DOTFILES.items():
+        if (upper / name).exists():
+            continue
         for source in sources:
             if os.path.isfile(source):
                 shutil.copyfile(source, upper / name)
                 break
 
 
-def _write_runtime_files(directory: Path, name: str, address: str, port: int) -> None:
+def _write_runtime_files(host: SandboxHost, init: bool) -> None:
+    directory = host.directory
     extra = ""
     if _sshd_has_option("PerSourcePenalties"):
         # OpenSSH >= 9.8 would throttle the bursts of connections fleet tests make.
         extra = "PerSourcePenalties no\n"
     config = _SSHD_CONFIG.format(
-        name=name, address=address, port=port, directory=directory, host_key=HOST_KEY, extra=extra
+        name=host.name,
+        address=host.address,
+        port=host.port,
+        directory=directory,
+        host_key=HOST_KEY,
+        extra=extra,
     )
     (directory / CONFIG).write_text(config)
-    (directory / FSTAB).write_text(_fstab(directory, name))
-    (directory / BOOT).write_text(_BOOT_SCRIPT.format(fstab=FSTAB, sshd=SSHD, config=CONFIG))
+    (directory / FSTAB).write_text(_fstab(directory, host.name, host.mounts))
+    cgroup = _BOOT_CGROUP.format(cgroup=host.cgroup) if host.cgroup is not None else ""
+    boot = _BOOT_SCRIPT.format(
+        fstab=FSTAB,
+        sshd=SSHD,
+        config=CONFIG,
+        cgroup=cgroup,
+        init=_BOOT_INIT.format(init=INIT_SCRIPT, console=CONSOLE_LOG) if init else "",
+    )
+    (directory / BOOT).write_text(boot)
 
 
-def _fstab(directory: Path, name: str) -> str:
+def _fstab(directory: Path, name: str, mounts: Sequence[Mount] = ()) -> str:
     """The host's mounts, in order, for `mount -a` inside its mount namespace."""
     lines = [f"# provisor sandbox host {name}: mounted by {BOOT} in the host's namespace"]
     for lower in OVERLAID_DIRS:
@@ -185,23 +231,78 @@ def _fstab(directory: Path, name: str) -> str:
         # sshd's privilege separation directory (it chroots there: root-owned, empty).
         f"provisor-{name}-sshd /run/sshd tmpfs mode=0755,size=64k,X-mount.mkdir 0 0",
     ]
+    # Last: their sources may live in the host directory, bound back just above.
+    for mount in mounts:
+        # A missing mount point is made only inside the host's copy-on-write layers:
+        # anywhere else it would be made in the machine's own root filesystem.
+        mkdir = ",X-mount.mkdir" if _in_overlay(mount.target) else ""
+        if mount.kind == "loop":
+            lines.append(f"{mount.source} {mount.target} ext4 loop{mkdir} 0 0")
+        else:
+            lines.append(f"{mount.source} {mount.target} none bind{mkdir} 0 0")
     return "\n".join(lines) + "\n"
 
 
-def _launch(name: str, address: str, port: int, base_dir: Path) -> SandboxHost:
+def _in_overlay(path: str) -> bool:
+    return any(path == d or path.startswith(d + "/") for d in OVERLAID_DIRS)
+
+
+def check_mount_target(mount: Mount) -> None:
+    """Refuse a mount point the host cannot make without touching the machine's own root."""
+    target = mount.target
+    if target in OVERLAID_DIRS:
+        raise ProvisorError(
+            f"cannot mount over {target}: it is the host's copy-on-write layer; "
+            f"mount below it (e.g. {target}/data)"
+        )
+    if _in_overlay(target):
+        return
+    if target.split("/")[1] in ("proc", "sys", "dev", "run", "boot") or not os.path.isdir(target):
+        raise ProvisorError(
+            f"cannot mount at {target}: a mount point must be below one of the host's "
+            f"copy-on-write directories ({' '.join(OVERLAID_DIRS)}) or an existing directory "
+            "of the machine such as /mnt (outside them the host shares the machine's root "
+            "filesystem, where it creates nothing)"
+        )
+
+
+def _launch(
+    name: str, address: str, port: int, base_dir: Path, options: BootOptions
+) -> SandboxHost:
     """Everything up to the spawn of the host: blocking file work, run in a thread."""
     unshare = _require_tools()
+    for mount in options.mounts:
+        check_mount_target(mount)
     _procs.check_port_free(address, port)
     base_dir.mkdir(parents=True, exist_ok=True)
     key_path, client_public = client_key(base_dir)
     directory = base_dir / name
     directory.mkdir(mode=0o755, exist_ok=True)
     if not (directory / HOST_KEY).exists():
-        _prepare_disk(directory, name, address, client_public)
+        _prepare_disk(directory, options.hostname, address, client_public, options.authorized_keys)
         host_public = new_host_key(directory)
     else:
         host_public = (directory / f"{HOST_KEY}.pub").read_text().strip()
-    _write_runtime_files(directory, name, address, port)
+    init = directory / INIT_SCRIPT
+    if options.init_script is not None:
+        tmp = init.with_name(f".{INIT_SCRIPT}.{os.getpid()}")
+        tmp.write_text(options.init_script)
+        tmp.replace(init)
+    host = SandboxHost(
+        name=name,
+        address=address,
+        port=port,
+        user="root",
+        directory=directory,
+        isolation="namespaces",
+        client_key=key_path,
+        host_public_key=host_public,
+        pid=0,
+        hostname=options.hostname,
+        mounts=tuple(options.mounts),
+        cgroup=options.cgroup,
+    )
+    _write_runtime_files(host, init=init.exists())
     log = directory / LOG
     with log.open("a") as f:
         f.write(f"--- provisor: boot {name} at {time.strftime('%Y-%m-%dT%H:%M:%S%z')} ---\n")
@@ -220,30 +321,19 @@ def _launch(name: str, address: str, port: int, base_dir: Path) -> SandboxHost:
         "/bin/sh",
         str(directory / BOOT),
         str(directory),
-        name,
+        options.hostname,
     ]
-    pid = _procs.spawn_detached(argv, log=log, cwd=directory)
-    host = SandboxHost(
-        name=name,
-        address=address,
-        port=port,
-        user="root",
-        directory=directory,
-        isolation="namespaces",
-        client_key=key_path,
-        host_public_key=host_public,
-        pid=pid,
-    )
+    host = replace(host, pid=_procs.spawn_detached(argv, log=log, cwd=directory))
     write_state(host)  # first, so that a host that fails to come up can still be stopped
     return host
 
 
 async def start(
-    name: str, address: str, port: int, base_dir: Path, *, timeout: float
+    name: str, address: str, port: int, base_dir: Path, options: BootOptions, *, timeout: float
 ) -> SandboxHost:
     # The file work is slow on some disks (~1 ms per mkdir): off the event loop, so
     # that many hosts starting at once overlap.
-    host = await _procs.in_thread(lambda: _launch(name, address, port, base_dir), stop)
+    host = await _procs.in_thread(lambda: _launch(name, address, port, base_dir, options), stop)
     directory, log, pid = host.directory, host.directory / LOG, host.pid
     try:
         await _procs.wait_for_ssh(
@@ -280,14 +370,17 @@ async def stop(host: SandboxHost) -> None:
         # Kill PID 1 inside first: unshare then reaps it and exits by itself.
         for pid in init or [host.pid]:
             _procs.kill(pid)
-        if not await _procs.wait_until(lambda: not _procs.is_alive(host.pid, directory), 3.0):
+        clean = await _procs.wait_until(lambda: not _procs.is_alive(host.pid, directory), 3.0)
+        if not clean:
             _procs.kill(host.pid)
             await _procs.wait_until(lambda: not _procs.is_alive(host.pid, directory), 3.0)
-        if namespace is not None:
+        # When unshare could reap PID 1, the kernel had already killed and reaped the
+        # rest of the PID namespace (the exit of a namespace's init waits for that).
+        if namespace is not None and not clean:
             await _procs.wait_until(lambda: not _procs.in_pid_namespace(namespace), 5.0)
     # Whatever still names the directory (e.g. an sshd whose top process was killed by
     # hand) belongs to this host too.
-    left = _procs.referring_to(directory)
+    left = await _procs.referring_to_async(directory)
     for pid in left:
         _procs.kill(pid)
     if left and not await _procs.wait_until(lambda: not _procs.referring_to(directory), 5.0):

@@ -16,7 +16,14 @@ from pathlib import Path
 from provisor.core.errors import ProvisorError
 
 from . import _procs
-from ._host import USERHOST_ENV_MARKER, USERHOST_LOG, SandboxHost, log_tail, write_state
+from ._host import (
+    USERHOST_ENV_MARKER,
+    USERHOST_LOG,
+    BootOptions,
+    SandboxHost,
+    log_tail,
+    write_state,
+)
 from ._keys import HOST_KEY, client_key, new_host_key
 
 LOG = USERHOST_LOG
@@ -48,7 +55,7 @@ esac
 """
 
 
-def _prepare_disk(directory: Path, client_public: str) -> None:
+def _prepare_disk(directory: Path, client_public: str, keys: tuple[str, ...]) -> None:
     shim = directory / "bin" / "hostname"
     shim.parent.mkdir(exist_ok=True)
     shim.write_text(_HOSTNAME_SHIM)
@@ -56,12 +63,15 @@ def _prepare_disk(directory: Path, client_public: str) -> None:
     root = directory / "root"
     ssh_dir = root / ".ssh"
     ssh_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
-    keys = ssh_dir / "authorized_keys"
-    keys.write_text(client_public + " provisor-sandbox-client\n")
-    keys.chmod(0o600)
+    authorized = ssh_dir / "authorized_keys"
+    lines = [client_public + " provisor-sandbox-client", *(k.strip() for k in keys)]
+    authorized.write_text("\n".join(lines) + "\n")
+    authorized.chmod(0o600)
 
 
-def _launch(name: str, address: str, port: int, base_dir: Path) -> SandboxHost:
+def _launch(
+    name: str, address: str, port: int, base_dir: Path, options: BootOptions
+) -> SandboxHost:
     """Everything up to the spawn of the host: blocking file work, run in a thread."""
     _procs.check_port_free(address, port)
     base_dir.mkdir(parents=True, exist_ok=True)
@@ -69,7 +79,7 @@ def _launch(name: str, address: str, port: int, base_dir: Path) -> SandboxHost:
     directory = base_dir / name
     directory.mkdir(mode=0o755, exist_ok=True)
     if not (directory / HOST_KEY).exists():
-        _prepare_disk(directory, client_public)
+        _prepare_disk(directory, client_public, options.authorized_keys)
         host_public = new_host_key(directory)
     else:
         host_public = (directory / f"{HOST_KEY}.pub").read_text().strip()
@@ -84,7 +94,7 @@ def _launch(name: str, address: str, port: int, base_dir: Path) -> SandboxHost:
         "--dir",
         str(directory),
         "--name",
-        name,
+        options.hostname,  # what $HOSTNAME and the `hostname` shim answer
         "--address",
         address,
         "--port",
@@ -103,16 +113,17 @@ def _launch(name: str, address: str, port: int, base_dir: Path) -> SandboxHost:
         client_key=key_path,
         host_public_key=host_public,
         pid=pid,
+        hostname=options.hostname,
     )
     write_state(host)
     return host
 
 
 async def start(
-    name: str, address: str, port: int, base_dir: Path, *, timeout: float
+    name: str, address: str, port: int, base_dir: Path, options: BootOptions, *, timeout: float
 ) -> SandboxHost:
     async with _boot_slot():
-        host = await _procs.in_thread(lambda: _launch(name, address, port, base_dir), stop)
+        host = await _procs.in_thread(lambda: _launch(name, address, port, base_dir, options), stop)
         directory, log, pid = host.directory, host.directory / LOG, host.pid
         try:
             await _procs.wait_for_ssh(

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,26 +155,106 @@ def in_pid_namespace(namespace: str) -> list[int]:
     return [p for p in pids() if pid_namespace(p) == namespace and is_alive(p)]
 
 
-def referring_to(directory: Path) -> list[int]:
-    """Live processes whose command line or working directory points into `directory`."""
-    prefix = str(directory)
-    needle = os.fsencode(prefix)
+def _read_all(path: str) -> bytes | None:
+    """A /proc file's content (os-level calls: this runs over every process of the machine)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class _Process:
+    pid: int
+    cmdline: bytes  # NUL-separated arguments
+    cwd: str | None
+
+
+def _process_table() -> list[_Process]:
+    """Command line and working directory of every process but this one."""
     me = os.getpid()
-    found = []
-    for pid in pids():
-        if pid == me:
+    table = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        raw = _read_all(f"/proc/{entry.name}/cmdline")
+        if raw is None:
             continue
         try:
-            # Cheap byte search first: this runs over every process of the machine.
-            named = needle in Path(f"/proc/{pid}/cmdline").read_bytes() and _names(
-                _argv(pid), directory
-            )
-            cwd = "" if named else os.readlink(f"/proc/{pid}/cwd")
+            cwd: str | None = os.readlink(f"/proc/{entry.name}/cwd")
         except OSError:
-            continue
-        if (named or cwd == prefix or cwd.startswith(prefix + "/")) and is_alive(pid):
-            found.append(pid)
+            cwd = None
+        table.append(_Process(int(entry.name), raw, cwd))
+    return table
+
+
+def _referring(table: Sequence[_Process], directory: Path) -> list[int]:
+    prefix = str(directory)
+    below = prefix + "/"
+    needle = os.fsencode(prefix)
+    found = []
+    for proc in table:
+        # Cheap byte search first, then the exact test on the arguments.
+        named = needle in proc.cmdline and _names(
+            [a.decode("utf-8", "replace") for a in proc.cmdline.split(b"\0") if a], directory
+        )
+        cwd = proc.cwd
+        if (named or (cwd is not None and (cwd == prefix or cwd.startswith(below)))) and (
+            is_alive(proc.pid)
+        ):
+            found.append(proc.pid)
     return found
+
+
+def referring_to(directory: Path) -> list[int]:
+    """Live processes whose command line or working directory points into `directory`."""
+    return _referring(_process_table(), directory)
+
+
+# Scans of the process table that concurrent callers share, per event loop.
+_pending_scans: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, asyncio.Future[list[_Process]]
+] = weakref.WeakKeyDictionary()
+_scan_tasks: set[asyncio.Task[None]] = set()
+
+
+async def _shared_process_table() -> list[_Process]:
+    """A process table read after this call began, shared with concurrent callers.
+
+    Reading every process costs ~0.1 s of CPU on a busy machine (seconds under load):
+    fifty hosts stopping at once share one pass (in a thread) instead of making fifty.
+    """
+    loop = asyncio.get_running_loop()
+    future = _pending_scans.get(loop)
+    if future is None:
+        future = _pending_scans[loop] = loop.create_future()
+
+        async def scan(batch: asyncio.Future[list[_Process]]) -> None:
+            await asyncio.sleep(0.01)  # callers arriving meanwhile join this batch
+            del _pending_scans[loop]  # later callers need a later scan: the next batch
+            try:
+                batch.set_result(await asyncio.to_thread(_process_table))
+            except BaseException as exc:
+                batch.set_exception(exc)
+
+        task = loop.create_task(scan(future))
+        _scan_tasks.add(task)
+        task.add_done_callback(_scan_tasks.discard)
+    return await asyncio.shield(future)
+
+
+async def referring_to_async(directory: Path) -> list[int]:
+    """`referring_to` off the event loop, sharing its scan with concurrent callers."""
+    return _referring(await _shared_process_table(), directory)
 
 
 def kill(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:

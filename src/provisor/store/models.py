@@ -184,3 +184,27 @@ class KnownHostKey(Base):
     port: Mapped[int] = mapped_column(Integer)
     key: Mapped[str] = mapped_column(Text)  # OpenSSH public key line
     first_seen: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Blueprint(Base):
+    """One version of a blueprint: the YAML text as given, checked before it was stored.
+
+    Blueprints hold no secrets: a secret parameter cannot have a default.
+    """
+
+    __tablename__ = "blueprints"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "name", "version", name="uq_blueprints_tenant_name_version"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text, default="")
+    approval: Mapped[str] = mapped_column(String(16))  # "required" or "none"
+    text: Mapped[str] = mapped_column(Text)  # the YAML, byte for byte as added
+    sha256: Mapped[str] = mapped_column(String(64))  # of the text
+    summary: Mapped[dict[str, Any]] = mapped_column(default=dict)  # nodes, parameters
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,177 @@
+"""`provisor blueprints ...`: validate, add, list and show blueprints."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from provisor.cli._context import context
+from provisor.cli.output import Format, console, emit_json, read_input_file, table
+from provisor.core.errors import InvalidInput, ParseErrors, ProvisorError
+from provisor.core.names import parse_key_values
+from provisor.services import blueprints as service
+
+app = typer.Typer(
+    help="Blueprints: versioned templates of multi-machine services.", no_args_is_help=True
+)
+
+OutputOption = Annotated[Format, typer.Option("--output", help="table or json")]
+
+
+class ShowFormat(StrEnum):
+    yaml = "yaml"
+    json = "json"
+
+
+def _read(path: Path) -> str:
+    data = read_input_file(path, field="file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            f"{path} is not UTF-8 text (byte {exc.start + 1})", field="file"
+        ) from None
+
+
+def error_line(error: ProvisorError, source: str) -> str:
+    """`file:line:col: field: message`, leaving out the parts that are not known."""
+    where = error.location if error.source else source
+    return ": ".join(part for part in (where, error.field, error.message) if part)
+
+
+def _error_record(error: ProvisorError, source: str) -> dict[str, object]:
+    return {
+        "source": error.source or source,
+        "line": error.line,
+        "column": error.column,
+        "field": error.field,
+        "message": error.message,
+    }
+
+
+def _fail(exc: ParseErrors, source: str, output: Format) -> None:
+    """Every error on its own line (or as JSON), then exit 2."""
+    if output is Format.json:
+        records = [_error_record(e, source) for e in exc.errors]
+        sys.stdout.write(json.dumps({"valid": False, "errors": records}, indent=2) + "\n")
+    else:
+        for error in exc.errors:
+            sys.stderr.write(error_line(error, source) + "\n")
+        sys.stderr.write(f"{len(exc.errors)} error(s)\n")
+    raise typer.Exit(2)
+
+
+def _print_summary(summary: service.BlueprintSummary) -> None:
+    console.print(f"[bold]{escape(summary.name)}[/] {escape(summary.version)}: valid")
+    nodes = ", ".join(f"{name} ({count})" for name, count in summary.nodes.items())
+    machines = "?" if summary.machines is None else str(summary.machines)
+    console.print(f"  nodes: {escape(nodes)}; {machines} machine(s) with these inputs")
+    console.print("  launch: " + " then ".join(", ".join(wave) for wave in summary.waves))
+    params = []
+    for name, p in summary.parameters.items():
+        value = "required" if p.required else f"= {p.default!r}"
+        params.append(f"{name} ({p.type}, {value})")
+    console.print("  parameters: " + escape(", ".join(params) or "none"))
+    console.print("  outputs: " + escape(", ".join(summary.outputs) or "none"))
+    extras = [f"approval {summary.approval}", f"lease {summary.lease or 'none'}"]
+    if summary.cost_per_hour is not None:
+        extras.append(f"{summary.cost_per_hour:.4f} {summary.currency}/hour")
+    console.print("  " + ", ".join(extras))
+
+
+@app.command("validate")
+def validate(
+    file: Annotated[Path, typer.Argument(help="the blueprint's YAML file")],
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="NAME=VALUE, repeatable: check these inputs too"),
+    ] = None,
+    output: OutputOption = Format.table,
+) -> None:
+    """Check a blueprint; print every problem as file:line:col: field: message."""
+    source = str(file)
+    text = _read(file)
+    try:
+        bp = service.validate_blueprint(text, source)
+        given = parse_key_values(param or [], field="param")
+        summary = service.summarize_blueprint(bp, given or None)
+    except ParseErrors as exc:
+        _fail(exc, source, output)
+        return
+    if output is Format.json:
+        sys.stdout.write(json.dumps({"valid": True, **summary.model_dump(mode="json")}, indent=2))
+        sys.stdout.write("\n")
+    else:
+        _print_summary(summary)
+
+
+@app.command("add")
+def add(
+    file: Annotated[Path, typer.Argument(help="the blueprint's YAML file")],
+    output: OutputOption = Format.table,
+) -> None:
+    """Store a blueprint as a new version (its name and version come from the file)."""
+    source = str(file)
+    text = _read(file)
+    try:
+        view = service.add_blueprint(context(), text, source)
+    except ParseErrors as exc:
+        _fail(exc, source, output)
+        return
+    if output is Format.json:
+        emit_json(view)
+    else:
+        console.print(
+            f"stored blueprint [bold]{escape(view.name)}[/] version {escape(view.version)} "
+            f"({len(view.nodes)} node(s), sha256 {view.sha256[:12]})"
+        )
+
+
+@app.command("list")
+def list_(
+    name: Annotated[str | None, typer.Option("--name", help="only this blueprint")] = None,
+    output: OutputOption = Format.table,
+) -> None:
+    """List stored blueprints, every version."""
+    views = service.list_blueprints(context(), name=name)
+    if output is Format.json:
+        emit_json(views)
+        return
+    table(
+        ["name", "version", "approval", "nodes", "parameters", "added", "by"],
+        [
+            (
+                v.name,
+                v.version,
+                v.approval,
+                v.nodes,
+                ",".join(v.parameters),
+                v.created_at.isoformat(timespec="seconds"),
+                v.created_by,
+            )
+            for v in views
+        ],
+    )
+    console.print(f"{len(views)} blueprint version(s)")
+
+
+@app.command("show")
+def show(
+    name: str,
+    version: Annotated[str | None, typer.Option("--version", help="default: the latest")] = None,
+    output: Annotated[
+        ShowFormat, typer.Option("--output", help="yaml (the text) or json")
+    ] = ShowFormat.yaml,
+) -> None:
+    """Print a stored blueprint: its YAML text, or JSON with the text and details."""
+    detail = service.get_blueprint(context(), name, version)
+    if output is ShowFormat.json:
+        emit_json(detail)
+        return
+    sys.stdout.write(detail.text if detail.text.endswith("\n") else detail.text + "\n")

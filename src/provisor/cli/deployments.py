@@ -1,0 +1,275 @@
+"""`provisor up|down|status|approve|reject|params|worker` and `provisor deployments`."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from provisor.cli._context import context
+from provisor.cli.output import Format, console, emit_json, err_console, fields, table
+from provisor.core.errors import InvalidInput
+from provisor.core.names import parse_key_values
+from provisor.settings import get_settings
+
+if TYPE_CHECKING:
+    from provisor.services.deployments import DeploymentView
+
+deployments_app = typer.Typer(help="Deployments of blueprints.", no_args_is_help=True)
+
+FINAL = ("ready", "failed", "rejected", "terminated")
+
+
+def _blueprint_text(reference: str) -> tuple[str, str]:
+    """A blueprint file, or NAME[@VERSION] of one added with `provisor blueprints add`."""
+    path = Path(reference)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        try:
+            return path.read_text(encoding="utf-8"), str(path)
+        except OSError as exc:
+            raise InvalidInput(
+                f"cannot read {path}: {exc.strerror or exc}", field="blueprint"
+            ) from None
+    from provisor.services import blueprints
+
+    name, _, version = reference.partition("@")
+    stored = blueprints.get_blueprint(context(), name, version or None)
+    return stored.text, f"{stored.name}@{stored.version}"
+
+
+def _ensure_worker(wait: bool) -> bool:
+    """True when this process must be the worker itself."""
+    from provisor.orchestrator import worker
+
+    settings = get_settings()
+    if worker.worker_running(settings.home):
+        return False
+    if wait:
+        return True
+    log = settings.home / "worker.log"
+    with log.open("ab") as out:
+        subprocess.Popen(
+            [sys.executable, "-m", "provisor", "worker", "--until-idle"],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,  # outlives this command
+        )
+    return False
+
+
+def _progress(name: str, shown: dict[str, str]) -> DeploymentView:
+    from provisor.services import deployments
+
+    view = deployments.get_deployment(context(), name)
+    line = f"{view.state}: {view.step}"
+    if shown.get("line") != line:
+        shown["line"] = line
+        ready = sum(1 for m in view.machines if m.state == "ready")
+        err_console.print(
+            f"[{time.strftime('%H:%M:%S')}] {name} {line} "
+            f"({ready}/{len(view.machines)} machines ready)",
+            highlight=False,
+        )
+    return view
+
+
+def _follow(name: str, be_worker: bool) -> DeploymentView:
+    """Print progress until the deployment ends; be its worker too when none runs."""
+    shown: dict[str, str] = {}
+    failure: list[BaseException] = []
+    thread = None
+    if be_worker:
+        from provisor.orchestrator import worker
+
+        def work() -> None:
+            # Its own thread and loop: DBOS takes over the loop's default executor.
+            try:
+                asyncio.run(worker.serve(get_settings(), until_idle=True))
+            except BaseException as exc:  # reported below, in the main thread
+                failure.append(exc)
+
+        thread = threading.Thread(target=work, name="provisor-worker", daemon=True)
+        thread.start()
+    while True:
+        view = _progress(name, shown)
+        if view.state in FINAL:
+            break
+        if thread is not None and not thread.is_alive():
+            if failure:
+                raise failure[0]
+            break
+        time.sleep(0.5)
+    if thread is not None:
+        thread.join()
+        if failure:
+            raise failure[0]
+    return _progress(name, shown)
+
+
+def _show(view: DeploymentView) -> None:
+    fields(
+        [
+            ("deployment", view.name),
+            ("blueprint", f"{view.blueprint} {view.blueprint_version}"),
+            ("state", view.state),
+            ("step", view.step),
+            ("error", view.error),
+            ("owner", view.owner),
+            ("provider", view.provider),
+            ("inputs", view.inputs),
+        ]
+    )
+    table(
+        ["machine", "node", "index", "hostname", "address", "state"],
+        [(m.name, m.node, m.index, m.hostname, m.address, m.state) for m in view.machines],
+    )
+    if view.outputs:
+        fields([(key, value) for key, value in view.outputs.items()])
+
+
+def up(
+    blueprint: Annotated[str, typer.Argument(help="a blueprint file, or NAME[@VERSION] added")],
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="KEY=VALUE input, repeatable")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="deployment name (default: blueprint's)")] = None,
+    hostname_completion: Annotated[
+        str | None, typer.Option("--hostname-completion", help="replaces # in hostname patterns")
+    ] = None,
+    provider: Annotated[str, typer.Option(help="infrastructure provider")] = "local",
+    wait: Annotated[bool, typer.Option("--wait", help="follow progress until it ends")] = False,
+    output: Annotated[Format, typer.Option("--output")] = Format.table,
+) -> None:
+    """Deploy a blueprint: validate, (approval), launch, configure, deliver."""
+    from provisor.services import deployments
+
+    text, source = _blueprint_text(blueprint)
+    inputs = parse_key_values(param or [], field="param") if param else {}
+    view = deployments.request_deployment(
+        context(),
+        get_settings(),
+        text,
+        source=source,
+        parameters=inputs,
+        name=name,
+        completion=hostname_completion,
+        provider=provider,
+    )
+    be_worker = _ensure_worker(wait)
+    if not wait:
+        if output is Format.json:
+            emit_json(view)
+        else:
+            console.print(
+                f"deployment [bold]{view.name}[/] queued ({len(view.machines) or 'its'} machines); "
+                f"follow it with `provisor status {view.name}`"
+            )
+        return
+    final = _follow(view.name, be_worker)
+    if output is Format.json:
+        emit_json(final)
+    else:
+        _show(final)
+        if final.state == "ready":
+            console.print(
+                f"\n[bold green]ready[/]. Run commands on it: `provisor run deployment:{final.name}"
+                f" -- uptime`; remove it: `provisor down {final.name}`"
+            )
+    raise typer.Exit(0 if final.state == "ready" else 1)
+
+
+def down(name: str) -> None:
+    """Terminate every machine of a deployment and forget it."""
+    from provisor.services import deployments
+
+    view = asyncio.run(deployments.remove_deployment(context(), get_settings(), name))
+    console.print(f"deployment [bold]{name}[/] removed ({len(view.machines)} machines terminated)")
+
+
+def status(name: str, output: Annotated[Format, typer.Option("--output")] = Format.table) -> None:
+    """A deployment's machines, current step and outputs."""
+    from provisor.services import deployments
+
+    view = deployments.get_deployment(context(), name)
+    if output is Format.json:
+        emit_json(view)
+    else:
+        _show(view)
+
+
+def approve(name: str) -> None:
+    """Let a deployment that waits for approval go ahead."""
+    from provisor.services import deployments
+
+    deployments.decide(context(), get_settings(), name, approved=True)
+    console.print(f"approved [bold]{name}[/]")
+
+
+def reject(
+    name: str, reason: Annotated[str, typer.Option(help="why; the requester is told")] = ""
+) -> None:
+    """Refuse a deployment that waits for approval."""
+    from provisor.services import deployments
+
+    deployments.decide(context(), get_settings(), name, approved=False, reason=reason or None)
+    console.print(f"rejected [bold]{name}[/]")
+
+
+def params(name: str, output: Annotated[Format, typer.Option("--output")] = Format.table) -> None:
+    """Runtime parameters of a deployment, and who is waiting on what."""
+    from provisor.services import deployments
+
+    view = deployments.parameters(context(), name)
+    if output is Format.json:
+        emit_json(view)
+        return
+    table(["parameter", "value", "set by"], [(v.key, v.value, v.set_by) for v in view.values])
+    if view.waiting:
+        table(
+            ["waiting machine", "for", "since"],
+            [(w.waiter, w.key, w.since.strftime("%H:%M:%S")) for w in view.waiting],
+        )
+
+
+def worker_command(
+    until_idle: Annotated[
+        bool, typer.Option("--until-idle", help="exit once no deployment is in progress")
+    ] = False,
+) -> None:
+    """Run deployment workflows (resumes unfinished ones first)."""
+    from provisor.orchestrator import worker
+
+    asyncio.run(worker.serve(get_settings(), until_idle=until_idle))
+
+
+@deployments_app.command("list")
+def list_(output: Annotated[Format, typer.Option("--output")] = Format.table) -> None:
+    """List deployments."""
+    from provisor.services import deployments
+
+    views = deployments.list_deployments(context())
+    if output is Format.json:
+        emit_json(views)
+        return
+    table(
+        ["name", "blueprint", "state", "step", "machines", "owner", "created"],
+        [
+            (
+                v.name,
+                f"{v.blueprint} {v.blueprint_version}",
+                v.state,
+                v.step,
+                len(v.machines),
+                v.owner,
+                v.created_at.strftime("%Y-%m-%d %H:%M"),
+            )
+            for v in views
+        ],
+    )

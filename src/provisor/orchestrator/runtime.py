@@ -1,0 +1,83 @@
+"""What the workflows of this process share: store, secrets, providers, SSH, parameters."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from provisor.core.errors import ProvisorError
+from provisor.fleet.knownhosts import DatabaseHostKeys
+from provisor.fleet.transport import SSHPool
+from provisor.orchestrator import secrets
+from provisor.orchestrator.params import ParameterBoard
+from provisor.providers.base import Provider
+from provisor.store import Store
+
+
+@dataclass
+class Runtime:
+    store: Store
+    home: Path
+    param_url: str = ""
+    board: ParameterBoard = field(init=False)
+    _providers: dict[str, Provider] = field(default_factory=dict)
+    _pools: dict[int, SSHPool] = field(default_factory=dict)
+    _host_keys: DatabaseHostKeys | None = None
+
+    def __post_init__(self) -> None:
+        self.board = ParameterBoard(self.store)
+        self.secret = secrets.sealing_key(self.home)
+        self.controller_key = secrets.controller_key(self.home)
+        self.controller_public_key = secrets.controller_public_key(self.home)
+
+    def provider(self, name: str) -> Provider:
+        if name not in self._providers:
+            if name != "local":
+                raise ProvisorError(f"unknown provider {name!r}", field="provider")
+            from provisor.providers.local import LocalProvider
+
+            self._providers[name] = LocalProvider(self.home / "local-provider")
+        return self._providers[name]
+
+    def host_keys(self) -> DatabaseHostKeys:
+        if self._host_keys is None:
+            self._host_keys = DatabaseHostKeys(self.store)
+        return self._host_keys
+
+    def pool(self) -> SSHPool:
+        """One pool per event loop: connections belong to the loop that made them."""
+        loop = id(asyncio.get_running_loop())
+        if loop not in self._pools:
+            self._pools[loop] = SSHPool(self.host_keys(), connect_timeout=15.0)
+        return self._pools[loop]
+
+    def trust_host_key(self, address: str, port: int, key: str) -> None:
+        """The provider told us the machine's key: pin it (replacing an older one)."""
+        self.host_keys().pin(address, port, key)
+
+    def unseal_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        return {
+            k: secrets.unseal(self.home, v) if secrets.is_sealed(v) else v
+            for k, v in inputs.items()
+        }
+
+    async def close(self) -> None:
+        for pool in self._pools.values():
+            await pool.close()
+        self._pools.clear()
+
+
+_current: list[Runtime] = []
+
+
+def install(rt: Runtime) -> Runtime:
+    _current[:] = [rt]
+    return rt
+
+
+def runtime() -> Runtime:
+    if not _current:
+        raise RuntimeError("the orchestrator runtime is not started in this process")
+    return _current[0]

@@ -1,0 +1,155 @@
+"""Running workflows: DBOS in this process, the parameter endpoint, and a work queue.
+
+`provisor worker` (and `provisor up --wait`, and `provisor server`) run this. In
+the embedded default one process at a time is the worker (a lock in
+PROVISOR_HOME): DBOS resumes that executor's unfinished workflows at launch, and
+two processes resuming the same workflow would both act on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from provisor import __version__
+from provisor.core.errors import ProvisorError
+from provisor.settings import Settings
+
+QUEUE = "deployments"
+log = logging.getLogger(__name__)
+
+
+def system_database_url(settings: Settings) -> str:
+    """DBOS keeps its checkpoints next to provisor's own data."""
+    url = settings.effective_database_url
+    if url.startswith("sqlite"):
+        return f"sqlite:///{settings.home / 'orchestrator.db'}"
+    return url
+
+
+def dbos_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "name": "provisor",
+        "system_database_url": system_database_url(settings),
+        # A fixed version: workflows started by one build resume under the next.
+        "application_version": __version__,
+        "executor_id": "local",
+        "run_admin_server": False,
+        "log_level": os.environ.get("PROVISOR_DBOS_LOG_LEVEL", "WARNING"),
+    }
+
+
+@contextlib.contextmanager
+def worker_lock(home: Path) -> Iterator[IO[str] | None]:
+    """Yields the held lock, or None when another process is the worker."""
+    home.mkdir(parents=True, exist_ok=True)
+    handle = (home / "worker.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        yield None
+        return
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield handle
+    finally:
+        handle.close()
+
+
+def worker_running(home: Path) -> bool:
+    with worker_lock(home) as held:
+        return held is None
+
+
+def enqueue_deployment(settings: Settings, deployment_id: int) -> str:
+    """Put a deployment's workflow on the durable queue; any worker will take it."""
+    from dbos import DBOS, DBOSClient, EnqueueOptions
+
+    logging.getLogger("dbos").setLevel(logging.WARNING)
+    workflow_id = f"deploy-{deployment_id}"
+    DBOS.migrate(system_database_url(settings))  # the queue may be used before any worker ran
+    client = DBOSClient(system_database_url=system_database_url(settings))
+    try:
+        options: EnqueueOptions = {
+            "queue_name": QUEUE,
+            "workflow_name": "deploy_workflow",
+            "workflow_id": workflow_id,
+            "app_version": __version__,
+        }
+        client.enqueue(options, deployment_id)
+    finally:
+        client.destroy()
+    return workflow_id
+
+
+def send_decision(settings: Settings, workflow_id: str, decision: dict[str, Any]) -> None:
+    from dbos import DBOSClient
+
+    from provisor.orchestrator.deploy import APPROVAL_TOPIC
+
+    client = DBOSClient(system_database_url=system_database_url(settings))
+    try:
+        client.send(workflow_id, decision, APPROVAL_TOPIC)
+    finally:
+        client.destroy()
+
+
+def cancel(settings: Settings, workflow_id: str) -> None:
+    from dbos import DBOSClient
+
+    client = DBOSClient(system_database_url=system_database_url(settings))
+    try:
+        with contextlib.suppress(Exception):  # unknown or finished: nothing to cancel
+            client.cancel_workflow(workflow_id)
+    finally:
+        client.destroy()
+
+
+def _pending(dbos: Any) -> int:
+    statuses = ["PENDING", "ENQUEUED"]
+    return len(dbos.list_workflows(status=statuses, app_version=__version__))
+
+
+async def serve(settings: Settings, *, until_idle: bool) -> None:
+    """Be the worker until stopped (or, with until_idle, until no work is left)."""
+    from dbos import DBOS
+
+    from provisor.orchestrator import deploy  # noqa: F401 - registers the workflow
+    from provisor.orchestrator.params import ParameterServer
+    from provisor.orchestrator.runtime import Runtime, install
+    from provisor.store import Store
+
+    with worker_lock(settings.home) as held:
+        if held is None:
+            raise ProvisorError(
+                f"another provisor worker is running for {settings.home} "
+                f"(pid {(settings.home / 'worker.lock').read_text().strip()})"
+            )
+        rt = install(Runtime(Store(settings.effective_database_url), settings.home))
+        server = ParameterServer(rt.board, rt.secret)
+        rt.param_url = await server.start()
+        DBOS(config=dbos_config(settings))  # type: ignore[arg-type]
+        DBOS.launch()
+        await DBOS.register_queue_async(QUEUE, worker_concurrency=16, polling_interval_sec=0.2)
+        try:
+            idle = 0
+            while True:
+                await asyncio.sleep(0.5)
+                if until_idle:
+                    idle = idle + 1 if await asyncio.to_thread(_pending, DBOS) == 0 else 0
+                    if idle >= 2:
+                        return
+        finally:
+            DBOS.destroy(destroy_registry=False)
+            await server.stop()
+            rt.store.close()

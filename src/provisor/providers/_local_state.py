@@ -1,0 +1,247 @@
+"""The local provider's registry: machines, tokens and snapshots in one JSON file.
+
+Every change is a transaction: an exclusive `fcntl.flock` on `registry.lock`, read,
+change, write to a temporary file, fsync, rename. Readers need no lock (a rename is
+atomic). Two processes, or two threads with their own open file, never interleave
+changes, so an address or a token is never handed out twice.
+
+Operations on one machine (booting, stopping, snapshotting, terminating) also hold that
+machine's lock (`locks/<id>.lock`) for their whole duration; the kernel releases it when
+the process holding it dies, so a crashed call never blocks the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, cast
+
+from provisor.providers.base import ProviderError
+
+T = TypeVar("T")
+
+Phase = Literal["pending", "created", "terminated"]
+PHASES: tuple[Phase, ...] = ("pending", "created", "terminated")
+VolumeKind = Literal["dir", "loop"]
+VOLUME_KINDS: tuple[VolumeKind, ...] = ("dir", "loop")
+
+REGISTRY = "registry.json"
+REGISTRY_LOCK = "registry.lock"
+LOCKS = "locks"
+FORMAT = 1
+MACHINE_LOCK_TIMEOUT = 300.0  # seconds a call waits for another call on the same machine
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@dataclass
+class VolumeRecord:
+    index: int
+    size_gb: int
+    mount: str
+    kind: VolumeKind
+    device: str | None = None
+
+    @property
+    def file_name(self) -> str:
+        """Its name under the machine's `volumes/` directory."""
+        return f"v{self.index}.img" if self.kind == "loop" else f"v{self.index}"
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> VolumeRecord:
+        kind = data["kind"]
+        if kind not in VOLUME_KINDS:
+            raise ValueError(f"unknown volume kind {kind!r}")
+        return cls(
+            index=int(data["index"]),
+            size_gb=int(data["size_gb"]),
+            mount=str(data["mount"]),
+            kind=cast(VolumeKind, kind),
+            device=data.get("device"),
+        )
+
+
+@dataclass
+class MachineRecord:
+    """What the provider remembers of one machine (the sandbox host keeps the rest)."""
+
+    id: str
+    token: str
+    name: str
+    hostname: str
+    address: str
+    image: str
+    ssh_public_key: str
+    cpu: int
+    memory_mb: int
+    flavor: str | None
+    volumes: list[VolumeRecord]
+    tags: dict[str, str]
+    phase: Phase = "pending"
+    snapshot: str | None = None  # the snapshot its disk started from
+    user_data: str | None = None  # kept until the machine is created (its boot script has it)
+    host_key: str | None = None
+    cgroup: str | None = None  # its memory cgroup, when limits are enforced
+    error: str | None = None  # why the last attempt to boot it failed
+    created_at: str = field(default_factory=now)
+    terminated_at: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MachineRecord:
+        phase = data["phase"]
+        if phase not in PHASES:
+            raise ValueError(f"unknown phase {phase!r}")
+        values = dict(data)
+        values["phase"] = cast(Phase, phase)
+        values["volumes"] = [VolumeRecord.from_json(v) for v in data.get("volumes", [])]
+        values["tags"] = {str(k): str(v) for k, v in (data.get("tags") or {}).items()}
+        return cls(**values)
+
+
+@dataclass
+class SnapshotRecord:
+    id: str
+    name: str
+    machine_id: str
+    location: str
+    size: int
+    sha256: str
+    image: str  # the image of the machine it was taken from
+    volumes: list[VolumeRecord]
+    created_at: str = field(default_factory=now)
+    deleted: bool = False
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SnapshotRecord:
+        values = dict(data)
+        values["volumes"] = [VolumeRecord.from_json(v) for v in data.get("volumes", [])]
+        return cls(**values)
+
+
+@dataclass
+class RegistryData:
+    machines: dict[str, MachineRecord] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
+    snapshots: dict[str, SnapshotRecord] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "machines": {k: asdict(v) for k, v in self.machines.items()},
+            "tokens": dict(self.tokens),
+            "snapshots": {k: asdict(v) for k, v in self.snapshots.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RegistryData:
+        if data.get("format") != FORMAT:
+            raise ValueError(f"unknown registry format {data.get('format')!r}")
+        return cls(
+            machines={k: MachineRecord.from_json(v) for k, v in data["machines"].items()},
+            tokens={str(k): str(v) for k, v in data["tokens"].items()},
+            snapshots={k: SnapshotRecord.from_json(v) for k, v in data["snapshots"].items()},
+        )
+
+
+class Registry:
+    """The registry file of one state dir."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path = directory / REGISTRY
+
+    def _ensure_dir(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def read(self) -> RegistryData:
+        """The registry as last written (no lock: writes are atomic renames)."""
+        try:
+            raw = self.path.read_text()
+        except FileNotFoundError:
+            return RegistryData()
+        except OSError as exc:
+            raise ProviderError(
+                f"cannot read the local provider's registry {self.path}: {exc}"
+            ) from exc
+        try:
+            return RegistryData.from_json(json.loads(raw))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ProviderError(
+                f"the local provider's registry {self.path} is malformed: {exc}"
+            ) from exc
+
+    def _write(self, data: RegistryData) -> None:
+        tmp = self.path.with_name(f".{REGISTRY}.{os.getpid()}.{threading.get_ident()}")
+        with tmp.open("w") as f:
+            json.dump(data.to_json(), f, indent=1, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(self.path)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self._ensure_dir()
+        fd = os.open(self.directory / REGISTRY_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the file releases the lock
+
+    def transact_sync(self, change: Callable[[RegistryData], T]) -> T:
+        """Run `change` on the registry under the lock and write the result (blocking)."""
+        with self._locked():
+            data = self.read()
+            result = change(data)
+            self._write(data)
+            return result
+
+    async def transact(self, change: Callable[[RegistryData], T]) -> T:
+        """`transact_sync` in a thread: the lock may be held by another process a while.
+
+        If the caller is cancelled meanwhile the transaction still completes (it is short
+        and leaves the registry consistent); only its result is lost.
+        """
+        return await asyncio.shield(asyncio.to_thread(self.transact_sync, change))
+
+    @contextlib.asynccontextmanager
+    async def machine_lock(self, machine_id: str, call: str) -> AsyncIterator[None]:
+        """Hold the machine's lock: one call at a time on a machine, across processes.
+
+        Polled (non-blocking flock) rather than waited for in a thread, so that a
+        cancelled caller never leaves a thread that later takes the lock and keeps it.
+        """
+        locks = self.directory / LOCKS
+        await asyncio.to_thread(locks.mkdir, parents=True, exist_ok=True)
+        fd = os.open(locks / f"{machine_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + MACHINE_LOCK_TIMEOUT
+            delay = 0.005
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise ProviderError(
+                            f"busy: another call has held this machine for more than "
+                            f"{MACHINE_LOCK_TIMEOUT:g} s",
+                            machine=machine_id,
+                            call=call,
+                        ) from None
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.1)
+            yield
+        finally:
+            os.close(fd)

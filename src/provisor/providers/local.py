@@ -1,0 +1,781 @@
+"""The `local` provider: real SSH-reachable machines on this computer.
+
+Each machine is a namespace-mode sandbox host (see docs/testbed.md): Debian's OpenSSH
+sshd in its own UTS, PID and mount namespaces, with a copy-on-write overlay over the
+system directories, listening on port 22 of its own loopback address. Machines outlive
+the process that launched them; this provider finds them again through its registry.
+
+    provider = LocalProvider()                     # state in $PROVISOR_HOME/local-provider
+    info = await provider.launch(MachineSpec(token="shop-app-1", name="shop-app-1",
+                                             hostname="app-1", image="debian-12",
+                                             ssh_public_key=key))
+    ssh -i key root@<info.address>
+
+See docs/providers.md, section "local".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from provisor import sandbox
+from provisor.core.errors import ProvisorError
+from provisor.providers import _local_cgroup, _local_disk, _local_userdata
+from provisor.providers._local_state import (
+    MachineRecord,
+    Registry,
+    RegistryData,
+    SnapshotRecord,
+    VolumeKind,
+    VolumeRecord,
+    now,
+)
+from provisor.providers.base import (
+    Capability,
+    MachineInfo,
+    MachineSpec,
+    MachineState,
+    ProviderError,
+    SnapshotInfo,
+)
+from provisor.sandbox import _procs
+from provisor.settings import default_home
+
+__all__ = ["LocalProvider", "default_state_dir"]
+
+log = logging.getLogger("provisor.providers.local")
+
+PORT = 22
+LOGIN_USER = "root"
+DEFAULT_NETWORK = "127.100.0.0/16"
+MIN_MEMORY_MB = 64
+CONSOLE_KEEP = 256 * 1024  # bytes of console log returned, and kept after terminate
+SNAPSHOT_PREFIX = "snap-"
+MACHINE_PREFIX = "m-"
+_LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
+
+
+def default_state_dir() -> Path:
+    return default_home() / "local-provider"
+
+
+def _network(value: str) -> ipaddress.IPv4Network:
+    try:
+        network = ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        raise ProviderError(f"invalid network {value!r}: {exc}") from None
+    if not isinstance(network, ipaddress.IPv4Network) or not network.subnet_of(_LOOPBACK):
+        raise ProviderError(
+            f"network {value} is not inside 127.0.0.0/8: local machines only ever listen "
+            "on loopback addresses"
+        )
+    if network.num_addresses < 4:
+        raise ProviderError(f"network {value} is too small: give at least a /30")
+    return network
+
+
+def _tail(path: Path, limit: int = CONSOLE_KEEP) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - limit))
+            data = f.read()
+    except FileNotFoundError:
+        return ""
+    if size > limit:
+        # Start at a line boundary, as the console of a long-running server shows its end.
+        data = data[data.find(b"\n") + 1 :]
+    return data.decode("utf-8", "replace")
+
+
+class LocalProvider:
+    """Machines on this computer, each a sandbox host on its own loopback address.
+
+    `state_dir` holds the registry (machines by token and id, snapshots), the snapshot
+    archives, locks and the console logs of terminated machines. `hosts_dir` holds the
+    machines' disks: the sandbox's base dir, which must be outside the directories the
+    machines overlay (default: the sandbox's, /run/provisor/sandbox as root).
+    Addresses come from `network`; `volume_kind` says whether volumes are directories
+    bound into the machine ("dir") or sparse ext4 images loop-mounted there ("loop").
+    """
+
+    name = "local"
+    capabilities = frozenset(
+        {
+            Capability.stop_start,
+            Capability.reboot,
+            Capability.console,
+            Capability.snapshots,
+            Capability.volumes,
+            Capability.user_data,
+        }
+    )
+
+    def __init__(
+        self,
+        state_dir: Path | None = None,
+        *,
+        network: str = DEFAULT_NETWORK,
+        hosts_dir: Path | None = None,
+        volume_kind: VolumeKind = "dir",
+    ) -> None:
+        self.state_dir = Path(os.path.abspath(state_dir or default_state_dir()))
+        self.network = _network(network)
+        self.hosts_dir = Path(os.path.abspath(hosts_dir or sandbox.default_base_dir()))
+        if volume_kind not in ("dir", "loop"):
+            raise ProviderError(f"unknown volume kind {volume_kind!r}: expected dir or loop")
+        self.volume_kind: VolumeKind = volume_kind
+        self.snapshot_dir = self.state_dir / "snapshots"
+        self._console_dir = self.state_dir / "console"
+        self._registry = Registry(self.state_dir)
+        self._cgroups_known = False
+        self._cgroups: _local_cgroup.MemoryCgroups | None = None
+
+    def __repr__(self) -> str:
+        return f"LocalProvider({str(self.state_dir)!r}, network={str(self.network)!r})"
+
+    # --- the Provider interface -------------------------------------------------------------
+
+    async def launch(self, spec: MachineSpec) -> MachineInfo:
+        """Boot a machine for `spec`; with a token seen before, that machine as it is now.
+
+        The token is recorded (state pending) before anything is made, so a launch that
+        crashes half-way is completed by the next launch with that token, never doubled.
+        """
+        data = await self._read()
+        known = data.tokens.get(spec.token)
+        if known is not None and data.machines[known].phase != "pending":
+            return await self._info(data.machines[known])
+        record = await self._reserve(spec)
+        if record.phase != "pending":
+            return await self._info(record)
+        return await self._complete(record.id)
+
+    async def find(self, token: str) -> MachineInfo | None:
+        data = await self._read()
+        machine_id = data.tokens.get(token)
+        return None if machine_id is None else await self._info(data.machines[machine_id])
+
+    async def describe(
+        self, ids: Sequence[str] | None = None, *, tags: Mapping[str, str] | None = None
+    ) -> list[MachineInfo]:
+        data = await self._read()
+        if ids is not None:
+            unknown = [i for i in ids if i not in data.machines]
+            if unknown:
+                raise ProviderError(f"no such machine(s): {', '.join(unknown)}", call="describe")
+            records = [data.machines[i] for i in ids]
+        else:
+            records = sorted(data.machines.values(), key=lambda r: (r.created_at, r.id))
+        if tags:
+            records = [r for r in records if all(r.tags.get(k) == v for k, v in tags.items())]
+        return await asyncio.to_thread(lambda: [self._info_sync(r) for r in records])
+
+    async def stop(self, machine_id: str) -> MachineInfo:
+        self._require_root("stop")
+        async with self._registry.machine_lock(machine_id, "stop"):
+            record = await self._created(machine_id, "stop")
+            host = await self._host(record, "stop")
+            await self._power_off(record, host, "stop")
+            return await self._info(record)
+
+    async def start(self, machine_id: str) -> MachineInfo:
+        self._require_root("start")
+        async with self._registry.machine_lock(machine_id, "start"):
+            record = await self._created(machine_id, "start")
+            host = await self._host(record, "start")
+            if not sandbox.is_running(host):
+                await self._power_on(record, "start")
+            return await self._info(record)
+
+    async def reboot(self, machine_id: str) -> MachineInfo:
+        """Power-cycle the machine: every process is gone, its files are kept.
+
+        A machine that is down (stopped, or crashed) is booted.
+        """
+        self._require_root("reboot")
+        async with self._registry.machine_lock(machine_id, "reboot"):
+            record = await self._created(machine_id, "reboot")
+            host = await self._host(record, "reboot")
+            await self._power_off(record, host, "reboot")
+            await self._power_on(record, "reboot")
+            return await self._info(record)
+
+    async def terminate(self, machine_id: str) -> MachineInfo:
+        """Destroy the machine, its disk and its volumes; a no-op when already terminated.
+
+        The registry keeps the terminated machine (so `find` reports it) and the end of
+        its console log.
+        """
+        self._require_root("terminate")
+        async with self._registry.machine_lock(machine_id, "terminate"):
+            record = self._get(await self._read(), machine_id, "terminate")
+            if record.phase == "terminated":
+                return await self._info(record)
+            await asyncio.to_thread(self._keep_console, record)
+            await self._discard(record, "terminate")
+            record = await self._update(
+                machine_id,
+                phase="terminated",
+                terminated_at=now(),
+                user_data=None,
+                cgroup=None,
+                error=None,
+            )
+            return await self._info(record)
+
+    async def console_log(self, machine_id: str) -> str:
+        """The machine's boot messages and user-data output (the last 256 KiB)."""
+        record = self._get(await self._read(), machine_id, "console_log")
+        if record.phase == "terminated":
+            return await asyncio.to_thread(_tail, self._console_dir / f"{record.id}.log")
+        return await asyncio.to_thread(_tail, self._console_path(record))
+
+    async def snapshot(self, machine_id: str, name: str) -> SnapshotInfo:
+        """Archive the machine's disk and volumes; launch it again with image = the id.
+
+        Snapshot names are unique: taking a snapshot of the same machine with the same
+        name again returns the first one (a retried call makes no second archive).
+        """
+        self._require_root("snapshot")
+        if not name or "\n" in name:
+            raise ProviderError("a snapshot needs a one-line name", machine=machine_id)
+        async with self._registry.machine_lock(machine_id, "snapshot"):
+            record = await self._created(machine_id, "snapshot")
+            same = self._snapshot_named(await self._read(), name, machine_id)
+            if same is not None:
+                return self._snapshot_info(same)
+            snapshot_id = SNAPSHOT_PREFIX + secrets.token_hex(4)
+            location = self.snapshot_dir / f"{snapshot_id}.tar.gz"
+            manifest = {
+                "format": "provisor-local-snapshot/1",
+                "id": snapshot_id,
+                "name": name,
+                "machine_id": record.id,
+                "hostname": record.hostname,
+                "image": record.image,
+                "volumes": [
+                    {"index": v.index, "mount": v.mount, "size_gb": v.size_gb, "kind": v.kind}
+                    for v in record.volumes
+                ],
+            }
+            size, sha256 = await asyncio.to_thread(
+                _local_disk.create_archive,
+                self.hosts_dir / record.id,
+                manifest,
+                location,
+                record.id,
+            )
+            snap = SnapshotRecord(
+                id=snapshot_id,
+                name=name,
+                machine_id=record.id,
+                location=str(location),
+                size=size,
+                sha256=sha256,
+                image=record.image,
+                volumes=[replace(v) for v in record.volumes],
+            )
+
+            def add(data: RegistryData) -> SnapshotRecord:
+                other = self._snapshot_named(data, name, machine_id)
+                if other is not None:
+                    return other
+                data.snapshots[snapshot_id] = snap
+                return snap
+
+            stored = await self._registry.transact(add)
+            if stored.id != snapshot_id:
+                await asyncio.to_thread(location.unlink, missing_ok=True)
+            return self._snapshot_info(stored)
+
+    async def delete_snapshot(self, snapshot_id: str) -> None:
+        """Delete a snapshot's archive; a no-op for one deleted before.
+
+        Machines launched from it keep their disks (each has its own copy).
+        """
+
+        def mark(data: RegistryData) -> SnapshotRecord:
+            snap = data.snapshots.get(snapshot_id)
+            if snap is None:
+                raise ProviderError(f"no such snapshot: {snapshot_id}", call="delete_snapshot")
+            snap.deleted = True
+            return snap
+
+        snap = await self._registry.transact(mark)
+        await asyncio.to_thread(Path(snap.location).unlink, missing_ok=True)
+
+    # --- beyond the interface ----------------------------------------------------------------
+
+    async def snapshots(self) -> list[SnapshotInfo]:
+        """Every snapshot that has not been deleted."""
+        data = await self._read()
+        return [self._snapshot_info(s) for s in data.snapshots.values() if not s.deleted]
+
+    async def user_data_status(self, machine_id: str) -> int | None:
+        """The exit status of the machine's user-data, or None while it has not finished."""
+        record = self._get(await self._read(), machine_id, "user_data_status")
+        if record.phase != "created":
+            return None
+        host = await self._host(record, "user_data_status")
+
+        def read() -> int | None:
+            try:
+                marker = sandbox.host_file(host, _local_userdata.DONE_MARKER)
+                return int(marker.read_text().strip())
+            except (OSError, ValueError, ProvisorError):
+                return None
+
+        return await asyncio.to_thread(read)
+
+    def machine_directory(self, machine_id: str) -> Path:
+        """Where the machine's disk lives on this computer."""
+        return self.hosts_dir / machine_id
+
+    # --- launching ---------------------------------------------------------------------------
+
+    async def _reserve(self, spec: MachineSpec) -> MachineRecord:
+        """Validate `spec` and record its token (state pending): the first step of launch.
+
+        Returns the machine already recorded for the token, if any.
+        """
+        data = await self._read()
+        known = data.tokens.get(spec.token)
+        if known is not None:
+            return data.machines[known]
+        self._require_root("launch")
+        plan = await self._plan(spec)
+
+        def reserve(data: RegistryData) -> MachineRecord:
+            existing = data.tokens.get(spec.token)
+            if existing is not None:
+                return data.machines[existing]
+            while True:
+                machine_id = MACHINE_PREFIX + secrets.token_hex(4)
+                taken = machine_id in data.machines or (self.hosts_dir / machine_id).exists()
+                if not taken:
+                    break
+            record = replace(plan, id=machine_id, address=self._allocate(data))
+            data.machines[machine_id] = record
+            data.tokens[spec.token] = machine_id
+            return record
+
+        record = await self._registry.transact(reserve)
+        log.debug("token %s: machine %s (%s)", spec.token, record.id, record.phase)
+        return record
+
+    async def _plan(self, spec: MachineSpec) -> MachineRecord:
+        """The record of a machine for `spec` (no id, no address yet), or a ProviderError."""
+
+        def fail(message: str) -> ProviderError:
+            return ProviderError(message, call="launch")
+
+        if not spec.token:
+            raise fail("a machine spec needs a token")
+        try:
+            sandbox.validate_hostname(spec.hostname)
+        except ProvisorError as exc:
+            raise fail(exc.message) from None
+        key = spec.ssh_public_key.strip()
+        try:
+            if "\n" in key:
+                raise ValueError("more than one line")
+            asyncssh.import_public_key(key)
+        except (ValueError, asyncssh.KeyImportError) as exc:
+            raise fail(f"ssh_public_key is not an OpenSSH public key: {exc}") from None
+        if spec.size.cpu < 1:
+            raise fail(f"size.cpu must be at least 1, not {spec.size.cpu}")
+        if spec.size.memory_mb < MIN_MEMORY_MB:
+            raise fail(
+                f"size.memory_mb must be at least {MIN_MEMORY_MB}, not {spec.size.memory_mb}"
+            )
+        if spec.user_data is not None:
+            _local_userdata.to_script(spec.user_data)  # raises on a malformed one
+        snapshot: SnapshotRecord | None = None
+        volumes: list[VolumeRecord] = []
+        if spec.image.startswith(SNAPSHOT_PREFIX):
+            snapshot = await self._usable_snapshot(spec.image)
+            volumes = [replace(v) for v in snapshot.volumes]
+        elif not spec.image.startswith("debian"):
+            raise fail(
+                f"unknown image {spec.image!r}: the local provider runs this computer's own "
+                "Debian userland (debian-12, or any image name starting with 'debian') or a "
+                f"snapshot id ({SNAPSHOT_PREFIX}...)"
+            )
+        mounts = {v.mount for v in volumes}
+        for volume in spec.volumes:
+            if volume.size_gb < 1:
+                raise fail(f"volume {volume.mount}: size_gb must be at least 1")
+            try:
+                sandbox.check_mount(sandbox.Mount(Path("/volume"), volume.mount))
+            except ProvisorError as exc:
+                raise fail(f"volume {volume.mount}: {exc.message}") from None
+            if volume.mount in mounts:
+                if snapshot is None:
+                    raise fail(f"two volumes are mounted at {volume.mount}")
+                continue  # the snapshot's volume, with its data
+            mounts.add(volume.mount)
+            volumes.append(
+                VolumeRecord(
+                    index=len(volumes),
+                    size_gb=volume.size_gb,
+                    mount=volume.mount,
+                    kind=self.volume_kind,
+                    device=volume.device,
+                )
+            )
+        return MachineRecord(
+            id="",
+            token=spec.token,
+            name=spec.name,
+            hostname=spec.hostname,
+            address="",
+            image=spec.image,
+            ssh_public_key=key,
+            cpu=spec.size.cpu,
+            memory_mb=spec.size.memory_mb,
+            flavor=spec.size.flavor,
+            volumes=volumes,
+            tags=dict(spec.tags),
+            snapshot=snapshot.id if snapshot is not None else None,
+            user_data=spec.user_data,
+        )
+
+    async def _usable_snapshot(self, snapshot_id: str) -> SnapshotRecord:
+        snap = (await self._read()).snapshots.get(snapshot_id)
+        if snap is None or snap.deleted:
+            state = "deleted" if snap is not None else "unknown"
+            raise ProviderError(f"image {snapshot_id}: {state} snapshot", call="launch")
+        await asyncio.to_thread(
+            _local_disk.verify_archive, Path(snap.location), snap.size, snap.sha256, snap.id
+        )
+        return snap
+
+    def _allocate(self, data: RegistryData, avoid: str | None = None) -> str:
+        """The first address of the network that no machine of the registry holds and
+        nothing on this computer listens on (called under the registry lock)."""
+        held = {m.address for m in data.machines.values() if m.phase != "terminated"}
+        listening = {str(sock.address) for sock in _procs.listeners()}
+        for candidate in self.network.hosts():
+            address = str(candidate)
+            if address == "127.0.0.1" or address == avoid:
+                continue
+            if address not in held and address not in listening:
+                return address
+        raise ProviderError(
+            f"no free address left in {self.network}: terminate machines or give the "
+            "provider a larger network",
+            call="launch",
+        )
+
+    async def _complete(self, machine_id: str) -> MachineInfo:
+        """Boot a reserved (pending) machine: the second step of launch, idempotent."""
+        async with self._registry.machine_lock(machine_id, "launch"):
+            record = self._get(await self._read(), machine_id, "launch")
+            if record.phase != "pending":
+                return await self._info(record)
+            try:
+                host = await self._boot_new(record)
+            except asyncio.CancelledError:
+                raise  # still pending: the next launch with the token takes over
+            except Exception as exc:
+                error = exc if isinstance(exc, ProviderError) else None
+                message = exc.message if isinstance(exc, ProvisorError) else repr(exc)
+                try:
+                    await self._discard(record, "launch")
+                except ProviderError as cleanup:
+                    log.warning(
+                        "machine %s: cleanup after a failed launch: %s", machine_id, cleanup
+                    )
+                await self._update(machine_id, error=message)
+                if error is not None:
+                    raise
+                raise ProviderError(message, machine=machine_id, call="launch") from exc
+            record = await self._update(
+                machine_id,
+                phase="created",
+                address=host.address,
+                host_key=host.host_public_key,
+                user_data=None,
+                error=None,
+            )
+            log.info("machine %s (%s) running at %s", record.id, record.hostname, host.address)
+            return await self._info(record)
+
+    async def _boot_new(self, record: MachineRecord) -> sandbox.SandboxHost:
+        directory = self.hosts_dir / record.id
+        host = await asyncio.to_thread(sandbox.load, record.id, self.hosts_dir)
+        if host is not None:
+            # A launch that crashed after the machine was made: adopt it as it is.
+            if sandbox.is_running(host):
+                return host
+            return await self._start_host(record, "launch")
+        # Nothing was spawned: whatever a crashed launch left is rebuilt from scratch.
+        await asyncio.to_thread(_local_disk.remove_tree, directory)
+        record = await self._ensure_free_address(record)
+        if record.snapshot is not None:
+            snap = await self._usable_snapshot(record.snapshot)
+            await asyncio.to_thread(
+                _local_disk.extract_archive, Path(snap.location), directory, record.id
+            )
+        await asyncio.to_thread(_local_disk.make_volumes, directory, record.volumes, record.id)
+        cgroup = await self._cgroup_for(record)
+        init = _local_userdata.init_script(record.id, record.address, PORT, record.user_data)
+        try:
+            return await sandbox.start(
+                record.id,
+                record.address,
+                base_dir=self.hosts_dir,
+                port=PORT,
+                isolation="namespaces",
+                hostname=record.hostname,
+                authorized_keys=[record.ssh_public_key],
+                mounts=_local_disk.mounts(directory, record.volumes),
+                cgroup=cgroup,
+                init_script=init,
+            )
+        except ProvisorError as exc:
+            raise ProviderError(exc.message, machine=record.id, call="launch") from exc
+
+    async def _ensure_free_address(self, record: MachineRecord) -> MachineRecord:
+        """Move a reserved machine to another address if something took its own since."""
+        if not any(str(s.address) == record.address for s in _procs.listeners()):
+            return record
+
+        def move(data: RegistryData) -> MachineRecord:
+            current = data.machines[record.id]
+            current.address = self._allocate(data, avoid=current.address)
+            return current
+
+        moved = await self._registry.transact(move)
+        log.info("machine %s: %s was taken, moved to %s", record.id, record.address, moved.address)
+        return moved
+
+    # --- power -------------------------------------------------------------------------------
+
+    async def _start_host(self, record: MachineRecord, call: str) -> sandbox.SandboxHost:
+        """Boot a machine that has a disk; its hostname, mounts and keys are on it."""
+        loops = self._loop_files(record)
+        if loops:
+            await asyncio.to_thread(_local_disk.wait_loops_released, loops)
+        cgroup = await self._cgroup_for(record)
+        try:
+            return await sandbox.start(
+                record.id,
+                record.address,
+                base_dir=self.hosts_dir,
+                port=PORT,
+                isolation="namespaces",
+                cgroup=cgroup,
+            )
+        except ProvisorError as exc:
+            raise ProviderError(exc.message, machine=record.id, call=call) from exc
+
+    async def _power_on(self, record: MachineRecord, call: str) -> None:
+        host = await self._start_host(record, call)
+        if host.host_public_key != record.host_key:
+            await self._update(record.id, host_key=host.host_public_key)
+
+    async def _power_off(self, record: MachineRecord, host: sandbox.SandboxHost, call: str) -> None:
+        try:
+            await sandbox.stop(host)
+        except ProvisorError as exc:
+            raise ProviderError(exc.message, machine=record.id, call=call) from exc
+        loops = self._loop_files(record)
+        if loops:
+            left = await asyncio.to_thread(_local_disk.wait_loops_released, loops)
+            if left:
+                raise ProviderError(
+                    f"loop devices {', '.join(left)} of its volumes are still attached",
+                    machine=record.id,
+                    call=call,
+                )
+
+    async def _discard(self, record: MachineRecord, call: str) -> None:
+        """Remove everything of a machine on this computer: processes, disk, cgroup."""
+        directory = self.hosts_dir / record.id
+        try:
+            host = await asyncio.to_thread(sandbox.load, record.id, self.hosts_dir)
+        except ProvisorError:
+            host = None  # a half-written host record: nothing runs that it could name
+        try:
+            if host is not None:
+                await sandbox.destroy(host)
+            else:
+                await asyncio.to_thread(_local_disk.remove_tree, directory)
+        except (ProvisorError, OSError) as exc:
+            message = exc.message if isinstance(exc, ProvisorError) else str(exc)
+            raise ProviderError(message, machine=record.id, call=call) from exc
+        loops = self._loop_files(record)
+        if loops:
+            await asyncio.to_thread(_local_disk.wait_loops_released, loops)
+        if record.cgroup:
+            await asyncio.to_thread(_local_cgroup.remove, Path(record.cgroup))
+
+    def _loop_files(self, record: MachineRecord) -> list[Path]:
+        directory = self.hosts_dir / record.id
+        return [_local_disk.volume_path(directory, v) for v in record.volumes if v.kind == "loop"]
+
+    async def _cgroup_for(self, record: MachineRecord) -> Path | None:
+        """The machine's memory cgroup, made or refreshed; None when limits are unavailable."""
+        if record.cgroup:
+            path = Path(record.cgroup)
+            if await asyncio.to_thread(_local_cgroup.apply_limit, path, record.memory_mb):
+                return path
+        if not self._cgroups_known:
+            self._cgroups = await asyncio.to_thread(_local_cgroup.detect)
+            self._cgroups_known = True
+        groups = self._cgroups
+        if groups is None:
+            return None
+        try:
+            path = await asyncio.to_thread(groups.create, record.id, record.memory_mb)
+        except OSError as exc:
+            log.warning(
+                "machine %s: no memory cgroup (%s); its size is not enforced", record.id, exc
+            )
+            return None
+        if record.cgroup != str(path):
+            await self._update(record.id, cgroup=str(path))
+            record.cgroup = str(path)
+        return path
+
+    # --- registry and state --------------------------------------------------------------------
+
+    async def _read(self) -> RegistryData:
+        return await asyncio.to_thread(self._registry.read)
+
+    async def _update(self, machine_id: str, **changes: Any) -> MachineRecord:
+        def change(data: RegistryData) -> MachineRecord:
+            record = data.machines[machine_id]
+            for key, value in changes.items():
+                setattr(record, key, value)
+            return record
+
+        return await self._registry.transact(change)
+
+    def _get(self, data: RegistryData, machine_id: str, call: str) -> MachineRecord:
+        record = data.machines.get(machine_id)
+        if record is None:
+            raise ProviderError(
+                f"no such machine in the local provider's registry ({self.state_dir})",
+                machine=machine_id,
+                call=call,
+            )
+        return record
+
+    async def _created(self, machine_id: str, call: str) -> MachineRecord:
+        """The machine's record, which must be a made (not pending, not terminated) one."""
+        record = self._get(await self._read(), machine_id, call)
+        if record.phase == "terminated":
+            raise ProviderError("the machine is terminated", machine=machine_id, call=call)
+        if record.phase == "pending":
+            raise ProviderError(
+                "the machine is still being launched (launch it again with its token to "
+                "complete an interrupted launch)",
+                machine=machine_id,
+                call=call,
+            )
+        return record
+
+    async def _host(self, record: MachineRecord, call: str) -> sandbox.SandboxHost:
+        try:
+            host = await asyncio.to_thread(sandbox.load, record.id, self.hosts_dir)
+        except ProvisorError as exc:
+            raise ProviderError(exc.message, machine=record.id, call=call) from exc
+        if host is None:
+            raise ProviderError(
+                f"its disk is gone from {self.hosts_dir / record.id} (was the directory "
+                "removed, or is it on a tmpfs that did not survive a restart?); terminate it",
+                machine=record.id,
+                call=call,
+            )
+        return host
+
+    def _console_path(self, record: MachineRecord) -> Path:
+        return self.hosts_dir / record.id / "console.log"
+
+    def _keep_console(self, record: MachineRecord) -> None:
+        text = _tail(self._console_path(record))
+        if text:
+            self._console_dir.mkdir(parents=True, exist_ok=True)
+            (self._console_dir / f"{record.id}.log").write_text(text)
+
+    async def _info(self, record: MachineRecord) -> MachineInfo:
+        return await asyncio.to_thread(self._info_sync, record)
+
+    def _info_sync(self, record: MachineRecord) -> MachineInfo:
+        state: MachineState
+        host: sandbox.SandboxHost | None = None
+        if record.phase == "terminated":
+            state = MachineState.terminated
+        else:
+            try:
+                host = sandbox.load(record.id, self.hosts_dir)
+            except ProvisorError:
+                host = None
+            if record.phase == "pending":
+                state = MachineState.error if record.error else MachineState.pending
+            elif host is None:
+                state = MachineState.error  # its disk is gone
+            elif sandbox.is_running(host):
+                state = MachineState.running
+            else:
+                state = MachineState.stopped
+        gone = record.phase == "terminated"
+        return MachineInfo(
+            id=record.id,
+            token=record.token,
+            name=record.name,
+            state=state,
+            address=None if gone else record.address,
+            port=PORT,
+            login_user=LOGIN_USER,
+            host_key=None if gone else (host.host_public_key if host else record.host_key),
+            tags=dict(record.tags),
+        )
+
+    def _snapshot_named(
+        self, data: RegistryData, name: str, machine_id: str
+    ) -> SnapshotRecord | None:
+        for snap in data.snapshots.values():
+            if snap.name == name and not snap.deleted:
+                if snap.machine_id != machine_id:
+                    raise ProviderError(
+                        f"snapshot name {name!r} is taken by {snap.id} of machine "
+                        f"{snap.machine_id}",
+                        machine=machine_id,
+                        call="snapshot",
+                    )
+                return snap
+        return None
+
+    @staticmethod
+    def _snapshot_info(snap: SnapshotRecord) -> SnapshotInfo:
+        return SnapshotInfo(
+            id=snap.id,
+            machine_id=snap.machine_id,
+            location=snap.location,
+            size=snap.size,
+            sha256=snap.sha256,
+        )
+
+    @staticmethod
+    def _require_root(call: str) -> None:
+        if os.geteuid() != 0:
+            raise ProviderError(
+                "local machines need root (namespaces, overlayfs, sshd on port 22); run "
+                "provisor as root",
+                call=call,
+            )

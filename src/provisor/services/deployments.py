@@ -1,0 +1,292 @@
+"""Deployments: request one (`up`), decide on it, follow it, and remove it (`down`)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session, selectinload
+
+from provisor.core.blueprint import Blueprint, expand, load_blueprint, resolve_inputs
+from provisor.core.errors import Conflict, InvalidInput, NotFound
+from provisor.core.names import check_name
+from provisor.orchestrator import secrets, worker
+from provisor.services.context import Context, audited
+from provisor.settings import Settings
+from provisor.store.models import Group, Host
+from provisor.store.orchestration import Deployment, Machine, ParameterWait, RuntimeParameter
+
+ACTIVE = ("requested", "awaiting_approval", "deploying")
+
+
+class MachineView(BaseModel):
+    name: str
+    node: str
+    index: int
+    hostname: str
+    address: str | None
+    state: str
+    provider_id: str | None
+    error: str | None
+
+
+class DeploymentView(BaseModel):
+    name: str
+    blueprint: str
+    blueprint_version: str
+    provider: str
+    owner: str
+    state: str
+    step: str
+    error: str | None
+    outputs: dict[str, Any]
+    inputs: dict[str, Any]  # secrets shown as "******"
+    machines: list[MachineView]
+    created_at: datetime
+    updated_at: datetime
+
+
+class ParameterView(BaseModel):
+    key: str
+    value: str
+    set_by: str
+
+
+class WaitView(BaseModel):
+    key: str
+    waiter: str
+    since: datetime
+
+
+class ParametersView(BaseModel):
+    deployment: str
+    values: list[ParameterView]
+    waiting: list[WaitView]
+
+
+def _view(deployment: Deployment) -> DeploymentView:
+    return DeploymentView(
+        name=deployment.name,
+        blueprint=deployment.blueprint,
+        blueprint_version=deployment.blueprint_version,
+        provider=deployment.provider,
+        owner=deployment.owner,
+        state=deployment.state,
+        step=deployment.step,
+        error=deployment.error,
+        outputs=dict(deployment.outputs),
+        inputs={k: "******" if secrets.is_sealed(v) else v for k, v in deployment.inputs.items()},
+        machines=[
+            MachineView(
+                name=m.name,
+                node=m.node,
+                index=m.index,
+                hostname=m.hostname,
+                address=m.address,
+                state=m.state,
+                provider_id=m.provider_id,
+                error=m.error,
+            )
+            for m in sorted(deployment.machines, key=lambda m: (m.node, m.index))
+        ],
+        created_at=deployment.created_at,
+        updated_at=deployment.updated_at,
+    )
+
+
+def _find(session: Session, ctx: Context, name: str) -> Deployment:
+    deployment = session.scalar(
+        select(Deployment)
+        .where(Deployment.tenant_id == ctx.tenant_id(), Deployment.name == name)
+        .options(selectinload(Deployment.machines))
+    )
+    if deployment is None:
+        raise NotFound(f"no deployment named {name!r}", field="name")
+    return deployment
+
+
+def _sealed_inputs(ctx: Context, blueprint: Blueprint, inputs: dict[str, Any]) -> dict[str, Any]:
+    sealed: dict[str, Any] = {}
+    for key, value in inputs.items():
+        parameter = blueprint.parameters.get(key)
+        if parameter is not None and parameter.type == "secret":
+            raw = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+            sealed[key] = secrets.seal(ctx.home, raw)
+        else:
+            sealed[key] = value
+    return sealed
+
+
+def request_deployment(
+    ctx: Context,
+    settings: Settings,
+    text: str,
+    *,
+    source: str,
+    parameters: dict[str, str],
+    name: str | None = None,
+    completion: str | None = None,
+    provider: str = "local",
+) -> DeploymentView:
+    """Validate everything, record the deployment and queue its workflow."""
+    blueprint = load_blueprint(text, source=source)
+    deployment_name = check_name(name or blueprint.name, field="name")
+    inputs = resolve_inputs(blueprint, parameters)
+    plans = expand(blueprint, inputs, deployment=deployment_name, completion=completion)
+    if provider != "local":
+        raise InvalidInput(f"unknown provider {provider!r}: use local", field="provider")
+    with audited(ctx, "deployment.requested", deployment_name) as (session, audit):
+        taken = session.scalar(
+            select(Deployment.id).where(
+                Deployment.tenant_id == ctx.tenant_id(), Deployment.name == deployment_name
+            )
+        )
+        if taken is not None:
+            raise Conflict(
+                f"a deployment named {deployment_name!r} exists; pick another --name "
+                f"or remove it with `provisor down {deployment_name}`",
+                field="name",
+            )
+        deployment = Deployment(
+            tenant_id=ctx.tenant_id(),
+            name=deployment_name,
+            owner=ctx.actor,
+            blueprint=blueprint.name,
+            blueprint_version=blueprint.version,
+            blueprint_text=text,
+            inputs=_sealed_inputs(ctx, blueprint, inputs),
+            completion=completion,
+            provider=provider,
+            state="requested",
+            step="queued",
+            outputs={},
+            machines=[],
+        )
+        session.add(deployment)
+        session.flush()
+        deployment.workflow_id = f"deploy-{deployment.id}"
+        audit.details = {
+            "blueprint": f"{blueprint.name} {blueprint.version}",
+            "machines": len(plans),
+            "provider": provider,
+        }
+        view = _view(deployment)
+        deployment_id = deployment.id
+    worker.enqueue_deployment(settings, deployment_id)
+    return view
+
+
+def get_deployment(ctx: Context, name: str) -> DeploymentView:
+    with ctx.store.session() as session:
+        return _view(_find(session, ctx, name))
+
+
+def list_deployments(ctx: Context) -> list[DeploymentView]:
+    with ctx.store.session() as session:
+        rows = session.scalars(
+            select(Deployment)
+            .where(Deployment.tenant_id == ctx.tenant_id())
+            .options(selectinload(Deployment.machines))
+            .order_by(Deployment.id)
+        ).all()
+        return [_view(d) for d in rows]
+
+
+def decide(
+    ctx: Context, settings: Settings, name: str, *, approved: bool, reason: str | None = None
+) -> DeploymentView:
+    """Approve or reject a deployment that waits for approval."""
+    kind = "deployment.approve" if approved else "deployment.reject"
+    with audited(ctx, kind, name) as (session, audit):
+        deployment = _find(session, ctx, name)
+        if deployment.state != "awaiting_approval":
+            raise Conflict(
+                f"deployment {name!r} is {deployment.state}, not awaiting approval", field="name"
+            )
+        if not approved and not reason:
+            raise InvalidInput("say why it is rejected (--reason)", field="reason")
+        audit.details = {"reason": reason} if reason else {}
+        workflow_id = deployment.workflow_id
+        view = _view(deployment)
+    assert workflow_id is not None
+    worker.send_decision(
+        settings, workflow_id, {"approved": approved, "by": ctx.actor, "reason": reason}
+    )
+    return view
+
+
+def parameters(ctx: Context, name: str) -> ParametersView:
+    with ctx.store.session() as session:
+        deployment = _find(session, ctx, name)
+        values = session.scalars(
+            select(RuntimeParameter)
+            .where(RuntimeParameter.deployment_id == deployment.id)
+            .order_by(RuntimeParameter.key)
+        ).all()
+        waits = session.scalars(
+            select(ParameterWait)
+            .where(ParameterWait.deployment_id == deployment.id)
+            .order_by(ParameterWait.since)
+        ).all()
+        return ParametersView(
+            deployment=name,
+            values=[ParameterView(key=v.key, value=v.value, set_by=v.set_by) for v in values],
+            waiting=[WaitView(key=w.key, waiter=w.waiter, since=w.since) for w in waits],
+        )
+
+
+async def remove_deployment(ctx: Context, settings: Settings, name: str) -> DeploymentView:
+    """Stop its workflow, terminate every machine it has (even unrecorded), forget it."""
+    from provisor.orchestrator.runtime import Runtime
+
+    view = await asyncio.to_thread(get_deployment, ctx, name)
+    with ctx.store.session() as session:
+        deployment = _find(session, ctx, name)
+        deployment_id, workflow_id = deployment.id, deployment.workflow_id
+        deployment.state, deployment.step = "terminating", "terminating machines"
+    if workflow_id and view.state in ACTIVE:
+        await asyncio.to_thread(worker.cancel, settings, workflow_id)
+    rt = Runtime(ctx.store, ctx.home)
+    provider = rt.provider(view.provider)
+    # By tag as well as by record: a machine launched just before a crash has no row yet.
+    found = await provider.describe(tags={"provisor:deployment": str(deployment_id)})
+    ids = {m.provider_id for m in view.machines if m.provider_id} | {m.id for m in found}
+    await asyncio.gather(*(provider.terminate(machine_id) for machine_id in sorted(ids)))
+    with audited(ctx, "deployment.terminated", name) as (session, audit):
+        deployment = _find(session, ctx, name)
+        names = [m.name for m in deployment.machines]
+        session.execute(
+            delete(Host).where(Host.tenant_id == deployment.tenant_id, Host.name.in_(names))
+        )
+        session.execute(
+            delete(Group).where(
+                Group.tenant_id == deployment.tenant_id, Group.name == f"deployment-{name}"
+            )
+        )
+        audit.details = {"machines": len(ids)}
+        for machine in deployment.machines:
+            machine.state = "terminated"
+        session.delete(deployment)
+    return view.model_copy(update={"state": "terminated"})
+
+
+def machine_names(ctx: Context, name: str) -> list[str]:
+    with ctx.store.session() as session:
+        return [m.name for m in _find(session, ctx, name).machines]
+
+
+__all__ = [
+    "DeploymentView",
+    "Machine",
+    "ParametersView",
+    "decide",
+    "get_deployment",
+    "list_deployments",
+    "machine_names",
+    "parameters",
+    "remove_deployment",
+    "request_deployment",
+]

@@ -683,7 +683,7 @@ def run_sizes(
 
 
 def py_spy_record(ws: Workspace, output: Path, target: list[str], env: dict[str, str]) -> None:
-    spy = [str(ws.venv / "bin" / "py-spy"), "record", "--rate", "250", "--format", "raw"]
+    spy = [str(ws.venv / "bin" / "py-spy"), "record", "--gil", "--rate", "250", "--format", "raw"]
     subprocess.run(
         [*spy, "--output", str(output), *target],
         env=env,
@@ -700,7 +700,8 @@ def hotspots(raw: Path, top: int = 15) -> dict[str, Any]:
     inclusive: Counter[str] = Counter()
     packages: Counter[str] = Counter()
     total = imports = 0
-    for line in raw.read_text().splitlines():
+    text = raw.read_text() if raw.exists() else ""
+    for line in text.splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
@@ -711,19 +712,29 @@ def hotspots(raw: Path, top: int = 15) -> dict[str, Any]:
         packages[_package(frames[-1])] += count
         for frame in set(frames):
             inclusive[frame] += count
-        if any("_find_and_load" in f for f in frames):
+        if any(f.startswith("_find_and_load ") for f in frames):
             imports += count
 
     def shares(counter: Counter[str]) -> list[tuple[str, float]]:
-        return [(k, round(100 * v / total, 1)) for k, v in counter.most_common(top)]
+        return (
+            [(k, round(100 * v / total, 1)) for k, v in counter.most_common(top)] if total else []
+        )
 
+    work = Counter({f: c for f, c in inclusive.items() if _is_work(f)})
     return {
         "samples": total,
         "import_share": round(100 * imports / total, 1) if total else 0.0,
-        "self": shares(own) if total else [],
-        "inclusive": shares(inclusive) if total else [],
-        "packages": shares(packages) if total else [],
+        "self": shares(own),
+        "inclusive": shares(work),
+        "packages": shares(packages),
     }
+
+
+def _is_work(frame: str) -> bool:
+    """A provisor or asyncssh function below the CLI's entry point, not an import."""
+    return _package(frame) in ("provisor", "asyncssh") and not frame.startswith(
+        ("<module>", "main (provisor/cli/__init__.py")
+    )
 
 
 def _package(frame: str) -> str:
@@ -738,31 +749,46 @@ def _package(frame: str) -> str:
     return parts[0] if parts and parts[0] != "/" else path
 
 
+@contextlib.contextmanager
+def py_spy_attached(ws: Workspace, pid: int, output: Path) -> Iterator[None]:
+    """py-spy records a running process (the server) while the block runs."""
+    spy = [str(ws.venv / "bin" / "py-spy"), "record", "--gil", "--rate", "250", "--format", "raw"]
+    recorder = subprocess.Popen(
+        [*spy, "--output", str(output), "--pid", str(pid)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    time.sleep(1.0)  # let it attach
+    try:
+        yield
+    finally:
+        recorder.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        recorder.wait(60)
+
+
 def profile_provisor(ws: Workspace, n: int, stamp: str) -> dict[str, Any]:
-    """py-spy over a cold `provisor run` and over the server for its cold and warm runs."""
+    """py-spy over a cold `provisor run`, and over the server and its CLI client for the
+    server's first (cold pool) and second (warm pool) runs."""
     out: dict[str, Any] = {}
     argv = [str(PROVISOR), "run", f"group:fanout{n}", "-p", str(n), "--", "hostname"]
-    cold = RESULTS_DIR / f"fanout-{stamp}-profile-cold-cli.txt"
-    py_spy_record(ws, cold, ["--", *argv], ws.env())
-    out["cold CLI (provisor run)"] = {"file": cold.name, **hotspots(cold)}
-    if not server_supported():
-        return out
-    with provisor_server(ws) as (url, pid):
-        remote = [*argv[:2], "--server", url, *argv[2:]]
-        for label in ("server, 1st run (cold pool)", "server, 2nd run (warm pool)"):
-            raw = RESULTS_DIR / f"fanout-{stamp}-profile-{label.split(',')[1].split()[0]}.txt"
-            spy = [str(ws.venv / "bin" / "py-spy"), "record", "--rate", "250"]
-            spy += ["--format", "raw", "--output", str(raw), "--pid", str(pid)]
-            recorder = subprocess.Popen(
-                spy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-            )
-            time.sleep(1.0)  # let py-spy attach
-            client = RESULTS_DIR / f"fanout-{stamp}-profile-client-{raw.stem[-4:]}.txt"
-            py_spy_record(ws, client, ["--", *remote], ws.env())
-            recorder.send_signal(signal.SIGINT)
-            recorder.wait(30)
-            out[label] = {"file": raw.name, **hotspots(raw)}
-            out[f"{label}: the CLI client"] = {"file": client.name, **hotspots(client)}
+
+    def raw(name: str) -> Path:
+        return RESULTS_DIR / f"fanout-{stamp}-profile-{name}.txt"
+
+    py_spy_record(ws, raw("cli-cold"), ["--", *argv], ws.env())
+    out["provisor run (cold, one process)"] = {"file": raw("cli-cold").name}
+    if server_supported():
+        with provisor_server(ws) as (url, pid):
+            remote = [*argv[:2], "--server", url, *argv[2:]]
+            for pool in ("cold", "warm"):
+                with py_spy_attached(ws, pid, raw(f"server-{pool}")):
+                    py_spy_record(ws, raw(f"client-{pool}"), ["--", *remote], ws.env())
+                label = f"provisor server, {'1st' if pool == 'cold' else '2nd'} run ({pool} pool)"
+                out[f"{label}: the server"] = {"file": raw(f"server-{pool}").name}
+                out[f"{label}: the CLI client"] = {"file": raw(f"client-{pool}").name}
+    for data in out.values():
+        data.update(hotspots(RESULTS_DIR / data["file"]))
     return out
 
 
@@ -955,19 +981,25 @@ def render_profile(profile: dict[str, Any], n: int) -> list[str]:
     out = [
         f"### Where provisor's CPU goes (py-spy, N = {n}, -p {n})",
         "",
-        "Share of CPU samples (py-spy `record`, idle threads excluded; native code is "
-        "charged to the Python line that called it).",
+        "Shares of py-spy's samples of the thread that holds the GIL (`--gil`, so threads "
+        "that wait are left out, as is native code that releases the GIL; native code "
+        "that keeps it, such as most of `cryptography`'s, is charged to the Python line "
+        "that called it). *Imports*: samples inside module imports. *Packages*: where the "
+        "sampled line is. *Work*: the provisor and asyncssh functions with the most samples "
+        "in them and below them (inclusive). Raw "
+        "stacks: `bench/results/`.",
         "",
     ]
     for label, data in profile.items():
         if not data.get("samples"):
+            out.append(f"- **{label}**: no samples")
             continue
-        top_self = ", ".join(f"`{f}` {s}%" for f, s in data["self"][:8])
-        pkgs = ", ".join(f"{p} {s}%" for p, s in data["packages"][:8])
-        out += [
-            f"- **{label}** ({data['samples']} samples, {data['import_share']}% in imports): "
-            f"by package: {pkgs}. Top functions (self): {top_self}.",
-        ]
+        pkgs = ", ".join(f"{p} {s}%" for p, s in data["packages"][:6])
+        work = ", ".join(f"`{f}` {s}%" for f, s in data["inclusive"][:6])
+        out.append(
+            f"- **{label}** ({data['samples']} samples): imports {data['import_share']}%; "
+            f"packages: {pkgs}; work: {work}."
+        )
     out.append("")
     return out
 

@@ -12,8 +12,20 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_cli_reference_is_current(tmp_path: Path) -> None:
     generated = tmp_path / "cli.md"
     subprocess.run(
-        [sys.executable, "-m", "typer", "provisor.cli", "utils", "docs", "--name", "provisor",
-         "--title", "provisor CLI reference", "--output", str(generated)],
+        [
+            sys.executable,
+            "-m",
+            "typer",
+            "provisor.cli",
+            "utils",
+            "docs",
+            "--name",
+            "provisor",
+            "--title",
+            "provisor CLI reference",
+            "--output",
+            str(generated),
+        ],
         check=True,
         capture_output=True,
         timeout=120,

@@ -9,6 +9,7 @@ import random
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -31,8 +32,8 @@ from provisor.providers import (
     ProviderError,
     Size,
     VolumeSpec,
+    _local_disk,
 )
-from provisor.providers import _local_disk
 from provisor.providers.local import LocalProvider
 from provisor.sandbox import _procs
 
@@ -373,6 +374,27 @@ async def test_a_launch_that_crashed_after_booting_is_adopted(bed: Bed) -> None:
     assert len(bed.host_dirs()) == 1
 
 
+@requires_root
+async def test_a_failed_launch_is_recorded_and_retried_with_its_token(bed: Bed) -> None:
+    """A socket bound (not listening) to the machine's address:22 makes its sshd fail."""
+    spec = bed.spec()
+    first_address = bed.network.replace(".0.0/16", ".0.1")
+    with socket.socket() as squatter:
+        squatter.bind((first_address, 22))
+        with pytest.raises(ProviderError, match="address already in use") as info:
+            await bed.provider.launch(spec)
+        assert info.value.call == "launch" and info.value.machine is not None
+        failed = await bed.provider.find(spec.token)
+        assert failed is not None and failed.state is MachineState.error
+        assert bed.host_dirs() == []  # what the attempt made is gone
+
+    retried = await bed.provider.launch(spec)
+
+    assert retried.id == failed.id and retried.state is MachineState.running
+    assert retried.address == first_address
+    assert await bed.out(retried, "hostname") == spec.hostname
+
+
 # --- describing ----------------------------------------------------------------------------
 
 
@@ -489,6 +511,11 @@ async def test_console_log_shows_a_shell_scripts_output(bed: Bed) -> None:
     assert spec.hostname in lines
     assert lines[-1] == "provisor: user-data exit status 3"
     assert await bed.out(info, "cat /var/lib/provisor/user-data.done") == "3"
+    # User-data may hold secrets: only root reads it, its output and the boot script.
+    assert await bed.out(info, "stat -c %a /var/lib/provisor/user-data") == "700"
+    directory = bed.provider.machine_directory(info.id)
+    assert (directory / "console.log").stat().st_mode & 0o777 == 0o600
+    assert (directory / "init.sh").stat().st_mode & 0o777 == 0o700
     # Inside the machine too, where cloud-init users look.
     assert "hello from user-data" in await bed.out(info, "cat /var/log/provisor-console.log")
     # It runs once: not again at the next boot.
@@ -667,7 +694,7 @@ async def test_a_corrupted_snapshot_is_refused(bed: Bed) -> None:
 
 @requires_root
 async def test_unknown_images_and_machines_are_named(bed: Bed) -> None:
-    with pytest.raises(ProviderError, match="'ubuntu-22.04'"):
+    with pytest.raises(ProviderError, match=r"'ubuntu-22\.04'"):
         await bed.provider.launch(bed.spec(image="ubuntu-22.04"))
     with pytest.raises(ProviderError, match="snap-12345678"):
         await bed.provider.launch(bed.spec(image="snap-12345678"))
@@ -679,19 +706,27 @@ async def test_unknown_images_and_machines_are_named(bed: Bed) -> None:
         assert error.value.machine == "m-deadbeef" and error.value.call == call
     with pytest.raises(ProviderError, match="snap-00000000"):
         await bed.provider.delete_snapshot("snap-00000000")
-    with pytest.raises(ProviderError, match="127.0.0.0/8"):
+    with pytest.raises(ProviderError, match=r"127\.0\.0\.0/8"):
         LocalProvider(bed.state_dir, network="10.0.0.0/24")
     with pytest.raises(ProviderError, match="hostname"):
         await bed.provider.launch(bed.spec(hostname="bad_host!"))
     with pytest.raises(ProviderError, match="ssh_public_key"):
         await bed.provider.launch(bed.spec(ssh_public_key="not a key"))
+    in_tmp = LocalProvider(bed.state_dir, network=bed.network, hosts_dir=bed.state_dir / "hosts")
+    spec = bed.spec()
+    with pytest.raises(ProviderError, match="overlapping layers"):
+        await in_tmp.launch(spec)
+    assert await bed.provider.find(spec.token) is None
+    assert len(await bed.provider.describe()) == 1
 
 
 # --- many at once --------------------------------------------------------------------------------
 
 
 @requires_root
-async def test_ten_machines_launch_concurrently(bed: Bed, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_ten_machines_launch_concurrently(
+    bed: Bed, capsys: pytest.CaptureFixture[str]
+) -> None:
     specs = [bed.spec() for _ in range(10)]
     started = time.monotonic()
     machines = await asyncio.gather(*(bed.provider.launch(s) for s in specs))

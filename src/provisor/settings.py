@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     )
     log_level: LogLevel = "warning"
     tenant: str = Field(default="default", description="tenant used when none is given")
+    local_network: str = Field(
+        default="127.100.0.0/16", description="loopback block the local provider's machines use"
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

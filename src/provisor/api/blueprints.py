@@ -23,7 +23,7 @@ class BlueprintText(BaseModel):
 
 
 class ValidateRequest(BlueprintText):
-    params: dict[str, str] = Field(
+    params: dict[str, str | int | bool] = Field(
         default_factory=dict, description="inputs to check as well, NAME -> VALUE"
     )
 

@@ -168,7 +168,7 @@ def up(
             emit_json(view)
         else:
             console.print(
-                f"deployment [bold]{view.name}[/] queued ({len(view.machines) or 'its'} machines); "
+                f"deployment [bold]{view.name}[/] queued; "
                 f"follow it with `provisor status {view.name}`"
             )
         return

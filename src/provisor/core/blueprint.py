@@ -38,6 +38,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -229,7 +230,7 @@ def _scalar(value: Any) -> Any:
     raise ValueError("must be one value: text, a whole number, or true/false")
 
 
-def _text(value: Any) -> Any:
+def _as_text(value: Any) -> Any:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     return value
@@ -244,7 +245,14 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-Key = Annotated[str, AfterValidator(_key)]
+def _matching(regex: re.Pattern[str] | str, *, nullable: bool = False) -> WithJsonSchema:
+    """The JSON Schema of text matching `regex` (the checks themselves say more)."""
+    pattern = regex if isinstance(regex, str) else regex.pattern
+    schema: dict[str, Any] = {"type": "string", "pattern": f"^(?:{pattern})$"}
+    return WithJsonSchema({"anyOf": [schema, {"type": "null"}]} if nullable else schema)
+
+
+Key = Annotated[str, AfterValidator(_key), _matching(_KEY)]
 Price = Annotated[float, Field(ge=0)]
 
 
@@ -263,7 +271,7 @@ class Parameter(_Model):
     )
     min: int | None = Field(default=None, description="int: lowest value; string/secret: length")
     max: int | None = Field(default=None, description="int: highest value; string/secret: length")
-    choices: tuple[Annotated[str, BeforeValidator(_text)], ...] | None = Field(
+    choices: tuple[Annotated[str, BeforeValidator(_as_text)], ...] | None = Field(
         default=None, description="enum: the allowed values"
     )
 
@@ -298,7 +306,7 @@ class Volume(_Model):
     """An extra disk, mounted inside the machine."""
 
     size_gb: int = Field(ge=1, le=1_000_000)
-    mount: Annotated[str, AfterValidator(_mount)]
+    mount: Annotated[str, AfterValidator(_mount), _matching("/.+")]
 
 
 class Network(_Model):
@@ -312,29 +320,40 @@ class Node(_Model):
     """A role in the blueprint; its `count` instances are the machines NODE.1, NODE.2, ..."""
 
     description: str = ""
-    count: Annotated[int | str, BeforeValidator(_count)] = Field(
-        default=1, description="a whole number, or the name of an int parameter"
-    )
+    count: Annotated[
+        int | str,
+        BeforeValidator(_count),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "integer", "minimum": 0, "maximum": MAX_COUNT},
+                    {"type": "string", "pattern": f"^(?:{_PARAM.pattern})$"},
+                ]
+            }
+        ),
+    ] = Field(default=1, description="a whole number, or the name of an int parameter")
     image: Annotated[str, AfterValidator(_image)]
     size: Size = Size()
-    hostname: Annotated[str | None, AfterValidator(_hostname_pattern)] = Field(
-        default=None, description="pattern; '#' is replaced by the hostname completion"
-    )
+    hostname: Annotated[
+        str | None, AfterValidator(_hostname_pattern), _matching(_PATTERN, nullable=True)
+    ] = Field(default=None, description="pattern; '#' is replaced by the hostname completion")
     volumes: tuple[Volume, ...] = ()
     networks: tuple[Network, ...] = ()
-    user_data: Annotated[str | None, AfterValidator(_user_data)] = Field(
-        default=None, description="cloud-init (#cloud-config) or a script (#!)"
-    )
+    user_data: Annotated[
+        str | None,
+        AfterValidator(_user_data),
+        _matching("(?:#cloud-config|#!)[\\s\\S]*", nullable=True),
+    ] = Field(default=None, description="cloud-init (#cloud-config) or a script (#!)")
     scripts: tuple[Annotated[str, AfterValidator(_script)], ...] = Field(
         default=(), description="post-install steps run over SSH, in order"
     )
-    depends_on: tuple[Annotated[str, AfterValidator(_node_ref)], ...] = Field(
+    depends_on: tuple[Annotated[str, AfterValidator(_node_ref), _matching(_NODE)], ...] = Field(
         default=(), description="nodes whose machines are ready before these are launched"
     )
     publishes: tuple[Key, ...] = Field(
         default=(), description="runtime parameters the scripts set with provisor-param set"
     )
-    waits_for: tuple[Annotated[str, AfterValidator(_wait_ref)], ...] = Field(
+    waits_for: tuple[Annotated[str, AfterValidator(_wait_ref), _matching(_WAIT)], ...] = Field(
         default=(), description="NODE.KEY or NODE.INDEX.KEY that must be set before the scripts"
     )
 
@@ -342,7 +361,7 @@ class Node(_Model):
 class Cost(_Model):
     """Prices for estimates: per machine-hour by size, per GB of volume, per address."""
 
-    currency: Annotated[str, AfterValidator(_currency)] = "USD"
+    currency: Annotated[str, AfterValidator(_currency), _matching(_CURRENCY)] = "USD"
     machine_hour: dict[str, Price] = Field(
         default_factory=dict,
         description="price of a machine-hour by size: a flavor name or CPUxMEMORY_MB "
@@ -356,17 +375,24 @@ class Blueprint(_Model):
     """A versioned template of a multi-machine service."""
 
     name: Annotated[str, AfterValidator(_name)]
-    version: Annotated[str, AfterValidator(_version)]
+    version: Annotated[str, AfterValidator(_version), _matching(_VERSION)]
     description: str = ""
     approval: Literal["required", "none"] = Field(
         default="none", description="whether a deployment waits for an approver"
     )
-    lease: Annotated[str | None, AfterValidator(_lease)] = Field(
+    lease: Annotated[
+        str | None, AfterValidator(_lease), _matching("[1-9][0-9]{0,5}[mhdw]|none", nullable=True)
+    ] = Field(
         default=None, description="default lifetime of a deployment: 90m, 12h, 30d, 2w, or none"
     )
     cost: Cost | None = None
-    parameters: dict[str, Parameter] = Field(default_factory=dict)
-    nodes: dict[str, Node] = Field(min_length=1)
+    parameters: dict[str, Parameter] = Field(
+        default_factory=dict,
+        json_schema_extra={"propertyNames": {"pattern": f"^{_PARAM.pattern}$"}},
+    )
+    nodes: dict[str, Node] = Field(
+        min_length=1, json_schema_extra={"propertyNames": {"pattern": f"^{_NODE.pattern}$"}}
+    )
     outputs: dict[str, str] = Field(
         default_factory=dict, description="text with {{ NODE.INDEX.KEY }} or {{ params.NAME }}"
     )
@@ -697,6 +723,9 @@ def _cycle_problems(nodes: Mapping[str, Node]) -> list[_Problem]:
         route = [n for i, n in enumerate(names) if i == 0 or n != names[i - 1]]
         if route[-1] == route[0] and len(route) > 1:
             route.pop()
+        owner = str(declared[-1][1])  # the node whose entry the error points at
+        start = route.index(owner) if owner in route else 0
+        route = route[start:] + route[:start]
         text = " -> ".join([*route, route[0]])
         problems.append(
             _Problem(

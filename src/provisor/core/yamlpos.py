@@ -18,7 +18,7 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -108,8 +108,15 @@ def dotted(path: Sequence[str | int]) -> str:
 # ---------------------------------------------------------------------------
 
 
+class _Position(Protocol):
+    """A PyYAML mark (pure-Python or libyaml's): 0-based line and column."""
+
+    line: int
+    column: int
+
+
 class _Failure(Exception):
-    def __init__(self, message: str, mark: yaml.Mark | None) -> None:
+    def __init__(self, message: str, mark: _Position | None) -> None:
         super().__init__(message)
         self.message = message
         self.mark = mark
@@ -122,7 +129,7 @@ def _error(message: str, source: str, mark: Mark | None) -> ParseErrors:
     )
 
 
-def _mark(mark: yaml.Mark | None) -> Mark | None:
+def _mark(mark: _Position | None) -> Mark | None:
     return Mark(mark.line + 1, mark.column + 1) if mark is not None else None
 
 
@@ -136,7 +143,10 @@ def parse_yaml(text: str, source: str = "<yaml>") -> Document:
     if len(text) > MAX_TEXT:
         raise _error(f"the document is longer than {MAX_TEXT:,} characters", source, Mark(1, 1))
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_depth(text)
+        root = yaml.compose(text, Loader=_Loader)
+    except _Failure as exc:
+        raise _error(exc.message, source, _mark(exc.mark)) from None
     except yaml.MarkedYAMLError as exc:
         problem = exc.problem or exc.context or "invalid YAML"
         context = ""
@@ -165,6 +175,30 @@ def parse_yaml(text: str, source: str = "<yaml>") -> Document:
     except _Failure as exc:
         raise _error(exc.message, source, _mark(exc.mark)) from None
     return document
+
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, refusing deep `[`/`{` nesting as soon as it is scanned (PyYAML's
+    scanner slows down with the square of that depth)."""
+
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:
+        if self.flow_level >= MAX_DEPTH:
+            raise yaml.scanner.ScannerError(
+                None, None, f"nested more than {MAX_DEPTH} levels deep", self.get_mark()
+            )
+        super().fetch_flow_collection_start(TokenClass)
+
+
+def _check_depth(text: str) -> None:
+    """Refuse deep nesting before composing, which recurses once per level."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _Failure(f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
+        elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+            depth -= 1
 
 
 class _Builder:
@@ -215,7 +249,7 @@ class _Builder:
         return value if isinstance(value, _JSON_SCALARS) else node.value
 
     def mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
-        seen: dict[str, yaml.Mark] = {}
+        seen: dict[str, _Position] = {}
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue

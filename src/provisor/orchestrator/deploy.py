@@ -316,6 +316,7 @@ async def configure_step(deployment_id: int, name: str) -> None:
                 f"script {number} failed ({detail})" + (f": {' | '.join(tail)}" if tail else ""),
             )
     await asyncio.to_thread(_update_machine, deployment_id, name, state="ready")
+    crash_point(f"configured:{name}")  # scripts ran, the step is not checkpointed yet
 
 
 @DBOS.step()
@@ -332,7 +333,8 @@ async def outputs_step(deployment_id: int) -> dict[str, str]:
                 )
             )
             values = {key: value for key, value in rows}
-            outputs = render_outputs(blueprint, values)
+            inputs = rt.unseal_inputs(deployment.inputs)
+            outputs = render_outputs(blueprint, values, inputs=inputs)
             deployment.outputs = outputs
             return outputs
 

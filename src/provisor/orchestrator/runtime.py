@@ -20,6 +20,7 @@ from provisor.store import Store
 class Runtime:
     store: Store
     home: Path
+    local_network: str = "127.100.0.0/16"
     param_url: str = ""
     board: ParameterBoard = field(init=False)
     _providers: dict[str, Provider] = field(default_factory=dict)
@@ -38,7 +39,9 @@ class Runtime:
                 raise ProvisorError(f"unknown provider {name!r}", field="provider")
             from provisor.providers.local import LocalProvider
 
-            self._providers[name] = LocalProvider(self.home / "local-provider")
+            self._providers[name] = LocalProvider(
+                self.home / "local-provider", network=self.local_network
+            )
         return self._providers[name]
 
     def host_keys(self) -> DatabaseHostKeys:

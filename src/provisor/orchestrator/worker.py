@@ -135,7 +135,13 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
                 f"another provisor worker is running for {settings.home} "
                 f"(pid {(settings.home / 'worker.lock').read_text().strip()})"
             )
-        rt = install(Runtime(Store(settings.effective_database_url), settings.home))
+        rt = install(
+            Runtime(
+                Store(settings.effective_database_url),
+                settings.home,
+                local_network=settings.local_network,
+            )
+        )
         server = ParameterServer(rt.board, rt.secret)
         rt.param_url = await server.start()
         DBOS(config=dbos_config(settings))  # type: ignore[arg-type]

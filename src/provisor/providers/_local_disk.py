@@ -149,17 +149,20 @@ def create_archive(
             "-C", scratch, MANIFEST, "-C", str(directory), *members,
         ]  # fmt: skip
         try:
-            with tmp.open("wb") as raw:
+            # tar's complaints go to a file: a pipe nobody reads while the archive streams
+            # could fill up and stall it.
+            with tmp.open("wb") as raw, tempfile.TemporaryFile() as stderr:
                 sink = _HashingWriter(raw)
                 with (
-                    subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as tar,
+                    subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr) as tar,
                     gzip.GzipFile(fileobj=sink, mode="wb", mtime=0, compresslevel=6) as gz,
                 ):
-                    assert tar.stdout is not None and tar.stderr is not None
+                    assert tar.stdout is not None
                     while chunk := tar.stdout.read(CHUNK):
                         gz.write(chunk)
-                    errors = tar.stderr.read().decode(errors="replace").strip()
                     status = tar.wait()
+                stderr.seek(0)
+                errors = stderr.read()[-4000:].decode(errors="replace").strip()
                 raw.flush()
                 os.fsync(raw.fileno())
             # 1: "some files differ" (changed while read): fine for a running machine.

@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -37,6 +38,7 @@ REGISTRY = "registry.json"
 REGISTRY_LOCK = "registry.lock"
 LOCKS = "locks"
 FORMAT = 1
+_LOCK_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # a lock file per machine id
 MACHINE_LOCK_TIMEOUT = 300.0  # seconds a call waits for another call on the same machine
 
 
@@ -222,6 +224,8 @@ class Registry:
         Polled (non-blocking flock) rather than waited for in a thread, so that a
         cancelled caller never leaves a thread that later takes the lock and keeps it.
         """
+        if not _LOCK_NAME.fullmatch(machine_id):
+            raise ProviderError("not a machine id", machine=machine_id, call=call)
         locks = self.directory / LOCKS
         await asyncio.to_thread(locks.mkdir, parents=True, exist_ok=True)
         fd = os.open(locks / f"{machine_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)

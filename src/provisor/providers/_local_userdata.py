@@ -219,7 +219,7 @@ fi
 
 _RUN_USER_DATA = """\
 [ -e {done} ] && exit 0
-base64 -d > "$state/user-data" <<'PROVISOR_EOF'
+(umask 077 && base64 -d > "$state/user-data") <<'PROVISOR_EOF'
 {encoded}
 PROVISOR_EOF
 chmod 0700 "$state/user-data"

@@ -17,11 +17,12 @@ See docs/providers.md, section "local".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -184,16 +185,16 @@ class LocalProvider:
 
     async def stop(self, machine_id: str) -> MachineInfo:
         self._require_root("stop")
-        async with self._registry.machine_lock(machine_id, "stop"):
-            record = await self._created(machine_id, "stop")
+        async with self._locked(machine_id, "stop") as record:
+            self._require_created(record, "stop")
             host = await self._host(record, "stop")
             await self._power_off(record, host, "stop")
             return await self._info(record)
 
     async def start(self, machine_id: str) -> MachineInfo:
         self._require_root("start")
-        async with self._registry.machine_lock(machine_id, "start"):
-            record = await self._created(machine_id, "start")
+        async with self._locked(machine_id, "start") as record:
+            self._require_created(record, "start")
             host = await self._host(record, "start")
             if not sandbox.is_running(host):
                 await self._power_on(record, "start")
@@ -205,8 +206,8 @@ class LocalProvider:
         A machine that is down (stopped, or crashed) is booted.
         """
         self._require_root("reboot")
-        async with self._registry.machine_lock(machine_id, "reboot"):
-            record = await self._created(machine_id, "reboot")
+        async with self._locked(machine_id, "reboot") as record:
+            self._require_created(record, "reboot")
             host = await self._host(record, "reboot")
             await self._power_off(record, host, "reboot")
             await self._power_on(record, "reboot")
@@ -219,8 +220,7 @@ class LocalProvider:
         its console log.
         """
         self._require_root("terminate")
-        async with self._registry.machine_lock(machine_id, "terminate"):
-            record = self._get(await self._read(), machine_id, "terminate")
+        async with self._locked(machine_id, "terminate") as record:
             if record.phase == "terminated":
                 return await self._info(record)
             await asyncio.to_thread(self._keep_console, record)
@@ -251,8 +251,8 @@ class LocalProvider:
         self._require_root("snapshot")
         if not name or "\n" in name:
             raise ProviderError("a snapshot needs a one-line name", machine=machine_id)
-        async with self._registry.machine_lock(machine_id, "snapshot"):
-            record = await self._created(machine_id, "snapshot")
+        async with self._locked(machine_id, "snapshot") as record:
+            self._require_created(record, "snapshot")
             same = self._snapshot_named(await self._read(), name, machine_id)
             if same is not None:
                 return self._snapshot_info(same)
@@ -355,6 +355,10 @@ class LocalProvider:
         if known is not None:
             return data.machines[known]
         self._require_root("launch")
+        try:
+            sandbox.check_namespace_base_dir(self.hosts_dir)
+        except ProvisorError as exc:
+            raise ProviderError(exc.message, call="launch") from None
         plan = await self._plan(spec)
 
         def reserve(data: RegistryData) -> MachineRecord:
@@ -481,8 +485,7 @@ class LocalProvider:
 
     async def _complete(self, machine_id: str) -> MachineInfo:
         """Boot a reserved (pending) machine: the second step of launch, idempotent."""
-        async with self._registry.machine_lock(machine_id, "launch"):
-            record = self._get(await self._read(), machine_id, "launch")
+        async with self._locked(machine_id, "launch") as record:
             if record.phase != "pending":
                 return await self._info(record)
             try:
@@ -493,7 +496,9 @@ class LocalProvider:
                 error = exc if isinstance(exc, ProviderError) else None
                 message = exc.message if isinstance(exc, ProvisorError) else repr(exc)
                 try:
-                    await self._discard(record, "launch")
+                    # As recorded now: booting may have moved its address, made its cgroup.
+                    current = self._get(await self._read(), machine_id, "launch")
+                    await self._discard(current, "launch")
                 except ProviderError as cleanup:
                     log.warning(
                         "machine %s: cleanup after a failed launch: %s", machine_id, cleanup
@@ -675,9 +680,17 @@ class LocalProvider:
             )
         return record
 
-    async def _created(self, machine_id: str, call: str) -> MachineRecord:
-        """The machine's record, which must be a made (not pending, not terminated) one."""
-        record = self._get(await self._read(), machine_id, call)
+    @contextlib.asynccontextmanager
+    async def _locked(self, machine_id: str, call: str) -> AsyncIterator[MachineRecord]:
+        """Hold the machine's lock; yields its record as it is once the lock is held."""
+        self._get(await self._read(), machine_id, call)  # unknown: an error, and no lock file
+        async with self._registry.machine_lock(machine_id, call):
+            yield self._get(await self._read(), machine_id, call)
+
+    @staticmethod
+    def _require_created(record: MachineRecord, call: str) -> None:
+        """A made machine: not pending, not terminated."""
+        machine_id = record.id
         if record.phase == "terminated":
             raise ProviderError("the machine is terminated", machine=machine_id, call=call)
         if record.phase == "pending":
@@ -687,7 +700,6 @@ class LocalProvider:
                 machine=machine_id,
                 call=call,
             )
-        return record
 
     async def _host(self, record: MachineRecord, call: str) -> sandbox.SandboxHost:
         try:

@@ -285,9 +285,13 @@ def _launch(
         host_public = (directory / f"{HOST_KEY}.pub").read_text().strip()
     init = directory / INIT_SCRIPT
     if options.init_script is not None:
+        # Both may hold secrets (user-data): for root's eyes only.
         tmp = init.with_name(f".{INIT_SCRIPT}.{os.getpid()}")
-        tmp.write_text(options.init_script)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
+        with os.fdopen(fd, "w") as f:
+            f.write(options.init_script)
         tmp.replace(init)
+        os.close(os.open(directory / CONSOLE_LOG, os.O_WRONLY | os.O_CREAT, 0o600))
     host = SandboxHost(
         name=name,
         address=address,

@@ -93,7 +93,7 @@ def validate_blueprint(text: str, source: str = "<blueprint>") -> Blueprint:
     return load_blueprint(text, source)
 
 
-def summarize_blueprint(bp: Blueprint, given: Mapping[str, str] | None = None) -> BlueprintSummary:
+def summarize_blueprint(bp: Blueprint, given: Mapping[str, Any] | None = None) -> BlueprintSummary:
     """The blueprint in brief. With `given` inputs, they are checked too (`ParseErrors`)."""
     inputs: dict[str, Any] = resolve_inputs(bp, given) if given else {}
     machines: int | None = None

@@ -1,0 +1,265 @@
+"""Deployments end to end on the local provider: the examples, approvals, failures, crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from provisor.providers.local import LocalProvider
+
+pytestmark = [pytest.mark.testbed, pytest.mark.slow]
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "blueprints"
+
+
+class Provisor:
+    """The CLI in a private PROVISOR_HOME with its own loopback block for machines."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        block = random.randint(101, 199)
+        self.env = {
+            **os.environ,
+            "PROVISOR_HOME": str(home),
+            "PROVISOR_LOCAL_NETWORK": f"127.{block}.0.0/16",
+            "COLUMNS": "200",
+        }
+        self.env.pop("PROVISOR_DATABASE_URL", None)
+
+    def __call__(
+        self, *args: str, check: bool = True, env: dict[str, str] | None = None, timeout: int = 400
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "provisor", *args],
+            capture_output=True,
+            text=True,
+            env={**self.env, **(env or {})},
+            timeout=timeout,
+        )
+        assert "Traceback" not in result.stderr, result.stderr
+        if check:
+            assert result.returncode == 0, f"{args}: {result.stdout}\n{result.stderr}"
+        return result
+
+    def status(self, name: str) -> dict[str, object]:
+        data: dict[str, object] = json.loads(self("status", name, "--output", "json").stdout)
+        return data
+
+    def machines_of(self, deployment: str | int) -> list[dict[str, str]]:
+        """What the provider itself has for the deployment (not what provisor recorded)."""
+        deployment_id = (
+            deployment if isinstance(deployment, int) else self.deployment_id(deployment)
+        )
+        provider = LocalProvider(
+            self.home / "local-provider", network=self.env["PROVISOR_LOCAL_NETWORK"]
+        )
+        found = asyncio.run(provider.describe(tags={"provisor:deployment": str(deployment_id)}))
+        return [{"id": m.id, "state": m.state.value, "name": m.name} for m in found]
+
+    def deployment_id(self, name: str) -> int:
+        with sqlite3.connect(self.home / "provisor.db") as db:
+            row = db.execute("SELECT id FROM deployments WHERE name = ?", (name,)).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+@pytest.fixture
+def provisor(tmp_path: Path) -> Iterator[Provisor]:
+    cli = Provisor(tmp_path / "home")
+    yield cli
+    listed = cli("deployments", "list", "--output", "json", check=False)
+    if listed.returncode == 0:
+        for deployment in json.loads(listed.stdout):
+            cli("down", deployment["name"], check=False)
+
+
+def test_webapp_serves_through_its_load_balancer(provisor: Provisor) -> None:
+    result = provisor("up", str(EXAMPLES / "webapp.yaml"), "--wait")
+    assert "ready" in result.stdout
+    status = provisor.status("webapp")
+    assert status["state"] == "ready"
+    machines = status["machines"]
+    assert isinstance(machines, list) and len(machines) == 4
+    outputs = status["outputs"]
+    assert isinstance(outputs, dict)
+    answers = set()
+    for _ in range(4):
+        with urllib.request.urlopen(str(outputs["url"]), timeout=10) as reply:
+            answers.add(reply.read().decode().split(" (visit")[0])
+    assert answers == {"hello from app1", "hello from app2"}  # round robin over both apps
+    hostnames = provisor("run", "deployment:webapp", "--output", "json", "--", "hostname")
+    assert sorted(json.loads(line)["stdout"].strip() for line in hostnames.stdout.splitlines()) == [
+        "app1",
+        "app2",
+        "db",
+        "lb",
+    ]
+    params = json.loads(provisor("params", "webapp", "--output", "json").stdout)
+    values = {p["key"]: p["value"] for p in params["values"]}
+    assert values["db.1.ready"] == "true" and values["lb.1.address"] in str(outputs["url"])
+    reports = provisor.home / "deployments" / "webapp" / "reports"
+    assert sorted(p.name for p in reports.iterdir()) == [
+        "webapp-app-1.tar.gz",
+        "webapp-app-2.tar.gz",
+        "webapp-db-1.tar.gz",
+        "webapp-lb-1.tar.gz",
+    ]
+    deployment_id = provisor.deployment_id("webapp")
+    provisor("down", "webapp")
+    assert {m["state"] for m in provisor.machines_of(deployment_id)} == {"terminated"}
+    listed = json.loads(provisor("deployments", "list", "--output", "json").stdout)
+    assert listed == []
+
+
+def test_cluster_workers_register_with_the_head(provisor: Provisor) -> None:
+    provisor("up", str(EXAMPLES / "cluster.yaml"), "-p", "workers=3", "--wait")
+    status = provisor.status("cluster")
+    assert status["state"] == "ready"
+    outputs = status["outputs"]
+    assert isinstance(outputs, dict)
+    head = provisor(
+        "run",
+        "deployment:cluster&tag:node=head",
+        "--output",
+        "json",
+        "--",
+        "cat /proc/sys/kernel/hostname",
+    )
+    assert json.loads(head.stdout.splitlines()[0])["stdout"].strip() == "head"
+    assert "3" in json.dumps(outputs)
+
+
+def test_sap_needs_approval_and_a_completion(provisor: Provisor) -> None:
+    missing = provisor(
+        "up", str(EXAMPLES / "sap-2tier.yaml"), "-p", "db_password=s3cret-passw0rd!", check=False
+    )
+    assert missing.returncode == 2 and "completion" in missing.stderr
+    provisor(
+        "up",
+        str(EXAMPLES / "sap-2tier.yaml"),
+        "--hostname-completion",
+        "john",
+        "-p",
+        "db_password=s3cret-passw0rd!",
+        "--name",
+        "sap",
+    )
+    status = _wait_for_state(provisor, "sap", {"awaiting_approval"})
+    assert status["state"] == "awaiting_approval"
+    assert "s3cret" not in json.dumps(status)  # secrets are never shown
+    provisor("approve", "sap")
+    status = _wait_for_state(provisor, "sap", {"ready", "failed"}, timeout=300)
+    assert status["state"] == "ready", status
+    hostnames = sorted(m["hostname"] for m in status["machines"])  # type: ignore[index, union-attr]
+    assert hostnames[0] == "sapjohn-app1" and "sapjohn-db" in hostnames
+    stored = (provisor.home / "provisor.db").read_bytes()
+    assert b"s3cret-passw0rd" not in stored  # sealed at rest
+
+
+def _wait_for_state(
+    provisor: Provisor, name: str, states: set[str], timeout: float = 120
+) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = provisor.status(name)
+        if status["state"] in states or time.monotonic() > deadline:
+            return status
+        time.sleep(0.5)
+
+
+def test_rejected_deployment_launches_nothing(provisor: Provisor) -> None:
+    provisor(
+        "up",
+        str(EXAMPLES / "sap-2tier.yaml"),
+        "--hostname-completion",
+        "ann",
+        "-p",
+        "db_password=another-passw0rd",
+        "--name",
+        "sap-ann",
+    )
+    _wait_for_state(provisor, "sap-ann", {"awaiting_approval"})
+    no_reason = provisor("reject", "sap-ann", check=False)
+    assert no_reason.returncode == 2 and "reason" in no_reason.stderr
+    provisor("reject", "sap-ann", "--reason", "no budget this quarter")
+    status = _wait_for_state(provisor, "sap-ann", {"rejected"})
+    assert status["state"] == "rejected" and status["error"] == "no budget this quarter"
+    assert provisor.machines_of("sap-ann") == []
+
+
+def test_parameter_wait_timeout_names_the_parameter_and_the_machine(
+    provisor: Provisor, tmp_path: Path
+) -> None:
+    blueprint = tmp_path / "stuck.yaml"
+    blueprint.write_text(
+        "name: stuck\nversion: '1'\nnodes:\n"
+        "  a:\n    image: debian-12\n    publishes: [ready]\n    scripts: ['true']\n"
+        "  b:\n    image: debian-12\n"
+        "    scripts: ['provisor-param get a.1.ready --wait 2']\n"
+    )
+    result = provisor("up", str(blueprint), "--wait", check=False)
+    assert result.returncode == 1
+    status = provisor.status("stuck")
+    assert status["state"] == "failed"
+    error = str(status["error"])
+    assert "stuck-b-1" in error and "a.1.ready" in error and "stuck-a-1" in error
+    reports = provisor.home / "deployments" / "stuck" / "reports"
+    assert (reports / "stuck-b-1.tar.gz").is_file()
+
+
+def test_invalid_blueprint_is_refused_with_positions(provisor: Provisor, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nversion: '1'\nnodes:\n  a:\n    image: debian-12\n    count: many\n")
+    result = provisor("up", str(bad), check=False)
+    assert result.returncode == 2
+    assert f"{bad}:6:" in result.stderr and "count" in result.stderr
+    unknown = provisor("up", str(EXAMPLES / "cluster.yaml"), "-p", "workers=0", check=False)
+    assert unknown.returncode == 2 and "workers" in unknown.stderr
+
+
+CRASH_POINTS = [
+    "planned",
+    "launch-called:crash-worker-2",
+    "launched",
+    "reachable",
+    "configured:crash-worker-3",
+    "configured-1",
+    "outputs",
+]
+
+
+@pytest.mark.parametrize("boundary", CRASH_POINTS)
+def test_controller_killed_at_a_step_boundary_resumes_without_duplicates(
+    provisor: Provisor, boundary: str
+) -> None:
+    crashed = provisor(
+        "up",
+        str(EXAMPLES / "cluster.yaml"),
+        "-p",
+        "workers=4",
+        "--name",
+        "crash",
+        "--wait",
+        env={"PROVISOR_TEST_KILL_AT": boundary},
+        check=False,
+    )
+    assert crashed.returncode == -9, crashed.stderr  # SIGKILL, as a crash would
+    provisor("worker", "--until-idle")
+    status = provisor.status("crash")
+    assert status["state"] == "ready", status
+    deployment_id = provisor.deployment_id("crash")
+    live = [m for m in provisor.machines_of(deployment_id) if m["state"] != "terminated"]
+    assert len(live) == 5 and len({m["name"] for m in live}) == 5  # none twice, none leaked
+    provisor("down", "crash")
+    assert {m["state"] for m in provisor.machines_of(deployment_id)} == {"terminated"}

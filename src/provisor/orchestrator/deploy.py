@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import signal
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -199,7 +201,7 @@ async def launch_step(deployment_id: int, name: str) -> dict[str, Any]:
             ssh_public_key=rt.controller_public_key,
             size=Size(plan.size.cpu, plan.size.memory_mb, plan.size.flavor),
             volumes=tuple(VolumeSpec(v.size_gb, v.mount) for v in plan.volumes),
-            user_data=plan.user_data,
+            user_data=_with_environment(plan.user_data, plan.env, plan.secret_env),
             tags={
                 "provisor:deployment": str(deployment_id),
                 "provisor:machine": name,
@@ -219,6 +221,25 @@ async def launch_step(deployment_id: int, name: str) -> dict[str, Any]:
         info.host_key,
     )
     return {"id": info.id, "address": info.address}
+
+
+def _with_environment(
+    user_data: str | None, env: Mapping[str, str], secret: frozenset[str]
+) -> str | None:
+    """A shell-script user data gets the parameters as variables, as scripts do.
+
+    Secrets are left out: user data is kept by providers (EC2 keeps it in the
+    instance's attributes), so secrets reach machines only through scripts.
+    """
+    if not user_data or user_data.startswith("#cloud-config"):
+        return user_data
+    first, newline, rest = user_data.partition("\n")
+    if not first.startswith("#!"):
+        first, newline, rest = "#!/bin/sh", "\n", user_data
+    exports = "".join(
+        f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()) if k not in secret
+    )
+    return f"{first}{newline}{exports}{rest}"
 
 
 def _launched(

@@ -114,11 +114,18 @@ def _load(deployment_id: int) -> tuple[Deployment, list[Machine]]:
 
 
 def _plans(deployment: Deployment) -> dict[str, Any]:
+    """The deployment's machine plans; parsed once per process (they never change)."""
     rt = runtime()
-    blueprint = load_blueprint(deployment.blueprint_text, source=deployment.blueprint)
-    inputs = rt.unseal_inputs(deployment.inputs)
-    plans = expand(blueprint, inputs, deployment=deployment.name, completion=deployment.completion)
-    return {p.name: p for p in plans}
+    with rt.plans_lock:  # many machines' steps ask at once; parse once
+        cached = rt.plans.get(deployment.id)
+        if cached is None:
+            blueprint = load_blueprint(deployment.blueprint_text, source=deployment.blueprint)
+            inputs = rt.unseal_inputs(deployment.inputs)
+            plans = expand(
+                blueprint, inputs, deployment=deployment.name, completion=deployment.completion
+            )
+            cached = rt.plans[deployment.id] = {p.name: p for p in plans}
+        return cached
 
 
 def _endpoint(machine: Machine) -> Endpoint:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ class Runtime:
     local_network: str = "127.100.0.0/16"
     param_url: str = ""
     board: ParameterBoard = field(init=False)
+    plans: dict[int, Any] = field(default_factory=dict)  # deployment id -> machine plans
+    plans_lock: threading.Lock = field(default_factory=threading.Lock)
     _providers: dict[str, Provider] = field(default_factory=dict)
     _pools: dict[int, SSHPool] = field(default_factory=dict)
     _host_keys: DatabaseHostKeys | None = None

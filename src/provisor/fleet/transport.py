@@ -33,6 +33,17 @@ class Endpoint:
         return (self.address, self.port, self.user, self.identity, self.proxy_jump)
 
 
+# AES-GCM first: one call into OpenSSL per packet, where asyncssh's
+# chacha20-poly1305 makes several Python-level calls; the rest are fallbacks.
+_CIPHERS = [
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes128-ctr",
+    "aes256-ctr",
+]
+
+
 class HostKeys(Protocol):
     """Where trusted host keys live (provisor's own known-hosts store)."""
 
@@ -226,6 +237,7 @@ class SSHPool:
                         known_hosts=([], [], []),  # nothing pre-trusted: the client decides
                         server_host_key_algs=algorithms or (),
                         connect_timeout=self._connect_timeout,
+                        encryption_algs=_CIPHERS,
                         keepalive_interval=self._keepalive,
                         keepalive_count_max=3,
                         config=self._config or None,

@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import re
 import socket
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -87,10 +88,17 @@ def expected_setter(store: Store, deployment_id: int, key: str) -> str:
 
 @dataclass
 class ParameterBoard:
-    """Values and waiters of every deployment this process works on."""
+    """Values and waiters of every deployment this process works on.
+
+    Waiters live on different event loops (the HTTP endpoint's, the workflows'),
+    so a new value wakes each one through its own loop, thread-safely.
+    """
 
     store: Store
-    _arrived: dict[tuple[int, str], asyncio.Event] = field(default_factory=dict)
+    _waiters: dict[tuple[int, str], list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = field(
+        default_factory=dict
+    )
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def publish(self, deployment_id: int, key: str, value: str, set_by: str) -> None:
         def save() -> None:
@@ -98,9 +106,10 @@ class ParameterBoard:
                 set_parameter(session, deployment_id, key, value, set_by)
 
         await asyncio.to_thread(save)
-        event = self._arrived.pop((deployment_id, key), None)
-        if event is not None:
-            event.set()
+        with self._lock:
+            waiting = list(self._waiters.get((deployment_id, key), ()))
+        for loop, event in waiting:
+            loop.call_soon_threadsafe(event.set)
 
     async def wait(
         self, deployment_id: int, key: str, timeout: float, *, waiter: str
@@ -108,17 +117,31 @@ class ParameterBoard:
         """The value of `key` once set, or None after `timeout` seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        value = await asyncio.to_thread(get_parameter, self.store, deployment_id, key)
+        if value is not None:  # already there: nobody needs to see this wait
+            return value
+        event = asyncio.Event()
+        entry = (loop, event)
+        with self._lock:
+            self._waiters.setdefault((deployment_id, key), []).append(entry)
         await asyncio.to_thread(self._record_wait, deployment_id, key, waiter, True)
         try:
             while True:
+                event.clear()
                 value = await asyncio.to_thread(get_parameter, self.store, deployment_id, key)
                 left = deadline - loop.time()
                 if value is not None or left <= 0:
                     return value
-                event = self._arrived.setdefault((deployment_id, key), asyncio.Event())
+                # Another process may set it too: look again now and then.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), min(left, _POLL_SECONDS))
         finally:
+            with self._lock:
+                entries = self._waiters.get((deployment_id, key), [])
+                if entry in entries:
+                    entries.remove(entry)
+                if not entries:
+                    self._waiters.pop((deployment_id, key), None)
             await asyncio.to_thread(self._record_wait, deployment_id, key, waiter, False)
 
     def _record_wait(self, deployment_id: int, key: str, waiter: str, waiting: bool) -> None:

@@ -146,7 +146,7 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
         rt.param_url = await server.start()
         DBOS(config=dbos_config(settings))  # type: ignore[arg-type]
         DBOS.launch()
-        await DBOS.register_queue_async(QUEUE, worker_concurrency=16, polling_interval_sec=0.2)
+        await DBOS.register_queue_async(QUEUE, worker_concurrency=16, polling_interval_sec=1.0)
         try:
             idle = 0
             while True:

@@ -21,7 +21,7 @@ import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
@@ -130,6 +130,17 @@ class SnapshotRecord:
         return cls(**values)
 
 
+def _plain(value: Any) -> Any:
+    """Records as JSON-ready values; `dataclasses.asdict` deep-copies and is slow here."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {k: _plain(v) for k, v in vars(value).items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 @dataclass
 class RegistryData:
     machines: dict[str, MachineRecord] = field(default_factory=dict)
@@ -139,9 +150,9 @@ class RegistryData:
     def to_json(self) -> dict[str, Any]:
         return {
             "format": FORMAT,
-            "machines": {k: asdict(v) for k, v in self.machines.items()},
+            "machines": {k: _plain(v) for k, v in self.machines.items()},
             "tokens": dict(self.tokens),
-            "snapshots": {k: asdict(v) for k, v in self.snapshots.items()},
+            "snapshots": {k: _plain(v) for k, v in self.snapshots.items()},
         }
 
     @classmethod
@@ -185,7 +196,9 @@ class Registry:
     def _write(self, data: RegistryData) -> None:
         tmp = self.path.with_name(f".{REGISTRY}.{os.getpid()}.{threading.get_ident()}")
         with tmp.open("w") as f:
-            json.dump(data.to_json(), f, indent=1, sort_keys=True)
+            # No indent: json's C encoder only runs without one, and the file is
+            # rewritten on every change of every machine.
+            f.write(json.dumps(data.to_json(), sort_keys=True, separators=(",", ":")))
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())

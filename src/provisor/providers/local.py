@@ -22,6 +22,7 @@ import ipaddress
 import logging
 import os
 import secrets
+import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -49,7 +50,6 @@ from provisor.providers.base import (
     ProviderError,
     SnapshotInfo,
 )
-from provisor.sandbox import _procs
 from provisor.settings import default_home
 
 __all__ = ["LocalProvider", "default_state_dir"]
@@ -98,6 +98,13 @@ def _tail(path: Path, limit: int = CONSOLE_KEEP) -> str:
         # Start at a line boundary, as the console of a long-running server shows its end.
         data = data[data.find(b"\n") + 1 :]
     return data.decode("utf-8", "replace")
+
+
+def _ssh_port_free(address: str) -> bool:
+    """Whether nothing listens on address:22: one refused connection, no /proc scan."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex((address, 22)) != 0
 
 
 class LocalProvider:
@@ -470,12 +477,11 @@ class LocalProvider:
         """The first address of the network that no machine of the registry holds and
         nothing on this computer listens on (called under the registry lock)."""
         held = {m.address for m in data.machines.values() if m.phase != "terminated"}
-        listening = {str(sock.address) for sock in _procs.listeners()}
         for candidate in self.network.hosts():
             address = str(candidate)
             if address == "127.0.0.1" or address == avoid:
                 continue
-            if address not in held and address not in listening:
+            if address not in held and _ssh_port_free(address):
                 return address
         raise ProviderError(
             f"no free address left in {self.network}: terminate machines or give the "
@@ -555,7 +561,7 @@ class LocalProvider:
 
     async def _ensure_free_address(self, record: MachineRecord) -> MachineRecord:
         """Move a reserved machine to another address if something took its own since."""
-        if not any(str(s.address) == record.address for s in _procs.listeners()):
+        if _ssh_port_free(record.address):
             return record
 
         def move(data: RegistryData) -> MachineRecord:

@@ -32,8 +32,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy
 
+# Results go to docs/benchmarks.md (each script rewrites its own section).
 bench: system-deps $(STAMP)
 	$(BIN)/python bench/testbed_startup.py
+	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/deploy.py
 
 # The CLI reference is generated from the CLI itself.
 docs: $(STAMP)

@@ -28,7 +28,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from provisor.api import blueprints as blueprints_api
 from provisor.api import create_app
 from provisor.core.blueprint import (
     Blueprint,
@@ -843,8 +842,6 @@ def test_cli_add_list_show(home: Path, tmp_path: Path) -> None:
 @pytest.fixture
 def client(store: Store) -> Iterator[TestClient]:
     app = create_app(Settings(database_url=store.url))
-    if "/api/v1/blueprints" not in {getattr(r, "path", "") for r in app.routes}:
-        app.include_router(blueprints_api.router, prefix="/api/v1")
     with TestClient(app) as client:
         yield client
 

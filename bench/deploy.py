@@ -74,6 +74,7 @@ def one_run(machines: int, profile: Path | None) -> dict[str, float]:
     ctx.store.close()
     shutil.rmtree(home, ignore_errors=True)
     return {
+        "load": os.getloadavg()[0],
         "machines": ready,
         "wall_s": total_wall,
         "cpu_s": total_cpu,
@@ -93,7 +94,9 @@ def report(runs: list[dict[str, float]], machines: int) -> str:
             "",
             f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores, "
             f"{platform.system()} {platform.release()}, Python {platform.python_version()}; "
-            f"median of {len(runs)} run(s); `make bench` (bench/deploy.py).",
+            f"median of {len(runs)} run(s); `make bench` (bench/deploy.py). Load average at "
+            f"the end of the run: {median('load'):.0f} (a shared machine; goal: under 20 ms of "
+            f"controller CPU per machine, {median('cpu_ms_per_machine') / 20:.1f}x that now).",
             "",
             "| what | value |",
             "| --- | ---: |",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from provisor.services import Context, open_context
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the services (and the database layer) load when first needed
+    from provisor.services.context import Context
 
 _options: dict[str, str | None] = {"tenant": None}
 _context: list[Context] = []
@@ -14,6 +17,8 @@ def set_tenant(tenant: str | None) -> None:
 
 def context() -> Context:
     if not _context:
+        from provisor.services.context import open_context
+
         _context.append(open_context(tenant=_options["tenant"]))
     return _context[0]
 

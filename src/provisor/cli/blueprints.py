@@ -6,7 +6,7 @@ import json
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -15,7 +15,17 @@ from provisor.cli._context import context
 from provisor.cli.output import Format, console, emit_json, read_input_file, table
 from provisor.core.errors import InvalidInput, ParseErrors, ProvisorError
 from provisor.core.names import parse_key_values
-from provisor.services import blueprints as service
+
+if TYPE_CHECKING:
+    from provisor.services.blueprints import BlueprintSummary
+
+
+def _service() -> Any:
+    """The blueprint use cases, loaded by the commands that need them."""
+    from provisor.services import blueprints
+
+    return blueprints
+
 
 app = typer.Typer(
     help="Blueprints: versioned templates of multi-machine services.", no_args_is_help=True
@@ -67,7 +77,7 @@ def _fail(exc: ParseErrors, source: str, output: Format) -> None:
     raise typer.Exit(2)
 
 
-def _print_summary(summary: service.BlueprintSummary) -> None:
+def _print_summary(summary: BlueprintSummary) -> None:
     console.print(f"[bold]{escape(summary.name)}[/] {escape(summary.version)}: valid")
     nodes = ", ".join(f"{name} ({count})" for name, count in summary.nodes.items())
     machines = "?" if summary.machines is None else str(summary.machines)
@@ -98,9 +108,9 @@ def validate(
     source = str(file)
     text = _read(file)
     try:
-        bp = service.validate_blueprint(text, source)
+        bp = _service().validate_blueprint(text, source)
         given = parse_key_values(param or [], field="param")
-        summary = service.summarize_blueprint(bp, given or None)
+        summary = _service().summarize_blueprint(bp, given or None)
     except ParseErrors as exc:
         _fail(exc, source, output)
         return
@@ -120,7 +130,7 @@ def add(
     source = str(file)
     text = _read(file)
     try:
-        view = service.add_blueprint(context(), text, source)
+        view = _service().add_blueprint(context(), text, source)
     except ParseErrors as exc:
         _fail(exc, source, output)
         return
@@ -139,7 +149,7 @@ def list_(
     output: OutputOption = Format.table,
 ) -> None:
     """List stored blueprints, every version."""
-    views = service.list_blueprints(context(), name=name)
+    views = _service().list_blueprints(context(), name=name)
     if output is Format.json:
         emit_json(views)
         return
@@ -170,7 +180,7 @@ def show(
     ] = ShowFormat.yaml,
 ) -> None:
     """Print a stored blueprint: its YAML text, or JSON with the text and details."""
-    detail = service.get_blueprint(context(), name, version)
+    detail = _service().get_blueprint(context(), name, version)
     if output is ShowFormat.json:
         emit_json(detail)
         return

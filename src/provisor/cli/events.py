@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,7 +13,9 @@ from provisor import services
 from provisor.cli._context import context
 from provisor.cli.output import Format, console, emit_json, table
 from provisor.core.timespec import parse_since
-from provisor.events import EventView
+
+if TYPE_CHECKING:
+    from provisor.events import EventView
 
 
 def _line(event: EventView) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -16,7 +17,7 @@ from provisor.core.errors import InvalidInput
 
 if TYPE_CHECKING:
     from provisor.fleet.operations import Operation
-    from provisor.services.fleet import FleetOptions
+    from provisor.fleet.options import FleetOptions
 
 # The fleet engine (asyncssh) and the HTTP client are imported by the commands
 # that use them, so that `provisor hosts list` starts quickly.
@@ -53,7 +54,7 @@ def _options(
 ) -> FleetOptions:
     if identity is not None and not identity.is_file():
         raise InvalidInput(f"no private key file at {identity}", field="identity")
-    from provisor.services.fleet import FleetOptions
+    from provisor.fleet.options import FleetOptions
 
     password = getpass.getpass("Password: ") if ask_pass else None
     options = FleetOptions(
@@ -91,7 +92,7 @@ Server = Annotated[
 
 def _run(
     target: str,
-    operation: Operation,
+    operation: Callable[[], Operation],
     options: FleetOptions,
     output: str | None,
     *,
@@ -113,7 +114,7 @@ def _run(
     reporter = Reporter(_mode(output, len(endpoints)), len(endpoints))
     job = asyncio.run(
         fleet_service.run_job(
-            ctx, target, operation, options, endpoints=endpoints, on_result=reporter.result
+            ctx, target, operation(), options, endpoints=endpoints, on_result=reporter.result
         )
     )
     raise typer.Exit(reporter.finish(job.id))
@@ -182,18 +183,22 @@ def run(
         raise InvalidInput("timeout must be positive", field="timeout")
     data = read_input_file(stdin, field="stdin") if stdin is not None else None
     options = _options(parallel, connect_timeout, user, identity, ask_pass, out_dir, err_dir)
-    from provisor.fleet.operations import Run
 
-    operation = Run(
-        " ".join(command),
-        stdin=data,
-        timeout=timeout,
-        sudo=sudo,
-        sudo_password=options.password if sudo else None,
-    )
+    def operation() -> Operation:
+        # asyncssh loads here, not when the job runs on a server
+        from provisor.fleet.operations import Run
+
+        return Run(
+            " ".join(command),
+            stdin=data,
+            timeout=timeout,
+            sudo=sudo,
+            sudo_password=options.password if sudo else None,
+        )
+
     request = {
         "kind": "run",
-        "command": operation.command,
+        "command": " ".join(command),
         "stdin": data.decode() if data else None,
         "timeout": timeout,
         "sudo": sudo,
@@ -220,14 +225,14 @@ def copy(
         if not source.exists():
             raise InvalidInput(f"no such local file or directory: {source}", field="paths")
     options = _options(parallel, connect_timeout, user, identity, ask_pass)
-    from provisor.fleet.operations import Copy
+    resolved = tuple(str(s.resolve()) for s in sources)
 
-    operation = Copy(tuple(str(s.resolve()) for s in sources), str(destination))
-    request = {
-        "kind": "copy",
-        "sources": list(operation.sources),
-        "destination": operation.destination,
-    }
+    def operation() -> Operation:
+        from provisor.fleet.operations import Copy
+
+        return Copy(resolved, str(destination))
+
+    request = {"kind": "copy", "sources": list(resolved), "destination": str(destination)}
     _run(target, operation, options, output, server=server, request=request)
 
 
@@ -244,9 +249,13 @@ def fetch(
 ) -> None:
     """Fetch a file or directory from every host into LOCAL_DIR/<host>/ (pslurp)."""
     options = _options(parallel, connect_timeout, user, identity, ask_pass)
-    from provisor.fleet.operations import Fetch
 
-    _run(target, Fetch(remote, str(local_dir)), options, output)
+    def operation() -> Operation:
+        from provisor.fleet.operations import Fetch
+
+        return Fetch(remote, str(local_dir))
+
+    _run(target, operation, options, output)
 
 
 def kill(
@@ -268,10 +277,14 @@ def kill(
     if not pattern:
         raise InvalidInput("the pattern must not be empty", field="pattern")
     options = _options(parallel, connect_timeout, user, identity, ask_pass)
-    from provisor.fleet.operations import Kill
+
+    def operation() -> Operation:
+        from provisor.fleet.operations import Kill
+
+        return Kill(pattern, name)
 
     request = {"kind": "kill", "pattern": pattern, "signal": name}
-    _run(target, Kill(pattern, name), options, output, server=server, request=request)
+    _run(target, operation, options, output, server=server, request=request)
 
 
 @jobs_app.command("list")

@@ -6,7 +6,6 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from provisor.core.targets import HostRef, evaluate, parse_target
 from provisor.events import record_event
 from provisor.fleet import Endpoint, HostResult, Operation, SSHPool, execute
 from provisor.fleet.knownhosts import DatabaseHostKeys, forget_host_key
+from provisor.fleet.options import FleetOptions
 from provisor.fleet.results import result_json
 from provisor.services.context import Context, audited
 from provisor.services.groups import resolve_members
@@ -30,27 +30,6 @@ from provisor.store.models import Group, Host, Job, JobResult
 
 MAX_STORED_OUTPUT = 64 * 1024  # bytes of each stream kept in the database per host
 _FLUSH_SECONDS = 0.5
-
-
-@dataclass
-class FleetOptions:
-    """How to reach hosts and how many at once (pssh's flags)."""
-
-    parallel: int = 64
-    connect_timeout: float = 10.0
-    user: str | None = None  # -l: for hosts that do not name their own user
-    identity: str | None = None  # -i: private key for hosts without credentials
-    password: str | None = None  # -A: asked once, used for every host (and sudo)
-    out_dir: Path | None = None  # -o: one stdout file per host
-    err_dir: Path | None = None  # -e: one stderr file per host
-
-    def check(self) -> None:
-        if not 1 <= self.parallel <= 10_000:
-            raise InvalidInput("parallel must be between 1 and 10000", field="parallel")
-        if not 0 < self.connect_timeout <= 3600:
-            raise InvalidInput(
-                "connect timeout must be between 0 and 3600 seconds", field="connect-timeout"
-            )
 
 
 class JobResultView(BaseModel):

@@ -17,7 +17,7 @@ from provisor.orchestrator import secrets, worker
 from provisor.services.context import Context, audited
 from provisor.settings import Settings
 from provisor.store.models import Group, Host
-from provisor.store.orchestration import Deployment, Machine, ParameterWait, RuntimeParameter
+from provisor.store.orchestration import Deployment, ParameterWait, RuntimeParameter
 
 ACTIVE = ("requested", "awaiting_approval", "deploying")
 
@@ -280,7 +280,6 @@ def machine_names(ctx: Context, name: str) -> list[str]:
 
 __all__ = [
     "DeploymentView",
-    "Machine",
     "ParametersView",
     "decide",
     "get_deployment",

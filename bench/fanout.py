@@ -50,6 +50,7 @@ import asyncio
 import configparser
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import platform
@@ -814,6 +815,14 @@ def profile_provisor(ws: Workspace, n: int, stamp: str) -> dict[str, Any]:
 # Results
 
 
+def source_digest() -> str:
+    """A digest of provisor's source: others may edit a shared tree while this runs."""
+    digest = hashlib.sha256()
+    for path in sorted((REPO / "src" / "provisor").rglob("*.py")):
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def versions(venv: Path) -> dict[str, str]:
     def first_line(argv: list[str]) -> str:
         try:
@@ -825,13 +834,13 @@ def versions(venv: Path) -> dict[str, str]:
     python = str(venv / "bin" / "python")
     meta = "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))"
     return {
-        "provisor": first_line([str(PROVISOR), "--version"]),
+        "provisor": first_line([str(PROVISOR), "--version"]).removeprefix("provisor "),
         "provisor git": first_line(["git", "-C", str(REPO), "describe", "--always", "--dirty"]),
         "asyncssh": first_line([sys.executable, "-c", meta, "asyncssh"]),
         "python": platform.python_version(),
-        "OpenSSH": first_line(["ssh", "-V"]),
+        "OpenSSH": first_line(["ssh", "-V"]).split(",")[0].removeprefix("OpenSSH_"),
         "pssh (Debian)": first_line(["parallel-ssh", "--version"]),
-        "clush (Debian)": first_line(["clush", "--version"]),
+        "clush (Debian)": first_line(["clush", "--version"]).removeprefix("clush "),
         "parallel-ssh (PyPI)": first_line([python, "-c", meta, "parallel-ssh"]),
         "ssh2-python": first_line([python, "-c", meta, "ssh2-python"]),
         "ansible-core (PyPI)": first_line([python, "-c", meta, "ansible-core"]),
@@ -958,6 +967,8 @@ def render(results: dict[str, Any], rows: list[Row]) -> str:
         f"the machine burned {config['background_cpu_per_s']:.2f} CPU s per second before "
         f"the run. Tools: " + "; ".join(f"{k} {v}" for k, v in tools.items()) + ".",
         "",
+        source_note(results),
+        "",
         "Testbed: namespace sandbox hosts (OpenSSH sshd each on its own loopback address), "
         "key authentication with the testbed's ed25519 key, hosts addressed by IP. "
         f"Medians of {config['repeats_text']}, in a rotated order; a case whose first run "
@@ -996,6 +1007,17 @@ def render(results: dict[str, Any], rows: list[Row]) -> str:
         out += render_profile(results["profile"], results["config"]["sizes"][-1])
     out.append(MARK_END)
     return "\n".join(out)
+
+
+def source_note(results: dict[str, Any]) -> str:
+    before, after = results.get("source_before"), results.get("source_after")
+    note = f"provisor's source (src/provisor, sha256 of the .py files): `{before}`"
+    if before != after:
+        note += (
+            f", **changed during the run** (`{after}` at the end): someone edited the tree, "
+            "so provisor's rows may mix two versions"
+        )
+    return note + "."
 
 
 def render_profile(profile: dict[str, Any], n: int) -> list[str]:
@@ -1107,6 +1129,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="provisor-fanout-"))
     ws = Workspace(workdir, testbed, args.tools_venv, args.timeout)
     results: dict[str, Any] = {"date": stamp, "complete": False}
+    results["versions"] = versions(args.tools_venv)  # the provisor that is measured
+    results["source_before"] = source_digest()
     try:
         results["background_cpu_per_s"] = background_cpu()
         t0 = time.perf_counter()
@@ -1144,7 +1168,7 @@ def write_results(args: argparse.Namespace, results: dict[str, Any], stamp: str)
         file=name,
         date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         machine=machine(),
-        versions=versions(args.tools_venv),
+        source_after=source_digest(),
         config={
             "sizes": args.sizes,
             "repeats": args.repeats,

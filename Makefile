@@ -37,6 +37,7 @@ bench: system-deps $(STAMP)
 	$(BIN)/python bench/testbed_startup.py
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/deploy.py
+	$(BIN)/python bench/ec2_launch.py
 
 # The CLI reference is generated from the CLI itself.
 docs: $(STAMP)

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from ec2_fixtures import moto, moto_server  # noqa: F401 (EC2 fixtures: moto_server, proxy)
 from provisor.services import Context
 from provisor.store import Base, Store
 

@@ -121,6 +121,55 @@ def test_cluster_expands_with_a_parameter_count() -> None:
         resolve_inputs(bp, {"workers": "101"})
 
 
+def test_firewall_addresses_devices_and_provider() -> None:
+    """What providers with firewalls, public addresses and block devices read."""
+    text = (
+        MINIMAL.replace(
+            "nodes:",
+            "provider: lab\n"
+            "ingress:\n"
+            "  - {protocol: tcp, ports: 8000-8100}\n"
+            "  - {protocol: icmp, source: 10.1.2.3/8}\n"
+            "nodes:",
+        )
+        + "    public_address: true\n    volumes: [{size_gb: 2, mount: /srv, device: /dev/sdg}]\n"
+    )
+    bp = load_blueprint(text)
+    assert bp.provider == "lab"
+    assert [(r.protocol, r.ports, r.source) for r in bp.ingress] == [
+        ("tcp", (8000, 8100), "0.0.0.0/0"),
+        ("icmp", None, "10.0.0.0/8"),
+    ]
+    (plan,) = expand(bp, {}, deployment="d")
+    assert plan.public_address and plan.ingress == bp.ingress
+    assert plan.volumes[0].device == "/dev/sdg"
+    bad = (
+        MINIMAL.replace(
+            "nodes:",
+            "provider: Not A Name\n"
+            "ingress:\n"
+            "  - {protocol: tcp}\n"
+            "  - {protocol: sctp, ports: 1}\n"
+            "  - {ports: 70000}\n"
+            "  - {ports: 22, source: 10.0.0.300/8}\n"
+            "nodes:",
+        )
+        + "    volumes: [{size_gb: 2, mount: /srv, device: sdf}]\n"
+    )
+    assert errors_of(bad) == [
+        (3, 11, "provider"),
+        (5, 5, "ingress.0"),
+        (6, 16, "ingress.1.protocol"),
+        (7, 13, "ingress.2.ports"),
+        (8, 25, "ingress.3.source"),
+        (12, 49, "nodes.box.volumes.0.device"),
+    ]
+    shown = messages_of(bad)
+    assert "tcp needs ports" in shown and "invalid CIDR '10.0.0.300/8'" in shown
+    assert "invalid device 'sdf'" in shown and "invalid ports '70000'" in shown
+    assert "provider: invalid" not in shown  # the field is named once, by the position
+
+
 def test_sap_hostnames_come_from_the_completion() -> None:
     bp = load_blueprint(example("sap-2tier"))
     assert bp.approval == "required" and bp.lease_duration is not None
@@ -410,6 +459,7 @@ def test_parse_errors_print_as_file_line_column() -> None:
             "hostname",
             "volumes",
             "networks",
+            "public_address",
             "user_data",
             "scripts",
             "depends_on",
@@ -771,8 +821,8 @@ def test_cli_validate(home: Path, tmp_path: Path) -> None:
     result = provisor("blueprints", "validate", str(bad), home=home, code=2)
     assert result.stderr.splitlines() == [
         f"{bad}:6:5: nodes.box.colour: unknown field 'colour'; expected one of: description, "
-        "count, image, size, hostname, volumes, networks, user_data, scripts, depends_on, "
-        "publishes, waits_for",
+        "count, image, size, hostname, volumes, networks, public_address, user_data, scripts, "
+        "depends_on, publishes, waits_for",
         f"{bad}:7:12: nodes.box.count: count refers to unknown parameter 'workers'",
         "2 error(s)",
     ]

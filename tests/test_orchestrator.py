@@ -26,6 +26,8 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "blueprints"
 class Provisor:
     """The CLI in a private PROVISOR_HOME with its own loopback block for machines."""
 
+    program: tuple[str, ...] = ("-m", "provisor")  # what sys.executable runs
+
     def __init__(self, home: Path) -> None:
         self.home = home
         block = random.randint(101, 199)
@@ -41,7 +43,7 @@ class Provisor:
         self, *args: str, check: bool = True, env: dict[str, str] | None = None, timeout: int = 400
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [sys.executable, "-m", "provisor", *args],
+            [sys.executable, *self.program, *args],
             capture_output=True,
             text=True,
             env={**self.env, **(env or {})},
@@ -84,8 +86,9 @@ def provisor(tmp_path: Path) -> Iterator[Provisor]:
             cli("down", deployment["name"], check=False)
 
 
-def test_webapp_serves_through_its_load_balancer(provisor: Provisor) -> None:
-    result = provisor("up", str(EXAMPLES / "webapp.yaml"), "--wait")
+def webapp_serves(provisor: Provisor, *up_options: str) -> dict[str, object]:
+    """Deploy webapp.yaml; check it answers round robin and its machines run commands."""
+    result = provisor("up", str(EXAMPLES / "webapp.yaml"), *up_options, "--wait")
     assert "ready" in result.stdout
     status = provisor.status("webapp")
     assert status["state"] == "ready"
@@ -105,6 +108,13 @@ def test_webapp_serves_through_its_load_balancer(provisor: Provisor) -> None:
         "db",
         "lb",
     ]
+    return status
+
+
+def test_webapp_serves_through_its_load_balancer(provisor: Provisor) -> None:
+    status = webapp_serves(provisor)
+    outputs = status["outputs"]
+    assert isinstance(outputs, dict)
     params = json.loads(provisor("params", "webapp", "--output", "json").stdout)
     values = {p["key"]: p["value"] for p in params["values"]}
     assert values["db.1.ready"] == "true" and values["lb.1.address"] in str(outputs["url"])

@@ -41,6 +41,21 @@ class Settings(BaseSettings):
     local_network: str = Field(
         default="127.100.0.0/16", description="loopback block the local provider's machines use"
     )
+    parameter_address: str = Field(
+        default="127.0.0.1",
+        description="address the worker's runtime-parameter endpoint listens on; machines "
+        "must reach it (on a cloud: an address of the controller in their network)",
+    )
+
+    @field_validator("parameter_address")
+    @classmethod
+    def _ip(cls, value: str) -> str:
+        import ipaddress
+
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise ValueError(f"invalid address {value!r}: an IP address of this computer") from None
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from provisor import __version__
-from provisor.api import blueprints, errors, jobs, routes
+from provisor.api import blueprints, errors, jobs, providers, routes
 from provisor.api.jobs import JobRunner
 from provisor.settings import Settings, get_settings
 from provisor.store import Store
@@ -44,4 +44,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes.router, prefix="/api/v1")
     app.include_router(jobs.router, prefix="/api/v1")
     app.include_router(blueprints.router, prefix="/api/v1")
+    app.include_router(providers.router, prefix="/api/v1")
     return app

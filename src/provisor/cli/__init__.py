@@ -8,10 +8,11 @@ import sys
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.markup import escape
 
 from provisor import __version__
-from provisor.cli import blueprints, deployments, fleet, groups, hosts
+from provisor.cli import blueprints, deployments, fleet, groups, hosts, providers
 from provisor.cli import events as events_cli
 from provisor.cli._context import set_tenant
 from provisor.cli.output import err_console
@@ -42,6 +43,7 @@ app.command("reject")(deployments.reject)
 app.command("params")(deployments.params)
 app.command("worker")(deployments.worker_command)
 app.add_typer(deployments.deployments_app, name="deployments")
+app.add_typer(providers.app, name="providers")
 
 
 def _version(value: bool) -> None:
@@ -85,6 +87,14 @@ def main() -> None:
         sys.exit(2 if exc.status < 500 else 1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        for error in exc.errors():  # a bad PROVISOR_* variable or provisor.toml entry
+            variable = "PROVISOR_" + "_".join(str(p) for p in error["loc"]).upper()
+            message = error["msg"].removeprefix("Value error, ")
+            err_console.print(f"[red]error[/]: {variable}: {escape(message)}", highlight=False)
+        sys.exit(2)
     except Exception as exc:  # a bug: say so briefly, keep the traceback for --debug
         if os.environ.get("PROVISOR_DEBUG"):
             raise

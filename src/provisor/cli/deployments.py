@@ -143,7 +143,10 @@ def up(
     hostname_completion: Annotated[
         str | None, typer.Option("--hostname-completion", help="replaces # in hostname patterns")
     ] = None,
-    provider: Annotated[str, typer.Option(help="infrastructure provider")] = "local",
+    provider: Annotated[
+        str | None,
+        typer.Option(help="provider to deploy on (default: the blueprint's, else local)"),
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="follow progress until it ends")] = False,
     output: Annotated[Format, typer.Option("--output")] = Format.table,
 ) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import ipaddress
 import json
 import re
 from collections.abc import Collection, Iterator, Mapping
@@ -85,6 +86,7 @@ _PARAM = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _KEY = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}")
 _PATTERN = re.compile(r"[A-Za-z0-9#-]{1,63}")
+_DEVICE = re.compile(r"/dev/[a-z][a-z0-9]{1,15}")
 _COMPLETION = re.compile(r"[A-Za-z0-9-]{1,63}")
 _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _LEASE = re.compile(r"([1-9][0-9]{0,5})([mhdw])")
@@ -185,6 +187,15 @@ def _mount(value: str) -> str:
     return value
 
 
+def _provider(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return check_name(value, field="provider")
+    except InvalidInput as exc:
+        raise ValueError(exc.message) from None  # the position names the field
+
+
 def _network_name(value: str) -> str:
     return check_name(value, field="name")
 
@@ -201,6 +212,33 @@ def _user_data(value: str | None) -> str | None:
 def _script(value: str) -> str:
     if not value.strip():
         raise ValueError("a script cannot be empty")
+    return value
+
+
+def _device(value: str | None) -> str | None:
+    if value is not None and not _DEVICE.fullmatch(value):
+        raise ValueError(f"invalid device {value!r}: e.g. /dev/sdf or /dev/xvdf")
+    return value
+
+
+def _cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise ValueError(f"invalid CIDR {value!r}: e.g. 10.0.0.0/8 or 0.0.0.0/0") from None
+
+
+def _ports(value: Any) -> Any:
+    """`22`, `"22"` or `"8000-8100"` as (first, last)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str):
+        first, _, last = value.strip().partition("-")
+        if first.isdigit() and (not last or last.isdigit()):
+            low, high = int(first), int(last or first)
+            if 1 <= low <= high <= 65535:
+                return (low, high)
+        raise ValueError(f"invalid ports {value!r}: a port (22) or a range (8000-8100)")
     return value
 
 
@@ -307,6 +345,9 @@ class Volume(_Model):
 
     size_gb: int = Field(ge=1, le=1_000_000)
     mount: Annotated[str, AfterValidator(_mount), _matching("/.+")]
+    device: Annotated[str | None, AfterValidator(_device), _matching(_DEVICE, nullable=True)] = (
+        Field(default=None, description="where providers with block devices attach it (/dev/sdf)")
+    )
 
 
 class Network(_Model):
@@ -314,6 +355,34 @@ class Network(_Model):
 
     name: Annotated[str, AfterValidator(_network_name)]
     ip: Literal["dhcp", "static", "auto"] = "auto"
+
+
+class Ingress(_Model):
+    """Traffic the deployment's machines accept, on providers with firewalls (EC2)."""
+
+    protocol: Literal["tcp", "udp", "icmp"] = "tcp"
+    ports: Annotated[
+        tuple[int, int] | None,
+        BeforeValidator(_ports),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "integer", "minimum": 1, "maximum": 65535},
+                    {"type": "string", "pattern": "^[0-9]{1,5}(?:-[0-9]{1,5})?$"},
+                    {"type": "null"},
+                ]
+            }
+        ),
+    ] = Field(default=None, description="a port (22) or range (8000-8100); none for icmp")
+    source: Annotated[str, AfterValidator(_cidr)] = Field(
+        default="0.0.0.0/0", description="the CIDR allowed in"
+    )
+
+    @model_validator(mode="after")
+    def _ports_for_protocol(self) -> Self:
+        if self.protocol != "icmp" and self.ports is None:
+            raise ValueError(f"{self.protocol} needs ports: a port (22) or a range (8000-8100)")
+        return self
 
 
 class Node(_Model):
@@ -339,6 +408,9 @@ class Node(_Model):
     ] = Field(default=None, description="pattern; '#' is replaced by the hostname completion")
     volumes: tuple[Volume, ...] = ()
     networks: tuple[Network, ...] = ()
+    public_address: bool = Field(
+        default=False, description="an elastic / floating address of its own, where offered"
+    )
     user_data: Annotated[
         str | None,
         AfterValidator(_user_data),
@@ -386,6 +458,12 @@ class Blueprint(_Model):
         default=None, description="default lifetime of a deployment: 90m, 12h, 30d, 2w, or none"
     )
     cost: Cost | None = None
+    provider: Annotated[str | None, AfterValidator(_provider)] = Field(
+        default=None, description="the configured provider to deploy on unless --provider says"
+    )
+    ingress: tuple[Ingress, ...] = Field(
+        default=(), description="traffic the machines accept (SSH from the controller always)"
+    )
     parameters: dict[str, Parameter] = Field(
         default_factory=dict,
         json_schema_extra={"propertyNames": {"pattern": f"^{_PARAM.pattern}$"}},
@@ -1227,6 +1305,8 @@ class MachinePlan:
     waits_for: tuple[str, ...]
     env: Mapping[str, str] = field(repr=False, compare=False)
     secret_env: frozenset[str] = frozenset()
+    public_address: bool = False
+    ingress: tuple[Ingress, ...] = ()
 
     @property
     def key(self) -> str:
@@ -1353,6 +1433,8 @@ def expand(
                             }
                         ),
                         secret_env=secret_env,
+                        public_address=node.public_address,
+                        ingress=bp.ingress,
                     )
                 )
     try:

@@ -25,7 +25,14 @@ from provisor.fleet.transport import Endpoint
 from provisor.orchestrator import machine_ops, reports
 from provisor.orchestrator.params import expected_setter, machine_token, set_parameter
 from provisor.orchestrator.runtime import runtime
-from provisor.providers import MachineSpec, MachineState, ProviderError, Size, VolumeSpec
+from provisor.providers import (
+    IngressRule,
+    MachineSpec,
+    MachineState,
+    ProviderError,
+    Size,
+    VolumeSpec,
+)
 from provisor.store.models import Group, Host, Tenant
 from provisor.store.orchestration import Deployment, Machine, RuntimeParameter
 
@@ -194,7 +201,7 @@ async def launch_step(deployment_id: int, name: str) -> dict[str, Any]:
     deployment, machines = await asyncio.to_thread(_load, deployment_id)
     machine = next(m for m in machines if m.name == name)
     plan = (await asyncio.to_thread(_plans, deployment))[name]
-    provider = rt.provider(deployment.provider)
+    provider = rt.provider(deployment.provider, deployment.tenant_id)
     await asyncio.to_thread(_update_machine, deployment_id, name, state="launching")
     existing = await provider.find(machine.token)
     if existing is not None and existing.state is not MachineState.terminated:
@@ -207,13 +214,18 @@ async def launch_step(deployment_id: int, name: str) -> dict[str, Any]:
             image=plan.image,
             ssh_public_key=rt.controller_public_key,
             size=Size(plan.size.cpu, plan.size.memory_mb, plan.size.flavor),
-            volumes=tuple(VolumeSpec(v.size_gb, v.mount) for v in plan.volumes),
+            volumes=tuple(VolumeSpec(v.size_gb, v.mount, v.device) for v in plan.volumes),
             user_data=_with_environment(plan.user_data, plan.env, plan.secret_env),
             tags={
                 "provisor:deployment": str(deployment_id),
                 "provisor:machine": name,
                 "provisor:tenant": str(deployment.tenant_id),
             },
+            ingress=tuple(
+                IngressRule(rule.protocol, rule.ports or (0, 0), rule.source)
+                for rule in plan.ingress
+            ),
+            public_address=plan.public_address,
         )
         info = await provider.launch(spec)
         crash_point(f"launch-called:{name}")  # after the API call, before the checkpoint
@@ -373,7 +385,7 @@ async def outputs_step(deployment_id: int) -> dict[str, str]:
 async def reports_step(deployment_id: int) -> str:
     rt = runtime()
     deployment, machines = await asyncio.to_thread(_load, deployment_id)
-    provider = rt.provider(deployment.provider)
+    provider = rt.provider(deployment.provider, deployment.tenant_id)
     consoles: dict[str, str] = {}
     for machine in machines:
         if machine.provider_id:

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provisor.core.errors import ProvisorError
 from provisor.fleet.knownhosts import DatabaseHostKeys
 from provisor.fleet.transport import SSHPool
 from provisor.orchestrator import secrets
@@ -26,7 +25,7 @@ class Runtime:
     board: ParameterBoard = field(init=False)
     plans: dict[int, Any] = field(default_factory=dict)  # deployment id -> machine plans
     plans_lock: threading.Lock = field(default_factory=threading.Lock)
-    _providers: dict[str, Provider] = field(default_factory=dict)
+    _providers: dict[tuple[int | None, str], Provider] = field(default_factory=dict)
     _pools: dict[int, SSHPool] = field(default_factory=dict)
     _host_keys: DatabaseHostKeys | None = None
 
@@ -36,16 +35,20 @@ class Runtime:
         self.controller_key = secrets.controller_key(self.home)
         self.controller_public_key = secrets.controller_public_key(self.home)
 
-    def provider(self, name: str) -> Provider:
-        if name not in self._providers:
-            if name != "local":
-                raise ProvisorError(f"unknown provider {name!r}", field="provider")
-            from provisor.providers.local import LocalProvider
+    def provider(self, name: str, tenant_id: int | None = None) -> Provider:
+        """The provider a deployment names: `local`, or one its tenant configured.
 
-            self._providers[name] = LocalProvider(
-                self.home / "local-provider", network=self.local_network
+        Built once per (tenant, name) and kept; `local` is the same for every tenant.
+        """
+        from provisor.providers.registry import BUILT_IN
+        from provisor.services.providers import provider_for
+
+        key = (None if name == BUILT_IN else tenant_id, name)
+        if key not in self._providers:
+            self._providers[key] = provider_for(
+                self.store, self.home, self.local_network, tenant_id, name
             )
-        return self._providers[name]
+        return self._providers[key]
 
     def host_keys(self) -> DatabaseHostKeys:
         if self._host_keys is None:

@@ -142,7 +142,7 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
                 local_network=settings.local_network,
             )
         )
-        server = ParameterServer(rt.board, rt.secret)
+        server = ParameterServer(rt.board, rt.secret, host=settings.parameter_address)
         rt.param_url = await server.start()
         DBOS(config=dbos_config(settings))  # type: ignore[arg-type]
         DBOS.launch()

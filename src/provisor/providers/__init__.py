@@ -2,6 +2,7 @@
 
 from provisor.providers.base import (
     Capability,
+    IngressRule,
     MachineInfo,
     MachineSpec,
     MachineState,
@@ -15,6 +16,7 @@ from provisor.providers.base import (
 
 __all__ = [
     "Capability",
+    "IngressRule",
     "MachineInfo",
     "MachineSpec",
     "MachineState",

@@ -33,9 +33,13 @@ class MemoryCgroups:
     def limit_file(self) -> str:
         return "memory.max" if self.version == 2 else "memory.limit_in_bytes"
 
+    def path_for(self, machine_id: str) -> Path:
+        """Where the machine's cgroup is (once made)."""
+        return self.parent / machine_id
+
     def create(self, machine_id: str, memory_mb: int) -> Path:
         """The machine's cgroup with its limit set (made if missing)."""
-        path = self.parent / machine_id
+        path = self.path_for(machine_id)
         for _ in range(3):
             try:
                 # The parent goes away with the last machine (see `remove`): make it again.

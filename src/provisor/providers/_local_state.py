@@ -3,7 +3,10 @@
 Every change is a transaction: an exclusive `fcntl.flock` on `registry.lock`, read,
 change, write to a temporary file, fsync, rename. Readers need no lock (a rename is
 atomic). Two processes, or two threads with their own open file, never interleave
-changes, so an address or a token is never handed out twice.
+changes, so an address or a token is never handed out twice. Changes asked for at
+the same time by threads of one process are committed together (one read, one
+write and one fsync for all, in the order they were asked); each caller returns
+once its change is on disk, as with a transaction of its own.
 
 Operations on one machine (booting, stopping, snapshotting, terminating) also hold that
 machine's lock (`locks/<id>.lock`) for their whole duration; the kernel releases it when
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import fcntl
 import json
 import os
@@ -166,12 +170,28 @@ class RegistryData:
         )
 
 
+class _Change:
+    """A change waiting for the next group commit, then its outcome."""
+
+    __slots__ = ("change", "done", "error", "result")
+
+    def __init__(self, change: Callable[[RegistryData], Any]) -> None:
+        self.change = change
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
 class Registry:
     """The registry file of one state dir."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.path = directory / REGISTRY
+        self._queue: list[_Change] = []
+        self._queue_lock = threading.Lock()
+        self._committer = threading.Lock()  # one group commit at a time in this process
+        self._locks_made = False
 
     def _ensure_dir(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -215,12 +235,51 @@ class Registry:
             os.close(fd)  # closing the file releases the lock
 
     def transact_sync(self, change: Callable[[RegistryData], T]) -> T:
-        """Run `change` on the registry under the lock and write the result (blocking)."""
-        with self._locked():
-            data = self.read()
-            result = change(data)
-            self._write(data)
-            return result
+        """Run `change` on the registry under the lock and write the result (blocking).
+
+        A change that raises leaves the registry as it was (the others committed with
+        it are applied again, from the file, without it).
+        """
+        item = _Change(change)
+        with self._queue_lock:
+            self._queue.append(item)
+        with self._committer:
+            if not item.done:  # nobody committed it meanwhile: commit what is queued
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._commit(batch)
+        if item.error is not None:
+            raise item.error
+        return cast(T, item.result)
+
+    def _commit(self, batch: list[_Change]) -> None:
+        try:
+            with self._locked():
+                pending = list(batch)
+                while pending:
+                    data = self.read()
+                    for item in pending:
+                        try:
+                            item.result = item.change(data)
+                        except Exception as exc:
+                            item.error = exc
+                            pending.remove(item)  # and again without it, from the file
+                            break
+                    else:
+                        self._write(data)
+                        break
+        except BaseException as exc:
+            for item in batch:
+                if item.error is None:
+                    item.error = exc
+            raise
+        finally:
+            seen: set[int] = set()
+            for item in batch:
+                if id(item.result) in seen and is_dataclass(item.result):
+                    item.result = copy.deepcopy(item.result)  # each caller its own record
+                seen.add(id(item.result))
+                item.done = True
 
     async def transact(self, change: Callable[[RegistryData], T]) -> T:
         """`transact_sync` in a thread: the lock may be held by another process a while.
@@ -240,8 +299,14 @@ class Registry:
         if not _LOCK_NAME.fullmatch(machine_id):
             raise ProviderError("not a machine id", machine=machine_id, call=call)
         locks = self.directory / LOCKS
-        await asyncio.to_thread(locks.mkdir, parents=True, exist_ok=True)
-        fd = os.open(locks / f"{machine_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        if not self._locks_made:  # once (and again should the directory be removed)
+            await asyncio.to_thread(locks.mkdir, parents=True, exist_ok=True)
+            self._locks_made = True
+        try:
+            fd = os.open(locks / f"{machine_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except FileNotFoundError:
+            await asyncio.to_thread(locks.mkdir, parents=True, exist_ok=True)
+            fd = os.open(locks / f"{machine_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             deadline = time.monotonic() + MACHINE_LOCK_TIMEOUT
             delay = 0.005

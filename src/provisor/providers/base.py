@@ -50,6 +50,15 @@ class VolumeSpec:
 
 
 @dataclass(frozen=True)
+class IngressRule:
+    """Traffic a deployment's machines accept (an EC2 security group rule)."""
+
+    protocol: str  # tcp, udp or icmp
+    ports: tuple[int, int] = (0, 0)  # first and last port; ignored for icmp
+    source: str = "0.0.0.0/0"  # CIDR
+
+
+@dataclass(frozen=True)
 class MachineSpec:
     """One machine to launch. `token` makes the launch idempotent."""
 
@@ -62,6 +71,8 @@ class MachineSpec:
     volumes: tuple[VolumeSpec, ...] = ()
     user_data: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    ingress: tuple[IngressRule, ...] = ()  # for providers with firewalls
+    public_address: bool = False  # an elastic / floating address of its own
 
 
 @dataclass(frozen=True)
@@ -144,3 +155,12 @@ class Provider(Protocol):
         ...
 
     async def delete_snapshot(self, snapshot_id: str) -> None: ...
+
+    async def clean_up(self, tags: Mapping[str, str]) -> None:
+        """Remove what launches made for machines with these tags (key pairs, firewall
+        groups) once none of them is left; a no-op where there is nothing to remove."""
+        ...
+
+    async def check(self) -> str:
+        """Reachability and credentials: a one-line description, or a ProviderError."""
+        ...

@@ -323,6 +323,14 @@ class LocalProvider:
         snap = await self._registry.transact(mark)
         await asyncio.to_thread(Path(snap.location).unlink, missing_ok=True)
 
+    async def clean_up(self, tags: Mapping[str, str]) -> None:
+        """Nothing outlives a local machine: its address and disk go with `terminate`."""
+
+    async def check(self) -> str:
+        self._require_root("check")
+        await self._read()
+        return f"local machines on {self.network}, state in {self.state_dir}"
+
     # --- beyond the interface ----------------------------------------------------------------
 
     async def snapshots(self) -> list[SnapshotInfo]:

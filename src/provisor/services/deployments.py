@@ -15,6 +15,7 @@ from provisor.core.errors import Conflict, InvalidInput, NotFound
 from provisor.core.names import check_name
 from provisor.orchestrator import secrets, worker
 from provisor.services.context import Context, audited
+from provisor.services.providers import provider_names
 from provisor.settings import Settings
 from provisor.store.models import Group, Host
 from provisor.store.orchestration import Deployment, ParameterWait, RuntimeParameter
@@ -120,6 +121,17 @@ def _sealed_inputs(ctx: Context, blueprint: Blueprint, inputs: dict[str, Any]) -
     return sealed
 
 
+def _check_provider(ctx: Context, provider: str) -> None:
+    """`local`, or a provider configured for the deployment's tenant."""
+    names = provider_names(ctx)
+    if provider not in names:
+        raise InvalidInput(
+            f"no provider named {provider!r}: use one of {', '.join(names)} "
+            "(`provisor providers add` configures one)",
+            field="provider",
+        )
+
+
 def request_deployment(
     ctx: Context,
     settings: Settings,
@@ -129,15 +141,15 @@ def request_deployment(
     parameters: dict[str, str],
     name: str | None = None,
     completion: str | None = None,
-    provider: str = "local",
+    provider: str | None = None,
 ) -> DeploymentView:
     """Validate everything, record the deployment and queue its workflow."""
     blueprint = load_blueprint(text, source=source)
     deployment_name = check_name(name or blueprint.name, field="name")
     inputs = resolve_inputs(blueprint, parameters)
     plans = expand(blueprint, inputs, deployment=deployment_name, completion=completion)
-    if provider != "local":
-        raise InvalidInput(f"unknown provider {provider!r}: use local", field="provider")
+    provider = provider or blueprint.provider or "local"  # --provider, the blueprint's, local
+    _check_provider(ctx, provider)
     with audited(ctx, "deployment.requested", deployment_name) as (session, audit):
         taken = session.scalar(
             select(Deployment.id).where(
@@ -250,11 +262,13 @@ async def remove_deployment(ctx: Context, settings: Settings, name: str) -> Depl
     if workflow_id and view.state in ACTIVE:
         await asyncio.to_thread(worker.cancel, settings, workflow_id)
     rt = Runtime(ctx.store, ctx.home, local_network=settings.local_network)
-    provider = rt.provider(view.provider)
+    provider = rt.provider(view.provider, ctx.tenant_id())
     # By tag as well as by record: a machine launched just before a crash has no row yet.
     found = await provider.describe(tags={"provisor:deployment": str(deployment_id)})
     ids = {m.provider_id for m in view.machines if m.provider_id} | {m.id for m in found}
     await asyncio.gather(*(provider.terminate(machine_id) for machine_id in sorted(ids)))
+    # What launches made for the deployment besides machines (key pairs, firewall groups).
+    await provider.clean_up({"provisor:deployment": str(deployment_id)})
     with audited(ctx, "deployment.terminated", name) as (session, audit):
         deployment = _find(session, ctx, name)
         names = [m.name for m in deployment.machines]

@@ -208,3 +208,23 @@ class Blueprint(Base):
     summary: Mapped[dict[str, Any]] = mapped_column(default=dict)  # nodes, parameters
     created_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ProviderConfig(Base):
+    """A provider an operator configured (`provisor providers add`); `local` is built in.
+
+    `settings` is plain JSON checked by the provider's kind; the one secret a kind
+    may need (an EC2 secret access key) is kept sealed in `secret`, never in clear.
+    """
+
+    __tablename__ = "providers"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_providers_tenant_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))  # as long as a deployment's `provider`
+    kind: Mapped[str] = mapped_column(String(32))  # e.g. "ec2"
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    secret: Mapped[str | None] = mapped_column(Text)  # "sealed:..." (Fernet), never clear
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(128))

@@ -1,0 +1,142 @@
+"""`webapp.yaml` deployed through the `ec2` provider against moto_server.
+
+moto runs no machines: `DataPlane` gives every instance a real OpenSSH test host
+and writes where it answers to the provider's address map. moto reports addresses
+of its own (public IPs in 54.214.0.0/16, elastic addresses in 127.0.0.0/8):
+provisor must never connect to one of them, which an audit hook in the CLI's
+process checks (tests/connect_guard.py).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ec2_fixtures import MotoEc2
+from provisor.orchestrator.secrets import controller_public_key
+from provisor.providers.local import LocalProvider
+from provisor.sandbox.ec2plane import DataPlane
+from test_orchestrator import EXAMPLES, Provisor, webapp_serves
+
+pytestmark = [pytest.mark.testbed, pytest.mark.slow]
+
+GUARD = Path(__file__).with_name("connect_guard.py")
+
+
+class GuardedProvisor(Provisor):
+    program = (str(GUARD),)
+
+
+@pytest.fixture
+def cloud(moto: MotoEc2, tmp_path: Path) -> Iterator[tuple[GuardedProvisor, DataPlane, Path]]:
+    cli = GuardedProvisor(tmp_path / "home")
+    log = tmp_path / "connections.log"
+    log.touch()
+    cli.env["PROVISOR_TEST_CONNECT_LOG"] = str(log)
+    plane_network = f"127.{random.randint(101, 199)}.0.0/16"
+    plane = DataPlane(
+        moto.url,
+        moto.region,
+        LocalProvider(tmp_path / "plane", network=plane_network),
+        controller_public_key(cli.home),
+        tmp_path / "addresses.json",
+    )
+    cli(
+        "providers",
+        "add",
+        "moto",
+        "--type",
+        "ec2",
+        "--endpoint",
+        moto.proxy_url,
+        "--region",
+        moto.region,
+        "--address-map",
+        str(plane.map_file),
+        "--access-key-id",
+        "testing",
+        env={"PROVISOR_SECRET_ACCESS_KEY": "testing"},
+    )
+    with plane:
+        yield cli, plane, log
+        listed = cli("deployments", "list", "--output", "json", check=False)
+        if listed.returncode == 0:
+            for deployment in json.loads(listed.stdout):
+                cli("down", deployment["name"], check=False)
+
+
+def _connections(log: Path) -> set[str]:
+    return {line.split()[0] for line in log.read_text().splitlines()}
+
+
+def test_webapp_deploys_on_ec2_and_connects_only_where_told(
+    cloud: tuple[GuardedProvisor, DataPlane, Path], moto: MotoEc2
+) -> None:
+    cli, plane, log = cloud
+    status = webapp_serves(cli, "--provider", "moto")
+    assert status["provider"] == "moto"
+    machines = status["machines"]
+    assert isinstance(machines, list)
+    mapping = plane.mapping()
+    assert {m["address"] for m in machines} == set(mapping.values())
+
+    ec2 = moto.client(direct=True)
+    instances = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+    assert len(instances) == 4 and set(mapping) == {i["InstanceId"] for i in instances}
+    moto_addresses = {i.get("PublicIpAddress") for i in instances} | {
+        a["PublicIp"] for a in ec2.describe_addresses()["Addresses"]
+    }
+    moto_addresses.discard(None)
+    assert moto_addresses, "moto reported no addresses of its own: the check proves nothing"
+    connected = _connections(log)
+    assert set(mapping.values()) <= connected  # the log sees SSH connections
+    allowed = {"127.0.0.1"} | plane.mapped_addresses  # the API proxy, parameters, machines
+    assert connected - allowed == set(), f"connections nobody mapped: {connected - allowed}"
+    assert not connected & (moto_addresses - allowed)
+
+    cli("down", "webapp")
+    after = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+    assert {i["State"]["Name"] for i in after} == {"terminated"}
+    assert ec2.describe_addresses()["Addresses"] == []
+    tagged = [{"Name": "tag-key", "Values": ["provisor:deployment"]}]
+    assert ec2.describe_volumes(Filters=tagged)["Volumes"] == []
+    assert ec2.describe_security_groups(Filters=tagged)["SecurityGroups"] == []
+    assert ec2.describe_key_pairs(Filters=tagged)["KeyPairs"] == []
+    assert _connections(log) - allowed == set()
+
+
+@pytest.mark.parametrize("machine", ["webapp-db-1", "webapp-lb-1"])
+def test_controller_killed_after_run_instances_resumes_with_one_instance(
+    cloud: tuple[GuardedProvisor, DataPlane, Path], moto: MotoEc2, machine: str
+) -> None:
+    """SIGKILL right after RunInstances answered, before the launch is checkpointed."""
+    cli, _, _ = cloud
+    crashed = cli(
+        "up",
+        str(EXAMPLES / "webapp.yaml"),
+        "--provider",
+        "moto",
+        "--wait",
+        env={"PROVISOR_TEST_KILL_AT": f"ec2-run-instances:{machine}"},
+        check=False,
+    )
+    assert crashed.returncode == -9, crashed.stderr
+    ec2 = moto.client(direct=True)
+    by_tag = [{"Name": "tag:provisor:machine", "Values": [machine]}]
+    made = [
+        i for r in ec2.describe_instances(Filters=by_tag)["Reservations"] for i in r["Instances"]
+    ]
+    assert len(made) == 1  # the call was made, and nothing recorded it
+    cli("worker", "--until-idle")
+    assert cli.status("webapp")["state"] == "ready"
+    instances = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+    live = [i for i in instances if i["State"]["Name"] != "terminated"]
+    names = sorted(
+        next(t["Value"] for t in i["Tags"] if t["Key"] == "provisor:machine") for i in live
+    )
+    assert names == ["webapp-app-1", "webapp-app-2", "webapp-db-1", "webapp-lb-1"]
+    assert [i["InstanceId"] for i in live if i["InstanceId"] == made[0]["InstanceId"]]

@@ -1,0 +1,149 @@
+"""Runtime parameters: the store upsert, the board's waits and the HTTP endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from provisor.orchestrator.params import (
+    ParameterBoard,
+    ParameterServer,
+    get_parameter,
+    machine_token,
+    set_parameter,
+)
+from provisor.store import Store
+from provisor.store.models import Tenant
+from provisor.store.orchestration import Deployment, Machine, ParameterWait
+
+SECRET = b"k" * 32
+
+
+@pytest.fixture
+def deployment_id(store: Store) -> Iterator[int]:
+    with store.session() as session:
+        tenant = Tenant(name="default")
+        session.add(tenant)
+        session.flush()
+        deployment = Deployment(
+            tenant_id=tenant.id,
+            name="shop",
+            owner="ops",
+            blueprint="shop",
+            blueprint_version="1",
+            blueprint_text="name: shop\n",
+            inputs={},
+            completion=None,
+            provider="local",
+        )
+        session.add(deployment)
+        session.flush()
+        for node, index in (("db", 1), ("app", 1)):
+            deployment.machines.append(
+                Machine(
+                    node=node,
+                    index=index,
+                    name=f"shop-{node}-{index}",
+                    hostname=node,
+                    token=f"t-{node}",
+                )
+            )
+        created = deployment.id
+    yield created
+
+
+def test_set_parameter_inserts_then_replaces(store: Store, deployment_id: int) -> None:
+    with store.session() as session:
+        set_parameter(session, deployment_id, "db.1.port", "5432", "shop-db-1")
+    with store.session() as session:
+        set_parameter(session, deployment_id, "db.1.port", "6432", "provisor")
+    assert get_parameter(store, deployment_id, "db.1.port") == "6432"
+
+
+def _call(url: str, token: str, path: str, body: dict[str, str] | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(
+        url + path,
+        method="GET" if body is None else "POST",
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+async def _raw(url: str, data: bytes) -> bytes:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(data)
+    await writer.drain()
+    reply = await reader.read()
+    writer.close()
+    return reply
+
+
+def test_endpoint_sets_gets_and_waits(store: Store, deployment_id: int) -> None:
+    async def scenario() -> None:
+        board = ParameterBoard(store)
+        board.open_deployment(deployment_id)
+        server = ParameterServer(board, SECRET)
+        url = await server.start()
+        db = machine_token(SECRET, deployment_id, "shop-db-1")
+        app = machine_token(SECRET, deployment_id, "shop-app-1")
+        try:
+            # A wait answered by a value published meanwhile, through the endpoint.
+            waiting = asyncio.ensure_future(
+                asyncio.to_thread(_call, url, app, "/get?key=db.1.ready&wait=20")
+            )
+            await asyncio.sleep(0.3)
+            with store.session() as session:  # the wait is visible while it lasts
+                assert session.query(ParameterWait).filter_by(waiter="shop-app-1").count() == 1
+            assert await asyncio.to_thread(
+                _call, url, db, "/set", {"key": "ready", "value": "yes"}
+            ) == (200, "ok")
+            assert await waiting == (200, "yes")
+            board.write_waits()  # records are written in bursts, shortly after
+            with store.session() as session:
+                assert session.query(ParameterWait).count() == 0
+            assert get_parameter(store, deployment_id, "db.1.ready") == "yes"
+            # A machine publishes only its own keys; values may change.
+            await asyncio.to_thread(_call, url, db, "/set", {"key": "ready", "value": "again"})
+            assert await asyncio.to_thread(_call, url, app, "/get?key=db.1.ready") == (
+                200,
+                "again",
+            )
+            timed_out = await asyncio.to_thread(_call, url, app, "/get?key=db.1.port&wait=0.2")
+            assert timed_out[0] == 408 and "shop-db-1" in timed_out[1]
+            assert (await asyncio.to_thread(_call, url, "1.x.y", "/get?key=db.1.ready"))[0] == 401
+            assert (await asyncio.to_thread(_call, url, app, "/get?key=nope"))[0] == 400
+            assert (await asyncio.to_thread(_call, url, app, "/get?key=db.1.a&wait=x"))[0] == 400
+            assert (await asyncio.to_thread(_call, url, app, "/set", {"key": "a b"}))[0] == 400
+            assert (await asyncio.to_thread(_call, url, app, "/other"))[0] == 404
+            assert (await asyncio.to_thread(_call, url, app, "/set"))[0] == 405
+            stranger = machine_token(SECRET, deployment_id, "shop-web-1")
+            assert (await asyncio.to_thread(_call, url, stranger, "/set", {"key": "a"}))[0] == 403
+            # Malformed or oversized requests are refused, not crashed on.
+            assert (await _raw(url, b"nonsense\r\n\r\n")).startswith(b"HTTP/1.1 400")
+            huge = b"POST /set HTTP/1.1\r\ncontent-length: 999999999\r\n\r\n"
+            assert (await _raw(url, huge)).startswith(b"HTTP/1.1 413")
+            chunked = b"POST /set HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
+            assert (await _raw(url, chunked)).startswith(b"HTTP/1.1 400")
+            assert (await _raw(url, b"GET /get HTTP/1.1\r\n" + b"x" * 20000)).startswith(
+                b"HTTP/1.1 400"
+            )
+        finally:
+            await server.stop()
+        # Once the workflow is over, values come from the database again.
+        board.close_deployment(deployment_id)
+        with store.session() as session:
+            set_parameter(session, deployment_id, "db.1.ready", "changed", "provisor")
+        assert await board.wait(deployment_id, "db.1.ready", 0, waiter="x") == "changed"
+
+    asyncio.run(scenario())

@@ -13,23 +13,164 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
+import functools
 import os
 import platform
+import pstats
 import random
 import shutil
 import statistics
+import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
+
+from docsection import markers, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 BLUEPRINT = ROOT / "examples" / "blueprints" / "cluster.yaml"
-DOCS = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- deploy:begin -->", "<!-- deploy:end -->"
+BEGIN, END = markers("deploy")
 
 
-def one_run(machines: int, profile: Path | None) -> dict[str, float]:
+class ThreadCPU:
+    """Where the controller's CPU went, by thread: sampled from /proc/self/task.
+
+    The event loop that runs the workflows (DBOS's), the threads the steps hand
+    blocking work to (store, provider, DBOS checkpoints), DBOS's own pollers and
+    the parameter endpoint's loop (the main thread) are told apart by name.
+    A thread's last fraction of a sampling interval before it exits is lost. The
+    sampler's own CPU (`own`) is not the controller's: callers subtract it.
+    """
+
+    def __init__(self, interval: float = 0.5) -> None:
+        self._interval = interval
+        self._seen: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-monitor", daemon=True)
+        self._start = self._sample()
+        self._process_start = time.process_time()
+        self._process_end = self._process_start
+        self.own = 0.0
+
+    def _sample(self) -> dict[int, tuple[str, float]]:
+        """CPU seconds of each thread (schedstat: nanoseconds, not 10 ms ticks)."""
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        found = {}
+        for tid_text in os.listdir("/proc/self/task"):
+            tid = int(tid_text)
+            try:
+                with open(f"/proc/self/task/{tid}/schedstat") as f:
+                    on_cpu = int(f.read().split()[0]) / 1e9
+            except OSError:
+                continue
+            found[tid] = (names.get(tid, "?"), on_cpu)
+        return found
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._seen.update(self._sample())
+        self.own = time.thread_time()
+
+    def __enter__(self) -> ThreadCPU:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._seen.update(self._sample())
+        self._process_end = time.process_time()
+
+    def by_kind(self) -> dict[str, float]:
+        kinds: dict[str, float] = {}
+        for tid, (name, cpu) in self._seen.items():
+            if name == "bench-monitor":
+                continue
+            kind = (
+                "event loop (workflows, SSH, parameter endpoint)"
+                if name == "MainThread"
+                else "worker threads (store, provider, checkpoints)"
+                if name.startswith(("dbos-executor", "asyncio", "ThreadPoolExecutor"))
+                else "DBOS background threads"
+            )
+            kinds[kind] = kinds.get(kind, 0.0) + cpu - self._start.get(tid, (name, 0.0))[1]
+        # Threads gone before a sample saw their last CPU.
+        total = self._process_end - self._process_start - self.own
+        kinds["threads that exited"] = total - sum(kinds.values())
+        return kinds
+
+
+class WorkItemCPU:
+    """CPU of the blocking calls the event loop hands to threads, by function.
+
+    Wraps `concurrent.futures`' work items while active: `asyncio.to_thread(f)`
+    and DBOS's own executor calls are charged to `f`'s qualified name.
+    """
+
+    def __init__(self, profile: str | None = None) -> None:
+        self.cpu: dict[str, float] = {}
+        self.calls: Counter[str] = Counter()
+        self._original: Any = None
+        self._profile = profile  # profile the calls whose name has this in it
+        self.stats: pstats.Stats | None = None
+
+    @staticmethod
+    def _name(fn: Any, args: tuple[Any, ...]) -> str:
+        while isinstance(fn, functools.partial):
+            fn, args = fn.func, fn.args + args
+        if getattr(fn, "__name__", "") == "run" and args:  # Context.run(func, ...)
+            return WorkItemCPU._name(args[0], args[1:])
+        module = getattr(fn, "__module__", None) or ""
+        return f"{module.split('.')[0]}:{getattr(fn, '__qualname__', repr(fn))}"
+
+    def __enter__(self) -> WorkItemCPU:
+        from concurrent.futures import thread
+
+        self._original = original = thread._WorkItem.run
+        lock = threading.Lock()
+
+        def run(item: Any) -> None:
+            name = WorkItemCPU._name(item.fn, item.args)
+            profiler = cProfile.Profile() if self._profile and self._profile in name else None
+            start = time.thread_time()
+            try:
+                if profiler:
+                    profiler.runcall(original, item)
+                else:
+                    original(item)
+            finally:
+                with lock:
+                    self.cpu[name] = self.cpu.get(name, 0.0) + time.thread_time() - start
+                    self.calls[name] += 1
+                    if profiler:
+                        if self.stats is None:
+                            self.stats = pstats.Stats(profiler)
+                        else:
+                            self.stats.add(profiler)
+
+        thread._WorkItem.run = run  # type: ignore[method-assign,assignment]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from concurrent.futures import thread
+
+        thread._WorkItem.run = self._original  # type: ignore[method-assign]
+
+    def table(self, limit: int = 25) -> str:
+        lines = [f"{'cpu ms':>8} {'calls':>6}  blocking call (in worker threads)"]
+        for name, cpu in sorted(self.cpu.items(), key=lambda kv: -kv[1])[:limit]:
+            lines.append(f"{cpu * 1000:8.0f} {self.calls[name]:6d}  {name}")
+        return "\n".join(lines)
+
+
+def one_run(
+    machines: int, profile: Path | None, breakdown: bool = False, profile_call: str | None = None
+) -> dict[str, float]:
     home = Path(tempfile.mkdtemp(prefix="provisor-bench-deploy-"))
     os.environ["PROVISOR_HOME"] = str(home)
     os.environ["PROVISOR_LOCAL_NETWORK"] = f"127.{random.randint(101, 199)}.0.0/16"
@@ -45,9 +186,32 @@ def one_run(machines: int, profile: Path | None) -> dict[str, float]:
 
     settings = Settings()
     ctx = open_context(settings)
+    try:
+        return _measure(ctx, settings, machines, profile, breakdown, profile_call)
+    finally:  # whatever happened (even a broken pipe), no machine is left running
+        try:
+            asyncio.run(deployments.remove_deployment(ctx, settings, "bench"))
+        except Exception as exc:  # reported: the first error matters more
+            print(f"bench: could not remove the deployment: {exc}", file=sys.stderr)
+        ctx.store.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _measure(
+    ctx: Any,
+    settings: Any,
+    machines: int,
+    profile: Path | None,
+    breakdown: bool,
+    profile_call: str | None,
+) -> dict[str, float]:
+    from provisor.orchestrator import worker
+    from provisor.services import deployments
+
     text = BLUEPRINT.read_text()
     wall = time.monotonic()
     cpu = time.process_time()
+    times = os.times()
     deployments.request_deployment(
         ctx,
         settings,
@@ -57,22 +221,28 @@ def one_run(machines: int, profile: Path | None) -> dict[str, float]:
         name="bench",
     )
     request_cpu = time.process_time() - cpu
-    profiler = cProfile.Profile() if profile else None
+    # The event loop thread's CPU (not wall time: waits would dominate).
+    profiler = cProfile.Profile(time.thread_time) if profile else None
     if profiler:
         profiler.enable()
-    asyncio.run(worker.serve(settings, until_idle=True))
+    items = WorkItemCPU(profile_call)
+    watching = breakdown or profile_call
+    with ThreadCPU() as threads, items if watching else contextlib.nullcontext():
+        asyncio.run(worker.serve(settings, until_idle=True))
     if profiler:
         profiler.disable()
         profiler.dump_stats(profile)  # type: ignore[arg-type]
-    total_cpu = time.process_time() - cpu
+    total_cpu = time.process_time() - cpu - threads.own
+    end = os.times()
     total_wall = time.monotonic() - wall
+    if breakdown:
+        print(items.table(), flush=True)
+    if items.stats is not None:
+        items.stats.sort_stats("tottime").print_stats(25)
     view = deployments.get_deployment(ctx, "bench")
     if view.state != "ready":
         raise SystemExit(f"the deployment ended {view.state}: {view.error}")
     ready = sum(1 for m in view.machines if m.state == "ready")
-    asyncio.run(deployments.remove_deployment(ctx, settings, "bench"))
-    ctx.store.close()
-    shutil.rmtree(home, ignore_errors=True)
     return {
         "load": os.getloadavg()[0],
         "machines": ready,
@@ -80,6 +250,9 @@ def one_run(machines: int, profile: Path | None) -> dict[str, float]:
         "cpu_s": total_cpu,
         "request_cpu_ms": request_cpu * 1000,
         "cpu_ms_per_machine": total_cpu * 1000 / ready,
+        "user_s": end.user - times.user - threads.own,
+        "sys_s": end.system - times.system,
+        **{f"threads: {k}": round(v, 2) for k, v in sorted(threads.by_kind().items())},
     }
 
 
@@ -106,6 +279,22 @@ def report(runs: list[dict[str, float]], machines: int) -> str:
             f"| controller CPU per machine | {median('cpu_ms_per_machine'):.1f} ms |",
             f"| of which the request (validate, record, queue) | "
             f"{median('request_cpu_ms'):.0f} ms |",
+            f"| user / kernel CPU | {median('user_s'):.2f} s / {median('sys_s'):.2f} s |",
+            *(
+                f"| {key.removeprefix('threads: ')} | {median(key):.2f} s |"
+                for key in sorted(runs[0])
+                if key.startswith("threads: ")
+            ),
+            "",
+            "The orchestrator went from 142 ms per machine (first measured, load 45) and",
+            "82-87 ms (the same machine, quiet) to this by: one checkpointed step for the",
+            "reachability of all machines and one per configuration wave (39 DBOS steps",
+            "instead of 97), three SSH commands per machine instead of seven (one installs",
+            "the agent and every script after waiting for user data on the machine),",
+            "runtime parameters kept in memory while the workflow runs, single-statement",
+            "upserts and updates, the local provider's registry changes committed together,",
+            "and one transaction to record a launched machine. Where the rest goes:",
+            "`python bench/deploy.py --breakdown` (blocking calls by function).",
             "",
             "Controller CPU is the worker process's own CPU (every thread): DBOS checkpoints,",
             "the local provider's bookkeeping and process starts, SSH client work and the",
@@ -116,33 +305,32 @@ def report(runs: list[dict[str, float]], machines: int) -> str:
     )
 
 
-def write_docs(section: str) -> None:
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        before, rest = text.split(BEGIN, 1)
-        after = rest.split(END, 1)[1]
-        text = before + section + after
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    DOCS.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--machines", type=int, default=30)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--profile", type=Path)
     parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument(
+        "--profile-call",
+        metavar="NAME",
+        help="cProfile the blocking calls whose name contains NAME (e.g. _load)",
+    )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="print the CPU of the blocking calls handed to threads, by function",
+    )
     args = parser.parse_args()
     runs = []
     for _ in range(args.repeat):
-        run = one_run(args.machines, args.profile)
+        run = one_run(args.machines, args.profile, args.breakdown, args.profile_call)
         print(run, flush=True)
         runs.append(run)
     section = report(runs, args.machines)
     print(section)
     if not args.no_docs:
-        write_docs(section)
+        write_section("deploy", section)
 
 
 if __name__ == "__main__":

@@ -26,13 +26,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from docsection import markers, write_section
+
 from provisor.providers import MachineSpec
 from provisor.providers.ec2 import Ec2Provider, Ec2Settings
 from provisor.sandbox.moto import MotoServer, ec2_client
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- ec2:begin -->", "<!-- ec2:end -->"
+BEGIN, END = markers("ec2")
 REGION = "us-east-1"
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDsa7rJ4hG8J7lDq3cQ7SxZkh7mL3n0wJYfWb0q9b6cN bench"
 
@@ -178,16 +179,6 @@ def report(results: dict[str, list[dict[str, float]]], machines: int, repeat: in
     )
 
 
-def write_docs(section: str) -> None:
-    text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        before, rest = text.split(BEGIN, 1)
-        text = before + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    DOCS.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--machines", type=int, default=30)
@@ -205,7 +196,7 @@ def main() -> None:
     section = report(results, args.machines, args.repeat)
     print(section)
     if not args.no_docs:
-        write_docs(section)
+        write_section("ec2", section)
 
 
 if __name__ == "__main__":

@@ -76,6 +76,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from docsection import markers, write_section
+
 from provisor import sandbox
 from provisor.sandbox import SandboxHost, _procs
 
@@ -91,7 +93,7 @@ JOB_SECONDS = re.compile(r"\(job \d+, ([\d.]+)s\)")
 SETTLE_SECONDS = 0.3
 START_BATCH = 100
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-MARK_BEGIN, MARK_END = "<!-- fanout:begin -->", "<!-- fanout:end -->"
+MARK_BEGIN, MARK_END = markers("fanout")
 SSH_OPTIONS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
 # OpenSSH 9.2's client prefers the post-quantum hybrid sntrup761x25519-sha512 key exchange
 # (~0.1 s of client CPU per connection here); asyncssh and libssh2 negotiate curve25519.
@@ -1091,17 +1093,6 @@ def render_profile(profile: dict[str, Any], n: int) -> list[str]:
     return out
 
 
-def update_docs(path: Path, section: str) -> None:
-    """Replace the fanout section of the file (between its markers), keeping the rest."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    begin, end = text.find(MARK_BEGIN), text.find(MARK_END)
-    if begin != -1 and end > begin:
-        text = text[:begin] + section + text[end + len(MARK_END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
-
-
 def failures(runs: list[Measurement]) -> list[str]:
     lines = []
     for m in runs:
@@ -1230,7 +1221,7 @@ def write_results(args: argparse.Namespace, results: dict[str, Any], stamp: str)
     section = render(results, rows)
     print("\n" + section)
     if results["complete"] and not args.no_docs:
-        update_docs(DOCS, section)
+        write_section("fanout", section, DOCS)
         print(f"\nwrote bench/results/{name} and {DOCS.relative_to(REPO)}")
     else:
         print(f"\nwrote bench/results/{name} (docs left alone)")

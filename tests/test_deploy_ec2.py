@@ -9,17 +9,23 @@ process checks (tests/connect_guard.py).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ec2_fixtures import MotoEc2
+from provisor.fleet.knownhosts import DatabaseHostKeys
+from provisor.fleet.transport import Endpoint, SSHPool
+from provisor.orchestrator import machine_ops
 from provisor.orchestrator.secrets import controller_public_key
 from provisor.providers.local import LocalProvider
 from provisor.sandbox.ec2plane import DataPlane
+from provisor.store import Store
 from test_orchestrator import EXAMPLES, Provisor, webapp_serves
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
@@ -140,3 +146,41 @@ def test_controller_killed_after_run_instances_resumes_with_one_instance(
     )
     assert names == ["webapp-app-1", "webapp-app-2", "webapp-db-1", "webapp-lb-1"]
     assert [i["InstanceId"] for i in live if i["InstanceId"] == made[0]["InstanceId"]]
+
+
+def test_cloud_config_user_data_is_done_when_cloud_init_is(testbed: Any, tmp_path: Path) -> None:
+    """On a cloud image a #cloud-config leaves no provisor mark: cloud-init's own counts."""
+    (host,) = testbed(1)
+    endpoint = Endpoint(host.name, host.address, host.port, host.user, str(host.client_key))
+    store = Store(f"sqlite:///{tmp_path / 'provisor.db'}")
+
+    async def scenario() -> str:
+        pool = SSHPool(DatabaseHostKeys(store))
+
+        async def prepare(timeout: float) -> None:
+            await machine_ops.prepare(
+                pool,
+                endpoint,
+                url="http://127.0.0.1:9",
+                token="t",
+                env={},
+                scripts=["true"],
+                user_data=True,
+                timeout=timeout,
+            )
+
+        try:
+            with pytest.raises(machine_ops.MachineStepError, match="still running after 2s"):
+                await prepare(2.0)
+            finish = f"mkdir -p /var/lib/cloud/instance && touch {machine_ops.CLOUD_INIT_DONE}"
+            assert (await machine_ops.run(pool, endpoint, finish, timeout=30.0)).ok
+            await prepare(30.0)
+            marker = await machine_ops.run(
+                pool, endpoint, f"cat {machine_ops.USER_DATA_DONE}", timeout=30.0
+            )
+            return marker.text().strip()
+        finally:
+            await pool.close()
+
+    assert asyncio.run(scenario()) == "0"
+    store.close()

@@ -131,9 +131,9 @@ def test_endpoint_sets_gets_and_waits(store: Store, deployment_id: int) -> None:
             assert (await asyncio.to_thread(_call, url, stranger, "/set", {"key": "a"}))[0] == 403
             # Malformed or oversized requests are refused, not crashed on.
             assert (await _raw(url, b"nonsense\r\n\r\n")).startswith(b"HTTP/1.1 400")
-            huge = b"POST /set HTTP/1.1\r\ncontent-length: 999999999\r\n\r\n"
+            huge = b"POST /set HTTP/1.1\r\nhost: x\r\ncontent-length: 999999999\r\n\r\n"
             assert (await _raw(url, huge)).startswith(b"HTTP/1.1 413")
-            chunked = b"POST /set HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
+            chunked = b"POST /set HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
             assert (await _raw(url, chunked)).startswith(b"HTTP/1.1 400")
             assert (await _raw(url, b"GET /get HTTP/1.1\r\n" + b"x" * 20000)).startswith(
                 b"HTTP/1.1 400"

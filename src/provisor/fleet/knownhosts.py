@@ -37,17 +37,21 @@ class DatabaseHostKeys:
         self._known[(address, port)] = key
         self._new[(address, port)] = key
 
-    def pin(self, address: str, port: int, key: str) -> None:
-        """Trust `key` for this endpoint from now on, replacing any older key (saved now)."""
+    def pin(self, address: str, port: int, key: str, *, session: Session | None = None) -> None:
+        """Trust `key` for this endpoint from now on, replacing any older key.
+
+        Saved now, or in the caller's `session` (its transaction) when given.
+        """
         self._known[(address, port)] = key
         self._new.pop((address, port), None)
-        with self._store.session() as session:
-            session.execute(
-                delete(KnownHostKey).where(
-                    KnownHostKey.address == address, KnownHostKey.port == port
-                )
-            )
-            session.add(KnownHostKey(address=address, port=port, key=key))
+        if session is None:
+            with self._store.session() as own:
+                self.pin(address, port, key, session=own)
+            return
+        session.execute(
+            delete(KnownHostKey).where(KnownHostKey.address == address, KnownHostKey.port == port)
+        )
+        session.add(KnownHostKey(address=address, port=port, key=key))
 
     def flush(self) -> int:
         """Save keys seen for the first time; returns how many were saved."""

@@ -16,24 +16,25 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from dbos import DBOS
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import insert, select, update
 
 from provisor.core.blueprint import expand, load_blueprint, node_order, render_outputs
 from provisor.events import record_event
+from provisor.fleet.results import HostResult
 from provisor.fleet.transport import Endpoint
 from provisor.orchestrator import machine_ops, reports
 from provisor.orchestrator.params import expected_setter, machine_token, set_parameter
 from provisor.orchestrator.runtime import runtime
 from provisor.providers import (
     IngressRule,
+    MachineInfo,
     MachineSpec,
     MachineState,
     ProviderError,
     Size,
     VolumeSpec,
 )
-from provisor.store.models import Group, Host, Tenant
+from provisor.store.models import Group, Host, Tenant, group_members
 from provisor.store.orchestration import Deployment, Machine, RuntimeParameter
 
 REACHABLE_TIMEOUT = 180.0
@@ -96,28 +97,62 @@ def _set_state(
             )
 
 
-def _machine(session: Session, deployment_id: int, name: str) -> Machine:
-    machine = session.scalar(
-        select(Machine).where(Machine.deployment_id == deployment_id, Machine.name == name)
-    )
-    assert machine is not None, name
-    return machine
-
-
 def _update_machine(deployment_id: int, name: str, **values: Any) -> None:
-    with runtime().store.session() as session:
-        machine = _machine(session, deployment_id, name)
-        for key, value in values.items():
-            setattr(machine, key, value)
+    # One UPDATE statement: no ORM load of the row first.
+    with runtime().store.engine.begin() as connection:
+        result = connection.execute(
+            update(Machine)
+            .where(Machine.deployment_id == deployment_id, Machine.name == name)
+            .values(**values)
+        )
+    assert result.rowcount == 1, name
 
 
-def _load(deployment_id: int) -> tuple[Deployment, list[Machine]]:
+def _load(
+    deployment_id: int,
+    names: list[str] | None = None,
+    *,
+    mark: str | None = None,
+    skip_ready: bool = False,
+) -> tuple[Deployment, list[Machine]]:
+    """The deployment and its machines (only `names`, in that order, when given).
+
+    `skip_ready` leaves out machines already ready; `mark` sets the state of the
+    machines returned, in the same transaction.
+    """
     with runtime().store.session() as session:
         deployment = session.get(Deployment, deployment_id)
         assert deployment is not None
-        machines = list(deployment.machines)
+        if names is None:
+            machines = list(deployment.machines)
+        else:
+            found = {
+                m.name: m
+                for m in session.scalars(
+                    select(Machine).where(
+                        Machine.deployment_id == deployment_id, Machine.name.in_(names)
+                    )
+                )
+            }
+            machines = [found[name] for name in names]
+        if skip_ready:
+            machines = [m for m in machines if m.state != "ready"]
+        if mark is not None:
+            for machine in machines:
+                machine.state = mark
+            session.flush()
         session.expunge_all()
         return deployment, machines
+
+
+def _parameters(deployment_id: int) -> dict[str, str]:
+    with runtime().store.engine.connect() as connection:
+        rows = connection.execute(
+            select(RuntimeParameter.key, RuntimeParameter.value).where(
+                RuntimeParameter.deployment_id == deployment_id
+            )
+        )
+        return {key: value for key, value in rows}
 
 
 def _plans(deployment: Deployment) -> dict[str, Any]:
@@ -198,11 +233,9 @@ async def set_state_step(deployment_id: int, state: str, step: str, event: str |
 async def launch_step(deployment_id: int, name: str) -> dict[str, Any]:
     """Launch one machine; the provider's client token makes a repeat harmless."""
     rt = runtime()
-    deployment, machines = await asyncio.to_thread(_load, deployment_id)
-    machine = next(m for m in machines if m.name == name)
+    deployment, (machine,) = await asyncio.to_thread(_load, deployment_id, [name], mark="launching")
     plan = (await asyncio.to_thread(_plans, deployment))[name]
     provider = rt.provider(deployment.provider, deployment.tenant_id)
-    await asyncio.to_thread(_update_machine, deployment_id, name, state="launching")
     existing = await provider.find(machine.token)
     if existing is not None and existing.state is not MachineState.terminated:
         info = existing
@@ -229,16 +262,7 @@ async def launch_step(deployment_id: int, name: str) -> dict[str, Any]:
         )
         info = await provider.launch(spec)
         crash_point(f"launch-called:{name}")  # after the API call, before the checkpoint
-    await asyncio.to_thread(
-        _launched,
-        deployment_id,
-        name,
-        info.id,
-        info.address,
-        info.port,
-        info.login_user,
-        info.host_key,
-    )
+    await asyncio.to_thread(_launched, deployment, machine, info)
     return {"id": info.id, "address": info.address}
 
 
@@ -261,40 +285,43 @@ def _with_environment(
     return f"{first}{newline}{exports}{rest}"
 
 
-def _launched(
-    deployment_id: int,
-    name: str,
-    provider_id: str,
-    address: str | None,
-    port: int,
-    user: str,
-    host_key: str | None,
-) -> None:
+def _launched(deployment: Deployment, machine: Machine, info: MachineInfo) -> None:
+    """Record the launched machine, its parameters, its inventory host: one transaction."""
     rt = runtime()
+    address = info.address
     with rt.store.session() as session:
-        machine = _machine(session, deployment_id, name)
-        machine.provider_id, machine.address, machine.port = provider_id, address, port
-        machine.login_user, machine.state = user, "running"
-        deployment = machine.deployment
+        session.execute(
+            update(Machine)
+            .where(Machine.id == machine.id)
+            .values(
+                provider_id=info.id,
+                address=address,
+                port=info.port,
+                login_user=info.login_user,
+                state="running",
+            )
+        )
         prefix = f"{machine.node}.{machine.index}"
         for key, value in (("address", address or ""), ("hostname", machine.hostname)):
-            set_parameter(session, deployment_id, f"{prefix}.{key}", value, "provisor")
+            set_parameter(session, deployment.id, f"{prefix}.{key}", value, "provisor")
         host = session.scalar(
-            select(Host).where(Host.tenant_id == deployment.tenant_id, Host.name == name)
+            select(Host).where(Host.tenant_id == deployment.tenant_id, Host.name == machine.name)
         )
         if host is None:
-            host = Host(tenant_id=deployment.tenant_id, name=name, facts={}, groups=[])
+            host = Host(tenant_id=deployment.tenant_id, name=machine.name, facts={}, groups=[])
             session.add(host)
-        host.address, host.port, host.user = address or name, port, user
+        host.address, host.port, host.user = address or machine.name, info.port, info.login_user
         host.credentials = f"key:{rt.controller_key}"
         host.state = "active"
         host.tags = {"deployment": deployment.name, "node": machine.node}
         host.facts = {**host.facts, "hostname": machine.hostname}
         group_name = f"deployment-{deployment.name}"
-        group = session.scalar(
-            select(Group).where(Group.tenant_id == deployment.tenant_id, Group.name == group_name)
+        group_id = session.scalar(
+            select(Group.id).where(
+                Group.tenant_id == deployment.tenant_id, Group.name == group_name
+            )
         )
-        if group is None:
+        if group_id is None:
             group = Group(
                 tenant_id=deployment.tenant_id,
                 name=group_name,
@@ -304,59 +331,130 @@ def _launched(
                 children=[],
             )
             session.add(group)
-        if host not in group.members:
-            group.members.append(host)
-    if address and host_key:
-        rt.trust_host_key(address, port, host_key)  # pinned: no trust-on-first-use needed
+            session.flush()
+            group_id = group.id
+        session.flush()  # the host's id
+        member = session.scalar(
+            select(group_members.c.host_id).where(
+                group_members.c.group_id == group_id, group_members.c.host_id == host.id
+            )
+        )
+        if member is None:  # without loading every member of the group
+            session.execute(insert(group_members).values(group_id=group_id, host_id=host.id))
+        if address and info.host_key:  # pinned: no trust-on-first-use needed
+            rt.host_keys().pin(address, info.port, info.host_key, session=session)
+
+
+class _Failed(Exception):
+    """A machine's configuration failed at `step` (becomes a DeploymentFailed)."""
+
+    def __init__(self, step: str, message: str) -> None:
+        super().__init__(message)
+        self.step, self.message = step, message
+
+
+def _failures(
+    machines: list[Machine], results: list[Any], boundary: str
+) -> list[tuple[str, str, str]]:
+    """(step, machine, message) of each machine that failed, in order."""
+    failed = []
+    for machine, result in zip(machines, results, strict=True):
+        if isinstance(result, _Failed):
+            failed.append((result.step, machine.name, result.message))
+        elif isinstance(result, Exception):
+            failed.append((boundary, machine.name, str(result) or type(result).__name__))
+        elif isinstance(result, BaseException):
+            raise result  # cancelled: nothing to checkpoint
+    return failed
 
 
 @DBOS.step()
-async def reachable_step(deployment_id: int, name: str) -> None:
+async def reachability_step(deployment_id: int, names: list[str]) -> list[tuple[str, str, str]]:
+    """Every machine answers an SSH command (all at once); the failures, if any.
+
+    One checkpoint for all: probing again after a crash is harmless.
+    """
     rt = runtime()
-    _, machines = await asyncio.to_thread(_load, deployment_id)
-    machine = next(m for m in machines if m.name == name)
-    await machine_ops.probe(rt.pool(), _endpoint(machine), timeout=REACHABLE_TIMEOUT)
+    _, machines = await asyncio.to_thread(_load, deployment_id, names)
+    pool = rt.pool()
+    results = await asyncio.gather(
+        *(machine_ops.probe(pool, _endpoint(m), timeout=REACHABLE_TIMEOUT) for m in machines),
+        return_exceptions=True,
+    )
+    return _failures(machines, results, "reachable")
 
 
-@DBOS.step()
-async def configure_step(deployment_id: int, name: str) -> None:
+def _script_done(
+    deployment: Deployment, name: str, number: int, result: HostResult, last: bool
+) -> None:
+    """Keep a script's output; after the last one succeeded, the machine is ready."""
+    rt = runtime()
+    reports.save_script_output(rt.home, deployment.name, name, number, result)
+    if last and result.ok:
+        _update_machine(deployment.id, name, state="ready")
+
+
+async def _configure(deployment: Deployment, machine: Machine, plan: Any) -> None:
     """User data finished, then the node's waits, then its scripts in order."""
     rt = runtime()
-    deployment, machines = await asyncio.to_thread(_load, deployment_id)
-    machine = next(m for m in machines if m.name == name)
-    plan = (await asyncio.to_thread(_plans, deployment))[name]
+    name, deployment_id = machine.name, deployment.id
     endpoint, pool = _endpoint(machine), rt.pool()
-    await asyncio.to_thread(_update_machine, deployment_id, name, state="configuring")
-    if plan.user_data:
-        await machine_ops.wait_user_data(pool, endpoint, timeout=REACHABLE_TIMEOUT)
-    token = machine_token(rt.secret, deployment_id, name)
-    await machine_ops.install_agent(pool, endpoint, url=rt.param_url, token=token, env=plan.env)
+    await machine_ops.prepare(
+        pool,
+        endpoint,
+        url=rt.param_url,
+        token=machine_token(rt.secret, deployment_id, name),
+        env=plan.env,
+        scripts=plan.scripts,
+        user_data=bool(plan.user_data),
+        timeout=REACHABLE_TIMEOUT,
+    )
     for key in plan.waits_for:
         value = await rt.board.wait(deployment_id, key, WAIT_TIMEOUT, waiter=name)
         if value is None:
             setter = await asyncio.to_thread(expected_setter, rt.store, deployment_id, key)
-            raise DeploymentFailed(
+            raise _Failed(
                 "configure",
-                name,
                 f"timed out after {WAIT_TIMEOUT:g}s waiting for {key}, which {setter} should set",
             )
-    for number, script in enumerate(plan.scripts, start=1):
-        result = await machine_ops.run_script(
-            pool, endpoint, number, script, timeout=SCRIPT_TIMEOUT
-        )
-        await asyncio.to_thread(
-            reports.save_script_output, rt.home, deployment.name, name, number, result
-        )
+    for number in range(1, len(plan.scripts) + 1):
+        result = await machine_ops.run_script(pool, endpoint, number, timeout=SCRIPT_TIMEOUT)
+        last = number == len(plan.scripts)
+        await asyncio.to_thread(_script_done, deployment, name, number, result, last)
         if not result.ok:
             detail = result.error or f"exit status {result.exit_code}"
             tail = result.text("stderr").strip().splitlines()[-3:]
-            raise DeploymentFailed(
+            raise _Failed(
                 "configure",
-                name,
                 f"script {number} failed ({detail})" + (f": {' | '.join(tail)}" if tail else ""),
             )
-    await asyncio.to_thread(_update_machine, deployment_id, name, state="ready")
+    if not plan.scripts:
+        await asyncio.to_thread(_update_machine, deployment_id, name, state="ready")
     crash_point(f"configured:{name}")  # scripts ran, the step is not checkpointed yet
+
+
+@DBOS.step()
+async def configure_wave_step(
+    deployment_id: int, names: list[str], boundary: str
+) -> list[tuple[str, str, str]]:
+    """Configure a wave's machines at once; the failures, if any.
+
+    One checkpoint for the wave: a machine that was ready before a crash is not
+    configured again when the step runs again (its state says so).
+    """
+    deployment, machines = await asyncio.to_thread(
+        _load, deployment_id, names, mark="configuring", skip_ready=True
+    )
+    plans = await asyncio.to_thread(_plans, deployment)
+    # Every machine's address and hostname are known by now: the machines' and the
+    # waits' first reads are answered from memory.
+    board = runtime().board
+    board.remember(deployment_id, await asyncio.to_thread(_parameters, deployment_id))
+    board.remember_prefixes(deployment_id, {m.name: f"{m.node}.{m.index}" for m in machines})
+    results = await asyncio.gather(
+        *(_configure(deployment, m, plans[m.name]) for m in machines), return_exceptions=True
+    )
+    return _failures(machines, results, boundary)
 
 
 @DBOS.step()
@@ -415,6 +513,13 @@ async def _each(step: Any, deployment_id: int, names: list[str], boundary: str) 
     crash_point(boundary)
 
 
+def _fail_on(failures: list[tuple[str, str, str]] | list[list[str]]) -> None:
+    """Raise the first failure a step returned (checkpointed as a value, not an error)."""
+    if failures:
+        step, machine, message = failures[0]
+        raise DeploymentFailed(step, machine, message)
+
+
 @DBOS.workflow()
 async def deploy_workflow(deployment_id: int) -> str:
     plan = await plan_step(deployment_id)
@@ -441,36 +546,46 @@ async def deploy_workflow(deployment_id: int) -> str:
         await set_state_step(deployment_id, "deploying", "approved", "deployment.approved")
         crash_point("approved")
     names = [m["name"] for m in plan["machines"]]
-    step = "launch"
+    board = runtime().board
+    board.open_deployment(deployment_id)  # its runtime parameters kept in memory
     try:
-        await set_state_step(deployment_id, "deploying", "launching machines", None)
-        await _each(launch_step, deployment_id, names, "launched")
-        step = "reachability"
-        await set_state_step(deployment_id, "deploying", "waiting for SSH", None)
-        await _each(reachable_step, deployment_id, names, "reachable")
-        step = "configure"
-        for number, wave in enumerate(plan["waves"], start=1):
-            members = [m["name"] for m in plan["machines"] if m["node"] in wave]
-            await set_state_step(deployment_id, "deploying", f"configuring {', '.join(wave)}", None)
-            await _each(configure_step, deployment_id, members, f"configured-{number}")
-        step = "outputs"
-        await outputs_step(deployment_id)
-        crash_point("outputs")
-    except Exception as exc:  # the deployment fails; the workflow itself completes
-        message = str(exc) if isinstance(exc, DeploymentFailed) else f"{step}: {exc}"
+        step = "launch"
+        try:
+            await set_state_step(deployment_id, "deploying", "launching machines", None)
+            await _each(launch_step, deployment_id, names, "launched")
+            step = "reachability"
+            await set_state_step(deployment_id, "deploying", "waiting for SSH", None)
+            _fail_on(await reachability_step(deployment_id, names))
+            crash_point("reachable")
+            step = "configure"
+            for number, wave in enumerate(plan["waves"], start=1):
+                members = [m["name"] for m in plan["machines"] if m["node"] in wave]
+                await set_state_step(
+                    deployment_id, "deploying", f"configuring {', '.join(wave)}", None
+                )
+                boundary = f"configured-{number}"
+                _fail_on(await configure_wave_step(deployment_id, members, boundary))
+                crash_point(boundary)
+            step = "outputs"
+            await outputs_step(deployment_id)
+            crash_point("outputs")
+        except Exception as exc:  # the deployment fails; the workflow itself completes
+            message = str(exc) if isinstance(exc, DeploymentFailed) else f"{step}: {exc}"
+            await reports_step(deployment_id)
+            await asyncio.to_thread(
+                _set_state,
+                deployment_id,
+                "failed",
+                step=f"failed at {step}",
+                error=message,
+                event="deployment.failed",
+            )
+            return "failed"
         await reports_step(deployment_id)
-        await asyncio.to_thread(
-            _set_state,
-            deployment_id,
-            "failed",
-            step=f"failed at {step}",
-            error=message,
-            event="deployment.failed",
-        )
-        return "failed"
-    await reports_step(deployment_id)
-    await set_state_step(deployment_id, "ready", "ready", "deployment.ready")
-    return "ready"
+        await set_state_step(deployment_id, "ready", "ready", "deployment.ready")
+        return "ready"
+    finally:
+        board.close_deployment(deployment_id)
 
 
 __all__ = ["APPROVAL_TOPIC", "deploy_workflow"]

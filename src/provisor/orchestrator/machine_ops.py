@@ -1,10 +1,17 @@
-"""What the controller does on a machine over SSH while configuring it."""
+"""What the controller does on a machine over SSH while configuring it.
+
+Each SSH command costs the controller a channel, a few packets and a wake-up of
+its event loop, so a machine is configured in as few commands as possible: one
+to wait for the user data and write the agent, its settings and every script
+(`prepare`), then one per script (`run_script`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from provisor.fleet.operations import run_command
 from provisor.fleet.results import HostResult, Outcome
@@ -12,6 +19,10 @@ from provisor.fleet.transport import Endpoint, SSHPool, TransportError
 from provisor.orchestrator.param_agent import AGENT
 
 USER_DATA_DONE = "/var/lib/provisor/user-data.done"
+CLOUD_INIT_DONE = "/var/lib/cloud/instance/boot-finished"
+SCRIPTS = "/var/lib/provisor/scripts"
+_USER_DATA_FAILED = 97  # `prepare`'s exit status when the user data failed
+_USER_DATA_RUNNING = 98  # ... and when it is still running at the deadline
 
 
 class MachineStepError(Exception):
@@ -43,33 +54,62 @@ async def probe(pool: SSHPool, endpoint: Endpoint, *, timeout: float) -> None:
     raise MachineStepError(f"not reachable over SSH within {timeout:g}s: {last}")
 
 
-async def wait_user_data(pool: SSHPool, endpoint: Endpoint, *, timeout: float) -> None:
-    """Until the provider's user-data run has left its exit status; fail if non-zero."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = await run(pool, endpoint, f"cat {USER_DATA_DONE} 2>/dev/null", timeout=10.0)
-        status = result.text().strip()
-        if result.ok and status:
-            if status != "0":
-                raise MachineStepError(
-                    f"user data exited with status {status} (see the console log)"
-                )
-            return
-        if loop.time() > deadline:
-            raise MachineStepError(f"user data still running after {timeout:g}s")
-        await asyncio.sleep(0.3)
+def script_path(number: int) -> str:
+    return f"{SCRIPTS}/{number:02d}.sh"
 
 
 def _exports(env: Mapping[str, str]) -> str:
     return "".join(f"export {name}={shlex.quote(value)}\n" for name, value in sorted(env.items()))
 
 
-async def install_agent(
-    pool: SSHPool, endpoint: Endpoint, *, url: str, token: str, env: Mapping[str, str]
-) -> None:
-    """`provisor-param`, where it reaches the controller, and the scripts' environment."""
-    files = (
+def _delimiter(contents: Sequence[str]) -> str:
+    """A here-document end marker that is no line of any of the contents."""
+    while True:
+        marker = f"PROVISOR_EOF_{secrets.token_hex(8)}"
+        if not any(marker in content for content in contents):
+            return marker
+
+
+def _write_files(files: Sequence[tuple[str, str, str]]) -> str:
+    """Shell that writes each (path, mode, content) atomically (a `.new` file, then mv)."""
+    end = _delimiter([content for _, _, content in files])
+    lines = []
+    for path, mode, content in files:
+        target = shlex.quote(path)
+        body = content if content.endswith("\n") or not content else content + "\n"
+        lines.append(f"cat > {target}.new <<'{end}'\n{body}{end}")
+        lines.append(f"chmod {mode} {target}.new && mv {target}.new {target}")
+    return "\n".join(lines) + "\n"
+
+
+def prepare_script(
+    *,
+    url: str,
+    token: str,
+    env: Mapping[str, str],
+    scripts: Sequence[str],
+    user_data: bool,
+    timeout: float,
+) -> str:
+    """The shell `prepare` runs (exposed for tests and for reading)."""
+    wait = ""
+    if user_data:
+        # Poll on the machine, not over SSH: one command however long it takes.
+        done = shlex.quote(USER_DATA_DONE)
+        folder = shlex.quote(USER_DATA_DONE.rsplit("/", 1)[0])
+        wait = (
+            f"deadline=$(( $(date +%s) + {max(1, int(timeout))} ))\n"
+            f"while [ ! -s {done} ]; do\n"
+            # A #cloud-config on a cloud image: cloud-init's own mark that it finished
+            # (a #! user data leaves the provisor mark before this one).
+            f"  if [ -e {CLOUD_INIT_DONE} ]; then mkdir -p {folder}; echo 0 > {done}; break; fi\n"
+            f"  if [ $(date +%s) -ge $deadline ]; then exit {_USER_DATA_RUNNING}; fi\n"
+            "  sleep 0.2 2>/dev/null || sleep 1\n"
+            "done\n"
+            f"status=$(cat {done})\n"
+            f'if [ "$status" != 0 ]; then echo "$status"; exit {_USER_DATA_FAILED}; fi\n'
+        )
+    files = [
         ("/usr/local/bin/provisor-param", "0755", AGENT),
         (
             "/etc/provisor/param.env",
@@ -77,32 +117,55 @@ async def install_agent(
             f"PROVISOR_PARAM_URL={url}\nPROVISOR_PARAM_TOKEN={token}\n",
         ),
         ("/etc/provisor/env", "0600", _exports(env)),
+        *((script_path(n), "0700", s) for n, s in enumerate(scripts, start=1)),
+    ]
+    return (
+        "set -e\n"
+        + wait
+        + f"mkdir -p /usr/local/bin /etc/provisor {SCRIPTS}\n"
+        + "umask 077\n"
+        + _write_files(files)
     )
-    for path, mode, content in files:
-        command = (
-            f"mkdir -p {shlex.quote(path.rsplit('/', 1)[0])} /var/lib/provisor/scripts && "
-            f"umask 077 && cat > {shlex.quote(path)}.new && chmod {mode} {shlex.quote(path)}.new"
-            f" && mv {shlex.quote(path)}.new {shlex.quote(path)}"
-        )
-        result = await run(pool, endpoint, command, stdin=content.encode(), timeout=30.0)
-        if not result.ok:
-            raise MachineStepError(f"cannot write {path}: {result.error or result.text('stderr')}")
+
+
+async def prepare(
+    pool: SSHPool,
+    endpoint: Endpoint,
+    *,
+    url: str,
+    token: str,
+    env: Mapping[str, str],
+    scripts: Sequence[str],
+    user_data: bool,
+    timeout: float,
+) -> None:
+    """In one command: wait for the user data (when there is one) to finish, fail if it
+    failed; then write `provisor-param`, where it reaches the controller, the scripts'
+    environment and the scripts themselves."""
+    script = prepare_script(
+        url=url, token=token, env=env, scripts=scripts, user_data=user_data, timeout=timeout
+    )
+    result = await run(pool, endpoint, "sh -s", stdin=script.encode(), timeout=timeout + 30.0)
+    if result.ok:
+        return
+    if result.exit_code == _USER_DATA_FAILED:
+        status = result.text().strip()
+        raise MachineStepError(f"user data exited with status {status} (see the console log)")
+    if result.exit_code == _USER_DATA_RUNNING or result.outcome is Outcome.timeout:
+        raise MachineStepError(f"user data still running after {timeout:g}s")
+    raise MachineStepError(
+        "cannot install provisor-param and the scripts: "
+        + (result.error or result.text("stderr").strip() or f"exit {result.exit_code}")
+    )
 
 
 async def run_script(
-    pool: SSHPool, endpoint: Endpoint, number: int, script: str, *, timeout: float
+    pool: SSHPool, endpoint: Endpoint, number: int, *, timeout: float
 ) -> HostResult:
-    """Upload script `number` and run it with the deployment's environment."""
-    path = f"/var/lib/provisor/scripts/{number:02d}.sh"
-    upload = await run(
+    """Run script `number` (written by `prepare`) with the deployment's environment."""
+    return await run(
         pool,
         endpoint,
-        f"cat > {path} && chmod 0700 {path}",
-        stdin=script.encode(),
-        timeout=30.0,
-    )
-    if not upload.ok:
-        raise MachineStepError(f"cannot upload script {number}: {upload.text('stderr')}")
-    return await run(
-        pool, endpoint, f'. /etc/provisor/env && cd "$HOME" && sh {path}', timeout=timeout
+        f'. /etc/provisor/env && cd "$HOME" && sh {script_path(number)}',
+        timeout=timeout,
     )

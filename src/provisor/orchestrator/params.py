@@ -4,6 +4,9 @@ A machine proves who it is with a token derived from the controller's secret
 and its own name, so it can publish only its own keys (`node.index.name`).
 Values live in the database; waits are answered as soon as a value arrives in
 this process, and by polling the database otherwise (another worker may set it).
+While this process runs a deployment's workflow, the values it has written or
+read are also kept in memory: a machine's calls and the workflow's waits are
+answered from there without a query.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import json
 import re
 import socket
 import threading
@@ -19,18 +23,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import uvicorn
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.expression import Executable
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from provisor.store import Store
+from provisor.store.models import utcnow
 from provisor.store.orchestration import Machine, ParameterWait, RuntimeParameter
 
 KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}\.[0-9]{1,5}\.[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
-_POLL_SECONDS = 1.0
+# Values set through this process wake its waiters at once; the database is polled
+# only for values another worker process sets, which is rare (a machine calls the
+# worker running its deployment).
+_POLL_SECONDS = 3.0
 
 
 def machine_token(secret: bytes, deployment_id: int, machine: str) -> str:
@@ -49,7 +60,28 @@ def _caller(secret: bytes, header: str) -> tuple[int, str] | None:
     return (deployment_id, machine) if hmac.compare_digest(expected, token) else None
 
 
+def _upsert(
+    dialect: str, deployment_id: int, key: str, value: str, set_by: str
+) -> Executable | None:
+    """One statement that inserts the value or replaces it; None: not on this database."""
+    if dialect not in ("sqlite", "postgresql"):
+        return None
+    make = sqlite.insert if dialect == "sqlite" else postgresql.insert
+    now = utcnow()
+    statement = make(RuntimeParameter).values(
+        deployment_id=deployment_id, key=key, value=value, set_by=set_by, updated_at=now
+    )
+    return statement.on_conflict_do_update(
+        index_elements=["deployment_id", "key"],
+        set_={"value": value, "set_by": set_by, "updated_at": now},
+    )
+
+
 def set_parameter(session: Session, deployment_id: int, key: str, value: str, set_by: str) -> None:
+    upsert = _upsert(session.get_bind().dialect.name, deployment_id, key, value, set_by)
+    if upsert is not None:
+        session.execute(upsert)
+        return
     row = session.scalar(
         select(RuntimeParameter).where(
             RuntimeParameter.deployment_id == deployment_id, RuntimeParameter.key == key
@@ -99,42 +131,183 @@ class ParameterBoard:
         default_factory=dict
     )
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Values written or read by this process, for the deployments whose workflow it
+    # runs (a value only changes through `publish`, and a deployment's machines
+    # publish through the worker running it), and the machines' key prefixes.
+    _values: dict[tuple[int, str], str] = field(default_factory=dict)
+    _prefixes: dict[tuple[int, str], str] = field(default_factory=dict)
+    _active: dict[int, int] = field(default_factory=dict)
+    _complete: set[int] = field(default_factory=set)  # every stored value was read
+    # Waits start and end in bursts (every worker waits for the head at once): their
+    # records are written together, in order, a transaction per burst.
+    _wait_log: list[tuple[bool, int, str, str, datetime]] = field(default_factory=list)
+    _wait_log_flushing: bool = False
+    _wait_log_writer: threading.Lock = field(default_factory=threading.Lock)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def open_deployment(self, deployment_id: int) -> None:
+        """This process runs the deployment's workflow: keep its values in memory."""
+        with self._lock:
+            self._active[deployment_id] = self._active.get(deployment_id, 0) + 1
+
+    def close_deployment(self, deployment_id: int) -> None:
+        """The workflow ended here: forget its values (the database keeps them)."""
+        with self._lock:
+            left = self._active.pop(deployment_id, 1) - 1
+            if left > 0:
+                self._active[deployment_id] = left
+                return
+            self._complete.discard(deployment_id)
+            for cache in (self._values, self._prefixes):
+                for entry in [k for k in cache if k[0] == deployment_id]:
+                    del cache[entry]
+
+    def remember(self, deployment_id: int, values: dict[str, str]) -> None:
+        """Every value the database has for the deployment, just read.
+
+        From then on a value missing in memory is one nobody has set yet, unless
+        another process sets it: waits find those by polling the database.
+        """
+        with self._lock:
+            if deployment_id in self._active:
+                for key, value in values.items():
+                    self._values.setdefault((deployment_id, key), value)
+                self._complete.add(deployment_id)
+
+    def _keep(
+        self, cache: dict[tuple[int, str], str], deployment_id: int, key: str, value: str
+    ) -> None:
+        with self._lock:
+            if deployment_id in self._active:
+                cache[(deployment_id, key)] = value
 
     async def publish(self, deployment_id: int, key: str, value: str, set_by: str) -> None:
         def save() -> None:
-            with self.store.session() as session:
-                set_parameter(session, deployment_id, key, value, set_by)
+            upsert = _upsert(self.store.engine.dialect.name, deployment_id, key, value, set_by)
+            if upsert is None:
+                with self.store.session() as session:
+                    set_parameter(session, deployment_id, key, value, set_by)
+                return
+            with self.store.engine.begin() as connection:  # no ORM session needed
+                connection.execute(upsert)
 
         await asyncio.to_thread(save)
+        self._keep(self._values, deployment_id, key, value)
         with self._lock:
             waiting = list(self._waiters.get((deployment_id, key), ()))
         for loop, event in waiting:
             loop.call_soon_threadsafe(event.set)
 
+    def _known(self, deployment_id: int, key: str) -> str | None:
+        with self._lock:
+            return self._values.get((deployment_id, key))
+
+    def _read(self, deployment_id: int, key: str) -> str | None:
+        """The stored value."""
+        with self.store.engine.connect() as connection:
+            value = connection.scalar(
+                select(RuntimeParameter.value).where(
+                    RuntimeParameter.deployment_id == deployment_id, RuntimeParameter.key == key
+                )
+            )
+        if value is not None:
+            self._keep(self._values, deployment_id, key, value)
+        return value
+
+    def prefix(self, deployment_id: int, machine: str) -> str | None:
+        """`node.index` of a machine of the deployment, as its keys begin; None: no such."""
+        with self._lock:
+            known = self._prefixes.get((deployment_id, machine))
+        if known is not None:
+            return known
+        with self.store.engine.connect() as connection:
+            row = connection.execute(
+                select(Machine.node, Machine.index).where(
+                    Machine.deployment_id == deployment_id, Machine.name == machine
+                )
+            ).first()
+        if row is None:
+            return None
+        prefix = f"{row[0]}.{row[1]}"
+        self._keep(self._prefixes, deployment_id, machine, prefix)
+        return prefix
+
+    def remember_prefixes(self, deployment_id: int, prefixes: dict[str, str]) -> None:
+        """`node.index` of machines, by name, as the workflow loaded them."""
+        for machine, prefix in prefixes.items():
+            self._keep(self._prefixes, deployment_id, machine, prefix)
+
+    def known_prefix(self, deployment_id: int, machine: str) -> str | None:
+        with self._lock:
+            return self._prefixes.get((deployment_id, machine))
+
+    def _note_wait(self, waiting: bool, deployment_id: int, key: str, waiter: str) -> None:
+        """Record that `waiter` waits for `key` (or no longer does), for `provisor params`."""
+        entry = (waiting, deployment_id, key, waiter, datetime.now(UTC))
+        with self._lock:
+            self._wait_log.append(entry)
+            if self._wait_log_flushing:
+                return  # the coming write takes it along
+            self._wait_log_flushing = True
+        task = asyncio.get_running_loop().create_task(self._flush_waits())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _flush_waits(self) -> None:
+        await asyncio.sleep(0.01)  # the others of the burst
+        try:
+            await asyncio.to_thread(self.write_waits)
+        except RuntimeError:  # the executor is shut down: the worker is stopping
+            self.write_waits()
+
+    def write_waits(self) -> None:
+        """Write the wait records noted so far (in the order noted)."""
+        with self._wait_log_writer:
+            with self._lock:
+                batch, self._wait_log = self._wait_log, []
+                self._wait_log_flushing = False
+            if not batch:
+                return
+            with self.store.engine.begin() as connection:
+                for waiting, deployment_id, key, waiter, since in batch:
+                    _record_wait(connection, deployment_id, key, waiter, waiting, since)
+
     async def wait(
         self, deployment_id: int, key: str, timeout: float, *, waiter: str
     ) -> str | None:
         """The value of `key` once set, or None after `timeout` seconds."""
+        value = self._known(deployment_id, key)
+        if value is not None:
+            return value
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        value = await asyncio.to_thread(get_parameter, self.store, deployment_id, key)
-        if value is not None:  # already there: nobody needs to see this wait
-            return value
         event = asyncio.Event()
         entry = (loop, event)
         with self._lock:
             self._waiters.setdefault((deployment_id, key), []).append(entry)
-        await asyncio.to_thread(self._record_wait, deployment_id, key, waiter, True)
+        recorded = False
         try:
+            # Registered first: a value published from now on wakes this wait. When
+            # memory holds all the stored values, the database has nothing more to say
+            # now (a value another process sets is found by the polls below).
+            with self._lock:
+                complete = deployment_id in self._complete
+            if not complete or timeout <= 0:
+                value = await asyncio.to_thread(self._read, deployment_id, key)
+            if value is None and timeout > 0:
+                self._note_wait(True, deployment_id, key, waiter)
+                recorded = True
             while True:
-                event.clear()
-                value = await asyncio.to_thread(get_parameter, self.store, deployment_id, key)
+                value = value if value is not None else self._known(deployment_id, key)
                 left = deadline - loop.time()
                 if value is not None or left <= 0:
                     return value
-                # Another process may set it too: look again now and then.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), min(left, _POLL_SECONDS))
+                if event.is_set():  # published in this process: in memory now
+                    event.clear()
+                else:  # another process may set it: look in the database now and then
+                    value = await asyncio.to_thread(self._read, deployment_id, key)
         finally:
             with self._lock:
                 entries = self._waiters.get((deployment_id, key), [])
@@ -142,30 +315,39 @@ class ParameterBoard:
                     entries.remove(entry)
                 if not entries:
                     self._waiters.pop((deployment_id, key), None)
-            await asyncio.to_thread(self._record_wait, deployment_id, key, waiter, False)
+            if recorded:
+                self._note_wait(False, deployment_id, key, waiter)
 
-    def _record_wait(self, deployment_id: int, key: str, waiter: str, waiting: bool) -> None:
-        with self.store.session() as session:
-            session.execute(
-                delete(ParameterWait).where(
-                    ParameterWait.deployment_id == deployment_id,
-                    ParameterWait.key == key,
-                    ParameterWait.waiter == waiter,
-                )
+
+def _record_wait(
+    connection: Connection,
+    deployment_id: int,
+    key: str,
+    waiter: str,
+    waiting: bool,
+    since: datetime,
+) -> None:
+    connection.execute(
+        delete(ParameterWait).where(
+            ParameterWait.deployment_id == deployment_id,
+            ParameterWait.key == key,
+            ParameterWait.waiter == waiter,
+        )
+    )
+    if waiting:
+        connection.execute(
+            insert(ParameterWait).values(
+                deployment_id=deployment_id, key=key, waiter=waiter, since=since
             )
-            if waiting:
-                session.add(
-                    ParameterWait(
-                        deployment_id=deployment_id,
-                        key=key,
-                        waiter=waiter,
-                        since=datetime.now(UTC),
-                    )
-                )
+        )
+
+
+_MAX_BODY = 256 * 1024  # a /set body: a key and a value
 
 
 class ParameterServer:
-    """The HTTP endpoint of `provisor-param`, on a loopback port of this process."""
+    """The HTTP endpoint of `provisor-param` (`POST /set`, `GET /get`), on a port of
+    this process. Machines reach it, so the HTTP itself is uvicorn's, not ours."""
 
     def __init__(self, board: ParameterBoard, secret: bytes, host: str = "127.0.0.1") -> None:
         self.board = board
@@ -187,28 +369,38 @@ class ParameterServer:
         return _caller(self._secret, request.headers.get("authorization", ""))
 
     async def _set(self, request: Request) -> Response:
+        if "transfer-encoding" in request.headers:
+            return PlainTextResponse("send the body with a content-length", status_code=400)
+        try:
+            length = int(request.headers.get("content-length", "0"))
+        except ValueError:
+            return PlainTextResponse("invalid content-length", status_code=400)
+        if length > _MAX_BODY:
+            return PlainTextResponse(
+                f"a request body is at most {_MAX_BODY} bytes", status_code=413
+            )
         caller = self._authorized(request)
         if caller is None:
             return PlainTextResponse("unknown machine token", status_code=401)
         deployment_id, machine = caller
-        body = await request.json()
-        name, value = str(body.get("key", "")), str(body.get("value", ""))
+        try:
+            data = json.loads(await request.body())
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            return PlainTextResponse(
+                "the body must be a JSON object with key and value", status_code=400
+            )
+        name, value = str(data.get("key", "")), str(data.get("value", ""))
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,62}", name):
             return PlainTextResponse(f"invalid parameter name {name!r}", status_code=400)
-        prefix = await asyncio.to_thread(self._prefix_of, deployment_id, machine)
+        prefix = self.board.known_prefix(deployment_id, machine)
         if prefix is None:
-            return PlainTextResponse(f"unknown machine {machine}", status_code=403)
+            prefix = await asyncio.to_thread(self.board.prefix, deployment_id, machine)
+            if prefix is None:
+                return PlainTextResponse(f"unknown machine {machine}", status_code=403)
         await self.board.publish(deployment_id, f"{prefix}.{name}", value, machine)
         return PlainTextResponse("ok")
-
-    def _prefix_of(self, deployment_id: int, machine: str) -> str | None:
-        with self.board.store.session() as session:
-            row = session.execute(
-                select(Machine.node, Machine.index).where(
-                    Machine.deployment_id == deployment_id, Machine.name == machine
-                )
-            ).first()
-        return f"{row[0]}.{row[1]}" if row else None
 
     async def _get(self, request: Request) -> Response:
         caller = self._authorized(request)
@@ -221,6 +413,8 @@ class ParameterServer:
         try:
             wait = max(0.0, min(float(request.query_params.get("wait", "0")), 60.0))
         except ValueError:
+            wait = float("nan")
+        if wait != wait:  # not a number (NaN included)
             return PlainTextResponse("wait must be a number of seconds", status_code=400)
         value = await self.board.wait(deployment_id, key, wait, waiter=machine)
         if value is None:
@@ -232,7 +426,8 @@ class ParameterServer:
 
     async def start(self) -> str:
         """Serve on a free port; returns the URL machines use."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        ipv6 = ":" in self._host
+        sock = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self._host, 0))
         port = sock.getsockname()[1]
@@ -243,7 +438,7 @@ class ParameterServer:
             if self._task.done():
                 self._task.result()
             await asyncio.sleep(0.01)
-        self.url = f"http://{self._host}:{port}"
+        self.url = f"http://[{self._host}]:{port}" if ipv6 else f"http://{self._host}:{port}"
         return self.url
 
     async def stop(self) -> None:
@@ -251,3 +446,4 @@ class ParameterServer:
             self._server.should_exit = True
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            self._server = None

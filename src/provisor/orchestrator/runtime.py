@@ -62,10 +62,6 @@ class Runtime:
             self._pools[loop] = SSHPool(self.host_keys(), connect_timeout=15.0)
         return self._pools[loop]
 
-    def trust_host_key(self, address: str, port: int, key: str) -> None:
-        """The provider told us the machine's key: pin it (replacing an older one)."""
-        self.host_keys().pin(address, port, key)
-
     def unseal_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
         return {
             k: secrets.unseal(self.home, v) if secrets.is_sealed(v) else v

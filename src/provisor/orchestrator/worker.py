@@ -115,9 +115,22 @@ def cancel(settings: Settings, workflow_id: str) -> None:
         client.destroy()
 
 
+def _running_here(dbos: Any) -> bool:
+    """Whether DBOS runs a workflow in this process now (no query needed to know)."""
+    active = getattr(dbos, "_active_workflows_set", None)  # DBOS's own bookkeeping
+    try:
+        return bool(active.activeList()) if active is not None else False
+    except Exception:  # another DBOS version: ask the database instead
+        return False
+
+
 def _pending(dbos: Any) -> int:
     statuses = ["PENDING", "ENQUEUED"]
-    return len(dbos.list_workflows(status=statuses, app_version=__version__))
+    # Only whether any is left: neither the inputs nor the outputs are needed.
+    found = dbos.list_workflows(
+        status=statuses, app_version=__version__, load_input=False, load_output=False, limit=1
+    )
+    return len(found)
 
 
 async def serve(settings: Settings, *, until_idle: bool) -> None:
@@ -142,9 +155,11 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
                 local_network=settings.local_network,
             )
         )
+        # Loaded here, once: the first launches would otherwise race to load it.
+        await asyncio.to_thread(rt.host_keys)
         server = ParameterServer(rt.board, rt.secret, host=settings.parameter_address)
         rt.param_url = await server.start()
-        DBOS(config=dbos_config(settings))  # type: ignore[arg-type]
+        dbos = DBOS(config=dbos_config(settings))  # type: ignore[arg-type]
         DBOS.launch()
         await DBOS.register_queue_async(QUEUE, worker_concurrency=16, polling_interval_sec=1.0)
         try:
@@ -152,10 +167,14 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
             while True:
                 await asyncio.sleep(0.5)
                 if until_idle:
+                    if _running_here(dbos):  # busy: the database need not be asked
+                        idle = 0
+                        continue
                     idle = idle + 1 if await asyncio.to_thread(_pending, DBOS) == 0 else 0
                     if idle >= 2:
                         return
         finally:
             DBOS.destroy(destroy_registry=False)
             await server.stop()
+            rt.board.write_waits()  # the last waits' records (DBOS's threads are gone)
             rt.store.close()

@@ -149,6 +149,7 @@ class LocalProvider:
         self._registry = Registry(self.state_dir)
         self._cgroups_known = False
         self._cgroups: _local_cgroup.MemoryCgroups | None = None
+        self._hosts_dir_checked = False
 
     def __repr__(self) -> str:
         return f"LocalProvider({str(self.state_dir)!r}, network={str(self.network)!r})"
@@ -165,7 +166,7 @@ class LocalProvider:
         known = data.tokens.get(spec.token)
         if known is not None and data.machines[known].phase != "pending":
             return await self._info(data.machines[known])
-        record = await self._reserve(spec)
+        record = await self._reserve(spec, data)
         if record.phase != "pending":
             return await self._info(record)
         return await self._complete(record.id)
@@ -360,21 +361,26 @@ class LocalProvider:
 
     # --- launching ---------------------------------------------------------------------------
 
-    async def _reserve(self, spec: MachineSpec) -> MachineRecord:
+    async def _reserve(self, spec: MachineSpec, data: RegistryData | None = None) -> MachineRecord:
         """Validate `spec` and record its token (state pending): the first step of launch.
 
-        Returns the machine already recorded for the token, if any.
+        Returns the machine already recorded for the token, if any (in `data`, the
+        registry as just read, or as read now).
         """
-        data = await self._read()
+        if data is None:
+            data = await self._read()
         known = data.tokens.get(spec.token)
         if known is not None:
             return data.machines[known]
         self._require_root("launch")
-        try:
-            sandbox.check_namespace_base_dir(self.hosts_dir)
-        except ProvisorError as exc:
-            raise ProviderError(exc.message, call="launch") from None
+        if not self._hosts_dir_checked:
+            try:
+                await asyncio.to_thread(sandbox.check_namespace_base_dir, self.hosts_dir)
+            except ProvisorError as exc:
+                raise ProviderError(exc.message, call="launch") from None
+            self._hosts_dir_checked = True
         plan = await self._plan(spec)
+        groups = await self._memory_cgroups()
 
         def reserve(data: RegistryData) -> MachineRecord:
             existing = data.tokens.get(spec.token)
@@ -385,7 +391,14 @@ class LocalProvider:
                 taken = machine_id in data.machines or (self.hosts_dir / machine_id).exists()
                 if not taken:
                     break
-            record = replace(plan, id=machine_id, address=self._allocate(data))
+            record = replace(
+                plan,
+                id=machine_id,
+                address=self._allocate(data),
+                # Recorded before it is made, so that no crash can leave it unrecorded
+                # (and no second transaction is needed to record it).
+                cgroup=str(groups.path_for(machine_id)) if groups is not None else None,
+            )
             data.machines[machine_id] = record
             data.tokens[spec.token] = machine_id
             return record
@@ -499,7 +512,7 @@ class LocalProvider:
 
     async def _complete(self, machine_id: str) -> MachineInfo:
         """Boot a reserved (pending) machine: the second step of launch, idempotent."""
-        async with self._locked(machine_id, "launch") as record:
+        async with self._locked(machine_id, "launch", known=True) as record:
             if record.phase != "pending":
                 return await self._info(record)
             try:
@@ -642,6 +655,13 @@ class LocalProvider:
         if record.cgroup:
             await asyncio.to_thread(_local_cgroup.remove, Path(record.cgroup))
 
+    async def _memory_cgroups(self) -> _local_cgroup.MemoryCgroups | None:
+        """Where machines' memory cgroups are made; None when limits are unavailable."""
+        if not self._cgroups_known:
+            self._cgroups = await asyncio.to_thread(_local_cgroup.detect)
+            self._cgroups_known = True
+        return self._cgroups
+
     def _loop_files(self, record: MachineRecord) -> list[Path]:
         directory = self.hosts_dir / record.id
         return [_local_disk.volume_path(directory, v) for v in record.volumes if v.kind == "loop"]
@@ -652,10 +672,7 @@ class LocalProvider:
             path = Path(record.cgroup)
             if await asyncio.to_thread(_local_cgroup.apply_limit, path, record.memory_mb):
                 return path
-        if not self._cgroups_known:
-            self._cgroups = await asyncio.to_thread(_local_cgroup.detect)
-            self._cgroups_known = True
-        groups = self._cgroups
+        groups = await self._memory_cgroups()
         if groups is None:
             return None
         try:
@@ -695,9 +712,15 @@ class LocalProvider:
         return record
 
     @contextlib.asynccontextmanager
-    async def _locked(self, machine_id: str, call: str) -> AsyncIterator[MachineRecord]:
-        """Hold the machine's lock; yields its record as it is once the lock is held."""
-        self._get(await self._read(), machine_id, call)  # unknown: an error, and no lock file
+    async def _locked(
+        self, machine_id: str, call: str, *, known: bool = False
+    ) -> AsyncIterator[MachineRecord]:
+        """Hold the machine's lock; yields its record as it is once the lock is held.
+
+        `known`: the caller has just seen the machine in the registry.
+        """
+        if not known:  # unknown: an error, and no lock file
+            self._get(await self._read(), machine_id, call)
         async with self._registry.machine_lock(machine_id, call):
             yield self._get(await self._read(), machine_id, call)
 

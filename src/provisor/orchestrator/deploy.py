@@ -17,8 +17,15 @@ from typing import Any
 
 from dbos import DBOS
 from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
 
-from provisor.core.blueprint import expand, load_blueprint, node_order, render_outputs
+from provisor.core.blueprint import (
+    MachinePlan,
+    expand,
+    load_blueprint,
+    node_order,
+    render_outputs,
+)
 from provisor.events import record_event
 from provisor.fleet.results import HostResult
 from provisor.fleet.transport import Endpoint
@@ -30,6 +37,7 @@ from provisor.providers import (
     MachineInfo,
     MachineSpec,
     MachineState,
+    Provider,
     ProviderError,
     Size,
     VolumeSpec,
@@ -200,6 +208,8 @@ async def plan_step(deployment_id: int) -> dict[str, Any]:
                 deployment=deployment.name,
                 completion=deployment.completion,
             )
+            with rt.plans_lock:  # the steps that follow need them too
+                rt.plans[deployment_id] = {p.name: p for p in plans}
             known = {m.name for m in deployment.machines}
             for p in plans:
                 if p.name not in known:
@@ -230,40 +240,57 @@ async def set_state_step(deployment_id: int, state: str, step: str, event: str |
 
 
 @DBOS.step()
-async def launch_step(deployment_id: int, name: str) -> dict[str, Any]:
-    """Launch one machine; the provider's client token makes a repeat harmless."""
+async def launch_step(deployment_id: int, names: list[str]) -> list[tuple[str, str, str]]:
+    """Launch the machines at once and record them; the failures, if any.
+
+    One checkpoint for all: run again after a crash, the step finds each machine
+    launched before by its client token instead of launching it twice.
+    """
     rt = runtime()
-    deployment, (machine,) = await asyncio.to_thread(_load, deployment_id, [name], mark="launching")
-    plan = (await asyncio.to_thread(_plans, deployment))[name]
+    deployment, machines = await asyncio.to_thread(_load, deployment_id, names, mark="launching")
+    plans = await asyncio.to_thread(_plans, deployment)
     provider = rt.provider(deployment.provider, deployment.tenant_id)
+    results = await asyncio.gather(
+        *(_launch(provider, deployment, m, plans[m.name]) for m in machines),
+        return_exceptions=True,
+    )
+    launched = [
+        (m, r) for m, r in zip(machines, results, strict=True) if isinstance(r, MachineInfo)
+    ]
+    await asyncio.to_thread(_launched, deployment, launched)
+    return _failures(machines, results, "launched")
+
+
+async def _launch(
+    provider: Provider, deployment: Deployment, machine: Machine, plan: MachinePlan
+) -> MachineInfo:
+    """The machine with this token if the provider has it, else a new one."""
     existing = await provider.find(machine.token)
     if existing is not None and existing.state is not MachineState.terminated:
-        info = existing
-    else:
-        spec = MachineSpec(
-            token=machine.token,
-            name=name,
-            hostname=plan.hostname,
-            image=plan.image,
-            ssh_public_key=rt.controller_public_key,
-            size=Size(plan.size.cpu, plan.size.memory_mb, plan.size.flavor),
-            volumes=tuple(VolumeSpec(v.size_gb, v.mount, v.device) for v in plan.volumes),
-            user_data=_with_environment(plan.user_data, plan.env, plan.secret_env),
-            tags={
-                "provisor:deployment": str(deployment_id),
-                "provisor:machine": name,
-                "provisor:tenant": str(deployment.tenant_id),
-            },
-            ingress=tuple(
-                IngressRule(rule.protocol, rule.ports or (0, 0), rule.source)
-                for rule in plan.ingress
-            ),
-            public_address=plan.public_address,
-        )
-        info = await provider.launch(spec)
-        crash_point(f"launch-called:{name}")  # after the API call, before the checkpoint
-    await asyncio.to_thread(_launched, deployment, machine, info)
-    return {"id": info.id, "address": info.address}
+        return existing
+    rt = runtime()
+    spec = MachineSpec(
+        token=machine.token,
+        name=machine.name,
+        hostname=plan.hostname,
+        image=plan.image,
+        ssh_public_key=rt.controller_public_key,
+        size=Size(plan.size.cpu, plan.size.memory_mb, plan.size.flavor),
+        volumes=tuple(VolumeSpec(v.size_gb, v.mount, v.device) for v in plan.volumes),
+        user_data=_with_environment(plan.user_data, plan.env, plan.secret_env),
+        tags={
+            "provisor:deployment": str(deployment.id),
+            "provisor:machine": machine.name,
+            "provisor:tenant": str(deployment.tenant_id),
+        },
+        ingress=tuple(
+            IngressRule(rule.protocol, rule.ports or (0, 0), rule.source) for rule in plan.ingress
+        ),
+        public_address=plan.public_address,
+    )
+    info = await provider.launch(spec)
+    crash_point(f"launch-called:{machine.name}")  # after the API call, before the checkpoint
+    return info
 
 
 def _with_environment(
@@ -285,36 +312,12 @@ def _with_environment(
     return f"{first}{newline}{exports}{rest}"
 
 
-def _launched(deployment: Deployment, machine: Machine, info: MachineInfo) -> None:
-    """Record the launched machine, its parameters, its inventory host: one transaction."""
+def _launched(deployment: Deployment, launched: list[tuple[Machine, MachineInfo]]) -> None:
+    """Record launched machines, their parameters, their inventory hosts: one transaction."""
+    if not launched:
+        return
     rt = runtime()
-    address = info.address
     with rt.store.session() as session:
-        session.execute(
-            update(Machine)
-            .where(Machine.id == machine.id)
-            .values(
-                provider_id=info.id,
-                address=address,
-                port=info.port,
-                login_user=info.login_user,
-                state="running",
-            )
-        )
-        prefix = f"{machine.node}.{machine.index}"
-        for key, value in (("address", address or ""), ("hostname", machine.hostname)):
-            set_parameter(session, deployment.id, f"{prefix}.{key}", value, "provisor")
-        host = session.scalar(
-            select(Host).where(Host.tenant_id == deployment.tenant_id, Host.name == machine.name)
-        )
-        if host is None:
-            host = Host(tenant_id=deployment.tenant_id, name=machine.name, facts={}, groups=[])
-            session.add(host)
-        host.address, host.port, host.user = address or machine.name, info.port, info.login_user
-        host.credentials = f"key:{rt.controller_key}"
-        host.state = "active"
-        host.tags = {"deployment": deployment.name, "node": machine.node}
-        host.facts = {**host.facts, "hostname": machine.hostname}
         group_name = f"deployment-{deployment.name}"
         group_id = session.scalar(
             select(Group.id).where(
@@ -333,16 +336,64 @@ def _launched(deployment: Deployment, machine: Machine, info: MachineInfo) -> No
             session.add(group)
             session.flush()
             group_id = group.id
-        session.flush()  # the host's id
-        member = session.scalar(
-            select(group_members.c.host_id).where(
-                group_members.c.group_id == group_id, group_members.c.host_id == host.id
+        hosts = {
+            host.name: host
+            for host in session.scalars(
+                select(Host).where(
+                    Host.tenant_id == deployment.tenant_id,
+                    Host.name.in_([machine.name for machine, _ in launched]),
+                )
+            )
+        }
+        members = set(
+            session.scalars(
+                select(group_members.c.host_id).where(group_members.c.group_id == group_id)
             )
         )
-        if member is None:  # without loading every member of the group
-            session.execute(insert(group_members).values(group_id=group_id, host_id=host.id))
-        if address and info.host_key:  # pinned: no trust-on-first-use needed
-            rt.host_keys().pin(address, info.port, info.host_key, session=session)
+        recorded = [
+            _record_launch(session, deployment, machine, info, hosts.get(machine.name))
+            for machine, info in launched
+        ]
+        session.flush()  # the new hosts' ids
+        for host in recorded:
+            if host.id not in members:  # without loading every member of the group
+                session.execute(insert(group_members).values(group_id=group_id, host_id=host.id))
+
+
+def _record_launch(
+    session: Session,
+    deployment: Deployment,
+    machine: Machine,
+    info: MachineInfo,
+    host: Host | None,
+) -> Host:
+    rt = runtime()
+    address = info.address
+    session.execute(
+        update(Machine)
+        .where(Machine.id == machine.id)
+        .values(
+            provider_id=info.id,
+            address=address,
+            port=info.port,
+            login_user=info.login_user,
+            state="running",
+        )
+    )
+    prefix = f"{machine.node}.{machine.index}"
+    for key, value in (("address", address or ""), ("hostname", machine.hostname)):
+        set_parameter(session, deployment.id, f"{prefix}.{key}", value, "provisor")
+    if host is None:
+        host = Host(tenant_id=deployment.tenant_id, name=machine.name, facts={}, groups=[])
+        session.add(host)
+    host.address, host.port, host.user = address or machine.name, info.port, info.login_user
+    host.credentials = f"key:{rt.controller_key}"
+    host.state = "active"
+    host.tags = {"deployment": deployment.name, "node": machine.node}
+    host.facts = {**host.facts, "hostname": machine.hostname}
+    if address and info.host_key:  # pinned: no trust-on-first-use needed
+        rt.host_keys().pin(address, info.port, info.host_key, session=session)
+    return host
 
 
 class _Failed(Exception):
@@ -500,19 +551,6 @@ async def reports_step(deployment_id: int) -> str:
 # The workflow
 
 
-async def _each(step: Any, deployment_id: int, names: list[str], boundary: str) -> None:
-    """Run a per-machine step on many machines at once; fail with the first error."""
-    results = await asyncio.gather(
-        *(step(deployment_id, name) for name in names), return_exceptions=True
-    )
-    for name, result in zip(names, results, strict=True):
-        if isinstance(result, DeploymentFailed):
-            raise result
-        if isinstance(result, BaseException):
-            raise DeploymentFailed(boundary, name, str(result) or type(result).__name__)
-    crash_point(boundary)
-
-
 def _fail_on(failures: list[tuple[str, str, str]] | list[list[str]]) -> None:
     """Raise the first failure a step returned (checkpointed as a value, not an error)."""
     if failures:
@@ -552,7 +590,8 @@ async def deploy_workflow(deployment_id: int) -> str:
         step = "launch"
         try:
             await set_state_step(deployment_id, "deploying", "launching machines", None)
-            await _each(launch_step, deployment_id, names, "launched")
+            _fail_on(await launch_step(deployment_id, names))
+            crash_point("launched")
             step = "reachability"
             await set_state_step(deployment_id, "deploying", "waiting for SSH", None)
             _fail_on(await reachability_step(deployment_id, names))

@@ -35,16 +35,20 @@ async def run(pool: SSHPool, endpoint: Endpoint, command: str, **kw: object) -> 
 
 
 async def probe(pool: SSHPool, endpoint: Endpoint, *, timeout: float) -> None:
-    """Until SSH answers a command, or `timeout` seconds."""
+    """Until SSH lets the controller in (its host key and our key accepted), or `timeout`.
+
+    The connection stays in the pool for the commands that follow; the first of them
+    shows whether the machine runs commands.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     last = "no answer"
     while loop.time() < deadline:
         try:
-            result = await run(pool, endpoint, "true", timeout=10.0)
-            if result.ok:
-                return
-            last = result.error or f"exit {result.exit_code}"
+            await asyncio.wait_for(pool.connect(endpoint), 10.0)
+            return
+        except TimeoutError:
+            last = "no answer within 10s"
         except TransportError as exc:
             last = exc.message
             if exc.outcome in (Outcome.auth, Outcome.hostkey):

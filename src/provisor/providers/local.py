@@ -23,6 +23,7 @@ import logging
 import os
 import secrets
 import socket
+import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -149,6 +150,7 @@ class LocalProvider:
         self._registry = Registry(self.state_dir)
         self._cgroups_known = False
         self._cgroups: _local_cgroup.MemoryCgroups | None = None
+        self._cgroups_lock = threading.Lock()  # concurrent launches detect once
         self._hosts_dir_checked = False
 
     def __repr__(self) -> str:
@@ -658,9 +660,14 @@ class LocalProvider:
     async def _memory_cgroups(self) -> _local_cgroup.MemoryCgroups | None:
         """Where machines' memory cgroups are made; None when limits are unavailable."""
         if not self._cgroups_known:
-            self._cgroups = await asyncio.to_thread(_local_cgroup.detect)
-            self._cgroups_known = True
+            await asyncio.to_thread(self._detect_cgroups)
         return self._cgroups
+
+    def _detect_cgroups(self) -> None:
+        with self._cgroups_lock:
+            if not self._cgroups_known:
+                self._cgroups = _local_cgroup.detect()
+                self._cgroups_known = True
 
     def _loop_files(self, record: MachineRecord) -> list[Path]:
         directory = self.hosts_dir / record.id

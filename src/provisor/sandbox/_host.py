@@ -228,6 +228,9 @@ def check_namespace_base_dir(base_dir: Path) -> Path:
     overlayfs rejects an upper/work dir inside one of its lower dirs on the same
     filesystem ("overlapping layers", ELOOP); say so before any mount is tried.
     """
+    known = _CHECKED_BASE_DIRS.get(Path(base_dir))
+    if known is not None:  # checked before in this process: every start asks again
+        return known
     real = Path(os.path.realpath(base_dir))
     if not _SAFE_PATH.match(str(real)):
         raise InvalidInput(
@@ -248,7 +251,11 @@ def check_namespace_base_dir(base_dir: Path) -> Path:
                 f"{' '.join(OVERLAID_DIRS)}, e.g. /run/provisor/sandbox",
                 field="base_dir",
             )
+    _CHECKED_BASE_DIRS[Path(base_dir)] = real
     return real
+
+
+_CHECKED_BASE_DIRS: dict[Path, Path] = {}  # base dirs that passed, as given -> real path
 
 
 def write_state(host: SandboxHost) -> None:

@@ -8,12 +8,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
+from provisor.core.errors import NotFound, ProvisorError
 from provisor.fleet.knownhosts import DatabaseHostKeys
 from provisor.fleet.transport import SSHPool
 from provisor.orchestrator import secrets
 from provisor.orchestrator.params import ParameterBoard
+from provisor.providers import registry
 from provisor.providers.base import Provider
+from provisor.providers.registry import BUILT_IN
 from provisor.store import Store
+from provisor.store.models import ProviderConfig
 
 
 @dataclass
@@ -40,9 +46,6 @@ class Runtime:
 
         Built once per (tenant, name) and kept; `local` is the same for every tenant.
         """
-        from provisor.providers.registry import BUILT_IN
-        from provisor.services.providers import provider_for
-
         key = (None if name == BUILT_IN else tenant_id, name)
         if key not in self._providers:
             self._providers[key] = provider_for(
@@ -72,6 +75,33 @@ class Runtime:
         for pool in self._pools.values():
             await pool.close()
         self._pools.clear()
+
+
+def provider_for(
+    store: Store, home: Path, local_network: str, tenant_id: int | None, name: str
+) -> Provider:
+    """The provider object a deployment of `tenant_id` names: local, or a configured one.
+
+    The secret is unsealed here, just before the provider is built, and kept only
+    by the provider object.
+    """
+    if name == BUILT_IN:
+        return registry.build(BUILT_IN, name, {}, None, home=home, local_network=local_network)
+    if tenant_id is None:
+        raise ProvisorError(
+            f"provider {name!r} is configured per tenant: no tenant was given", field="provider"
+        )
+    with store.session() as session:
+        row = session.scalar(
+            select(ProviderConfig).where(
+                ProviderConfig.tenant_id == tenant_id, ProviderConfig.name == name
+            )
+        )
+        if row is None:
+            raise NotFound(f"no provider named {name!r}", field="provider")
+        kind, settings, sealed = row.kind, dict(row.settings), row.secret
+    secret = None if sealed is None else secrets.unseal(home, sealed)
+    return registry.build(kind, name, settings, secret, home=home, local_network=local_network)
 
 
 _current: list[Runtime] = []

@@ -217,27 +217,11 @@ def remove_provider(ctx: Context, name: str) -> None:
 def provider_for(
     source: Context | Store, home: Path, local_network: str, tenant_id: int | None, name: str
 ) -> Provider:
-    """The provider object a deployment of `tenant_id` names: local, or a configured one.
+    """The provider object a deployment of `tenant_id` names (see the runtime's)."""
+    from provisor.orchestrator.runtime import provider_for as build  # asyncssh: when needed
 
-    The secret is unsealed here, just before the provider is built, and kept only
-    by the provider object.
-    """
-    if name == BUILT_IN:
-        return registry.build(BUILT_IN, name, {}, None, home=home, local_network=local_network)
-    if tenant_id is None:
-        raise ProvisorError(
-            f"provider {name!r} is configured per tenant: no tenant was given", field="provider"
-        )
     store = source.store if isinstance(source, Context) else source
-    with store.session() as session:
-        row = _find(session, tenant_id, name, field="provider")
-        kind, settings, sealed = row.kind, dict(row.settings), row.secret
-    secret = None
-    if sealed is not None:
-        from provisor.orchestrator import secrets  # asyncssh: loaded when needed
-
-        secret = secrets.unseal(home, sealed)
-    return registry.build(kind, name, settings, secret, home=home, local_network=local_network)
+    return build(store, home, local_network, tenant_id, name)
 
 
 def _close(provider: Provider | None) -> None:

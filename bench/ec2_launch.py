@@ -126,8 +126,8 @@ def measure(
 ) -> dict[str, float]:
     server.reset()
     image = server.register_images(["debian-12"], REGION)["debian-12"]
-    assert server._process is not None
-    moto_pid = server._process.pid
+    moto_pid = server.pid
+    assert moto_pid is not None
     run = case(server.url, image, machines)
     moto_before, cpu, wall = process_cpu(moto_pid), time.process_time(), time.monotonic()
     run()

@@ -121,3 +121,19 @@ def test_import_reports_line_numbers_and_imports_nothing(home: Path, tmp_path: P
     assert f"{hosts}:2" in result.stderr and f"{hosts}:4" in result.stderr
     listed = json.loads(provisor("hosts", "list", "--output", "json", home=home).stdout)
     assert listed == []
+
+
+def test_a_bad_setting_names_its_variable(home: Path) -> None:
+    env = {**os.environ, "PROVISOR_HOME": str(home), "PROVISOR_PARAMETER_ADDRESS": "nowhere"}
+    result = subprocess.run(
+        [sys.executable, "-m", "provisor", "hosts", "list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: PROVISOR_PARAMETER_ADDRESS: invalid address 'nowhere': "
+        "an IP address of this computer"
+    )

@@ -102,7 +102,6 @@ def test_webapp_deploys_on_ec2_and_connects_only_where_told(
     assert set(mapping.values()) <= connected  # the log sees SSH connections
     allowed = {"127.0.0.1"} | plane.mapped_addresses  # the API proxy, parameters, machines
     assert connected - allowed == set(), f"connections nobody mapped: {connected - allowed}"
-    assert not connected & (moto_addresses - allowed)
 
     cli("down", "webapp")
     after = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 class ProvisorError(Exception):
     """An error meant for the user: a message, and where the problem is.
@@ -49,6 +51,13 @@ class InvalidInput(ProvisorError, ValueError):
 
     Also a ValueError, so pydantic validators that raise it report the field.
     """
+
+
+def invalid_input(exc: ValidationError) -> InvalidInput:
+    """pydantic's first complaint as an InvalidInput that names the field."""
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or None
+    return InvalidInput(first["msg"].removeprefix("Value error, "), field=field)
 
 
 class NotFound(ProvisorError):

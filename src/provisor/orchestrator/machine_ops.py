@@ -17,8 +17,8 @@ from provisor.fleet.operations import run_command
 from provisor.fleet.results import HostResult, Outcome
 from provisor.fleet.transport import Endpoint, SSHPool, TransportError
 from provisor.orchestrator.param_agent import AGENT
+from provisor.providers.base import USER_DATA_DONE
 
-USER_DATA_DONE = "/var/lib/provisor/user-data.done"
 CLOUD_INIT_DONE = "/var/lib/cloud/instance/boot-finished"
 SCRIPTS = "/var/lib/provisor/scripts"
 _USER_DATA_FAILED = 97  # `prepare`'s exit status when the user data failed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,7 +102,16 @@ def provider_for(
             raise NotFound(f"no provider named {name!r}", field="provider")
         kind, settings, sealed = row.kind, dict(row.settings), row.secret
     secret = None if sealed is None else secrets.unseal(home, sealed)
-    return registry.build(kind, name, settings, secret, home=home, local_network=local_network)
+    controller = hashlib.sha256(secrets.controller_public_key(home).strip().encode())
+    return registry.build(
+        kind,
+        name,
+        settings,
+        secret,
+        home=home,
+        local_network=local_network,
+        controller=controller.hexdigest()[:12],  # tags this controller's resources
+    )
 
 
 _current: list[Runtime] = []

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from provisor.core.errors import InvalidInput
+from provisor.core.errors import InvalidInput, invalid_input
 
 _SIZE_KEY = re.compile(r"([1-9][0-9]{0,3})x([1-9][0-9]{1,7})")
 _REGION = re.compile(r"[a-z]{2,}(-[a-z0-9]+)+")
@@ -109,10 +109,7 @@ class Ec2Settings(BaseModel):
         try:
             return cls.model_validate(dict(data))
         except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(part) for part in first["loc"]) or None
-            message = first["msg"].removeprefix("Value error, ")
-            raise InvalidInput(message, field=field) from None
+            raise invalid_input(exc) from None
 
     def as_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

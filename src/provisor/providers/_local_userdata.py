@@ -28,10 +28,10 @@ from typing import Any
 
 import yaml
 
-from provisor.providers.base import ProviderError
+from provisor.providers.base import USER_DATA_DONE, ProviderError
 
 STATE_DIR = "/var/lib/provisor"  # inside the machine
-DONE_MARKER = f"{STATE_DIR}/user-data.done"
+DONE_MARKER = USER_DATA_DONE
 CONSOLE_LINK = "/var/log/provisor-console.log"
 MAX_USER_DATA = 1024 * 1024  # bytes
 _IGNORED_PACKAGE_KEYS = ("packages", "package_update", "package_upgrade")

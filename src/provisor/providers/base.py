@@ -15,6 +15,10 @@ from typing import Protocol, runtime_checkable
 
 from provisor.core.errors import ProvisorError
 
+# Where a machine's first-boot user data leaves its exit status: providers that run
+# user data write it, the orchestrator waits for it before a node's scripts.
+USER_DATA_DONE = "/var/lib/provisor/user-data.done"
+
 
 class MachineState(StrEnum):
     pending = "pending"  # asked for, not yet running

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from provisor.crashpoints import crash_point
 from provisor.providers._ec2_settings import Ec2Settings
 from provisor.providers.base import (
+    USER_DATA_DONE,
     Capability,
     IngressRule,
     MachineInfo,
@@ -41,7 +42,6 @@ from provisor.providers.base import (
 
 T = TypeVar("T")
 
-USER_DATA_DONE = "/var/lib/provisor/user-data.done"  # as machine_ops reads it
 LAUNCH_TIMEOUT = 600.0
 STATES = {
     "pending": MachineState.pending,
@@ -75,11 +75,6 @@ class Ec2Error(ProviderError):
     def __init__(self, message: str, *, code: str, machine: str | None, call: str) -> None:
         super().__init__(f"{code}: {message}", machine=machine, call=call)
         self.code = code
-
-
-def controller_id(public_key: str) -> str:
-    """A short, stable name for this controller: a hash of its SSH public key."""
-    return hashlib.sha256(public_key.strip().encode()).hexdigest()[:12]
 
 
 def _client_token(token: str) -> str:
@@ -191,7 +186,7 @@ class Ec2Provider:
         self._made: dict[str, str] = {}  # key pair and security group names -> ids, once known
         self._images: dict[str, str] = {}
         self._waits: dict[str, list[_Wait]] = {}  # instance id -> who waits for which state
-        self._poll_soon = asyncio.Event()
+        self._poll_soon = False  # a new wait: poll again quickly
         self._poller: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -431,7 +426,7 @@ class Ec2Provider:
         loop = asyncio.get_running_loop()
         wait = _Wait(state, machine, loop.time() + self.launch_timeout, loop.create_future())
         self._waits.setdefault(instance_id, []).append(wait)
-        self._poll_soon.set()
+        self._poll_soon = True
         if self._poller is None or self._poller.done():
             self._poller = loop.create_task(self._watch_instances())
         return await wait.future
@@ -445,9 +440,8 @@ class Ec2Provider:
         loop = asyncio.get_running_loop()
         pause = 0.2
         while self._waits:
-            if self._poll_soon.is_set():
-                self._poll_soon.clear()
-                pause = 0.2
+            if self._poll_soon:
+                self._poll_soon, pause = False, 0.2
             await asyncio.sleep(pause * random.uniform(0.5, 1.5))  # noqa: S311 (jitter)
             pause = min(pause * 1.5, 3.0)
             ids = list(self._waits)
@@ -896,4 +890,4 @@ def _snake(call: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(call))
 
 
-__all__ = ["Ec2Error", "Ec2Provider", "Ec2Settings", "controller_id", "wrap_user_data"]
+__all__ = ["Ec2Error", "Ec2Provider", "Ec2Settings", "wrap_user_data"]

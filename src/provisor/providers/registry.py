@@ -34,20 +34,20 @@ def build(
     *,
     home: Path,
     local_network: str,
+    controller: str = "",
 ) -> Provider:
-    """A provider object for a configured (or the built-in local) provider."""
+    """A provider object for a configured (or the built-in local) provider.
+
+    `controller` names this controller in what a cloud provider tags (see ec2).
+    """
     if kind == BUILT_IN:
         from provisor.providers.local import LocalProvider
 
         return LocalProvider(home / "local-provider", network=local_network)
     if kind == "ec2":
-        from provisor.orchestrator.secrets import controller_public_key
-        from provisor.providers.ec2 import Ec2Provider, Ec2Settings, controller_id
+        from provisor.providers.ec2 import Ec2Provider, Ec2Settings
 
         return Ec2Provider(
-            name,
-            Ec2Settings.parse(settings),
-            secret_access_key=secret,
-            controller=controller_id(controller_public_key(home)),
+            name, Ec2Settings.parse(settings), secret_access_key=secret, controller=controller
         )
     raise InvalidInput(f"unknown provider type {kind!r}: use {', '.join(KINDS)}", field="type")

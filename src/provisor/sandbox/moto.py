@@ -93,6 +93,11 @@ class MotoServer:
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
+    @property
+    def pid(self) -> int | None:
+        """moto_server's process id while it runs (benchmarks read its CPU)."""
+        return self._process.pid if self._process is not None else None
+
     def __repr__(self) -> str:
         return f"MotoServer({self.url!r}, log_file={str(self.log_file)!r})"
 

@@ -7,7 +7,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from provisor.core.errors import InvalidInput
+from provisor.core.errors import invalid_input
 from provisor.core.names import check_address, check_name, check_port, check_tag_key
 
 HOST_STATES = ("new", "active", "unreachable", "maintenance", "retired")
@@ -21,10 +21,7 @@ def validate(model: type[M], data: dict[str, Any]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or None
-        message = first["msg"].removeprefix("Value error, ")
-        raise InvalidInput(message, field=field) from None
+        raise invalid_input(exc) from None
 
 
 def _check_credentials(value: str | None) -> str | None:

@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from provisor.api import create_app
+from provisor.core import yamlpos
 from provisor.core.blueprint import (
     Blueprint,
     MachinePlan,
@@ -387,6 +388,15 @@ nodes:
 ]
 
 
+@pytest.fixture(params=["libyaml", "python"])
+def yaml_reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Positions and errors are the same with PyYAML's C reader and its Python one (the
+    fallback where PyYAML was built without libyaml)."""
+    if request.param == "python":
+        monkeypatch.setattr(yamlpos, "_Loader", yamlpos._PureLoader)
+
+
+@pytest.mark.usefixtures("yaml_reader")
 @pytest.mark.parametrize(("text", "where", "fragment"), BAD_CASES)
 def test_errors_are_located(
     text: str, where: list[tuple[int, int, str | None]], fragment: str
@@ -396,6 +406,7 @@ def test_errors_are_located(
     assert fragment in messages_of(text)
 
 
+@pytest.mark.usefixtures("yaml_reader")
 def test_every_error_is_reported_at_once() -> None:
     text = textwrap.dedent(
         """\
@@ -469,6 +480,7 @@ def test_parse_errors_print_as_file_line_column() -> None:
     )
 
 
+@pytest.mark.usefixtures("yaml_reader")
 def test_yaml_quirks() -> None:
     bp = load_blueprint(
         MINIMAL.replace('"1"', "1.10")
@@ -487,6 +499,7 @@ def test_yaml_quirks() -> None:
     assert errors_of("a: 2001-13-45\nb: \x07\n")[0][0] == 2
 
 
+@pytest.mark.usefixtures("yaml_reader")
 def test_deep_nesting_is_refused_quickly() -> None:
     started = time.monotonic()
     assert errors_of("[" * 200_000) == [(1, 65, "")]

@@ -147,8 +147,11 @@ def test_controller_killed_after_run_instances_resumes_with_one_instance(
     assert [i["InstanceId"] for i in live if i["InstanceId"] == made[0]["InstanceId"]]
 
 
-def test_cloud_config_user_data_is_done_when_cloud_init_is(testbed: Any, tmp_path: Path) -> None:
-    """On a cloud image a #cloud-config leaves no provisor mark: cloud-init's own counts."""
+def test_prepare_waits_for_cloud_init_and_installs_the_agent(
+    testbed: Any, tmp_path: Path
+) -> None:
+    """On a cloud image a #cloud-config leaves no provisor mark: cloud-init's own counts.
+    Then the agent is in place and answers the values it was given by itself."""
     (host,) = testbed(1)
     endpoint = Endpoint(host.name, host.address, host.port, host.user, str(host.client_key))
     store = Store(f"sqlite:///{tmp_path / 'provisor.db'}")
@@ -163,6 +166,7 @@ def test_cloud_config_user_data_is_done_when_cloud_init_is(testbed: Any, tmp_pat
                 url="http://127.0.0.1:9",
                 token="t",
                 env={},
+                known={"box.1.address": host.address},
                 scripts=["true"],
                 user_data=True,
                 timeout=timeout,
@@ -177,6 +181,12 @@ def test_cloud_config_user_data_is_done_when_cloud_init_is(testbed: Any, tmp_pat
             marker = await machine_ops.run(
                 pool, endpoint, f"cat {machine_ops.USER_DATA_DONE}", timeout=30.0
             )
+            # A value provisor published is answered on the machine (nothing listens
+            # at the controller's address here); any other needs the controller.
+            read = "provisor-param get box.1.address; provisor-param get box.1.port"
+            answers = await machine_ops.run(pool, endpoint, read, timeout=30.0)
+            assert answers.text().strip() == host.address
+            assert answers.exit_code == 3 and "unreachable" in answers.text("stderr")
             return marker.text().strip()
         finally:
             await pool.close()

@@ -125,6 +125,8 @@ def test_endpoint_sets_gets_and_waits(store: Store, deployment_id: int) -> None:
             assert (await asyncio.to_thread(_call, url, app, "/get?key=nope"))[0] == 400
             assert (await asyncio.to_thread(_call, url, app, "/get?key=db.1.a&wait=x"))[0] == 400
             assert (await asyncio.to_thread(_call, url, app, "/set", {"key": "a b"}))[0] == 400
+            refused = await asyncio.to_thread(_call, url, app, "/set", {"key": "address"})
+            assert refused == (400, "address is set by provisor, machines cannot set it")
             assert (await asyncio.to_thread(_call, url, app, "/other"))[0] == 404
             assert (await asyncio.to_thread(_call, url, app, "/set"))[0] == 405
             stranger = machine_token(SECRET, deployment_id, "shop-web-1")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -37,21 +38,29 @@ class DatabaseHostKeys:
         self._known[(address, port)] = key
         self._new[(address, port)] = key
 
-    def pin(self, address: str, port: int, key: str, *, session: Session | None = None) -> None:
-        """Trust `key` for this endpoint from now on, replacing any older key.
+    def pin(self, keys: Mapping[tuple[str, int], str], *, session: Session | None = None) -> None:
+        """Trust these keys (by address and port) from now on, replacing any older ones.
 
         Saved now, or in the caller's `session` (its transaction) when given.
         """
-        self._known[(address, port)] = key
-        self._new.pop((address, port), None)
+        if not keys:
+            return
+        self._known.update(keys)
+        for endpoint in keys:
+            self._new.pop(endpoint, None)
         if session is None:
             with self._store.session() as own:
-                self.pin(address, port, key, session=own)
+                self.pin(keys, session=own)
             return
         session.execute(
-            delete(KnownHostKey).where(KnownHostKey.address == address, KnownHostKey.port == port)
+            delete(KnownHostKey).where(
+                tuple_(KnownHostKey.address, KnownHostKey.port).in_(list(keys))
+            )
         )
-        session.add(KnownHostKey(address=address, port=port, key=key))
+        session.execute(
+            insert(KnownHostKey),
+            [{"address": a, "port": p, "key": key} for (a, p), key in keys.items()],
+        )
 
     def flush(self) -> int:
         """Save keys seen for the first time; returns how many were saved."""

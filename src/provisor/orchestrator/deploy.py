@@ -30,7 +30,12 @@ from provisor.events import record_event
 from provisor.fleet.results import HostResult
 from provisor.fleet.transport import Endpoint
 from provisor.orchestrator import machine_ops, reports
-from provisor.orchestrator.params import expected_setter, machine_token, set_parameter
+from provisor.orchestrator.params import (
+    PUBLISHED_BY_PROVISOR,
+    expected_setter,
+    machine_token,
+    set_parameters,
+)
 from provisor.orchestrator.runtime import runtime
 from provisor.providers import (
     IngressRule,
@@ -313,87 +318,119 @@ def _with_environment(
 
 
 def _launched(deployment: Deployment, launched: list[tuple[Machine, MachineInfo]]) -> None:
-    """Record launched machines, their parameters, their inventory hosts: one transaction."""
+    """Record launched machines, their parameters, their inventory hosts: one transaction,
+    a few statements for all of them (each executed for many rows)."""
     if not launched:
         return
     rt = runtime()
     with rt.store.session() as session:
-        group_name = f"deployment-{deployment.name}"
-        group_id = session.scalar(
-            select(Group.id).where(
-                Group.tenant_id == deployment.tenant_id, Group.name == group_name
-            )
+        group_id = _deployment_group(session, deployment)
+        session.execute(
+            update(Machine),
+            [
+                {
+                    "id": machine.id,
+                    "provider_id": info.id,
+                    "address": info.address,
+                    "port": info.port,
+                    "login_user": info.login_user,
+                    "state": "running",
+                }
+                for machine, info in launched
+            ],
         )
-        if group_id is None:
-            group = Group(
-                tenant_id=deployment.tenant_id,
-                name=group_name,
-                kind="static",
-                description=f"machines of deployment {deployment.name}",
-                members=[],
-                children=[],
-            )
-            session.add(group)
-            session.flush()
-            group_id = group.id
-        hosts = {
-            host.name: host
-            for host in session.scalars(
-                select(Host).where(
-                    Host.tenant_id == deployment.tenant_id,
-                    Host.name.in_([machine.name for machine, _ in launched]),
-                )
-            )
-        }
+        set_parameters(
+            session,
+            deployment.id,
+            {
+                f"{machine.node}.{machine.index}.{key}": value
+                for machine, info in launched
+                for key, value in (("address", info.address or ""), ("hostname", machine.hostname))
+            },
+            "provisor",
+        )
+        host_ids = _record_hosts(session, deployment, launched)
         members = set(
             session.scalars(
                 select(group_members.c.host_id).where(group_members.c.group_id == group_id)
             )
         )
-        recorded = [
-            _record_launch(session, deployment, machine, info, hosts.get(machine.name))
-            for machine, info in launched
-        ]
-        session.flush()  # the new hosts' ids
-        for host in recorded:
-            if host.id not in members:  # without loading every member of the group
-                session.execute(insert(group_members).values(group_id=group_id, host_id=host.id))
-
-
-def _record_launch(
-    session: Session,
-    deployment: Deployment,
-    machine: Machine,
-    info: MachineInfo,
-    host: Host | None,
-) -> Host:
-    rt = runtime()
-    address = info.address
-    session.execute(
-        update(Machine)
-        .where(Machine.id == machine.id)
-        .values(
-            provider_id=info.id,
-            address=address,
-            port=info.port,
-            login_user=info.login_user,
-            state="running",
+        joining = [{"group_id": group_id, "host_id": i} for i in host_ids if i not in members]
+        if joining:
+            session.execute(insert(group_members), joining)
+        rt.host_keys().pin(
+            {
+                (info.address, info.port): info.host_key  # pinned: no trust-on-first-use
+                for _, info in launched
+                if info.address and info.host_key
+            },
+            session=session,
         )
+
+
+def _deployment_group(session: Session, deployment: Deployment) -> int:
+    """The id of the inventory group `deployment-NAME` (made when missing)."""
+    group_name = f"deployment-{deployment.name}"
+    group_id = session.scalar(
+        select(Group.id).where(Group.tenant_id == deployment.tenant_id, Group.name == group_name)
     )
-    prefix = f"{machine.node}.{machine.index}"
-    for key, value in (("address", address or ""), ("hostname", machine.hostname)):
-        set_parameter(session, deployment.id, f"{prefix}.{key}", value, "provisor")
-    if host is None:
-        host = Host(tenant_id=deployment.tenant_id, name=machine.name, facts={}, groups=[])
-        session.add(host)
-    host.address, host.port, host.user = address or machine.name, info.port, info.login_user
-    host.credentials = f"key:{rt.controller_key}"
-    host.state = "active"
-    host.tags = {"deployment": deployment.name, "node": machine.node}
-    host.facts = {**host.facts, "hostname": machine.hostname}
-    if address and info.host_key:  # pinned: no trust-on-first-use needed
-        rt.host_keys().pin(address, info.port, info.host_key, session=session)
-    return host
+    if group_id is not None:
+        return group_id
+    group = Group(
+        tenant_id=deployment.tenant_id,
+        name=group_name,
+        kind="static",
+        description=f"machines of deployment {deployment.name}",
+        members=[],
+        children=[],
+    )
+    session.add(group)
+    session.flush()
+    return group.id
+
+
+def _record_hosts(
+    session: Session, deployment: Deployment, launched: list[tuple[Machine, MachineInfo]]
+) -> list[int]:
+    """The machines as inventory hosts (new ones added, known ones updated); their ids."""
+    known = {
+        name: (host_id, facts)
+        for name, host_id, facts in session.execute(
+            select(Host.name, Host.id, Host.facts).where(
+                Host.tenant_id == deployment.tenant_id,
+                Host.name.in_([machine.name for machine, _ in launched]),
+            )
+        )
+    }
+    credentials = f"key:{runtime().controller_key}"
+    fresh, changed = [], []
+    for machine, info in launched:
+        row = {
+            "address": info.address or machine.name,
+            "port": info.port,
+            "user": info.login_user,
+            "credentials": credentials,
+            "state": "active",
+            "tags": {"deployment": deployment.name, "node": machine.node},
+        }
+        if machine.name in known:
+            host_id, facts = known[machine.name]
+            changed.append({**row, "id": host_id, "facts": {**facts, "hostname": machine.hostname}})
+        else:
+            fresh.append(
+                {
+                    **row,
+                    "tenant_id": deployment.tenant_id,
+                    "name": machine.name,
+                    "facts": {"hostname": machine.hostname},
+                }
+            )
+    if changed:
+        session.execute(update(Host), changed)
+    ids = [host_id for host_id, _ in known.values()]
+    if fresh:
+        ids += session.scalars(insert(Host).returning(Host.id), fresh).all()
+    return ids
 
 
 class _Failed(Exception):
@@ -450,12 +487,20 @@ async def _configure(deployment: Deployment, machine: Machine, plan: Any) -> Non
     rt = runtime()
     name, deployment_id = machine.name, deployment.id
     endpoint, pool = _endpoint(machine), rt.pool()
+    own = f"{machine.node}.{machine.index}"
+    # The values provisor published that the machine reads most (its own, and the ones
+    # it waits for) never change: the machine answers them itself.
+    fixed = [f"{own}.{key}" for key in sorted(PUBLISHED_BY_PROVISOR)] + [
+        key for key in plan.waits_for if key.rsplit(".", 1)[-1] in PUBLISHED_BY_PROVISOR
+    ]
+    known = {key: value for key in fixed if (value := rt.board.known(deployment_id, key))}
     await machine_ops.prepare(
         pool,
         endpoint,
         url=rt.param_url,
         token=machine_token(rt.secret, deployment_id, name),
         env=plan.env,
+        known=known,
         scripts=plan.scripts,
         user_data=bool(plan.user_data),
         timeout=REACHABLE_TIMEOUT,

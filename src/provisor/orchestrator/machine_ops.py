@@ -9,6 +9,7 @@ to wait for the user data and write the agent, its settings and every script
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import shlex
 from collections.abc import Mapping, Sequence
@@ -91,6 +92,7 @@ def prepare_script(
     url: str,
     token: str,
     env: Mapping[str, str],
+    known: Mapping[str, str],
     scripts: Sequence[str],
     user_data: bool,
     timeout: float,
@@ -121,6 +123,7 @@ def prepare_script(
             f"PROVISOR_PARAM_URL={url}\nPROVISOR_PARAM_TOKEN={token}\n",
         ),
         ("/etc/provisor/env", "0600", _exports(env)),
+        ("/etc/provisor/known.json", "0644", json.dumps(dict(known), sort_keys=True)),
         *((script_path(n), "0700", s) for n, s in enumerate(scripts, start=1)),
     ]
     return (
@@ -139,15 +142,22 @@ async def prepare(
     url: str,
     token: str,
     env: Mapping[str, str],
+    known: Mapping[str, str],
     scripts: Sequence[str],
     user_data: bool,
     timeout: float,
 ) -> None:
     """In one command: wait for the user data (when there is one) to finish, fail if it
-    failed; then write `provisor-param`, where it reaches the controller, the scripts'
-    environment and the scripts themselves."""
+    failed; then write `provisor-param`, where it reaches the controller, the values it
+    answers itself (`known`), the scripts' environment and the scripts themselves."""
     script = prepare_script(
-        url=url, token=token, env=env, scripts=scripts, user_data=user_data, timeout=timeout
+        url=url,
+        token=token,
+        env=env,
+        known=known,
+        scripts=scripts,
+        user_data=user_data,
+        timeout=timeout,
     )
     result = await run(pool, endpoint, "sh -s", stdin=script.encode(), timeout=timeout + 30.0)
     if result.ok:

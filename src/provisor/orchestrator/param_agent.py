@@ -3,6 +3,9 @@
 Installed on each machine at /usr/local/bin/provisor-param. It talks HTTP to the
 controller named in /etc/provisor/param.env and keeps retrying while the
 controller restarts (the file is rewritten with the new address on resume).
+Values that never change once the machine is configured (the addresses and host
+names provisor publishes, of this machine and of those it waits for) are in
+/etc/provisor/known.json: `get` answers them without calling the controller.
 Only the standard library: machines have python3 and nothing else of ours.
 """
 
@@ -11,6 +14,14 @@ AGENT = r'''#!/usr/bin/env python3
 import json, sys, time, urllib.error, urllib.parse, urllib.request
 
 ENV = "/etc/provisor/param.env"
+KNOWN = "/etc/provisor/known.json"
+
+def known(key):
+    try:
+        with open(KNOWN) as f:
+            return json.load(f).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
 
 def settings():
     values = {}
@@ -51,6 +62,10 @@ def main(argv):
             if argv[2] != "--wait":
                 return usage()
             wait = float(argv[3])
+        value = known(argv[1])
+        if value is not None:
+            sys.stdout.write(value + "\n")
+            return 0
         deadline = time.monotonic() + wait
         while True:
             left = max(0.0, deadline - time.monotonic())

@@ -19,6 +19,7 @@ import json
 import re
 import socket
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -37,6 +38,9 @@ from provisor.store import Store
 from provisor.store.models import utcnow
 from provisor.store.orchestration import Machine, ParameterWait, RuntimeParameter
 
+PUBLISHED_BY_PROVISOR = frozenset({"address", "hostname"})
+"""Every machine's keys that provisor sets at launch: they never change afterwards, and
+machines cannot set them."""
 KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}\.[0-9]{1,5}\.[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
 # Values set through this process wake its waiters at once; the database is polled
 # only for values another worker process sets, which is rare (a machine calls the
@@ -60,39 +64,66 @@ def _caller(secret: bytes, header: str) -> tuple[int, str] | None:
     return (deployment_id, machine) if hmac.compare_digest(expected, token) else None
 
 
-def _upsert(
-    dialect: str, deployment_id: int, key: str, value: str, set_by: str
-) -> Executable | None:
-    """One statement that inserts the value or replaces it; None: not on this database."""
+_ROWS_PER_STATEMENT = 500  # well under SQLite's limit of bound variables
+
+
+def _upserts(
+    dialect: str, deployment_id: int, values: Mapping[str, str], set_by: str
+) -> list[Executable] | None:
+    """Statements that insert the values or replace them; None: not on this database."""
     if dialect not in ("sqlite", "postgresql"):
         return None
     make = sqlite.insert if dialect == "sqlite" else postgresql.insert
     now = utcnow()
-    statement = make(RuntimeParameter).values(
-        deployment_id=deployment_id, key=key, value=value, set_by=set_by, updated_at=now
-    )
-    return statement.on_conflict_do_update(
-        index_elements=["deployment_id", "key"],
-        set_={"value": value, "set_by": set_by, "updated_at": now},
-    )
+    rows = [
+        {"deployment_id": deployment_id, "key": k, "value": v, "set_by": set_by, "updated_at": now}
+        for k, v in values.items()
+    ]
+    statements: list[Executable] = []
+    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+        statement = make(RuntimeParameter).values(rows[start : start + _ROWS_PER_STATEMENT])
+        new = statement.excluded
+        statements.append(
+            statement.on_conflict_do_update(
+                index_elements=["deployment_id", "key"],
+                set_={"value": new.value, "set_by": new.set_by, "updated_at": new.updated_at},
+            )
+        )
+    return statements
+
+
+def set_parameters(
+    session: Session, deployment_id: int, values: Mapping[str, str], set_by: str
+) -> None:
+    """Set (insert or replace) several values of a deployment at once."""
+    if not values:
+        return
+    upserts = _upserts(session.get_bind().dialect.name, deployment_id, values, set_by)
+    if upserts is not None:
+        for upsert in upserts:
+            session.execute(upsert)
+        return
+    rows = {
+        row.key: row
+        for row in session.scalars(
+            select(RuntimeParameter).where(
+                RuntimeParameter.deployment_id == deployment_id,
+                RuntimeParameter.key.in_(list(values)),
+            )
+        )
+    }
+    for key, value in values.items():
+        row = rows.get(key)
+        if row is None:
+            session.add(
+                RuntimeParameter(deployment_id=deployment_id, key=key, value=value, set_by=set_by)
+            )
+        else:
+            row.value, row.set_by = value, set_by
 
 
 def set_parameter(session: Session, deployment_id: int, key: str, value: str, set_by: str) -> None:
-    upsert = _upsert(session.get_bind().dialect.name, deployment_id, key, value, set_by)
-    if upsert is not None:
-        session.execute(upsert)
-        return
-    row = session.scalar(
-        select(RuntimeParameter).where(
-            RuntimeParameter.deployment_id == deployment_id, RuntimeParameter.key == key
-        )
-    )
-    if row is None:
-        session.add(
-            RuntimeParameter(deployment_id=deployment_id, key=key, value=value, set_by=set_by)
-        )
-    else:
-        row.value, row.set_by = value, set_by
+    set_parameters(session, deployment_id, {key: value}, set_by)
 
 
 def get_parameter(store: Store, deployment_id: int, key: str) -> str | None:
@@ -183,13 +214,14 @@ class ParameterBoard:
 
     async def publish(self, deployment_id: int, key: str, value: str, set_by: str) -> None:
         def save() -> None:
-            upsert = _upsert(self.store.engine.dialect.name, deployment_id, key, value, set_by)
-            if upsert is None:
+            upserts = _upserts(self.store.engine.dialect.name, deployment_id, {key: value}, set_by)
+            if upserts is None:
                 with self.store.session() as session:
                     set_parameter(session, deployment_id, key, value, set_by)
                 return
             with self.store.engine.begin() as connection:  # no ORM session needed
-                connection.execute(upsert)
+                for upsert in upserts:
+                    connection.execute(upsert)
 
         await asyncio.to_thread(save)
         self._keep(self._values, deployment_id, key, value)
@@ -198,7 +230,8 @@ class ParameterBoard:
         for loop, event in waiting:
             loop.call_soon_threadsafe(event.set)
 
-    def _known(self, deployment_id: int, key: str) -> str | None:
+    def known(self, deployment_id: int, key: str) -> str | None:
+        """The value in memory, if any (no database query)."""
         with self._lock:
             return self._values.get((deployment_id, key))
 
@@ -276,7 +309,7 @@ class ParameterBoard:
         self, deployment_id: int, key: str, timeout: float, *, waiter: str
     ) -> str | None:
         """The value of `key` once set, or None after `timeout` seconds."""
-        value = self._known(deployment_id, key)
+        value = self.known(deployment_id, key)
         if value is not None:
             return value
         loop = asyncio.get_running_loop()
@@ -298,7 +331,7 @@ class ParameterBoard:
                 self._note_wait(True, deployment_id, key, waiter)
                 recorded = True
             while True:
-                value = value if value is not None else self._known(deployment_id, key)
+                value = value if value is not None else self.known(deployment_id, key)
                 left = deadline - loop.time()
                 if value is not None or left <= 0:
                     return value
@@ -394,6 +427,10 @@ class ParameterServer:
         name, value = str(data.get("key", "")), str(data.get("value", ""))
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,62}", name):
             return PlainTextResponse(f"invalid parameter name {name!r}", status_code=400)
+        if name in PUBLISHED_BY_PROVISOR:
+            return PlainTextResponse(
+                f"{name} is set by provisor, machines cannot set it", status_code=400
+            )
         prefix = self.board.known_prefix(deployment_id, machine)
         if prefix is None:
             prefix = await asyncio.to_thread(self.board.prefix, deployment_id, machine)

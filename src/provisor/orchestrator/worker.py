@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import gc
 import logging
 import os
 from collections.abc import Iterator
@@ -162,6 +163,10 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
         dbos = DBOS(config=dbos_config(settings))  # type: ignore[arg-type]
         DBOS.launch()
         await DBOS.register_queue_async(QUEUE, worker_concurrency=16, polling_interval_sec=1.0)
+        # What start-up made (modules, DBOS, the endpoint) lives as long as the worker:
+        # out of the cycle collector's way, a full collection scans only what work made
+        # (it was ~80 ms per collection, a few ms per deployed machine).
+        gc.freeze()
         try:
             idle = 0
             while True:
@@ -174,6 +179,7 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
                     if idle >= 2:
                         return
         finally:
+            gc.unfreeze()
             DBOS.destroy(destroy_registry=False)
             await server.stop()
             rt.board.write_waits()  # the last waits' records (DBOS's threads are gone)

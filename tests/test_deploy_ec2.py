@@ -147,9 +147,7 @@ def test_controller_killed_after_run_instances_resumes_with_one_instance(
     assert [i["InstanceId"] for i in live if i["InstanceId"] == made[0]["InstanceId"]]
 
 
-def test_prepare_waits_for_cloud_init_and_installs_the_agent(
-    testbed: Any, tmp_path: Path
-) -> None:
+def test_prepare_waits_for_cloud_init_and_installs_the_agent(testbed: Any, tmp_path: Path) -> None:
     """On a cloud image a #cloud-config leaves no provisor mark: cloud-init's own counts.
     Then the agent is in place and answers the values it was given by itself."""
     (host,) = testbed(1)

@@ -9,6 +9,7 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import select
 
 from provisor.orchestrator.params import (
     ParameterBoard,
@@ -16,10 +17,11 @@ from provisor.orchestrator.params import (
     get_parameter,
     machine_token,
     set_parameter,
+    set_parameters,
 )
 from provisor.store import Store
 from provisor.store.models import Tenant
-from provisor.store.orchestration import Deployment, Machine, ParameterWait
+from provisor.store.orchestration import Deployment, Machine, ParameterWait, RuntimeParameter
 
 SECRET = b"k" * 32
 
@@ -61,8 +63,18 @@ def test_set_parameter_inserts_then_replaces(store: Store, deployment_id: int) -
     with store.session() as session:
         set_parameter(session, deployment_id, "db.1.port", "5432", "shop-db-1")
     with store.session() as session:
-        set_parameter(session, deployment_id, "db.1.port", "6432", "provisor")
+        first = session.scalars(select(RuntimeParameter)).one().updated_at
+        set_parameters(
+            session, deployment_id, {"db.1.port": "6432", "app.1.port": "80"}, "provisor"
+        )
     assert get_parameter(store, deployment_id, "db.1.port") == "6432"
+    with store.session() as session:
+        rows = {p.key: p for p in session.scalars(select(RuntimeParameter))}
+    assert {k: (p.value, p.set_by) for k, p in rows.items()} == {
+        "db.1.port": ("6432", "provisor"),
+        "app.1.port": ("80", "provisor"),
+    }
+    assert rows["db.1.port"].updated_at >= first
 
 
 def _call(url: str, token: str, path: str, body: dict[str, str] | None = None) -> tuple[int, str]:

@@ -127,15 +127,18 @@ def _load(
     *,
     mark: str | None = None,
     skip_ready: bool = False,
+    step: str | None = None,
 ) -> tuple[Deployment, list[Machine]]:
     """The deployment and its machines (only `names`, in that order, when given).
 
     `skip_ready` leaves out machines already ready; `mark` sets the state of the
-    machines returned, in the same transaction.
+    machines returned and `step` the deployment's current step, in the same transaction.
     """
     with runtime().store.session() as session:
         deployment = session.get(Deployment, deployment_id)
         assert deployment is not None
+        if step is not None:
+            deployment.state, deployment.step = "deploying", step
         if names is None:
             machines = list(deployment.machines)
         else:
@@ -252,7 +255,9 @@ async def launch_step(deployment_id: int, names: list[str]) -> list[tuple[str, s
     launched before by its client token instead of launching it twice.
     """
     rt = runtime()
-    deployment, machines = await asyncio.to_thread(_load, deployment_id, names, mark="launching")
+    deployment, machines = await asyncio.to_thread(
+        _load, deployment_id, names, mark="launching", step="launching machines"
+    )
     plans = await asyncio.to_thread(_plans, deployment)
     provider = rt.provider(deployment.provider, deployment.tenant_id)
     results = await asyncio.gather(
@@ -463,7 +468,7 @@ async def reachability_step(deployment_id: int, names: list[str]) -> list[tuple[
     One checkpoint for all: probing again after a crash is harmless.
     """
     rt = runtime()
-    _, machines = await asyncio.to_thread(_load, deployment_id, names)
+    _, machines = await asyncio.to_thread(_load, deployment_id, names, step="waiting for SSH")
     pool = rt.pool()
     results = await asyncio.gather(
         *(machine_ops.probe(pool, _endpoint(m), timeout=REACHABLE_TIMEOUT) for m in machines),
@@ -531,7 +536,7 @@ async def _configure(deployment: Deployment, machine: Machine, plan: Any) -> Non
 
 @DBOS.step()
 async def configure_wave_step(
-    deployment_id: int, names: list[str], boundary: str
+    deployment_id: int, names: list[str], nodes: list[str], boundary: str
 ) -> list[tuple[str, str, str]]:
     """Configure a wave's machines at once; the failures, if any.
 
@@ -539,7 +544,12 @@ async def configure_wave_step(
     configured again when the step runs again (its state says so).
     """
     deployment, machines = await asyncio.to_thread(
-        _load, deployment_id, names, mark="configuring", skip_ready=True
+        _load,
+        deployment_id,
+        names,
+        mark="configuring",
+        skip_ready=True,
+        step=f"configuring {', '.join(nodes)}",
     )
     plans = await asyncio.to_thread(_plans, deployment)
     # Every machine's address and hostname are known by now: the machines' and the
@@ -634,21 +644,16 @@ async def deploy_workflow(deployment_id: int) -> str:
     try:
         step = "launch"
         try:
-            await set_state_step(deployment_id, "deploying", "launching machines", None)
             _fail_on(await launch_step(deployment_id, names))
             crash_point("launched")
             step = "reachability"
-            await set_state_step(deployment_id, "deploying", "waiting for SSH", None)
             _fail_on(await reachability_step(deployment_id, names))
             crash_point("reachable")
             step = "configure"
             for number, wave in enumerate(plan["waves"], start=1):
                 members = [m["name"] for m in plan["machines"] if m["node"] in wave]
-                await set_state_step(
-                    deployment_id, "deploying", f"configuring {', '.join(wave)}", None
-                )
                 boundary = f"configured-{number}"
-                _fail_on(await configure_wave_step(deployment_id, members, boundary))
+                _fail_on(await configure_wave_step(deployment_id, members, wave, boundary))
                 crash_point(boundary)
             step = "outputs"
             await outputs_step(deployment_id)

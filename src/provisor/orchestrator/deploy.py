@@ -1,8 +1,8 @@
 """The deployment workflow: plan, approval, launch, reachability, configuration, outputs.
 
 Every step is a DBOS step: its result is checkpointed, so a controller killed at
-any moment resumes where it stopped. Launches are idempotent twice over: the
-provider honours the client token, and the step looks the token up first.
+any moment resumes where it stopped. Launches are idempotent: a provider launches
+a token once, and asked again returns that machine.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from provisor.providers import (
     IngressRule,
     MachineInfo,
     MachineSpec,
-    MachineState,
     Provider,
     ProviderError,
     Size,
@@ -274,10 +273,8 @@ async def launch_step(deployment_id: int, names: list[str]) -> list[tuple[str, s
 async def _launch(
     provider: Provider, deployment: Deployment, machine: Machine, plan: MachinePlan
 ) -> MachineInfo:
-    """The machine with this token if the provider has it, else a new one."""
-    existing = await provider.find(machine.token)
-    if existing is not None and existing.state is not MachineState.terminated:
-        return existing
+    """The machine with this token: the provider launches it once, and completes a launch
+    a crash interrupted (its volumes, its address) when asked again."""
     rt = runtime()
     spec = MachineSpec(
         token=machine.token,

@@ -133,9 +133,18 @@ def test_webapp_serves_through_its_load_balancer(provisor: Provisor) -> None:
 
 
 def test_cluster_workers_register_with_the_head(provisor: Provisor) -> None:
+    # An inventory host already named like a machine becomes that machine, its facts kept.
+    provisor("hosts", "add", "cluster-worker-2", "--address", "127.0.0.254", "--fact", "rack=7")
     provisor("up", str(EXAMPLES / "cluster.yaml"), "-p", "workers=3", "--wait")
     status = provisor.status("cluster")
     assert status["state"] == "ready"
+    worker = json.loads(provisor("hosts", "show", "cluster-worker-2", "--output", "json").stdout)
+    machine = next(m for m in status["machines"] if m["name"] == "cluster-worker-2")
+    assert (worker["address"], worker["tags"]) == (
+        machine["address"],
+        {"deployment": "cluster", "node": "worker"},
+    )
+    assert worker["facts"] == {"rack": 7, "hostname": "worker2"}
     outputs = status["outputs"]
     assert isinstance(outputs, dict)
     head = provisor(

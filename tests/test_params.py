@@ -7,6 +7,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
@@ -14,6 +15,7 @@ from sqlalchemy import select
 from provisor.orchestrator.params import (
     ParameterBoard,
     ParameterServer,
+    _record_waits,
     get_parameter,
     machine_token,
     set_parameter,
@@ -161,3 +163,24 @@ def test_endpoint_sets_gets_and_waits(store: Store, deployment_id: int) -> None:
         assert await board.wait(deployment_id, "db.1.ready", 0, waiter="x") == "changed"
 
     asyncio.run(scenario())
+
+
+def test_wait_records_of_a_burst_keep_only_each_waiters_last(
+    store: Store, deployment_id: int
+) -> None:
+    now = datetime.now(UTC)
+    burst = [
+        (True, deployment_id, "db.1.ready", "shop-app-1", now),
+        (True, deployment_id, "db.1.port", "shop-app-1", now),
+        (False, deployment_id, "db.1.ready", "shop-app-1", now),  # ended in the same burst
+        (True, deployment_id, "db.1.ready", "shop-db-1", now),
+    ]
+    with store.engine.begin() as connection:
+        _record_waits(connection, burst)
+    with store.session() as session:
+        rows = {(w.key, w.waiter) for w in session.scalars(select(ParameterWait))}
+    assert rows == {("db.1.port", "shop-app-1"), ("db.1.ready", "shop-db-1")}
+    with store.engine.begin() as connection:
+        _record_waits(connection, [(False, deployment_id, "db.1.port", "shop-app-1", now)])
+    with store.session() as session:
+        assert session.scalars(select(ParameterWait.waiter)).all() == ["shop-db-1"]

@@ -168,16 +168,17 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
         # (it was ~80 ms per collection, a few ms per deployed machine).
         gc.freeze()
         try:
+            if not until_idle:
+                await asyncio.Event().wait()  # until the worker is stopped (cancelled)
             idle = 0
             while True:
                 await asyncio.sleep(0.5)
-                if until_idle:
-                    if _running_here(dbos):  # busy: the database need not be asked
-                        idle = 0
-                        continue
-                    idle = idle + 1 if await asyncio.to_thread(_pending, DBOS) == 0 else 0
-                    if idle >= 2:
-                        return
+                if _running_here(dbos):  # busy: the database need not be asked
+                    idle = 0
+                    continue
+                idle = idle + 1 if await asyncio.to_thread(_pending, DBOS) == 0 else 0
+                if idle >= 2:
+                    return
         finally:
             gc.unfreeze()
             DBOS.destroy(destroy_registry=False)

@@ -397,6 +397,9 @@ def report(runs: list[dict[str, float]], machines: int) -> str:
             "the local provider's bookkeeping and process starts, SSH client work and the",
             "parameter endpoint. The machines' own work (sshd, their scripts) runs in other",
             "processes and is not in it; the rest of the total time is waiting on machines.",
+            "The idle worker's rate is measured alone after the deployment and varies with",
+            "the machine's load (compare the DBOS threads' own line above): the figure with",
+            "its share left in is the conservative one.",
             END,
         ]
     )

@@ -178,8 +178,10 @@ def test_sap_needs_approval_and_a_completion(provisor: Provisor) -> None:
     assert status["state"] == "awaiting_approval"
     assert "s3cret" not in json.dumps(status)  # secrets are never shown
     provisor("approve", "sap")
-    status = _wait_for_state(provisor, "sap", {"ready", "failed"}, timeout=300)
+    followed = provisor("status", "sap", "--wait", "--output", "json")  # exit 0: ready
+    status = json.loads(followed.stdout)
     assert status["state"] == "ready", status
+    assert followed.stderr.rstrip().endswith("sap ready: ready (3/3 machines ready)")  # progress
     hostnames = sorted(m["hostname"] for m in status["machines"])  # type: ignore[index, union-attr]
     assert hostnames[0] == "sapjohn-app1" and "sapjohn-db" in hostnames
     stored = (provisor.home / "provisor.db").read_bytes()

@@ -6,12 +6,12 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
 
+from db_rows import add_deployment
 from provisor.orchestrator.params import (
     ParameterBoard,
     ParameterServer,
@@ -22,43 +22,14 @@ from provisor.orchestrator.params import (
     set_parameters,
 )
 from provisor.store import Store
-from provisor.store.models import Tenant
-from provisor.store.orchestration import Deployment, Machine, ParameterWait, RuntimeParameter
+from provisor.store.orchestration import ParameterWait, RuntimeParameter
 
 SECRET = b"k" * 32
 
 
 @pytest.fixture
-def deployment_id(store: Store) -> Iterator[int]:
-    with store.session() as session:
-        tenant = Tenant(name="default")
-        session.add(tenant)
-        session.flush()
-        deployment = Deployment(
-            tenant_id=tenant.id,
-            name="shop",
-            owner="ops",
-            blueprint="shop",
-            blueprint_version="1",
-            blueprint_text="name: shop\n",
-            inputs={},
-            completion=None,
-            provider="local",
-        )
-        session.add(deployment)
-        session.flush()
-        for node, index in (("db", 1), ("app", 1)):
-            deployment.machines.append(
-                Machine(
-                    node=node,
-                    index=index,
-                    name=f"shop-{node}-{index}",
-                    hostname=node,
-                    token=f"t-{node}",
-                )
-            )
-        created = deployment.id
-    yield created
+def deployment_id(store: Store) -> int:
+    return add_deployment(store, "shop", machines=[("db", 1), ("app", 1)])
 
 
 def test_set_parameter_inserts_then_replaces(store: Store, deployment_id: int) -> None:

@@ -20,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from db_rows import add_deployment
 from provisor.api import create_app
 from provisor.core.errors import Conflict, InvalidInput, NotFound
 from provisor.providers.base import ProviderError
@@ -28,7 +29,7 @@ from provisor.services import providers as service
 from provisor.services.deployments import request_deployment
 from provisor.settings import Settings
 from provisor.store import Store
-from provisor.store.models import ProviderConfig, Tenant
+from provisor.store.models import ProviderConfig
 from provisor.store.orchestration import Deployment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,25 +64,6 @@ def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def pctx(store: Store, tmp_path: Path) -> Context:
     return Context(store=store, actor="tester", tenant="default", home=tmp_path / "home")
-
-
-def add_deployment(store: Store, tenant: str, name: str, provider: str) -> None:
-    """A deployment row as the orchestrator leaves it, without running anything."""
-    with store.session() as session:
-        tenant_id = session.scalars(select(Tenant.id).where(Tenant.name == tenant)).one()
-        session.add(
-            Deployment(
-                tenant_id=tenant_id,
-                name=name,
-                owner="tester",
-                blueprint="webapp",
-                blueprint_version="1.0",
-                blueprint_text="name: webapp\n",
-                inputs={},
-                provider=provider,
-                state="ready",
-            )
-        )
 
 
 def database_bytes(url: str) -> bytes:
@@ -261,7 +243,7 @@ def test_check_local(pctx: Context) -> None:
 
 def test_remove_refused_while_a_deployment_uses_it(pctx: Context, store: Store) -> None:
     service.add_provider(pctx, "lab", "ec2", ec2_settings(), SECRET)
-    add_deployment(store, "default", "shop", "lab")
+    add_deployment(store, "shop", tenant="default", provider="lab")
     with pytest.raises(Conflict, match="used by deployment\\(s\\) shop") as info:
         service.remove_provider(pctx, "lab")
     assert info.value.field == "name"
@@ -285,7 +267,7 @@ def test_tenants_are_isolated(store: Store, tmp_path: Path) -> None:
     # The same name in another tenant is another provider.
     service.add_provider(beta, "lab", "ec2", ec2_settings(region="eu-west-1"), SECRET)
     assert service.get_provider(alpha, "lab").settings["region"] == "us-east-1"
-    add_deployment(store, "alpha", "shop", "lab")
+    add_deployment(store, "shop", tenant="alpha", provider="lab")
     service.remove_provider(beta, "lab")  # alpha's deployment does not hold beta's provider
     with pytest.raises(Conflict):
         service.remove_provider(alpha, "lab")
@@ -483,7 +465,7 @@ def test_cli_remove_refused_while_deployed_and_tenants_isolated(home: Path) -> N
     provisor(*ADD_LAB, home=home, env=env)
     store = Store(f"sqlite:///{home / 'provisor.db'}")
     try:
-        add_deployment(store, "default", "shop", "lab")
+        add_deployment(store, "shop", tenant="default", provider="lab")
     finally:
         store.close()
     refused = provisor("providers", "remove", "lab", home=home, check=False)
@@ -577,7 +559,7 @@ def test_api_duplicate_check_and_in_use(client: TestClient, store: Store) -> Non
     assert checked.status_code == 502
     error = checked.json()["error"]
     assert error["field"] == "provider" and "127.0.0.1:9" in error["message"]
-    add_deployment(store, "default", "shop", "lab")
+    add_deployment(store, "shop", tenant="default", provider="lab")
     refused = client.delete("/api/v1/providers/lab")
     assert refused.status_code == 409 and "shop" in refused.json()["error"]["message"]
 

@@ -172,7 +172,7 @@ def up(
         else:
             console.print(
                 f"deployment [bold]{view.name}[/] queued; "
-                f"follow it with `provisor status {view.name}`"
+                f"follow it with `provisor status {view.name} --wait`"
             )
         return
     final = _follow(view.name, be_worker)
@@ -196,15 +196,28 @@ def down(name: str) -> None:
     console.print(f"deployment [bold]{name}[/] removed ({len(view.machines)} machines terminated)")
 
 
-def status(name: str, output: Annotated[Format, typer.Option("--output")] = Format.table) -> None:
+def status(
+    name: str,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait", help="follow progress until it ends (this process works when no worker runs)"
+        ),
+    ] = False,
+    output: Annotated[Format, typer.Option("--output")] = Format.table,
+) -> None:
     """A deployment's machines, current step and outputs."""
     from provisor.services import deployments
 
-    view = deployments.get_deployment(context(), name)
+    view = deployments.get_deployment(context(), name)  # an unknown name fails here, at once
+    if wait:
+        view = _follow(name, _ensure_worker(wait=True))
     if output is Format.json:
         emit_json(view)
     else:
         _show(view)
+    if wait:
+        raise typer.Exit(0 if view.state == "ready" else 1)
 
 
 def approve(name: str) -> None:

@@ -6,9 +6,9 @@ types does not pay for importing asyncssh.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from provisor.core.lazy import lazy_exports
 from provisor.fleet.results import HostResult, Outcome
 
 if TYPE_CHECKING:
@@ -30,11 +30,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'provisor.fleet' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [

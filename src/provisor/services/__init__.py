@@ -6,8 +6,9 @@ pay for importing every other one (and the database layer) at start-up.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from provisor.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from provisor.services.context import Context, open_context
@@ -61,11 +62,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'provisor.services' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [

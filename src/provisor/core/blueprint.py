@@ -73,7 +73,8 @@ __all__ = [
 ]
 
 AUTOMATIC_KEYS = ("address", "hostname")
-"""Runtime parameters every machine publishes without being asked."""
+"""Runtime parameters provisor publishes for every machine at launch: they never change
+afterwards, and machines cannot set them."""
 
 MAX_COUNT = 1000
 """The most machines one node may have."""

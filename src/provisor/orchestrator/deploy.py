@@ -20,6 +20,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from provisor.core.blueprint import (
+    AUTOMATIC_KEYS,
     MachinePlan,
     expand,
     load_blueprint,
@@ -31,7 +32,6 @@ from provisor.fleet.results import HostResult
 from provisor.fleet.transport import Endpoint
 from provisor.orchestrator import machine_ops, reports
 from provisor.orchestrator.params import (
-    PUBLISHED_BY_PROVISOR,
     expected_setter,
     machine_token,
     set_parameters,
@@ -492,8 +492,8 @@ async def _configure(deployment: Deployment, machine: Machine, plan: Any) -> Non
     own = f"{machine.node}.{machine.index}"
     # The values provisor published that the machine reads most (its own, and the ones
     # it waits for) never change: the machine answers them itself.
-    fixed = [f"{own}.{key}" for key in sorted(PUBLISHED_BY_PROVISOR)] + [
-        key for key in plan.waits_for if key.rsplit(".", 1)[-1] in PUBLISHED_BY_PROVISOR
+    fixed = [f"{own}.{key}" for key in sorted(AUTOMATIC_KEYS)] + [
+        key for key in plan.waits_for if key.rsplit(".", 1)[-1] in AUTOMATIC_KEYS
     ]
     known = {key: value for key in fixed if (value := rt.board.known(deployment_id, key))}
     await machine_ops.prepare(

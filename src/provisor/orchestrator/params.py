@@ -32,13 +32,11 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from provisor.core.blueprint import AUTOMATIC_KEYS
 from provisor.store import Store
 from provisor.store.models import utcnow
 from provisor.store.orchestration import Machine, ParameterWait, RuntimeParameter
 
-PUBLISHED_BY_PROVISOR = frozenset({"address", "hostname"})
-"""Every machine's keys that provisor sets at launch: they never change afterwards, and
-machines cannot set them."""
 KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}\.[0-9]{1,5}\.[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
 # Values set through this process wake its waiters at once; the database is polled
 # only for values another worker process sets, which is rare (a machine calls the
@@ -394,7 +392,7 @@ class ParameterServer:
         name, value = str(data.get("key", "")), str(data.get("value", ""))
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,62}", name):
             return PlainTextResponse(f"invalid parameter name {name!r}", status_code=400)
-        if name in PUBLISHED_BY_PROVISOR:
+        if name in AUTOMATIC_KEYS:  # provisor's: set at launch, never changed
             return PlainTextResponse(
                 f"{name} is set by provisor, machines cannot set it", status_code=400
             )

@@ -196,7 +196,7 @@ def test_provider_for_unseals_the_secret(pctx: Context) -> None:
     built = service.provider_for(pctx, pctx.home, "127.100.0.0/16", tenant_id, "lab")
     assert isinstance(built, Ec2Provider)
     try:
-        credentials = built._ec2._request_signer._credentials.get_frozen_credentials()
+        credentials = built._api.client._request_signer._credentials.get_frozen_credentials()
         assert (credentials.access_key, credentials.secret_key) == (KEY_ID, SECRET)
     finally:
         built.close()

@@ -12,17 +12,25 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from db_rows import add_deployment
 from ec2_fixtures import MotoEc2
 from provisor.fleet.knownhosts import DatabaseHostKeys
+from provisor.fleet.results import HostResult
 from provisor.fleet.transport import Endpoint, SSHPool
 from provisor.orchestrator import machine_ops
-from provisor.orchestrator.secrets import controller_public_key
+from provisor.orchestrator.params import ParameterBoard, ParameterServer, machine_token
+from provisor.orchestrator.secrets import (
+    controller_public_key,
+    parameter_certificate,
+    parameter_tls,
+)
 from provisor.providers.local import LocalProvider
 from provisor.sandbox.ec2plane import DataPlane
 from provisor.store import Store
@@ -149,20 +157,27 @@ def test_controller_killed_after_run_instances_resumes_with_one_instance(
 
 def test_prepare_waits_for_cloud_init_and_installs_the_agent(testbed: Any, tmp_path: Path) -> None:
     """On a cloud image a #cloud-config leaves no provisor mark: cloud-init's own counts.
-    Then the agent is in place and answers the values it was given by itself."""
+    Then the agent is in place: it answers the values it was given by itself, and calls
+    the controller over HTTPS, trusting the controller's certificate and no other."""
     (host,) = testbed(1)
     endpoint = Endpoint(host.name, host.address, host.port, host.user, str(host.client_key))
     store = Store(f"sqlite:///{tmp_path / 'provisor.db'}")
+    deployment_id = add_deployment(store, "lab", machines=[("box", 1)])
+    secret = b"s" * 32
 
     async def scenario() -> str:
         pool = SSHPool(DatabaseHostKeys(store))
+        board = ParameterBoard(store)
+        server = ParameterServer(board, secret, parameter_tls(tmp_path))
+        url = await server.start()
 
         async def prepare(timeout: float) -> None:
             await machine_ops.prepare(
                 pool,
                 endpoint,
-                url="http://127.0.0.1:9",
-                token="t",
+                url=url,
+                certificate=parameter_certificate(tmp_path),
+                token=machine_token(secret, deployment_id, "lab-box-1"),
                 env={},
                 known={"box.1.address": host.address},
                 scripts=["true"],
@@ -170,23 +185,33 @@ def test_prepare_waits_for_cloud_init_and_installs_the_agent(testbed: Any, tmp_p
                 timeout=timeout,
             )
 
+        async def on_machine(command: str) -> HostResult:
+            return await machine_ops.run(pool, endpoint, command, timeout=60.0)
+
         try:
             with pytest.raises(machine_ops.MachineStepError, match="still running after 2s"):
                 await prepare(2.0)
             finish = f"mkdir -p /var/lib/cloud/instance && touch {machine_ops.CLOUD_INIT_DONE}"
-            assert (await machine_ops.run(pool, endpoint, finish, timeout=30.0)).ok
+            assert (await on_machine(finish)).ok
             await prepare(30.0)
-            marker = await machine_ops.run(
-                pool, endpoint, f"cat {machine_ops.USER_DATA_DONE}", timeout=30.0
-            )
-            # A value provisor published is answered on the machine (nothing listens
-            # at the controller's address here); any other needs the controller.
-            read = "provisor-param get box.1.address; provisor-param get box.1.port"
-            answers = await machine_ops.run(pool, endpoint, read, timeout=30.0)
-            assert answers.text().strip() == host.address
-            assert answers.exit_code == 3 and "unreachable" in answers.text("stderr")
+            marker = await on_machine(f"cat {machine_ops.USER_DATA_DONE}")
+            assert url.startswith("https://")
+            calls = "provisor-param set ready yes && provisor-param get box.1.ready"
+            assert (await on_machine(calls)).text().strip() == "yes"
+            assert await board.wait(deployment_id, "box.1.ready", 0, waiter="test") == "yes"
+            # Another certificate in its place (a controller impostor): refused. The
+            # value provisor gave it is still answered on the machine alone.
+            other = shlex.quote(parameter_certificate(tmp_path / "other"))
+            forged = f"printf %s {other} > /etc/provisor/param.crt"
+            assert (await on_machine(forged)).ok
+            refused = await on_machine("provisor-param get box.1.ready")
+            assert refused.exit_code == 3
+            assert "CERTIFICATE_VERIFY_FAILED" in refused.text("stderr")
+            answered = await on_machine("provisor-param get box.1.address")
+            assert answered.text().strip() == host.address
             return marker.text().strip()
         finally:
+            await server.stop()
             await pool.close()
 
     assert asyncio.run(scenario()) == "0"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -21,6 +23,7 @@ from provisor.orchestrator.params import (
     set_parameter,
     set_parameters,
 )
+from provisor.orchestrator.secrets import parameter_certificate, parameter_tls
 from provisor.store import Store
 from provisor.store.orchestration import ParameterWait, RuntimeParameter
 
@@ -50,7 +53,20 @@ def test_set_parameter_inserts_then_replaces(store: Store, deployment_id: int) -
     assert rows["db.1.port"].updated_at >= first
 
 
-def _call(url: str, token: str, path: str, body: dict[str, str] | None = None) -> tuple[int, str]:
+def _pinned(home: Path) -> ssl.SSLContext:
+    """A client context that trusts the endpoint's certificate alone, as the agent does."""
+    tls = ssl.create_default_context(cadata=parameter_certificate(home))
+    tls.check_hostname = False
+    return tls
+
+
+def _call(
+    url: str,
+    tls: ssl.SSLContext | None,
+    token: str,
+    path: str,
+    body: dict[str, str] | None = None,
+) -> tuple[int, str]:
     request = urllib.request.Request(
         url + path,
         method="GET" if body is None else "POST",
@@ -58,75 +74,98 @@ def _call(url: str, token: str, path: str, body: dict[str, str] | None = None) -
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
+        with urllib.request.urlopen(request, timeout=10, context=tls) as reply:
             return reply.status, reply.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
 
 
-async def _raw(url: str, data: bytes) -> bytes:
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(host, int(port))
+async def _raw(url: str, data: bytes, tls: ssl.SSLContext | None) -> bytes:
+    host, port = url.removeprefix("https://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port), ssl=tls)
     writer.write(data)
     await writer.drain()
-    reply = await reader.read()
+    try:
+        reply = await reader.read()
+    except ConnectionResetError:
+        reply = b""
     writer.close()
     return reply
 
 
-def test_endpoint_sets_gets_and_waits(store: Store, deployment_id: int) -> None:
+def test_endpoint_sets_gets_and_waits(store: Store, deployment_id: int, tmp_path: Path) -> None:
+    tls = _pinned(tmp_path)
+
     async def scenario() -> None:
         board = ParameterBoard(store)
         board.open_deployment(deployment_id)
-        server = ParameterServer(board, SECRET)
+        server = ParameterServer(board, SECRET, parameter_tls(tmp_path))
         url = await server.start()
+        assert url.startswith("https://127.0.0.1:")
+
+        async def call(
+            token: str, path: str, body: dict[str, str] | None = None
+        ) -> tuple[int, str]:
+            return await asyncio.to_thread(_call, url, tls, token, path, body)
+
         db = machine_token(SECRET, deployment_id, "shop-db-1")
         app = machine_token(SECRET, deployment_id, "shop-app-1")
         try:
             # A wait answered by a value published meanwhile, through the endpoint.
-            waiting = asyncio.ensure_future(
-                asyncio.to_thread(_call, url, app, "/get?key=db.1.ready&wait=20")
-            )
+            waiting = asyncio.ensure_future(call(app, "/get?key=db.1.ready&wait=20"))
             await asyncio.sleep(0.3)
             with store.session() as session:  # the wait is visible while it lasts
                 assert session.query(ParameterWait).filter_by(waiter="shop-app-1").count() == 1
-            assert await asyncio.to_thread(
-                _call, url, db, "/set", {"key": "ready", "value": "yes"}
-            ) == (200, "ok")
+            assert await call(db, "/set", {"key": "ready", "value": "yes"}) == (200, "ok")
             assert await waiting == (200, "yes")
             board.write_waits()  # records are written in bursts, shortly after
             with store.session() as session:
                 assert session.query(ParameterWait).count() == 0
             assert get_parameter(store, deployment_id, "db.1.ready") == "yes"
             # A machine publishes only its own keys; values may change.
-            await asyncio.to_thread(_call, url, db, "/set", {"key": "ready", "value": "again"})
-            assert await asyncio.to_thread(_call, url, app, "/get?key=db.1.ready") == (
+            await call(db, "/set", {"key": "ready", "value": "again"})
+            assert await call(app, "/get?key=db.1.ready") == (
                 200,
                 "again",
             )
-            timed_out = await asyncio.to_thread(_call, url, app, "/get?key=db.1.port&wait=0.2")
+            timed_out = await call(app, "/get?key=db.1.port&wait=0.2")
             assert timed_out[0] == 408 and "shop-db-1" in timed_out[1]
-            assert (await asyncio.to_thread(_call, url, "1.x.y", "/get?key=db.1.ready"))[0] == 401
-            assert (await asyncio.to_thread(_call, url, app, "/get?key=nope"))[0] == 400
-            assert (await asyncio.to_thread(_call, url, app, "/get?key=db.1.a&wait=x"))[0] == 400
-            assert (await asyncio.to_thread(_call, url, app, "/set", {"key": "a b"}))[0] == 400
-            refused = await asyncio.to_thread(_call, url, app, "/set", {"key": "address"})
+            assert (await call("1.x.y", "/get?key=db.1.ready"))[0] == 401
+            assert (await call(app, "/get?key=nope"))[0] == 400
+            assert (await call(app, "/get?key=db.1.a&wait=x"))[0] == 400
+            assert (await call(app, "/set", {"key": "a b"}))[0] == 400
+            refused = await call(app, "/set", {"key": "address"})
             assert refused == (400, "address is set by provisor, machines cannot set it")
-            assert (await asyncio.to_thread(_call, url, app, "/other"))[0] == 404
-            assert (await asyncio.to_thread(_call, url, app, "/set"))[0] == 405
+            assert (await call(app, "/other"))[0] == 404
+            assert (await call(app, "/set"))[0] == 405
             stranger = machine_token(SECRET, deployment_id, "shop-web-1")
-            assert (await asyncio.to_thread(_call, url, stranger, "/set", {"key": "a"}))[0] == 403
+            assert (await call(stranger, "/set", {"key": "a"}))[0] == 403
             # Malformed or oversized requests are refused, not crashed on.
-            assert (await _raw(url, b"nonsense\r\n\r\n")).startswith(b"HTTP/1.1 400")
+            assert (await _raw(url, b"nonsense\r\n\r\n", tls)).startswith(b"HTTP/1.1 400")
             huge = b"POST /set HTTP/1.1\r\nhost: x\r\ncontent-length: 999999999\r\n\r\n"
-            assert (await _raw(url, huge)).startswith(b"HTTP/1.1 413")
+            assert (await _raw(url, huge, tls)).startswith(b"HTTP/1.1 413")
+            # Plain HTTP gets nothing, and a client that trusts anything else refuses it.
+            assert not (await _raw(url, b"GET /get?key=db.1.ready HTTP/1.1\r\n\r\n", None))
+            with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+                await asyncio.to_thread(
+                    _call, url, ssl.create_default_context(), app, "/get?key=db.1.ready"
+                )
             chunked = b"POST /set HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
-            assert (await _raw(url, chunked)).startswith(b"HTTP/1.1 400")
-            assert (await _raw(url, b"GET /get HTTP/1.1\r\n" + b"x" * 20000)).startswith(
+            assert (await _raw(url, chunked, tls)).startswith(b"HTTP/1.1 400")
+            assert (await _raw(url, b"GET /get HTTP/1.1\r\n" + b"x" * 20000, tls)).startswith(
                 b"HTTP/1.1 400"
             )
         finally:
             await server.stop()
+        # Without a certificate (the worker's choice on a loopback address): plain HTTP.
+        plain = ParameterServer(board, SECRET)
+        plain_url = await plain.start()
+        try:
+            assert plain_url.startswith("http://127.0.0.1:")
+            answer = await asyncio.to_thread(_call, plain_url, None, app, "/get?key=db.1.ready")
+            assert answer == (200, "again")
+        finally:
+            await plain.stop()
         # Once the workflow is over, values come from the database again.
         board.close_deployment(deployment_id)
         with store.session() as session:

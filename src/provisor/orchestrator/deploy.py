@@ -500,6 +500,7 @@ async def _configure(deployment: Deployment, machine: Machine, plan: Any) -> Non
         pool,
         endpoint,
         url=rt.param_url,
+        certificate=rt.param_certificate,
         token=machine_token(rt.secret, deployment_id, name),
         env=plan.env,
         known=known,

@@ -90,6 +90,7 @@ def _write_files(files: Sequence[tuple[str, str, str]]) -> str:
 def prepare_script(
     *,
     url: str,
+    certificate: str,
     token: str,
     env: Mapping[str, str],
     known: Mapping[str, str],
@@ -122,6 +123,7 @@ def prepare_script(
             "0600",
             f"PROVISOR_PARAM_URL={url}\nPROVISOR_PARAM_TOKEN={token}\n",
         ),
+        ("/etc/provisor/param.crt", "0644", certificate),
         ("/etc/provisor/env", "0600", _exports(env)),
         ("/etc/provisor/known.json", "0644", json.dumps(dict(known), sort_keys=True)),
         *((script_path(n), "0700", s) for n, s in enumerate(scripts, start=1)),
@@ -140,6 +142,7 @@ async def prepare(
     endpoint: Endpoint,
     *,
     url: str,
+    certificate: str,
     token: str,
     env: Mapping[str, str],
     known: Mapping[str, str],
@@ -148,10 +151,12 @@ async def prepare(
     timeout: float,
 ) -> None:
     """In one command: wait for the user data (when there is one) to finish, fail if it
-    failed; then write `provisor-param`, where it reaches the controller, the values it
+    failed; then write `provisor-param`, where it reaches the controller (and the
+    certificate it trusts there), the values it
     answers itself (`known`), the scripts' environment and the scripts themselves."""
     script = prepare_script(
         url=url,
+        certificate=certificate,
         token=token,
         env=env,
         known=known,

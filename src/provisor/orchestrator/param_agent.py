@@ -1,8 +1,10 @@
 """`provisor-param`: the command machines use to publish and read runtime parameters.
 
-Installed on each machine at /usr/local/bin/provisor-param. It talks HTTP to the
-controller named in /etc/provisor/param.env and keeps retrying while the
-controller restarts (the file is rewritten with the new address on resume).
+Installed on each machine at /usr/local/bin/provisor-param. It talks HTTPS to the
+controller named in /etc/provisor/param.env, trusting only the certificate in
+/etc/provisor/param.crt (plain HTTP when the controller listens on loopback, where
+the calls never leave the computer), and keeps retrying while the controller
+restarts (both files are rewritten on resume).
 Values that never change once the machine is configured (the addresses and host
 names provisor publishes, of this machine and of those it waits for) are in
 /etc/provisor/known.json: `get` answers them without calling the controller.
@@ -11,9 +13,10 @@ Only the standard library: machines have python3 and nothing else of ours.
 
 AGENT = r'''#!/usr/bin/env python3
 """provisor-param set KEY VALUE | provisor-param get NODE.INDEX.KEY [--wait SECONDS]"""
-import json, sys, time, urllib.error, urllib.parse, urllib.request
+import json, ssl, sys, time, urllib.error, urllib.parse, urllib.request
 
 ENV = "/etc/provisor/param.env"
+CERT = "/etc/provisor/param.crt"
 KNOWN = "/etc/provisor/known.json"
 
 def known(key):
@@ -38,7 +41,12 @@ def call(method, path, body=None, timeout=30.0):
         data=None if body is None else json.dumps(body).encode(),
         headers={"Authorization": "Bearer " + s["PROVISOR_PARAM_TOKEN"],
                  "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
+    tls = None
+    if s["PROVISOR_PARAM_URL"].startswith("https:"):
+        # The controller's own certificate, pinned: the only one trusted, no name to check.
+        tls = ssl.create_default_context(cafile=CERT)
+        tls.check_hostname = False
+    with urllib.request.urlopen(request, timeout=timeout, context=tls) as response:
         return response.status, response.read().decode()
 
 def main(argv):
@@ -51,9 +59,9 @@ def main(argv):
             except urllib.error.HTTPError as e:
                 sys.stderr.write("provisor-param: %s\n" % e.read().decode())
                 return 2
-            except OSError:
+            except OSError as e:
                 if time.monotonic() > deadline:
-                    sys.stderr.write("provisor-param: controller unreachable\n")
+                    sys.stderr.write("provisor-param: controller unreachable: %s\n" % e)
                     return 3
                 time.sleep(1)
     if len(argv) in (2, 4) and argv[0] == "get":
@@ -82,9 +90,9 @@ def main(argv):
                 if time.monotonic() >= deadline:
                     sys.stderr.write("provisor-param: %s\n" % message)
                     return 1
-            except OSError:
+            except OSError as e:
                 if time.monotonic() >= deadline:
-                    sys.stderr.write("provisor-param: controller unreachable\n")
+                    sys.stderr.write("provisor-param: controller unreachable: %s\n" % e)
                     return 3
                 time.sleep(1)
     return usage()

@@ -22,6 +22,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import uvicorn
 from sqlalchemy import bindparam, delete, insert, select, text
@@ -344,12 +345,21 @@ _MAX_BODY = 256 * 1024  # a /set body: a key and a value
 
 
 class ParameterServer:
-    """The HTTP endpoint of `provisor-param` (`POST /set`, `GET /get`), on a port of
-    this process. Machines reach it, so the HTTP itself is uvicorn's, not ours."""
+    """The endpoint of `provisor-param` (`POST /set`, `GET /get`), on a port of this
+    process. Machines reach it, so the HTTP itself is uvicorn's, not ours. With `tls`
+    (a PEM file with key and certificate) it speaks HTTPS, and machines trust that
+    certificate alone: they are given it with their agent."""
 
-    def __init__(self, board: ParameterBoard, secret: bytes, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        board: ParameterBoard,
+        secret: bytes,
+        tls: Path | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
         self.board = board
         self._secret = secret
+        self._tls = tls
         self._host = host
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
@@ -433,14 +443,18 @@ class ParameterServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self._host, 0))
         port = sock.getsockname()[1]
-        config = uvicorn.Config(self._app(), log_level="warning", lifespan="off")
+        config = uvicorn.Config(
+            self._app(), log_level="warning", lifespan="off", ssl_certfile=self._tls
+        )
         self._server = uvicorn.Server(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         while not self._server.started:
             if self._task.done():
                 self._task.result()
             await asyncio.sleep(0.01)
-        self.url = f"http://[{self._host}]:{port}" if ipv6 else f"http://{self._host}:{port}"
+        scheme = "https" if self._tls else "http"
+        where = f"[{self._host}]" if ipv6 else self._host
+        self.url = f"{scheme}://{where}:{port}"
         return self.url
 
     async def stop(self) -> None:

@@ -41,6 +41,8 @@ class Runtime:
         self.secret = secrets.sealing_key(self.home)
         self.controller_key = secrets.controller_key(self.home)
         self.controller_public_key = secrets.controller_public_key(self.home)
+        self.param_tls = secrets.parameter_tls(self.home)
+        self.param_certificate = secrets.parameter_certificate(self.home)
 
     def provider(self, name: str, tenant_id: int | None = None) -> Provider:
         """The provider a deployment names: `local`, or one its tenant configured.

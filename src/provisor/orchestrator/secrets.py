@@ -1,4 +1,5 @@
-"""The controller's own secrets in PROVISOR_HOME: a sealing key and an SSH key pair.
+"""The controller's own secrets in PROVISOR_HOME: a sealing key, an SSH key pair and the
+parameter endpoint's TLS key.
 
 Secret blueprint inputs are sealed (Fernet: AES-128-CBC + HMAC) before they
 reach the database; the same key signs the tokens machines present when they
@@ -8,6 +9,7 @@ publish runtime parameters. Files are created once, readable by their owner only
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 from pathlib import Path
 
@@ -67,3 +69,67 @@ def controller_key(home: Path) -> Path:
 def controller_public_key(home: Path) -> str:
     controller_key(home)
     return (home / "orchestrator_ed25519.pub").read_text().strip()
+
+
+def parameter_tls(home: Path) -> Path:
+    """The parameter endpoint's private key and self-signed certificate, in one PEM file.
+
+    Machines get the certificate with their agent and trust it alone (pinned), so the
+    endpoint needs no name or CA: whoever answers must hold this key.
+    """
+    path = home / "param_tls.pem"
+    if not path.exists():
+        with contextlib.suppress(FileExistsError):
+            _create_private(path, _self_signed())
+    return path
+
+
+def parameter_certificate(home: Path) -> str:
+    """The public half of `parameter_tls`, as PEM."""
+    text = parameter_tls(home).read_text()
+    return text[text.index("-----BEGIN CERTIFICATE-----") :]
+
+
+def _self_signed() -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "provisor parameter endpoint")])
+    now = datetime.datetime.now(datetime.UTC)
+    public = key.public_key()
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        # Its own root: the machines' only trust anchor for the endpoint.
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ) + certificate.public_bytes(serialization.Encoding.PEM)

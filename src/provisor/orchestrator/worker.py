@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import fcntl
 import gc
+import ipaddress
 import logging
 import os
 from collections.abc import Iterator
@@ -116,6 +117,13 @@ def cancel(settings: Settings, workflow_id: str) -> None:
         client.destroy()
 
 
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:  # a name: where it leads can change
+        return False
+
+
 def _running_here(dbos: Any) -> bool:
     """Whether DBOS runs a workflow in this process now (no query needed to know)."""
     active = getattr(dbos, "_active_workflows_set", None)  # DBOS's own bookkeeping
@@ -158,7 +166,10 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
         )
         # Loaded here, once: the first launches would otherwise race to load it.
         await asyncio.to_thread(rt.host_keys)
-        server = ParameterServer(rt.board, rt.secret, host=settings.parameter_address)
+        # HTTPS wherever the machines' calls cross a network; on a loopback address
+        # they never leave this computer, and a TLS handshake per call costs ~1 ms.
+        tls = None if _loopback(settings.parameter_address) else rt.param_tls
+        server = ParameterServer(rt.board, rt.secret, tls, host=settings.parameter_address)
         rt.param_url = await server.start()
         dbos = DBOS(config=dbos_config(settings))  # type: ignore[arg-type]
         DBOS.launch()

@@ -24,6 +24,7 @@ from provisor.orchestrator.params import (
     set_parameters,
 )
 from provisor.orchestrator.secrets import parameter_certificate, parameter_tls
+from provisor.orchestrator.worker import _loopback
 from provisor.store import Store
 from provisor.store.orchestration import ParameterWait, RuntimeParameter
 
@@ -194,3 +195,9 @@ def test_wait_records_of_a_burst_keep_only_each_waiters_last(
         _record_waits(connection, [(False, deployment_id, "db.1.port", "shop-app-1", now)])
     with store.session() as session:
         assert session.scalars(select(ParameterWait.waiter)).all() == ["shop-db-1"]
+
+
+def test_the_endpoint_is_plain_http_only_on_loopback() -> None:
+    assert _loopback("127.0.0.1") and _loopback("127.5.0.9") and _loopback("::1")
+    assert not _loopback("10.0.0.5") and not _loopback("0.0.0.0")
+    assert not _loopback("controller.example")  # a name may lead anywhere: HTTPS

@@ -182,6 +182,8 @@ def test_sap_needs_approval_and_a_completion(provisor: Provisor) -> None:
     status = json.loads(followed.stdout)
     assert status["state"] == "ready", status
     assert followed.stderr.rstrip().endswith("sap ready: ready (3/3 machines ready)")  # progress
+    again = provisor("status", "sap", "--wait", "--output", "json")  # over: answers at once
+    assert json.loads(again.stdout)["state"] == "ready" and not again.stderr
     hostnames = sorted(m["hostname"] for m in status["machines"])  # type: ignore[index, union-attr]
     assert hostnames[0] == "sapjohn-app1" and "sapjohn-db" in hostnames
     stored = (provisor.home / "provisor.db").read_bytes()

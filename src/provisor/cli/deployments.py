@@ -210,7 +210,7 @@ def status(
     from provisor.services import deployments
 
     view = deployments.get_deployment(context(), name)  # an unknown name fails here, at once
-    if wait:
+    if wait and view.state not in FINAL:
         view = _follow(name, _ensure_worker(wait=True))
     if output is Format.json:
         emit_json(view)

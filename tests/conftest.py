@@ -12,10 +12,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from ec2_fixtures import moto, moto_server  # noqa: F401 (EC2 fixtures: moto_server, proxy)
+from machines_needed import IN_CI
 from provisor.services import Context
 from provisor.store import Base, Store
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 POSTGRES_ADMIN_URL = os.environ.get(
     "PROVISOR_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )

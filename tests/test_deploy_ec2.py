@@ -172,9 +172,7 @@ def test_prepare_waits_for_cloud_init_and_installs_the_agent(testbed: Any, tmp_p
         url = await server.start()
 
         async def prepare(timeout: float) -> None:
-            await machine_ops.prepare(
-                pool,
-                endpoint,
+            setup = machine_ops.Setup(
                 url=url,
                 certificate=parameter_certificate(tmp_path),
                 token=machine_token(secret, deployment_id, "lab-box-1"),
@@ -182,8 +180,8 @@ def test_prepare_waits_for_cloud_init_and_installs_the_agent(testbed: Any, tmp_p
                 known={"box.1.address": host.address},
                 scripts=["true"],
                 user_data=True,
-                timeout=timeout,
             )
+            await machine_ops.prepare(pool, endpoint, setup, timeout=timeout)
 
         async def on_machine(command: str) -> HostResult:
             return await machine_ops.run(pool, endpoint, command, timeout=60.0)

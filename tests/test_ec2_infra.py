@@ -10,8 +10,6 @@ import os
 import random
 import secrets
 import shutil
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -24,15 +22,12 @@ import pytest
 from botocore.exceptions import ClientError
 
 from ec2_fixtures import MotoEc2
+from machines_needed import clean_up_machines, requires_root
 from provisor.providers.base import MachineState
 from provisor.providers.local import LocalProvider
 from provisor.sandbox import _procs
 from provisor.sandbox.ec2plane import DataPlane
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
-requires_root = pytest.mark.skipif(
-    os.geteuid() != 0 and not IN_CI, reason="local machines need root"
-)
 ROOT_TEST_DIR = Path("/run/provisor-test")  # outside the directories machines overlay
 
 
@@ -203,11 +198,7 @@ def local_provider(tmp_path: Path) -> Iterator[LocalProvider]:
         left = [p.name for p in hosts_dir.iterdir() if p.name.startswith("m-")]
         left += [f"process {p}" for p in _procs.referring_to(hosts_dir)]
         if left:
-            subprocess.run(
-                [sys.executable, "-m", "provisor.sandbox", "cleanup", str(hosts_dir)],
-                capture_output=True,
-                check=False,
-            )
+            clean_up_machines(hosts_dir)
         shutil.rmtree(hosts_dir, ignore_errors=True)
         assert not left, f"the data plane left machines behind: {left}"
 

@@ -22,6 +22,7 @@ from typing import IO
 import asyncssh
 import pytest
 
+from machines_needed import clean_up_machines, requires_root
 from provisor import sandbox
 from provisor.providers import (
     Capability,
@@ -39,11 +40,6 @@ from provisor.sandbox import _procs
 
 pytestmark = pytest.mark.testbed
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
-# Namespace mode needs root; in CI these tests must run (and fail loudly), never skip.
-requires_root = pytest.mark.skipif(
-    os.geteuid() != 0 and not IN_CI, reason="local machines need root"
-)
 
 ROOT_TEST_DIR = Path("/run/provisor-test")  # as the testbed plugin: outside overlaid dirs
 BLOCKS = range(100, 200)
@@ -178,11 +174,7 @@ def bed(tmp_path: Path) -> Iterator[Bed]:
         problems += [f"machine directory left: {p}" for p in test_bed.host_dirs()]
         if problems:
             # Leave nothing for the next run whatever happened, then fail.
-            subprocess.run(
-                [sys.executable, "-m", "provisor.sandbox", "cleanup", str(hosts_dir)],
-                capture_output=True,
-                check=False,
-            )
+            clean_up_machines(hosts_dir)
         shutil.rmtree(hosts_dir, ignore_errors=True)
         lock.close()
         if problems:

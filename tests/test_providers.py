@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from db_rows import add_deployment
+from machines_needed import requires_root
 from provisor.api import create_app
 from provisor.core.errors import Conflict, InvalidInput, NotFound
 from provisor.providers.base import ProviderError
@@ -235,7 +236,7 @@ def test_check_reaches_moto(pctx: Context, moto: Any) -> None:
     assert last.details["description"] == description
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the local provider needs root")
+@requires_root
 def test_check_local(pctx: Context) -> None:
     description = asyncio.run(service.check_provider(pctx, Settings(home=pctx.home), "local"))
     assert "local machines" in description

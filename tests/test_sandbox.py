@@ -13,6 +13,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
+from machines_needed import requires_root
 from provisor import sandbox
 from provisor.core.errors import InvalidInput, ProvisorError
 from provisor.sandbox import SandboxHost, _namespaces, _procs
@@ -20,11 +21,6 @@ from provisor.sandbox.pytest_plugin import Testbed
 
 pytestmark = pytest.mark.testbed
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
-# Namespace mode needs root; in CI these tests must run (and fail loudly), never skip.
-requires_root = pytest.mark.skipif(
-    os.geteuid() != 0 and not IN_CI, reason="namespace-mode sandbox hosts need root"
-)
 
 Ssh = Callable[..., subprocess.CompletedProcess[str]]
 

@@ -7,6 +7,7 @@ for without echo, and stored sealed.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import sys
@@ -59,10 +60,8 @@ def _secret_access_key(access_key_id: str | None) -> str | None:
     if from_env is not None:
         return from_env
     if sys.stdin.isatty():
-        try:
+        with contextlib.suppress(EOFError):  # the terminal closed: no answer, as if none
             return getpass.getpass(f"secret access key for {access_key_id}: ")
-        except EOFError:
-            pass
     raise InvalidInput(
         f"--access-key-id needs its secret access key: set {SECRET_ENV} or run in a "
         "terminal to be asked (it is never a command-line argument)",

@@ -496,9 +496,7 @@ async def _configure(deployment: Deployment, machine: Machine, plan: Any) -> Non
         key for key in plan.waits_for if key.rsplit(".", 1)[-1] in AUTOMATIC_KEYS
     ]
     known = {key: value for key in fixed if (value := rt.board.known(deployment_id, key))}
-    await machine_ops.prepare(
-        pool,
-        endpoint,
+    setup = machine_ops.Setup(
         url=rt.param_url,
         certificate=rt.param_certificate,
         token=machine_token(rt.secret, deployment_id, name),
@@ -506,8 +504,8 @@ async def _configure(deployment: Deployment, machine: Machine, plan: Any) -> Non
         known=known,
         scripts=plan.scripts,
         user_data=bool(plan.user_data),
-        timeout=REACHABLE_TIMEOUT,
     )
+    await machine_ops.prepare(pool, endpoint, setup, timeout=REACHABLE_TIMEOUT)
     for key in plan.waits_for:
         value = await rt.board.wait(deployment_id, key, WAIT_TIMEOUT, waiter=name)
         if value is None:

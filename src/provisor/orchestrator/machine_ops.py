@@ -13,6 +13,7 @@ import json
 import secrets
 import shlex
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from provisor.fleet.operations import run_command
 from provisor.fleet.results import HostResult, Outcome
@@ -87,20 +88,23 @@ def _write_files(files: Sequence[tuple[str, str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def prepare_script(
-    *,
-    url: str,
-    certificate: str,
-    token: str,
-    env: Mapping[str, str],
-    known: Mapping[str, str],
-    scripts: Sequence[str],
-    user_data: bool,
-    timeout: float,
-) -> str:
-    """The shell `prepare` runs (exposed for tests and for reading)."""
+@dataclass(frozen=True)
+class Setup:
+    """What `prepare` installs on a machine."""
+
+    url: str  # where provisor-param reaches the controller
+    certificate: str  # the one certificate it trusts there (PEM)
+    token: str  # the machine's own token
+    env: Mapping[str, str]  # the scripts' environment
+    known: Mapping[str, str]  # values provisor-param answers by itself
+    scripts: Sequence[str]
+    user_data: bool  # wait for the user data to finish first
+
+
+def _prepare_script(setup: Setup, timeout: float) -> str:
+    """The shell `prepare` runs."""
     wait = ""
-    if user_data:
+    if setup.user_data:
         # Poll on the machine, not over SSH: one command however long it takes.
         done = shlex.quote(USER_DATA_DONE)
         folder = shlex.quote(USER_DATA_DONE.rsplit("/", 1)[0])
@@ -121,12 +125,12 @@ def prepare_script(
         (
             "/etc/provisor/param.env",
             "0600",
-            f"PROVISOR_PARAM_URL={url}\nPROVISOR_PARAM_TOKEN={token}\n",
+            f"PROVISOR_PARAM_URL={setup.url}\nPROVISOR_PARAM_TOKEN={setup.token}\n",
         ),
-        ("/etc/provisor/param.crt", "0644", certificate),
-        ("/etc/provisor/env", "0600", _exports(env)),
-        ("/etc/provisor/known.json", "0644", json.dumps(dict(known), sort_keys=True)),
-        *((script_path(n), "0700", s) for n, s in enumerate(scripts, start=1)),
+        ("/etc/provisor/param.crt", "0644", setup.certificate),
+        ("/etc/provisor/env", "0600", _exports(setup.env)),
+        ("/etc/provisor/known.json", "0644", json.dumps(dict(setup.known), sort_keys=True)),
+        *((script_path(n), "0700", s) for n, s in enumerate(setup.scripts, start=1)),
     ]
     return (
         "set -e\n"
@@ -137,33 +141,12 @@ def prepare_script(
     )
 
 
-async def prepare(
-    pool: SSHPool,
-    endpoint: Endpoint,
-    *,
-    url: str,
-    certificate: str,
-    token: str,
-    env: Mapping[str, str],
-    known: Mapping[str, str],
-    scripts: Sequence[str],
-    user_data: bool,
-    timeout: float,
-) -> None:
+async def prepare(pool: SSHPool, endpoint: Endpoint, setup: Setup, *, timeout: float) -> None:
     """In one command: wait for the user data (when there is one) to finish, fail if it
-    failed; then write `provisor-param`, where it reaches the controller (and the
-    certificate it trusts there), the values it
-    answers itself (`known`), the scripts' environment and the scripts themselves."""
-    script = prepare_script(
-        url=url,
-        certificate=certificate,
-        token=token,
-        env=env,
-        known=known,
-        scripts=scripts,
-        user_data=user_data,
-        timeout=timeout,
-    )
+    failed; then write `provisor-param`, where it reaches the controller and the
+    certificate it trusts there, the values it answers itself, the scripts' environment
+    and the scripts themselves."""
+    script = _prepare_script(setup, timeout)
     result = await run(pool, endpoint, "sh -s", stdin=script.encode(), timeout=timeout + 30.0)
     if result.ok:
         return

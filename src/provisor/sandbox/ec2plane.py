@@ -31,12 +31,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from provisor.core.errors import ProvisorError
 from provisor.providers.base import MachineSpec, MachineState
 from provisor.providers.local import LocalProvider
+from provisor.sandbox._background import Background
 from provisor.sandbox._host import validate_hostname
 from provisor.sandbox.moto import ec2_client
 
@@ -66,7 +66,7 @@ class _Machine:
     powered: bool = True
 
 
-class DataPlane:
+class DataPlane(Background):
     """Mirror moto's tagged instances onto local machines, from a background thread."""
 
     def __init__(
@@ -95,18 +95,6 @@ class DataPlane:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._client: Any = None
-
-    def __enter__(self) -> DataPlane:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def errors(self) -> list[BaseException]:

@@ -23,8 +23,9 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from urllib.parse import parse_qsl, urlsplit
+
+from provisor.sandbox._background import Background
 
 __all__ = ["FaultProxy"]
 
@@ -88,7 +89,7 @@ def _instance_ids(params: Iterable[tuple[str, str]]) -> set[str]:
     }
 
 
-class FaultProxy:
+class FaultProxy(Background):
     """A threaded forwarding proxy on a free 127.0.0.1 port with programmable faults.
 
     Count faults (`throttle`, `server_errors`, `html_error`) queue up and are consumed
@@ -112,18 +113,6 @@ class FaultProxy:
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> FaultProxy:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -291,6 +280,6 @@ class FaultProxy:
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _any
 
             def log_message(self, format: str, *args: object) -> None:
-                pass  # one line per request on stderr would drown the test output
+                """Silent: a line per request on stderr would drown the test output."""
 
         return Handler

@@ -25,12 +25,13 @@ import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
+
+from provisor.sandbox._background import Background
 
 __all__ = ["FAKE_CREDENTIALS", "MotoServer", "MotoServerError", "ec2_client", "free_port"]
 
@@ -79,7 +80,7 @@ def ec2_client(url: str, region: str, *, attempts: int = 1, timeout: float = 30.
     )
 
 
-class MotoServer:
+class MotoServer(Background):
     """One `moto_server` subprocess on 127.0.0.1, its output in `log_file`."""
 
     def __init__(self, log_file: Path | None = None, *, port: int | None = None) -> None:
@@ -100,18 +101,6 @@ class MotoServer:
 
     def __repr__(self) -> str:
         return f"MotoServer({self.url!r}, log_file={str(self.log_file)!r})"
-
-    def __enter__(self) -> MotoServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
         """Start moto and return once it answers HTTP; fail with its log's tail."""

@@ -3,15 +3,43 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+LOCK   := requirements/test.txt
+LATEST := .venv-latest
 
-.PHONY: demo test lint bench docs system-deps services clean
+.PHONY: demo test lint audit bench docs lock test-latest system-deps services clean
 
-$(STAMP): pyproject.toml
+# The venv holds exactly the lock (versions and hashes), so every machine tests the same
+# code: it is made anew when the lock or pyproject.toml changes. provisor itself goes in
+# editable, built by the locked hatchling, with its dependencies already in place;
+# `pip check` fails if pyproject.toml asks for something the lock does not hold.
+$(STAMP): $(LOCK) pyproject.toml
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	$(BIN)/python -m compileall -q src  # bytecode once, so every CLI call starts faster
 	touch $(STAMP)
+
+# Refresh every lock file to the newest releases pyproject.toml and requirements/*.in allow,
+# for every platform and Python provisor supports; the runtime lock takes the test lock's
+# versions. Review the diff, then `make test`.
+COMPILE := $(BIN)/uv pip compile --quiet --upgrade --generate-hashes --universal \
+	--python-version 3.11 --custom-compile-command "make lock"
+lock: $(STAMP)
+	$(COMPILE) pyproject.toml requirements/dev.in --extra test -o requirements/test.txt
+	$(COMPILE) pyproject.toml -c requirements/test.txt -o requirements/runtime.txt
+	$(COMPILE) requirements/bench.in -o requirements/bench.txt
+
+# The suite against the newest releases, unlocked, in a venv of its own: drift shows up
+# here on purpose, not in CI by surprise. The versions it ran with: $(LATEST)/versions.txt.
+test-latest: system-deps services
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST)/bin/python -m pip install --quiet --upgrade -e '.[test]'
+	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/versions.txt
+	$(LATEST)/bin/pytest -q
 
 # Debian packages the testbed and benchmarks need (only when root; see docs/testbed.md).
 system-deps:
@@ -31,6 +59,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy
+	@$(MAKE) --no-print-directory audit
+
+# Known vulnerabilities in the locked versions (PyPI's advisory data, over the network).
+audit: $(STAMP)
+	@BIN=$(BIN) scripts/audit.sh
 
 # Results go to docs/benchmarks.md (each script rewrites its own section).
 bench: system-deps $(STAMP)
@@ -45,4 +78,4 @@ docs: $(STAMP)
 		--output docs/cli.md
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LATEST) .pytest_cache .mypy_cache .ruff_cache

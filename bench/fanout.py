@@ -11,8 +11,8 @@ Requirements (the setup step installs what is missing; `--no-setup` skips it):
   openssh-client and util-linux (`make system-deps`; see docs/testbed.md);
 - Debian packages `pssh` (the `parallel-ssh` command) and `clustershell` (`clush`),
   installed with apt-get;
-- a separate virtualenv, `.venv-bench` (`--tools-venv`), holding the `bench` extra of
-  pyproject.toml: parallel-ssh (the Python library), ansible-core and py-spy. It is kept
+- a separate virtualenv, `.venv-bench` (`--tools-venv`), holding the locked
+  `requirements/bench.txt`: parallel-ssh (the Python library), ansible-core and py-spy. It is kept
   apart so that ansible-core's and parallel-ssh's dependencies never change the project's
   environment; the tools run in subprocesses anyway.
 
@@ -67,7 +67,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -195,10 +194,7 @@ def background_cpu(seconds: float = 2.0) -> float:
 # Setup
 
 
-def bench_requirements() -> list[str]:
-    """The `bench` extra of pyproject.toml: what goes into the tools venv."""
-    data = tomllib.loads((REPO / "pyproject.toml").read_text())
-    return list(data["project"]["optional-dependencies"]["bench"])
+BENCH_LOCK = REPO / "requirements" / "bench.txt"
 
 
 def ensure_apt_packages(packages: Sequence[str]) -> None:
@@ -223,18 +219,17 @@ def ensure_apt_packages(packages: Sequence[str]) -> None:
 
 
 def ensure_tools_venv(venv: Path) -> None:
-    """Create the tools venv and install the `bench` extra into it, once per change."""
-    requirements = bench_requirements()
+    """Create the tools venv and install the locked bench tools into it, once per lock."""
+    lock = BENCH_LOCK.read_text()
     stamp = venv / ".fanout-requirements"
-    if stamp.is_file() and stamp.read_text() == "\n".join(requirements):
+    if stamp.is_file() and stamp.read_text() == lock:
         return
-    print(f"installing {', '.join(requirements)} into {venv}", flush=True)
+    print(f"installing {BENCH_LOCK.relative_to(REPO)} into {venv}", flush=True)
     if not (venv / "bin" / "python").exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-    subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, *requirements], check=True)
-    stamp.write_text("\n".join(requirements))
+    subprocess.run([*pip, "--require-hashes", "-r", str(BENCH_LOCK)], check=True)
+    stamp.write_text(lock)
 
 
 # The testbed

@@ -502,9 +502,13 @@ def test_yaml_quirks() -> None:
 @pytest.mark.usefixtures("yaml_reader")
 def test_deep_nesting_is_refused_at_the_limit() -> None:
     # Refused where the 65th level opens: the reader stops there instead of scanning
-    # (PyYAML's Python scanner slows down with the square of the depth).
+    # (PyYAML's Python scanner slows down with the square of the depth). Past 1,000
+    # levels newer libyaml stops at its own limit first; provisor's still answers.
     assert errors_of("[" * 200_000) == [(1, 65, "")]
+    assert errors_of("{a: " * 5000) == [(1, 257, "")]
     assert errors_of("a:\n" + "- " * 1000 + "x") == [(2, 127, "")]
+    assert errors_of("a:\n" + "- " * 3000 + "x") == [(2, 127, "")]
+    assert messages_of("[" * 2000) == "nested more than 64 levels deep"
 
 
 def test_the_documented_example() -> None:

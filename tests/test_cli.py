@@ -137,3 +137,28 @@ def test_a_bad_setting_names_its_variable(home: Path) -> None:
         "error: PROVISOR_PARAMETER_ADDRESS: invalid address 'nowhere': "
         "an IP address of this computer"
     )
+
+
+def test_run_prints_no_warnings(home: Path) -> None:
+    # An unused port on loopback: the run fails fast, and stderr holds only provisor's words.
+    done = provisor("run", "root@127.0.0.9:9", "--", "true", home=home, check=False)
+    assert done.returncode != 0
+    assert "Warning" not in done.stderr and "Warning" not in done.stdout
+
+
+def test_only_asyncssh_dsa_warnings_are_silenced() -> None:
+    # cryptography warns whenever asyncssh touches its DSA classes; provisor silences that
+    # category from asyncssh's modules and nothing else.
+    program = (
+        "import warnings\n"
+        "warnings.simplefilter('always')\n"
+        "from provisor._asyncssh import asyncssh\n"
+        "asyncssh.generate_private_key('ssh-ed25519').export_private_key()\n"
+        "from cryptography.utils import CryptographyDeprecationWarning\n"
+        "warnings.warn('from elsewhere', CryptographyDeprecationWarning)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "DSA" not in done.stderr
+    assert "CryptographyDeprecationWarning: from elsewhere" in done.stderr

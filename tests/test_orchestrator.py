@@ -54,6 +54,16 @@ class Provisor:
             assert result.returncode == 0, f"{args}: {result.stdout}\n{result.stderr}"
         return result
 
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        """The CLI started in the background, its output piped."""
+        return subprocess.Popen(
+            [sys.executable, *self.program, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
+        )
+
     def status(self, name: str) -> dict[str, object]:
         data: dict[str, object] = json.loads(self("status", name, "--output", "json").stdout)
         return data
@@ -177,11 +187,17 @@ def test_sap_needs_approval_and_a_completion(provisor: Provisor) -> None:
     status = _wait_for_state(provisor, "sap", {"awaiting_approval"})
     assert status["state"] == "awaiting_approval"
     assert "s3cret" not in json.dumps(status)  # secrets are never shown
+    # Followed from before the approval, so its progress shows every step to the end.
+    follower = provisor.popen("status", "sap", "--wait", "--output", "json")
+    assert follower.stderr is not None
+    first = follower.stderr.readline()
+    assert "sap awaiting_approval" in first, first
     provisor("approve", "sap")
-    followed = provisor("status", "sap", "--wait", "--output", "json")  # exit 0: ready
-    status = json.loads(followed.stdout)
+    stdout, stderr = follower.communicate(timeout=400)
+    assert follower.returncode == 0, stderr  # exit 0: ready
+    status = json.loads(stdout)
     assert status["state"] == "ready", status
-    assert followed.stderr.rstrip().endswith("sap ready: ready (3/3 machines ready)")  # progress
+    assert stderr.rstrip().endswith("sap ready: ready (3/3 machines ready)")  # progress
     again = provisor("status", "sap", "--wait", "--output", "json")  # over: answers at once
     assert json.loads(again.stdout)["state"] == "ready" and not again.stderr
     hostnames = sorted(m["hostname"] for m in status["machines"])  # type: ignore[index, union-attr]

@@ -183,9 +183,7 @@ class _PureLoader(yaml.SafeLoader):
 
     def fetch_flow_collection_start(self, TokenClass: Any) -> None:
         if self.flow_level >= MAX_DEPTH:
-            raise yaml.scanner.ScannerError(
-                None, None, f"nested more than {MAX_DEPTH} levels deep", self.get_mark()
-            )
+            raise _Failure(f"nested more than {MAX_DEPTH} levels deep", self.get_mark())
         super().fetch_flow_collection_start(TokenClass)
 
 
@@ -196,8 +194,19 @@ _Loader: Any = yaml.CSafeLoader if yaml.__with_libyaml__ else _PureLoader
 
 def _check_depth(text: str) -> None:
     """Refuse deep nesting before composing, which recurses once per level."""
+    try:
+        _count_depth(text, _Loader)
+    except yaml.scanner.ScannerError as exc:
+        # Newer libyaml scans ahead and stops at a nesting limit of its own (1,000) before
+        # the events reach ours; the pure reader stops at ours, so it says where.
+        if _Loader is not _PureLoader and "nesting" in (exc.problem or ""):
+            _count_depth(text, _PureLoader)
+        raise
+
+
+def _count_depth(text: str, loader: Any) -> None:
     depth = 0
-    for event in yaml.parse(text, Loader=_Loader):
+    for event in yaml.parse(text, Loader=loader):
         if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
             depth += 1
             if depth > MAX_DEPTH:

@@ -7,8 +7,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
-import asyncssh
-
+from provisor._asyncssh import asyncssh
 from provisor.fleet.operations import Operation
 from provisor.fleet.results import HostResult, Outcome
 from provisor.fleet.transport import Endpoint, SSHPool, TransportError, classify

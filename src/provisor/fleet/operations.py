@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import asyncssh
-
+from provisor._asyncssh import asyncssh
 from provisor.fleet.results import HostResult, Outcome
 from provisor.fleet.transport import Endpoint
 

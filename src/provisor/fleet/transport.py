@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import asyncssh
-
+from provisor._asyncssh import asyncssh
 from provisor.fleet.results import Outcome
 
 

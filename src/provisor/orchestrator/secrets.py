@@ -13,9 +13,9 @@ import datetime
 import os
 from pathlib import Path
 
-import asyncssh
 from cryptography.fernet import Fernet, InvalidToken
 
+from provisor._asyncssh import asyncssh
 from provisor.core.errors import ProvisorError
 
 _SEALED = "sealed:"

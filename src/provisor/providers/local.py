@@ -29,9 +29,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import asyncssh
-
 from provisor import sandbox
+from provisor._asyncssh import asyncssh
 from provisor.core.errors import ProvisorError
 from provisor.providers import _local_cgroup, _local_disk, _local_userdata
 from provisor.providers._local_state import (

@@ -10,7 +10,7 @@ import contextlib
 import os
 from pathlib import Path
 
-import asyncssh
+from provisor._asyncssh import asyncssh
 
 CLIENT_KEY = "client_ed25519"
 HOST_KEY = "ssh_host_ed25519_key"

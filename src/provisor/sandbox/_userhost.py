@@ -26,7 +26,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-import asyncssh
+from provisor._asyncssh import asyncssh
 
 from ._host import USERHOST_ENV_MARKER, USERHOST_PID_FILE
 from ._keys import HOST_KEY

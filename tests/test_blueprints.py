@@ -688,7 +688,8 @@ def test_cost_estimate() -> None:
 
 def test_json_schema_is_current() -> None:
     current = (ROOT / "docs" / "blueprint.schema.json").read_text()
-    assert current == schema_text(), (
+    # Compared as JSON: pydantic releases differ only in how they print a number (0 or 0.0).
+    assert json.loads(current) == json.loads(schema_text()), (
         "docs/blueprint.schema.json is stale: run .venv/bin/python -c 'from "
         'provisor.core.blueprint import schema_text; print(schema_text(), end="")\' '
         "> docs/blueprint.schema.json"

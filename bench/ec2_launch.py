@@ -30,7 +30,7 @@ from docsection import markers, write_section
 
 from provisor.providers import MachineSpec
 from provisor.providers.ec2 import Ec2Provider, Ec2Settings
-from provisor.sandbox.moto import MotoServer, ec2_client
+from provisor.testing.moto import MotoServer, ec2_client
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = markers("ec2")

@@ -77,8 +77,8 @@ from typing import IO, Any
 
 from docsection import markers, write_section
 
-from provisor import sandbox
-from provisor.sandbox import SandboxHost, _procs
+from provisor import machines
+from provisor.machines import SandboxHost, procs
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "bench" / "results"
@@ -253,18 +253,18 @@ class Testbed:
         """CPU of every host's processes: its sshd (PID 1 of the host), the sessions it
         has reaped, and the sessions still open (a warm pool keeps them open)."""
         if not self._sshd:
-            self._sshd = [pid for h in self.hosts for pid in _procs.children(h.pid)[:1]]
+            self._sshd = [pid for h in self.hosts for pid in procs.children(h.pid)[:1]]
         return sum(
             session_cpu_seconds(pid)
             for sshd in self._sshd
-            for pid in [sshd, *_procs.descendants(sshd)]
+            for pid in [sshd, *procs.descendants(sshd)]
         )
 
 
 def claim_block() -> tuple[int, IO[str]]:
     """A free 127.X.0.0/16 block, locked as the pytest testbed fixture locks its own."""
     BLOCK_LOCKS.mkdir(parents=True, exist_ok=True)
-    busy = {s.address.packed[1] for s in _procs.listeners() if s.address.version == 4}
+    busy = {s.address.packed[1] for s in procs.listeners() if s.address.version == 4}
     candidates = [x for x in range(64, 251) if x not in busy]
     random.shuffle(candidates)
     for x in candidates:
@@ -284,7 +284,7 @@ async def start_hosts(testbed: Testbed, n: int) -> None:
     for at in range(0, n, START_BATCH):
         batch = names[at : at + START_BATCH]
         results = await asyncio.gather(
-            *(sandbox.start(name, address, base_dir=testbed.base) for name, address in batch),
+            *(machines.start(name, address, base_dir=testbed.base) for name, address in batch),
             return_exceptions=True,
         )
         testbed.hosts += [r for r in results if isinstance(r, SandboxHost)]
@@ -294,14 +294,14 @@ async def start_hosts(testbed: Testbed, n: int) -> None:
 
 
 async def stop_hosts(hosts: list[SandboxHost]) -> None:
-    await asyncio.gather(*(sandbox.destroy(h) for h in hosts), return_exceptions=True)
+    await asyncio.gather(*(machines.destroy(h) for h in hosts), return_exceptions=True)
 
 
 def remove_testbed(testbed: Testbed) -> None:
     """Destroy every host, then let the sandbox's cleanup catch anything left."""
     asyncio.run(stop_hosts(testbed.hosts))
     subprocess.run(
-        [sys.executable, "-m", "provisor.sandbox", "cleanup", str(testbed.base)],
+        [sys.executable, "-m", "provisor.testing", "cleanup", str(testbed.base)],
         stdout=subprocess.DEVNULL,
         check=False,
     )
@@ -523,8 +523,8 @@ def ansible(ws: Workspace, n: int, parallel: int | None) -> Invocation:
 
     def close_masters() -> None:
         # ControlPersist masters detach from the session; they name the control dir.
-        for pid in _procs.referring_to(home):
-            _procs.kill(pid, signal.SIGTERM)
+        for pid in procs.referring_to(home):
+            procs.kill(pid, signal.SIGTERM)
         shutil.rmtree(home, ignore_errors=True)
 
     return Invocation(argv, env, after=close_masters)

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import asyncssh
 
-from provisor import sandbox
-from provisor.sandbox import SandboxHost, _procs
+from provisor import machines
+from provisor.machines import SandboxHost, procs
 
 
 def _free_block() -> int:
-    busy = {s.address.packed[1] for s in _procs.listeners() if s.address.version == 4}
+    busy = {s.address.packed[1] for s in procs.listeners() if s.address.version == 4}
     return random.choice([x for x in range(64, 251) if x not in busy])
 
 
@@ -40,7 +40,7 @@ async def _hostname(host: SandboxHost) -> str:
         host.port,
         username=host.user,
         client_keys=[str(host.client_key)],
-        known_hosts=asyncssh.import_known_hosts(sandbox.known_hosts_entry(host) + "\n"),
+        known_hosts=asyncssh.import_known_hosts(machines.known_hosts_entry(host) + "\n"),
     ) as conn:
         result = await conn.run("hostname", check=True)
         return str(result.stdout).strip()
@@ -50,8 +50,8 @@ def _memory(hosts: list[SandboxHost]) -> tuple[int, int, int]:
     """(total PSS kB, total RSS kB, process count) of every process of the hosts."""
     pss = rss = count = 0
     for host in hosts:
-        for pid in [host.pid, *_procs.descendants(host.pid)]:
-            totals = _procs.smaps_rollup(pid)
+        for pid in [host.pid, *procs.descendants(host.pid)]:
+            totals = procs.smaps_rollup(pid)
             if totals:
                 pss += totals.get("Pss", 0)
                 rss += totals.get("Rss", 0)
@@ -59,7 +59,7 @@ def _memory(hosts: list[SandboxHost]) -> tuple[int, int, int]:
     return pss, rss, count
 
 
-async def run(n: int, isolation: sandbox.Isolation) -> dict[str, float]:
+async def run(n: int, isolation: machines.Isolation) -> dict[str, float]:
     root = Path("/run/provisor-bench") if os.geteuid() == 0 else Path("/var/tmp/provisor-bench")
     base = root / secrets.token_hex(4)
     block = _free_block()
@@ -68,7 +68,7 @@ async def run(n: int, isolation: sandbox.Isolation) -> dict[str, float]:
     try:
         t0 = time.perf_counter()
         results = await asyncio.gather(
-            *(sandbox.start(nm, a, base_dir=base, isolation=isolation) for nm, a in names),
+            *(machines.start(nm, a, base_dir=base, isolation=isolation) for nm, a in names),
             return_exceptions=True,
         )
         hosts = [r for r in results if isinstance(r, SandboxHost)]
@@ -90,7 +90,7 @@ async def run(n: int, isolation: sandbox.Isolation) -> dict[str, float]:
             "procs": procs / n,
         }
     finally:
-        await asyncio.gather(*(sandbox.destroy(h) for h in hosts), return_exceptions=True)
+        await asyncio.gather(*(machines.destroy(h) for h in hosts), return_exceptions=True)
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -103,7 +103,7 @@ def main() -> int:
         default="namespaces" if os.geteuid() == 0 else "process",
     )
     args = parser.parse_args()
-    modes: list[sandbox.Isolation] = (
+    modes: list[machines.Isolation] = (
         ["namespaces", "process"] if args.isolation == "both" else [args.isolation]
     )
     rows = [(mode, asyncio.run(run(args.hosts, mode))) for mode in modes]

@@ -16,6 +16,9 @@ from machines_needed import IN_CI
 from provisor.services import Context
 from provisor.store import Base, Store
 
+# The `testbed` fixture: real SSH hosts (provisor.testing is not part of the product).
+pytest_plugins = ["provisor.testing.pytest_plugin"]
+
 POSTGRES_ADMIN_URL = os.environ.get(
     "PROVISOR_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )

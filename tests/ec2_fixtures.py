@@ -1,6 +1,6 @@
 """Fixtures for the EC2 tests: one real moto_server per session, reset for each test,
-with the project's fault-injecting proxy in front of it (see provisor.sandbox.moto and
-provisor.sandbox.faultproxy). Imported by conftest.py."""
+with the project's fault-injecting proxy in front of it (see provisor.testing.moto and
+provisor.testing.faultproxy). Imported by conftest.py."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from provisor.sandbox.faultproxy import FaultProxy
-from provisor.sandbox.moto import MotoServer, MotoServerError, ec2_client
+from provisor.testing.faultproxy import FaultProxy
+from provisor.testing.moto import MotoServer, MotoServerError, ec2_client
 
 REGION = "us-east-1"
 TEST_IMAGES = ("debian-12", "ubuntu-24.04")

@@ -21,7 +21,7 @@ requires_root = pytest.mark.skipif(
 def clean_up_machines(hosts_dir: Path) -> None:
     """Stop and remove whatever machines a failed test left in `hosts_dir`."""
     subprocess.run(
-        [sys.executable, "-m", "provisor.sandbox", "cleanup", str(hosts_dir)],
+        [sys.executable, "-m", "provisor.testing", "cleanup", str(hosts_dir)],
         capture_output=True,
         check=False,
     )

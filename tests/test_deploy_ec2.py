@@ -32,8 +32,9 @@ from provisor.orchestrator.secrets import (
     parameter_tls,
 )
 from provisor.providers.local import LocalProvider
-from provisor.sandbox.ec2plane import DataPlane
 from provisor.store import Store
+from provisor.testing import crash
+from provisor.testing.ec2plane import DataPlane
 from test_orchestrator import EXAMPLES, Provisor, webapp_serves
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
@@ -134,7 +135,7 @@ def test_controller_killed_after_run_instances_resumes_with_one_instance(
         "--provider",
         "moto",
         "--wait",
-        env={"PROVISOR_TEST_KILL_AT": f"ec2-run-instances:{machine}"},
+        env=crash.environment(f"ec2-run-instances:{machine}"),
         check=False,
     )
     assert crashed.returncode == -9, crashed.stderr

@@ -23,10 +23,10 @@ from botocore.exceptions import ClientError
 
 from ec2_fixtures import MotoEc2
 from machines_needed import clean_up_machines, requires_root
+from provisor.machines import procs
 from provisor.providers.base import MachineState
 from provisor.providers.local import LocalProvider
-from provisor.sandbox import _procs
-from provisor.sandbox.ec2plane import DataPlane
+from provisor.testing.ec2plane import DataPlane
 
 ROOT_TEST_DIR = Path("/run/provisor-test")  # outside the directories machines overlay
 
@@ -185,7 +185,7 @@ def test_not_found_after_create(moto: MotoEc2) -> None:
 @pytest.fixture
 def local_provider(tmp_path: Path) -> Iterator[LocalProvider]:
     """A local provider on a random free 127.X.0.0/16 block, machines outside /tmp."""
-    busy = {s.address.packed[1] for s in _procs.listeners() if s.address.version == 4}
+    busy = {s.address.packed[1] for s in procs.listeners() if s.address.version == 4}
     block = random.choice([x for x in range(101, 200) if x not in busy])
     hosts_dir = ROOT_TEST_DIR / f"ec2-{secrets.token_hex(4)}"
     hosts_dir.mkdir(parents=True)
@@ -196,7 +196,7 @@ def local_provider(tmp_path: Path) -> Iterator[LocalProvider]:
         )
     finally:
         left = [p.name for p in hosts_dir.iterdir() if p.name.startswith("m-")]
-        left += [f"process {p}" for p in _procs.referring_to(hosts_dir)]
+        left += [f"process {p}" for p in procs.referring_to(hosts_dir)]
         if left:
             clean_up_machines(hosts_dir)
         shutil.rmtree(hosts_dir, ignore_errors=True)

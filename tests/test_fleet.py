@@ -17,16 +17,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from provisor import sandbox, services
+from provisor import machines, services
 from provisor.core.errors import InvalidInput
 from provisor.core.nodeset import fold
 from provisor.fleet import Endpoint, Fetch, Kill, Run, SSHPool, execute
 from provisor.fleet.knownhosts import DatabaseHostKeys
-from provisor.sandbox import SandboxHost
-from provisor.sandbox.pytest_plugin import Testbed
+from provisor.machines import SandboxHost
 from provisor.services import Context
 from provisor.services.fleet import FleetOptions, get_job, rekey_host, run_job
 from provisor.store import Store
+from provisor.testing.pytest_plugin import Testbed
 
 pytestmark = [pytest.mark.testbed]
 
@@ -175,7 +175,7 @@ def test_faults_each_get_their_outcome_and_nobody_is_missing(
     asyncio.run(_stop_all(stopped + silent))
     listeners = [_silent_listener(h.address, h.port) for h in silent]
     for h in keyless:
-        sandbox.authorized_keys_path(h).write_text("")
+        machines.authorized_keys_path(h).write_text("")
     slow = " ".join(h.name for h in hanging + dropped)
     command = f'case " {slow} " in *" $(hostname) "*) sleep 600;; esac; hostname'
     connect_timeout, timeout = 3.0, 4.0
@@ -221,7 +221,7 @@ def test_faults_each_get_their_outcome_and_nobody_is_missing(
 
 
 async def _stop_all(hosts: list[SandboxHost]) -> None:
-    await asyncio.gather(*(sandbox.stop(h) for h in hosts))
+    await asyncio.gather(*(machines.stop(h) for h in hosts))
 
 
 def _tree(root: Path) -> dict[str, tuple[int, bytes]]:
@@ -290,7 +290,7 @@ def test_changed_host_key_is_refused_for_that_host_only(testbed: Testbed, ctx: C
     hosts = testbed(3)
     services.import_hosts(ctx, inventory(hosts, "hk"), source="hk.ini")
     assert asyncio.run(run_job(ctx, "group:hk", Run("true"))).summary == {"ok": 3}
-    changed = asyncio.run(sandbox.rekey(hosts[1]))
+    changed = asyncio.run(machines.rekey(hosts[1]))
     job = asyncio.run(run_job(ctx, "group:hk", Run("true")))
     results = {r.host: r for r in get_job(ctx, job.id).results or []}
     assert {h: r.outcome for h, r in results.items()} == {
@@ -323,7 +323,7 @@ def test_jump_host_carries_the_connection(testbed: Testbed, ctx: Context) -> Non
     # Forbid forwarding on the bastion: the same job must now fail, proving it went through.
     config = bastion.directory / "sshd_config"
     config.write_text(config.read_text() + "\nDisableForwarding yes\n")
-    asyncio.run(sandbox.rekey(bastion))  # sshd re-reads its configuration
+    asyncio.run(machines.rekey(bastion))  # sshd re-reads its configuration
     from provisor.store.models import KnownHostKey
 
     with ctx.store.session() as session:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from provisor.providers.local import LocalProvider
+from provisor.testing import crash
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
 
@@ -290,7 +291,7 @@ def test_controller_killed_at_a_step_boundary_resumes_without_duplicates(
         "--name",
         "crash",
         "--wait",
-        env={"PROVISOR_TEST_KILL_AT": boundary},
+        env=crash.environment(boundary),
         check=False,
     )
     assert crashed.returncode == -9, crashed.stderr  # SIGKILL, as a crash would

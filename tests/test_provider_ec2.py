@@ -17,6 +17,7 @@ import pytest
 from ec2_fixtures import MotoEc2
 from provisor.providers import IngressRule, MachineSpec, MachineState, ProviderError, VolumeSpec
 from provisor.providers.ec2 import USER_DATA_DONE, Ec2Provider, Ec2Settings
+from provisor.testing import crash
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDsa7rJ4hG8J7lDq3cQ7SxZkh7mL3n0wJYfWb0q9b6cN test"
 DEPLOYMENT = {"provisor:deployment": "7", "provisor:tenant": "1"}
@@ -241,7 +242,7 @@ def test_killed_after_run_instances_makes_no_second_instance(moto: MotoEc2) -> N
     )
     crashed = subprocess.run(
         [sys.executable, "-c", program],
-        env={**os.environ, "PROVISOR_TEST_KILL_AT": "ec2-run-instances:nest-web"},
+        env={**os.environ, **crash.environment("ec2-run-instances:nest-web")},
         capture_output=True,
         text=True,
         timeout=120,

@@ -23,7 +23,8 @@ import asyncssh
 import pytest
 
 from machines_needed import clean_up_machines, requires_root
-from provisor import sandbox
+from provisor import machines
+from provisor.machines import procs
 from provisor.providers import (
     Capability,
     MachineInfo,
@@ -36,7 +37,6 @@ from provisor.providers import (
     _local_disk,
 )
 from provisor.providers.local import LocalProvider
-from provisor.sandbox import _procs
 
 pytestmark = pytest.mark.testbed
 
@@ -50,7 +50,7 @@ def _claim_block() -> tuple[int, IO[str]]:
     (so the testbed and these tests never share one) and free of listeners."""
     lock_dir = ROOT_TEST_DIR / ".blocks"
     lock_dir.mkdir(parents=True, exist_ok=True)
-    busy = {s.address.packed[1] for s in _procs.listeners() if s.address.version == 4}
+    busy = {s.address.packed[1] for s in procs.listeners() if s.address.version == 4}
     candidates = [x for x in BLOCKS if x not in busy]
     random.shuffle(candidates)
     for x in candidates:
@@ -130,7 +130,7 @@ class Bed:
 
 
 def _leftovers(hosts_dir: Path) -> list[str]:
-    problems = [f"process {p}: {_procs.cmdline(p)}" for p in _procs.referring_to(hosts_dir)]
+    problems = [f"process {p}: {procs.cmdline(p)}" for p in procs.referring_to(hosts_dir)]
     problems += [f"loop device {d}" for d in _loop_devices_under(hosts_dir)]
     mounts = Path("/proc/self/mountinfo").read_text()
     problems += [f"mount: {line}" for line in mounts.splitlines() if f"{hosts_dir}/" in line]
@@ -153,7 +153,7 @@ def bed(tmp_path: Path) -> Iterator[Bed]:
     block, lock = _claim_block()
     hosts_dir = ROOT_TEST_DIR / f"local-{secrets.token_hex(4)}"
     hosts_dir.mkdir(parents=True)
-    # Lets `python -m provisor.sandbox cleanup` tell a live test run from a crashed one.
+    # Lets `python -m provisor.testing cleanup` tell a live test run from a crashed one.
     (hosts_dir / ".session-pid").write_text(f"{os.getpid()}\n")
     test_bed = Bed(tmp_path / "state", hosts_dir, f"127.{block}.0.0/16")
     try:
@@ -229,7 +229,7 @@ async def test_launch_gives_a_machine_reachable_with_the_specs_key(bed: Bed) -> 
         )
         assert int(limit) == 256 * 1024 * 1024
         members = (cgroup / "cgroup.procs").read_text().split()
-        sshd = _procs.children(sandbox.load(info.id, bed.hosts_dir).pid)  # type: ignore[union-attr]
+        sshd = procs.children(machines.load(info.id, bed.hosts_dir).pid)  # type: ignore[union-attr]
         assert str(sshd[0]) in members
 
 
@@ -358,7 +358,7 @@ async def test_a_launch_that_crashed_after_booting_is_adopted(bed: Bed) -> None:
     info = await bed.new_provider().launch(spec)
 
     assert info.id == record.id and info.state is MachineState.running
-    assert sandbox.load(record.id, bed.hosts_dir).pid == host.pid  # type: ignore[union-attr]
+    assert machines.load(record.id, bed.hosts_dir).pid == host.pid  # type: ignore[union-attr]
     assert info.host_key == host.host_public_key
     assert len(bed.host_dirs()) == 1
 
@@ -429,8 +429,8 @@ async def test_stop_and_start_keep_files_and_reboot_kills_processes(bed: Bed) ->
 
     stopped = await bed.provider.stop(info.id)
     assert stopped.state is MachineState.stopped
-    assert _procs.referring_to(bed.provider.machine_directory(info.id)) == []
-    assert not any("sleep 4711" in _procs.cmdline(p) for p in _procs.pids())
+    assert procs.referring_to(bed.provider.machine_directory(info.id)) == []
+    assert not any("sleep 4711" in procs.cmdline(p) for p in procs.pids())
     assert (await bed.provider.stop(info.id)).state is MachineState.stopped  # idempotent
 
     started = await bed.provider.start(info.id)
@@ -467,7 +467,7 @@ async def test_terminate_is_idempotent_and_leaves_nothing(bed: Bed) -> None:
     assert gone.state is again.state is MachineState.terminated
     assert gone.address is None
     assert not directory.exists() and not volume.exists()
-    assert _procs.referring_to(directory) == []
+    assert procs.referring_to(directory) == []
     assert _loop_devices_under(directory) == []
     if record.cgroup is not None:
         assert not Path(record.cgroup).exists()

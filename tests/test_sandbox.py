@@ -14,10 +14,10 @@ import asyncssh
 import pytest
 
 from machines_needed import requires_root
-from provisor import sandbox
+from provisor import machines
 from provisor.core.errors import InvalidInput, ProvisorError
-from provisor.sandbox import SandboxHost, _namespaces, _procs
-from provisor.sandbox.pytest_plugin import Testbed
+from provisor.machines import SandboxHost, _namespaces, procs
+from provisor.testing.pytest_plugin import Testbed
 
 pytestmark = pytest.mark.testbed
 
@@ -33,7 +33,7 @@ def ssh(tmp_path: Path) -> Ssh:
         host: SandboxHost, command: str, *, pinned: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         known_hosts = tmp_path / f"known_hosts_{secrets.token_hex(4)}"
-        known_hosts.write_text((pinned or sandbox.known_hosts_entry(host)) + "\n")
+        known_hosts.write_text((pinned or machines.known_hosts_entry(host)) + "\n")
         argv = [
             "ssh", "-F", "/dev/null", "-i", str(host.client_key),
             "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
@@ -58,7 +58,7 @@ async def arun(host: SandboxHost, command: str) -> asyncssh.SSHCompletedProcess:
         host.port,
         username=host.user,
         client_keys=[str(host.client_key)],
-        known_hosts=asyncssh.import_known_hosts(sandbox.known_hosts_entry(host) + "\n"),
+        known_hosts=asyncssh.import_known_hosts(machines.known_hosts_entry(host) + "\n"),
     ) as conn:
         return await conn.run(command)
 
@@ -107,23 +107,23 @@ def test_restart_is_a_reboot(testbed: Testbed, ssh: Ssh) -> None:
     out(ssh(host, f"echo kept > {marker}; setsid nohup sleep 3172 >/dev/null 2>&1 < /dev/null &"))
     assert "sleep 3172" in out(ssh(host, "ps -eo args"))
 
-    rebooted = asyncio.run(sandbox.restart(host))
+    rebooted = asyncio.run(machines.restart(host))
 
-    assert rebooted.pid != host.pid and sandbox.is_running(rebooted)
-    assert not sandbox.is_running(host) or host.pid == rebooted.pid
+    assert rebooted.pid != host.pid and machines.is_running(rebooted)
+    assert not machines.is_running(host) or host.pid == rebooted.pid
     assert out(ssh(rebooted, f"cat {marker}")) == "kept"
     assert "sleep 3172" not in out(ssh(rebooted, "ps -eo args"))
     assert out(ssh(rebooted, "hostname")) == host.name
-    assert sandbox.load(host.name, testbed.base_dir) == rebooted
+    assert machines.load(host.name, testbed.base_dir) == rebooted
 
 
 @requires_root
 def test_rekey_changes_the_host_key(testbed: Testbed, ssh: Ssh) -> None:
     (host,) = testbed(1)
-    old_pin = sandbox.known_hosts_entry(host)
+    old_pin = machines.known_hosts_entry(host)
     out(ssh(host, "setsid nohup sleep 3173 >/dev/null 2>&1 < /dev/null &"))
 
-    rekeyed = asyncio.run(sandbox.rekey(host))
+    rekeyed = asyncio.run(machines.rekey(host))
 
     assert rekeyed.host_public_key != host.host_public_key
     refused = ssh(rekeyed, "hostname", pinned=old_pin)
@@ -133,7 +133,7 @@ def test_rekey_changes_the_host_key(testbed: Testbed, ssh: Ssh) -> None:
     # Only sshd restarted: the host was not rebooted.
     assert rekeyed.pid == host.pid
     assert "sleep 3173" in out(ssh(rekeyed, "ps -eo args"))
-    assert sandbox.load(host.name, testbed.base_dir) == rekeyed
+    assert machines.load(host.name, testbed.base_dir) == rekeyed
 
 
 @requires_root
@@ -142,35 +142,35 @@ def test_stop_leaves_no_process_and_no_mount(testbed: Testbed, ssh: Ssh) -> None
     out(ssh(host, "setsid nohup sleep 3174 >/dev/null 2>&1 < /dev/null &"))
     init = _namespaces.init_pid(host)
     assert init is not None
-    pid_ns = _procs.pid_namespace(init)
+    pid_ns = procs.pid_namespace(init)
     mnt_ns = os.readlink(f"/proc/{init}/ns/mnt")
-    assert pid_ns is not None and len(_procs.in_pid_namespace(pid_ns)) >= 2
+    assert pid_ns is not None and len(procs.in_pid_namespace(pid_ns)) >= 2
     overlays = Path(f"/proc/{init}/mountinfo").read_text()
     assert overlays.count(f"provisor-{host.name} ") >= 5  # /etc /root /var /usr /tmp at least
 
-    asyncio.run(sandbox.stop(host))
+    asyncio.run(machines.stop(host))
 
-    assert not sandbox.is_running(host)
-    assert not _procs.is_alive(host.pid) and not _procs.is_alive(init)
-    assert _procs.in_pid_namespace(pid_ns) == []
-    for pid in _procs.pids():
+    assert not machines.is_running(host)
+    assert not procs.is_alive(host.pid) and not procs.is_alive(init)
+    assert procs.in_pid_namespace(pid_ns) == []
+    for pid in procs.pids():
         try:
             assert os.readlink(f"/proc/{pid}/ns/mnt") != mnt_ns, f"pid {pid} in the host's mounts"
         except OSError:
             continue
     assert str(host.directory) not in Path("/proc/self/mountinfo").read_text()
-    assert _procs.referring_to(host.directory) == []
+    assert procs.referring_to(host.directory) == []
     assert (host.directory / "upper" / "etc" / "hostname").exists()  # the disk is kept
 
-    asyncio.run(sandbox.stop(host))  # idempotent
-    asyncio.run(sandbox.destroy(host))
+    asyncio.run(machines.stop(host))  # idempotent
+    asyncio.run(machines.destroy(host))
     assert not host.directory.exists()
 
 
 @requires_root
 def test_removing_the_authorized_key_rejects_the_client(testbed: Testbed, ssh: Ssh) -> None:
     (host,) = testbed(1)
-    keys = sandbox.authorized_keys_path(host)
+    keys = machines.authorized_keys_path(host)
     content = keys.read_text()
     keys.unlink()
     rejected = ssh(host, "true")
@@ -200,7 +200,7 @@ async def test_process_mode_runs_commands_over_ssh(testbed: Testbed, tmp_path: P
     (host,) = await testbed.start(1, isolation="process")
     assert host.isolation == "process"
     assert host.port == 2222
-    assert sandbox.is_running(host)
+    assert machines.is_running(host)
 
     result = await arun(host, 'echo "$HOSTNAME"; pwd; echo oops >&2; exit 7')
 
@@ -212,7 +212,7 @@ async def test_process_mode_runs_commands_over_ssh(testbed: Testbed, tmp_path: P
         host.port,
         username=host.user,
         client_keys=[str(host.client_key)],
-        known_hosts=asyncssh.import_known_hosts(sandbox.known_hosts_entry(host) + "\n"),
+        known_hosts=asyncssh.import_known_hosts(machines.known_hosts_entry(host) + "\n"),
     ) as conn:
         assert (await conn.run("cat", input="round trip")).stdout == "round trip"
         async with conn.start_sftp_client() as sftp, sftp.open("hello.txt", "w") as f:
@@ -221,7 +221,7 @@ async def test_process_mode_runs_commands_over_ssh(testbed: Testbed, tmp_path: P
     assert (host.directory / "root" / "hello.txt").read_text() == "via sftp"
     # OpenSSH's scp (SFTP protocol) needs the session's exit status to report success.
     known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text(sandbox.known_hosts_entry(host) + "\n")
+    known_hosts.write_text(machines.known_hosts_entry(host) + "\n")
     (tmp_path / "up.txt").write_text("via scp\n")
     scp = await asyncio.create_subprocess_exec(
         "scp", "-F", "/dev/null", "-P", str(host.port), "-i", str(host.client_key),
@@ -237,13 +237,13 @@ async def test_process_mode_runs_commands_over_ssh(testbed: Testbed, tmp_path: P
 async def test_process_mode_restart_and_rekey(testbed: Testbed) -> None:
     (host,) = await testbed.start(1, isolation="process")
     await arun(host, "echo kept > kept.txt; nohup sleep 3175 >/dev/null 2>&1 < /dev/null &")
-    assert any("sleep 3175" in _procs.cmdline(p) for p in _procs.pids())
+    assert any("sleep 3175" in procs.cmdline(p) for p in procs.pids())
 
-    rebooted = await sandbox.restart(host)
-    assert not any("sleep 3175" in _procs.cmdline(p) for p in _procs.pids())
+    rebooted = await machines.restart(host)
+    assert not any("sleep 3175" in procs.cmdline(p) for p in procs.pids())
     assert (await arun(rebooted, "cat kept.txt")).stdout == "kept\n"
 
-    rekeyed = await sandbox.rekey(rebooted)
+    rekeyed = await machines.rekey(rebooted)
     with pytest.raises(asyncssh.HostKeyNotVerifiable):
         await arun(rebooted, "true")  # pinned to the old key
     assert (await arun(rekeyed, "hostname")).exit_status == 0
@@ -255,7 +255,7 @@ async def test_process_mode_restart_and_rekey(testbed: Testbed) -> None:
 @pytest.mark.parametrize("address", ["10.0.0.1", "192.168.1.10", "::1", "localhost", "127.0.0.0"])
 async def test_address_outside_loopback_is_refused(address: str, tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match=r"127\.0\.0\.0/8") as info:
-        await sandbox.start("bad", address, base_dir=tmp_path, isolation="process")
+        await machines.start("bad", address, base_dir=tmp_path, isolation="process")
     assert info.value.field == "address"
     assert not (tmp_path / "bad").exists()
 
@@ -264,7 +264,7 @@ async def test_address_outside_loopback_is_refused(address: str, tmp_path: Path)
 async def test_base_dir_inside_an_overlaid_dir_is_refused(inside: str, tmp_path: Path) -> None:
     base = tmp_path if inside == "tmp_path" else Path(inside)
     with pytest.raises(InvalidInput, match="overlapping layers") as info:
-        await sandbox.start("tb01", "127.63.0.1", base_dir=base, isolation="namespaces")
+        await machines.start("tb01", "127.63.0.1", base_dir=base, isolation="namespaces")
     assert info.value.field == "base_dir"
     assert not (base / "tb01").exists()
 
@@ -275,7 +275,7 @@ async def test_address_in_use_names_the_holder(tmp_path: Path) -> None:
         holder.bind((address, 2222))
         holder.listen()
         with pytest.raises(ProvisorError, match=f"pid {os.getpid()}") as info:
-            await sandbox.start("busy", address, base_dir=tmp_path, isolation="process")
+            await machines.start("busy", address, base_dir=tmp_path, isolation="process")
     assert f"{address}:2222" in str(info.value)
 
 
@@ -293,18 +293,18 @@ def test_wildcard_listeners_block_every_loopback_address() -> None:
         "   0: 00000000000000000000000000000000:0016 00000000000000000000000000000000:0000 0A "
         "00000000:00000000 00:00000000 00000000     0        0 3333 1 0000000000000000 100 0\n"
     )
-    found = _procs.parse_listeners(tcp) + _procs.parse_listeners(tcp6)
+    found = procs.parse_listeners(tcp) + procs.parse_listeners(tcp6)
     assert [(str(s.address), s.port, s.inode) for s in found] == [
         ("0.0.0.0", 22, 1111),
         ("127.0.0.1", 5432, 2222),
         ("::", 22, 3333),
     ]
-    assert {s.inode for s in _procs.blocking_listeners("127.9.8.7", 22, found)} == {1111, 3333}
-    assert _procs.blocking_listeners("127.9.8.7", 5432, found) == []
-    assert [s.inode for s in _procs.blocking_listeners("127.0.0.1", 5432, found)] == [2222]
+    assert {s.inode for s in procs.blocking_listeners("127.9.8.7", 22, found)} == {1111, 3333}
+    assert procs.blocking_listeners("127.9.8.7", 5432, found) == []
+    assert [s.inode for s in procs.blocking_listeners("127.0.0.1", 5432, found)] == [2222]
 
 
 def test_load_unknown_host_is_none(tmp_path: Path) -> None:
-    assert sandbox.load("nosuchhost", tmp_path) is None
+    assert machines.load("nosuchhost", tmp_path) is None
     with pytest.raises(InvalidInput):
-        sandbox.load("Not_A_Hostname", tmp_path)
+        machines.load("Not_A_Hostname", tmp_path)

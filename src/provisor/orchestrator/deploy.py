@@ -8,9 +8,8 @@ a token once, and asked again returns that machine.
 from __future__ import annotations
 
 import asyncio
-import os
 import shlex
-import signal
+import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -69,10 +68,10 @@ class DeploymentFailed(Exception):
         super().__init__(f"{where}: {message}")
 
 
-def crash_point(name: str) -> None:
-    """Test hook: SIGKILL this process at a named step boundary (PROVISOR_TEST_KILL_AT)."""
-    if os.environ.get("PROVISOR_TEST_KILL_AT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+def _boundary(name: str) -> None:
+    """A step boundary, raised as the audit event `provisor.step` (PEP 578): crash tests
+    hook it to kill the controller exactly here (provisor.testing.crash)."""
+    sys.audit("provisor.step", name)
 
 
 # Store helpers (run in threads)
@@ -296,7 +295,7 @@ async def _launch(
         public_address=plan.public_address,
     )
     info = await provider.launch(spec)
-    crash_point(f"launch-called:{machine.name}")  # after the API call, before the checkpoint
+    _boundary(f"launch-called:{machine.name}")  # after the API call, before the checkpoint
     return info
 
 
@@ -527,7 +526,7 @@ async def _configure(deployment: Deployment, machine: Machine, plan: Any) -> Non
             )
     if not plan.scripts:
         await asyncio.to_thread(_update_machine, deployment_id, name, state="ready")
-    crash_point(f"configured:{name}")  # scripts ran, the step is not checkpointed yet
+    _boundary(f"configured:{name}")  # scripts ran, the step is not checkpointed yet
 
 
 @DBOS.step()
@@ -612,7 +611,7 @@ def _fail_on(failures: list[tuple[str, str, str]] | list[list[str]]) -> None:
 @DBOS.workflow()
 async def deploy_workflow(deployment_id: int) -> str:
     plan = await plan_step(deployment_id)
-    crash_point("planned")
+    _boundary("planned")
     if plan["approval"]:
         await set_state_step(
             deployment_id,
@@ -633,7 +632,7 @@ async def deploy_workflow(deployment_id: int) -> str:
             )
             return "rejected"
         await set_state_step(deployment_id, "deploying", "approved", "deployment.approved")
-        crash_point("approved")
+        _boundary("approved")
     names = [m["name"] for m in plan["machines"]]
     board = runtime().board
     board.open_deployment(deployment_id)  # its runtime parameters kept in memory
@@ -641,19 +640,19 @@ async def deploy_workflow(deployment_id: int) -> str:
         step = "launch"
         try:
             _fail_on(await launch_step(deployment_id, names))
-            crash_point("launched")
+            _boundary("launched")
             step = "reachability"
             _fail_on(await reachability_step(deployment_id, names))
-            crash_point("reachable")
+            _boundary("reachable")
             step = "configure"
             for number, wave in enumerate(plan["waves"], start=1):
                 members = [m["name"] for m in plan["machines"] if m["node"] in wave]
                 boundary = f"configured-{number}"
                 _fail_on(await configure_wave_step(deployment_id, members, wave, boundary))
-                crash_point(boundary)
+                _boundary(boundary)
             step = "outputs"
             await outputs_step(deployment_id)
-            crash_point("outputs")
+            _boundary("outputs")
         except Exception as exc:  # the deployment fails; the workflow itself completes
             message = str(exc) if isinstance(exc, DeploymentFailed) else f"{step}: {exc}"
             await reports_step(deployment_id)

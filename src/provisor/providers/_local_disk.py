@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from provisor import sandbox
+from provisor import machines
 from provisor.providers._local_state import VolumeRecord
 from provisor.providers.base import ProviderError
 
@@ -72,9 +72,9 @@ def make_volumes(directory: Path, volumes: Sequence[VolumeRecord], machine_id: s
         tmp.replace(path)
 
 
-def mounts(directory: Path, volumes: Sequence[VolumeRecord]) -> list[sandbox.Mount]:
+def mounts(directory: Path, volumes: Sequence[VolumeRecord]) -> list[machines.Mount]:
     return [
-        sandbox.Mount(volume_path(directory, v), v.mount, "loop" if v.kind == "loop" else "bind")
+        machines.Mount(volume_path(directory, v), v.mount, "loop" if v.kind == "loop" else "bind")
         for v in volumes
     ]
 

@@ -16,11 +16,11 @@ import asyncio
 import base64
 import json
 import secrets
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from provisor.crashpoints import crash_point
 from provisor.providers._ec2_api import (
     Ec2Api,
     Ec2Error,
@@ -182,7 +182,7 @@ class Ec2Provider:
                 await self._api.call("StartInstances", spec.name, InstanceIds=[instance_id])
         else:
             instance_id = await self._run_instance(spec)
-            crash_point(f"ec2-run-instances:{spec.name}")  # the call is made, nothing recorded
+            sys.audit("provisor.step", f"ec2-run-instances:{spec.name}")  # made, not yet recorded
         instance = await self._api.wait_state(
             instance_id, "running", spec.name, timeout=self.launch_timeout
         )

@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from provisor import sandbox
+from provisor import machines
 from provisor._asyncssh import asyncssh
 from provisor.core.errors import ProvisorError
 from provisor.providers import _local_cgroup, _local_disk, _local_userdata
@@ -140,7 +140,7 @@ class LocalProvider:
     ) -> None:
         self.state_dir = Path(os.path.abspath(state_dir or default_state_dir()))
         self.network = _network(network)
-        self.hosts_dir = Path(os.path.abspath(hosts_dir or sandbox.default_base_dir()))
+        self.hosts_dir = Path(os.path.abspath(hosts_dir or machines.default_base_dir()))
         if volume_kind not in ("dir", "loop"):
             raise ProviderError(f"unknown volume kind {volume_kind!r}: expected dir or loop")
         self.volume_kind: VolumeKind = volume_kind
@@ -205,7 +205,7 @@ class LocalProvider:
         async with self._locked(machine_id, "start") as record:
             self._require_created(record, "start")
             host = await self._host(record, "start")
-            if not sandbox.is_running(host):
+            if not machines.is_running(host):
                 await self._power_on(record, "start")
             return await self._info(record)
 
@@ -349,7 +349,7 @@ class LocalProvider:
 
         def read() -> int | None:
             try:
-                marker = sandbox.host_file(host, _local_userdata.DONE_MARKER)
+                marker = machines.host_file(host, _local_userdata.DONE_MARKER)
                 return int(marker.read_text().strip())
             except (OSError, ValueError, ProvisorError):
                 return None
@@ -376,7 +376,7 @@ class LocalProvider:
         self._require_root("launch")
         if not self._hosts_dir_checked:
             try:
-                await asyncio.to_thread(sandbox.check_namespace_base_dir, self.hosts_dir)
+                await asyncio.to_thread(machines.check_namespace_base_dir, self.hosts_dir)
             except ProvisorError as exc:
                 raise ProviderError(exc.message, call="launch") from None
             self._hosts_dir_checked = True
@@ -417,7 +417,7 @@ class LocalProvider:
         if not spec.token:
             raise fail("a machine spec needs a token")
         try:
-            sandbox.validate_hostname(spec.hostname)
+            machines.validate_hostname(spec.hostname)
         except ProvisorError as exc:
             raise fail(exc.message) from None
         key = spec.ssh_public_key.strip()
@@ -451,7 +451,7 @@ class LocalProvider:
             if volume.size_gb < 1:
                 raise fail(f"volume {volume.mount}: size_gb must be at least 1")
             try:
-                sandbox.check_mount(sandbox.Mount(Path("/volume"), volume.mount))
+                machines.check_mount(machines.Mount(Path("/volume"), volume.mount))
             except ProvisorError as exc:
                 raise fail(f"volume {volume.mount}: {exc.message}") from None
             if volume.mount in mounts:
@@ -546,12 +546,12 @@ class LocalProvider:
             log.info("machine %s (%s) running at %s", record.id, record.hostname, host.address)
             return await self._info(record)
 
-    async def _boot_new(self, record: MachineRecord) -> sandbox.SandboxHost:
+    async def _boot_new(self, record: MachineRecord) -> machines.SandboxHost:
         directory = self.hosts_dir / record.id
-        host = await asyncio.to_thread(sandbox.load, record.id, self.hosts_dir)
+        host = await asyncio.to_thread(machines.load, record.id, self.hosts_dir)
         if host is not None:
             # A launch that crashed after the machine was made: adopt it as it is.
-            if sandbox.is_running(host):
+            if machines.is_running(host):
                 return host
             return await self._start_host(record, "launch")
         # Nothing was spawned: whatever a crashed launch left is rebuilt from scratch.
@@ -566,7 +566,7 @@ class LocalProvider:
         cgroup = await self._cgroup_for(record)
         init = _local_userdata.init_script(record.id, record.address, PORT, record.user_data)
         try:
-            return await sandbox.start(
+            return await machines.start(
                 record.id,
                 record.address,
                 base_dir=self.hosts_dir,
@@ -597,14 +597,14 @@ class LocalProvider:
 
     # --- power -------------------------------------------------------------------------------
 
-    async def _start_host(self, record: MachineRecord, call: str) -> sandbox.SandboxHost:
+    async def _start_host(self, record: MachineRecord, call: str) -> machines.SandboxHost:
         """Boot a machine that has a disk; its hostname, mounts and keys are on it."""
         loops = self._loop_files(record)
         if loops:
             await asyncio.to_thread(_local_disk.wait_loops_released, loops)
         cgroup = await self._cgroup_for(record)
         try:
-            return await sandbox.start(
+            return await machines.start(
                 record.id,
                 record.address,
                 base_dir=self.hosts_dir,
@@ -620,9 +620,11 @@ class LocalProvider:
         if host.host_public_key != record.host_key:
             await self._update(record.id, host_key=host.host_public_key)
 
-    async def _power_off(self, record: MachineRecord, host: sandbox.SandboxHost, call: str) -> None:
+    async def _power_off(
+        self, record: MachineRecord, host: machines.SandboxHost, call: str
+    ) -> None:
         try:
-            await sandbox.stop(host)
+            await machines.stop(host)
         except ProvisorError as exc:
             raise ProviderError(exc.message, machine=record.id, call=call) from exc
         loops = self._loop_files(record)
@@ -639,12 +641,12 @@ class LocalProvider:
         """Remove everything of a machine on this computer: processes, disk, cgroup."""
         directory = self.hosts_dir / record.id
         try:
-            host = await asyncio.to_thread(sandbox.load, record.id, self.hosts_dir)
+            host = await asyncio.to_thread(machines.load, record.id, self.hosts_dir)
         except ProvisorError:
             host = None  # a half-written host record: nothing runs that it could name
         try:
             if host is not None:
-                await sandbox.destroy(host)
+                await machines.destroy(host)
             else:
                 await asyncio.to_thread(_local_disk.remove_tree, directory)
         except (ProvisorError, OSError) as exc:
@@ -744,9 +746,9 @@ class LocalProvider:
                 call=call,
             )
 
-    async def _host(self, record: MachineRecord, call: str) -> sandbox.SandboxHost:
+    async def _host(self, record: MachineRecord, call: str) -> machines.SandboxHost:
         try:
-            host = await asyncio.to_thread(sandbox.load, record.id, self.hosts_dir)
+            host = await asyncio.to_thread(machines.load, record.id, self.hosts_dir)
         except ProvisorError as exc:
             raise ProviderError(exc.message, machine=record.id, call=call) from exc
         if host is None:
@@ -772,19 +774,19 @@ class LocalProvider:
 
     def _info_sync(self, record: MachineRecord) -> MachineInfo:
         state: MachineState
-        host: sandbox.SandboxHost | None = None
+        host: machines.SandboxHost | None = None
         if record.phase == "terminated":
             state = MachineState.terminated
         else:
             try:
-                host = sandbox.load(record.id, self.hosts_dir)
+                host = machines.load(record.id, self.hosts_dir)
             except ProvisorError:
                 host = None
             if record.phase == "pending":
                 state = MachineState.error if record.error else MachineState.pending
             elif host is None:
                 state = MachineState.error  # its disk is gone
-            elif sandbox.is_running(host):
+            elif machines.is_running(host):
                 state = MachineState.running
             else:
                 state = MachineState.stopped

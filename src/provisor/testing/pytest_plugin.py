@@ -33,8 +33,8 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
-if TYPE_CHECKING:  # the sandbox package is imported only by tests that use the fixture
-    from provisor.sandbox import Isolation, SandboxHost
+if TYPE_CHECKING:  # the machines package is imported only by tests that use the fixture
+    from provisor.machines import Isolation, SandboxHost
 
 T = TypeVar("T")
 
@@ -50,10 +50,10 @@ def _in_thread(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def _busy_blocks() -> set[int]:
-    from provisor.sandbox import _procs
+    from provisor.machines import procs
 
     busy = set()
-    for sock in _procs.listeners():
+    for sock in procs.listeners():
         if isinstance(sock.address, ipaddress.IPv4Address) and sock.address.is_loopback:
             busy.add(sock.address.packed[1])
     return busy
@@ -72,7 +72,7 @@ class _Session:
         else:
             self.base_dir = Path(tempfile.mkdtemp(prefix="provisor-test-"))
             lock_dir = Path(tempfile.gettempdir()) / f"provisor-test-blocks-{os.geteuid()}"
-        # Lets `python -m provisor.sandbox cleanup` tell a live session from a crashed one.
+        # Lets `python -m provisor.testing cleanup` tell a live session from a crashed one.
         (self.base_dir / ".session-pid").write_text(f"{os.getpid()}\n")
         self.block, self._lock = self._claim_block(lock_dir)
         self._next = 0
@@ -106,11 +106,11 @@ class _Session:
         ]
 
     def close(self) -> None:
-        from provisor import sandbox
+        from provisor import machines
 
         async def stop_all() -> None:
-            hosts = sandbox.list_hosts(self.base_dir)
-            await asyncio.gather(*(sandbox.destroy(h) for h in hosts), return_exceptions=True)
+            hosts = machines.list_hosts(self.base_dir)
+            await asyncio.gather(*(machines.destroy(h) for h in hosts), return_exceptions=True)
 
         try:
             _in_thread(stop_all())
@@ -138,13 +138,13 @@ class Testbed:
         return _in_thread(self.start(n, isolation=isolation))
 
     async def start(self, n: int = 1, *, isolation: Isolation | None = None) -> list[SandboxHost]:
-        from provisor import sandbox
+        from provisor import machines
 
         slots = self._session.allocate(n)
         self._names += [name for name, _ in slots]
         results = await asyncio.gather(
             *(
-                sandbox.start(name, address, base_dir=self.base_dir, isolation=isolation)
+                machines.start(name, address, base_dir=self.base_dir, isolation=isolation)
                 for name, address in slots
             ),
             return_exceptions=True,
@@ -157,13 +157,13 @@ class Testbed:
         return hosts
 
     def teardown(self) -> None:
-        from provisor import sandbox
-        from provisor.sandbox import _procs
+        from provisor import machines
+        from provisor.machines import procs
 
         async def destroy_all() -> list[BaseException]:
-            hosts = [sandbox.load(name, self.base_dir) for name in self._names]
+            hosts = [machines.load(name, self.base_dir) for name in self._names]
             results = await asyncio.gather(
-                *(sandbox.destroy(h) for h in hosts if h is not None), return_exceptions=True
+                *(machines.destroy(h) for h in hosts if h is not None), return_exceptions=True
             )
             return [r for r in results if isinstance(r, BaseException)]
 
@@ -172,8 +172,8 @@ class Testbed:
         # Only this testbed's hosts: a module-scoped testbed may share the base dir.
         directories = [self.base_dir / name for name in self._names]
         for directory in directories:
-            for pid in _procs.referring_to(directory):
-                problems.append(f"process {pid} left behind: {_procs.cmdline(pid)}")
+            for pid in procs.referring_to(directory):
+                problems.append(f"process {pid} left behind: {procs.cmdline(pid)}")
         with contextlib.suppress(OSError):
             mounts = Path("/proc/self/mountinfo").read_text()
             problems += [

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import boto3
 from botocore.config import Config
 
-from provisor.sandbox._background import Background
+from provisor.testing._background import Background
 
 __all__ = ["FAKE_CREDENTIALS", "MotoServer", "MotoServerError", "ec2_client", "free_port"]
 

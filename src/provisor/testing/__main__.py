@@ -1,8 +1,8 @@
-"""`python -m provisor.sandbox`: list, stop, destroy and clean up sandbox hosts.
+"""`python -m provisor.testing`: list, stop, destroy and clean up sandbox hosts.
 
-    python -m provisor.sandbox list [--base-dir DIR]
-    python -m provisor.sandbox stop|destroy [--base-dir DIR] (--all | NAME...)
-    python -m provisor.sandbox cleanup [DIR...]
+    python -m provisor.testing list [--base-dir DIR]
+    python -m provisor.testing stop|destroy [--base-dir DIR] (--all | NAME...)
+    python -m provisor.testing cleanup [DIR...]
 
 `cleanup` destroys every host under the given base dirs (default: the base dirs of
 pytest sessions that are gone), kills any process that still names such a dir (even
@@ -19,8 +19,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from . import _procs
-from ._api import destroy, is_running, list_hosts, stop
+from provisor.machines import destroy, is_running, list_hosts, procs, stop
 
 TEST_ROOT = Path("/run/provisor-test")
 SESSION_PID = ".session-pid"  # written by the pytest plugin into its base dir
@@ -38,24 +37,24 @@ def _stale_test_dirs() -> list[Path]:
             owner = int((entry / SESSION_PID).read_text())
         except (OSError, ValueError):
             owner = 0
-        if not _procs.is_alive(owner):
+        if not procs.is_alive(owner):
             stale.append(entry)
     return stale
 
 
 def _gone(base: Path) -> Callable[[], bool]:
-    return lambda: not _procs.referring_to(base)
+    return lambda: not procs.referring_to(base)
 
 
 async def _cleanup(base_dirs: list[Path]) -> int:
     for base in base_dirs:
         hosts = list_hosts(base)
         await asyncio.gather(*(destroy(h) for h in hosts))
-        leftovers = _procs.referring_to(base)
+        leftovers = procs.referring_to(base)
         for pid in leftovers:
-            _procs.kill(pid)
+            procs.kill(pid)
         if leftovers:
-            await _procs.wait_until(_gone(base), 5.0)
+            await procs.wait_until(_gone(base), 5.0)
         if base.exists():
             shutil.rmtree(base, ignore_errors=True)
         print(f"{base}: destroyed {len(hosts)} host(s), killed {len(leftovers)} stray process(es)")
@@ -86,7 +85,7 @@ async def _main(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m provisor.sandbox", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m provisor.testing", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     for name in ("list", "stop", "destroy"):
         sub = commands.add_parser(name)

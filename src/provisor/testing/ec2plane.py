@@ -34,11 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from provisor.core.errors import ProvisorError
+from provisor.machines import validate_hostname
 from provisor.providers.base import MachineSpec, MachineState
 from provisor.providers.local import LocalProvider
-from provisor.sandbox._background import Background
-from provisor.sandbox._host import validate_hostname
-from provisor.sandbox.moto import ec2_client
+from provisor.testing._background import Background
+from provisor.testing.moto import ec2_client
 
 __all__ = ["MACHINE_TAG", "DataPlane", "DataPlaneError"]
 

@@ -34,7 +34,7 @@ STATE_FILE = "host.json"
 CONSOLE_LOG = "console.log"
 INIT_SCRIPT = "init.sh"
 # Process mode (kept here so that importing the package does not import _userhost,
-# which runs as `python -m provisor.sandbox._userhost`).
+# which runs as `python -m provisor.machines._userhost`).
 USERHOST_LOG = "userhost.log"
 USERHOST_PID_FILE = "userhost.pid"
 USERHOST_ENV_MARKER = "PROVISOR_SANDBOX_HOST"  # in the environment of every session
@@ -123,7 +123,7 @@ class SandboxHost:
 
 @dataclass(frozen=True)
 class BootOptions:
-    """What makes a host more than a bare sshd: see `provisor.sandbox.start`."""
+    """What makes a host more than a bare sshd: see `provisor.machines.start`."""
 
     hostname: str
     authorized_keys: tuple[str, ...] = ()  # first boot only

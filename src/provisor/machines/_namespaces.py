@@ -21,7 +21,7 @@ from pathlib import Path
 
 from provisor.core.errors import ProvisorError
 
-from . import _procs
+from . import procs
 from ._host import (
     CONSOLE_LOG,
     INIT_SCRIPT,
@@ -273,7 +273,7 @@ def _launch(
     unshare = _require_tools()
     for mount in options.mounts:
         check_mount_target(mount)
-    _procs.check_port_free(address, port)
+    procs.check_port_free(address, port)
     base_dir.mkdir(parents=True, exist_ok=True)
     key_path, client_public = client_key(base_dir)
     directory = base_dir / name
@@ -327,7 +327,7 @@ def _launch(
         str(directory),
         options.hostname,
     ]
-    host = replace(host, pid=_procs.spawn_detached(argv, log=log, cwd=directory))
+    host = replace(host, pid=procs.spawn_detached(argv, log=log, cwd=directory))
     write_state(host)  # first, so that a host that fails to come up can still be stopped
     return host
 
@@ -337,13 +337,13 @@ async def start(
 ) -> SandboxHost:
     # The file work is slow on some disks (~1 ms per mkdir): off the event loop, so
     # that many hosts starting at once overlap.
-    host = await _procs.in_thread(lambda: _launch(name, address, port, base_dir, options), stop)
+    host = await procs.in_thread(lambda: _launch(name, address, port, base_dir, options), stop)
     directory, log, pid = host.directory, host.directory / LOG, host.pid
     try:
-        await _procs.wait_for_ssh(
+        await procs.wait_for_ssh(
             address,
             port,
-            alive=lambda: _procs.is_alive(pid, directory),
+            alive=lambda: procs.is_alive(pid, directory),
             log=log,
             what=f"sandbox host {name}",
             timeout=timeout,
@@ -356,39 +356,39 @@ async def start(
 
 def init_pid(host: SandboxHost) -> int | None:
     """Machine pid of the host's PID 1 (its sshd), or None when the host is down."""
-    if not _procs.is_alive(host.pid, host.directory):
+    if not procs.is_alive(host.pid, host.directory):
         return None
-    found = _procs.children(host.pid)
+    found = procs.children(host.pid)
     return found[0] if found else None
 
 
 def is_running(host: SandboxHost) -> bool:
-    return _procs.is_alive(host.pid, host.directory)
+    return procs.is_alive(host.pid, host.directory)
 
 
 async def stop(host: SandboxHost) -> None:
     directory = host.directory
-    if _procs.is_alive(host.pid, directory):
-        init = _procs.children(host.pid)
-        namespace = _procs.pid_namespace(init[0]) if init else None
+    if procs.is_alive(host.pid, directory):
+        init = procs.children(host.pid)
+        namespace = procs.pid_namespace(init[0]) if init else None
         # Kill PID 1 inside first: unshare then reaps it and exits by itself.
         for pid in init or [host.pid]:
-            _procs.kill(pid)
-        clean = await _procs.wait_until(lambda: not _procs.is_alive(host.pid, directory), 3.0)
+            procs.kill(pid)
+        clean = await procs.wait_until(lambda: not procs.is_alive(host.pid, directory), 3.0)
         if not clean:
-            _procs.kill(host.pid)
-            await _procs.wait_until(lambda: not _procs.is_alive(host.pid, directory), 3.0)
+            procs.kill(host.pid)
+            await procs.wait_until(lambda: not procs.is_alive(host.pid, directory), 3.0)
         # When unshare could reap PID 1, the kernel had already killed and reaped the
         # rest of the PID namespace (the exit of a namespace's init waits for that).
         if namespace is not None and not clean:
-            await _procs.wait_until(lambda: not _procs.in_pid_namespace(namespace), 5.0)
+            await procs.wait_until(lambda: not procs.in_pid_namespace(namespace), 5.0)
     # Whatever still names the directory (e.g. an sshd whose top process was killed by
     # hand) belongs to this host too.
-    left = await _procs.referring_to_async(directory)
+    left = await procs.referring_to_async(directory)
     for pid in left:
-        _procs.kill(pid)
-    if left and not await _procs.wait_until(lambda: not _procs.referring_to(directory), 5.0):
-        survivors = ", ".join(str(p) for p in _procs.referring_to(directory))
+        procs.kill(pid)
+    if left and not await procs.wait_until(lambda: not procs.referring_to(directory), 5.0):
+        survivors = ", ".join(str(p) for p in procs.referring_to(directory))
         raise ProvisorError(f"sandbox host {host.name}: processes survived stop: {survivors}")
 
 
@@ -402,17 +402,17 @@ async def rekey(host: SandboxHost, *, timeout: float) -> SandboxHost:
     write_state(new)
     if init is None:
         return new
-    _procs.kill(init, signal.SIGHUP)
+    procs.kill(init, signal.SIGHUP)
     listening = f"Server listening on {host.address} port {host.port}."
-    if not await _procs.wait_for_log(log, offset, listening, timeout=timeout):
+    if not await procs.wait_for_log(log, offset, listening, timeout=timeout):
         raise ProvisorError(
             f"sandbox host {host.name}: sshd did not come back after SIGHUP within "
             f"{timeout:g} s; last lines of {log}:\n{log_tail(log)}"
         )
-    await _procs.wait_for_ssh(
+    await procs.wait_for_ssh(
         host.address,
         host.port,
-        alive=lambda: _procs.is_alive(host.pid, host.directory),
+        alive=lambda: procs.is_alive(host.pid, host.directory),
         log=log,
         what=f"sandbox host {host.name}",
         timeout=timeout,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
-from provisor.sandbox._background import Background
+from provisor.testing._background import Background
 
 __all__ = ["FaultProxy"]
 

@@ -1,8 +1,8 @@
 """Process mode: one sandbox host, an asyncssh server running as the current user.
 
-Run detached by `provisor.sandbox` as::
+Run detached by `provisor.machines` as::
 
-    python -m provisor.sandbox._userhost --dir DIR --name NAME --address A --port P --user U
+    python -m provisor.machines._userhost --dir DIR --name NAME --address A --port P --user U
 
 Sessions run `/bin/sh -c COMMAND` (or a shell) in DIR/root with HOSTNAME=NAME; SFTP
 is chrooted to DIR/root. SIGTERM stops the host and every process it started;
@@ -30,7 +30,7 @@ from provisor._asyncssh import asyncssh
 
 from ._host import USERHOST_ENV_MARKER, USERHOST_PID_FILE
 from ._keys import HOST_KEY
-from ._procs import descendants
+from .procs import descendants
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -282,7 +282,7 @@ async def _pump(fd: int, target: asyncssh.SSHWriter[bytes]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="provisor.sandbox._userhost")
+    parser = argparse.ArgumentParser(prog="provisor.machines._userhost")
     parser.add_argument("--dir", required=True)
     parser.add_argument("--name", required=True)
     parser.add_argument("--address", required=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from provisor.core.errors import ProvisorError
 
-from . import _procs
+from . import procs
 from ._host import (
     USERHOST_ENV_MARKER,
     USERHOST_LOG,
@@ -73,7 +73,7 @@ def _launch(
     name: str, address: str, port: int, base_dir: Path, options: BootOptions
 ) -> SandboxHost:
     """Everything up to the spawn of the host: blocking file work, run in a thread."""
-    _procs.check_port_free(address, port)
+    procs.check_port_free(address, port)
     base_dir.mkdir(parents=True, exist_ok=True)
     key_path, client_public = client_key(base_dir)
     directory = base_dir / name
@@ -90,7 +90,7 @@ def _launch(
     argv = [
         sys.executable,
         "-m",
-        "provisor.sandbox._userhost",
+        "provisor.machines._userhost",
         "--dir",
         str(directory),
         "--name",
@@ -102,7 +102,7 @@ def _launch(
         "--user",
         user,
     ]
-    pid = _procs.spawn_detached(argv, log=log, cwd=directory / "root")
+    pid = procs.spawn_detached(argv, log=log, cwd=directory / "root")
     host = SandboxHost(
         name=name,
         address=address,
@@ -123,13 +123,13 @@ async def start(
     name: str, address: str, port: int, base_dir: Path, options: BootOptions, *, timeout: float
 ) -> SandboxHost:
     async with _boot_slot():
-        host = await _procs.in_thread(lambda: _launch(name, address, port, base_dir, options), stop)
+        host = await procs.in_thread(lambda: _launch(name, address, port, base_dir, options), stop)
         directory, log, pid = host.directory, host.directory / LOG, host.pid
         try:
-            await _procs.wait_for_ssh(
+            await procs.wait_for_ssh(
                 address,
                 port,
-                alive=lambda: _procs.is_alive(pid, directory),
+                alive=lambda: procs.is_alive(pid, directory),
                 log=log,
                 what=f"sandbox host {name}",
                 timeout=timeout,
@@ -141,38 +141,38 @@ async def start(
 
 
 def is_running(host: SandboxHost) -> bool:
-    return _procs.is_alive(host.pid, host.directory)
+    return procs.is_alive(host.pid, host.directory)
 
 
 def _marked(directory: Path) -> list[int]:
     """Processes started by the host that left its directory (they carry its env marker)."""
     marker = f"{USERHOST_ENV_MARKER}={directory}".encode()
     found = []
-    for pid in _procs.pids():
+    for pid in procs.pids():
         with contextlib.suppress(OSError):
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            if marker in environ and _procs.is_alive(pid):
+            if marker in environ and procs.is_alive(pid):
                 found.append(pid)
     return found
 
 
 async def stop(host: SandboxHost) -> None:
     directory = host.directory
-    if _procs.is_alive(host.pid, directory):
+    if procs.is_alive(host.pid, directory):
         # SIGTERM lets the host kill and reap what it started (it is their subreaper).
-        _procs.kill(host.pid, signal.SIGTERM)
-        if not await _procs.wait_until(lambda: not _procs.is_alive(host.pid, directory), 5.0):
-            for pid in _procs.descendants(host.pid):
-                _procs.kill(pid)
-            _procs.kill(host.pid)
+        procs.kill(host.pid, signal.SIGTERM)
+        if not await procs.wait_until(lambda: not procs.is_alive(host.pid, directory), 5.0):
+            for pid in procs.descendants(host.pid):
+                procs.kill(pid)
+            procs.kill(host.pid)
 
     def leftovers() -> list[int]:
-        return sorted(set(_procs.referring_to(directory)) | set(_marked(directory)))
+        return sorted(set(procs.referring_to(directory)) | set(_marked(directory)))
 
     left = leftovers()
     for pid in left:
-        _procs.kill(pid)
-    if left and not await _procs.wait_until(lambda: not leftovers(), 5.0):
+        procs.kill(pid)
+    if left and not await procs.wait_until(lambda: not leftovers(), 5.0):
         survivors = ", ".join(str(p) for p in leftovers())
         raise ProvisorError(f"sandbox host {host.name}: processes survived stop: {survivors}")
 
@@ -184,8 +184,8 @@ async def rekey(host: SandboxHost, *, timeout: float) -> SandboxHost:
     new = replace(host, host_public_key=line)
     write_state(new)
     if is_running(host):
-        _procs.kill(host.pid, signal.SIGHUP)
-        if not await _procs.wait_for_log(log, offset, "host key reloaded", timeout=timeout):
+        procs.kill(host.pid, signal.SIGHUP)
+        if not await procs.wait_for_log(log, offset, "host key reloaded", timeout=timeout):
             raise ProvisorError(
                 f"sandbox host {host.name} did not reload its host key within {timeout:g} s; "
                 f"last lines of {log}:\n{log_tail(log)}"

@@ -29,7 +29,9 @@ _VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}")
 _PATTERN = re.compile(r"[A-Za-z0-9#-]{1,63}")
 _DEVICE = re.compile(r"/dev/[a-z][a-z0-9]{1,15}")
 _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
-_LEASE = re.compile(r"([1-9][0-9]{0,5})([mhdw])")
+_LEASE_UNITS = "mhdw"
+# Narrower than parse_duration reads: 1 to 6 digits, no leading zero, no space.
+_LEASE = re.compile(r"[1-9][0-9]{0,5}[" + _LEASE_UNITS + "]")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _WAIT = re.compile(r"([a-z][a-z0-9-]*)(?:\.([0-9]+))?\.([a-z][a-z0-9_]*)")
 _INTEGER = re.compile(r"\s*[+-]?[0-9]{1,18}\s*")

@@ -16,6 +16,7 @@ from pydantic import AfterValidator, Field, model_validator
 from provisor.core.blueprint.checks import _problems
 from provisor.core.blueprint.fields import (
     _LEASE,
+    _LEASE_UNITS,
     _NODE,
     _PARAM,
     _VERSION,
@@ -25,9 +26,8 @@ from provisor.core.blueprint.fields import (
     _version,
 )
 from provisor.core.blueprint.parts import Cost, Ingress, Node, Parameter, _matching, _Model
+from provisor.core.timespec import parse_duration
 from provisor.core.yamlpos import dotted
-
-_LEASE_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 class Blueprint(_Model):
@@ -40,7 +40,7 @@ class Blueprint(_Model):
         default="none", description="whether a deployment waits for an approver"
     )
     lease: Annotated[
-        str | None, AfterValidator(_lease), _matching("[1-9][0-9]{0,5}[mhdw]|none", nullable=True)
+        str | None, AfterValidator(_lease), _matching(f"{_LEASE.pattern}|none", nullable=True)
     ] = Field(
         default=None, description="default lifetime of a deployment: 90m, 12h, 30d, 2w, or none"
     )
@@ -74,9 +74,7 @@ class Blueprint(_Model):
         """The default lease as a duration, or None for no lease."""
         if self.lease is None:
             return None
-        match = _LEASE.fullmatch(self.lease)
-        assert match is not None
-        return timedelta(**{_LEASE_UNITS[match.group(2)]: int(match.group(1))})
+        return parse_duration(self.lease, units=_LEASE_UNITS)
 
 
 def json_schema() -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Reading times as operators write them: `15m`, `2h`, `7d`, or ISO 8601."""
+"""Reading times and durations as operators write them: `15m`, `2h`, `7d`, or ISO 8601."""
 
 from __future__ import annotations
 
@@ -7,17 +7,33 @@ from datetime import UTC, datetime, timedelta
 
 from provisor.core.errors import InvalidInput
 
-_AGO = re.compile(r"^(\d+)\s*([smhdw])$")
+_DURATION = re.compile(r"(\d+)\s*([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_EXAMPLES = {"s": "30s", "m": "15m", "h": "2h", "d": "7d", "w": "2w"}
+
+
+def parse_duration(text: str, *, units: str = "smhdw") -> timedelta:
+    """`15m` is 15 minutes: a whole number, then one of `units` (s, m, h, d, w).
+
+    Space around and between the two is allowed. Raises ValueError for anything else;
+    a caller with a narrower syntax (the blueprint's lease) checks it before.
+    """
+    match = _DURATION.fullmatch(text.strip())
+    if match is None or match.group(2) not in units:
+        examples = ", ".join(_EXAMPLES[unit] for unit in _UNITS if unit in units)
+        raise ValueError(f"invalid duration {text!r}: a number and a unit, e.g. {examples}")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
 def parse_since(text: str, *, now: datetime, field: str = "since") -> datetime:
     """`15m` means 15 minutes before `now`; an ISO time without a zone is UTC."""
     value = text.strip()
-    match = _AGO.match(value)
-    if match:
-        amount, unit = int(match.group(1)), match.group(2)
-        return now - timedelta(**{_UNITS[unit]: amount})
+    try:
+        ago = parse_duration(value)
+    except ValueError:
+        pass  # not a duration: perhaps a time
+    else:
+        return now - ago
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:

@@ -21,9 +21,9 @@ resolver)` selects the hosts; every lookup that needs the inventory or a file
 goes through the caller's `Resolver`, so this module does no I/O. The grammar
 and the semantics are documented in docs/targets.md.
 
-The tokenizer and the recursive-descent parser are written by hand; every
-parse error is an `InvalidInput` with `field="target"` and the 1-based column
-of the offending text.
+The tokenizer and the recursive-descent parser are written by hand, on the
+scaffolding of `provisor.core._parsing`; every parse error is an `InvalidInput`
+with `field="target"` and the 1-based column of the offending text.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias, overload
 
+from provisor.core._parsing import END, Parser, Syntax, Token
 from provisor.core.errors import InvalidInput
 from provisor.core.names import check_address, check_name, check_port, check_tag_key
 from provisor.core.nodeset import expand, fold, natural_key
@@ -88,13 +89,9 @@ _SAFE_TEXT = re.compile(r"[A-Za-z0-9._/~+=:%@-]+")
 _SPACE = re.compile(r"\s+")
 _NAMES_HINT = "a host outside the inventory is written USER@HOST or HOST:PORT"
 
-
-def _error(message: str, column: int | None = None) -> InvalidInput:
-    return InvalidInput(message, field="target", column=column)
-
-
-def _shorten(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+_SYNTAX = Syntax("target", max_length=MAX_TARGET_LENGTH, max_depth=MAX_DEPTH, quote_limit=40)
+_shorten = _SYNTAX.shorten
+_error = _SYNTAX.error
 
 
 # ---------------------------------------------------------------------------
@@ -394,21 +391,9 @@ def _format(target: Target) -> str:
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Token:
-    kind: str  # "word", "op", "end"
-    text: str
-    column: int  # 1-based
-
-    def describe(self) -> str:
-        if self.kind == "end":
-            return "end of target"
-        return f"'{_shorten(self.text)}'"
-
-
-def _tokenize(text: str) -> list[_Token]:
+def _tokenize(text: str) -> list[Token]:
     """Operators `, & ! ( )` and words; brackets and quotes keep their content in the word."""
-    tokens: list[_Token] = []
+    tokens: list[Token] = []  # kinds "word", "op" and END
     pos = 0
     while pos < len(text):
         space = _SPACE.match(text, pos)
@@ -417,13 +402,13 @@ def _tokenize(text: str) -> list[_Token]:
             continue
         char = text[pos]
         if char in _OPERATORS:
-            tokens.append(_Token("op", char, pos + 1))
+            tokens.append(Token("op", char, pos + 1))
             pos += 1
             continue
         end = _read_word(text, pos)
-        tokens.append(_Token("word", text[pos:end], pos + 1))
+        tokens.append(Token("word", text[pos:end], pos + 1))
         pos = end
-    tokens.append(_Token("end", "", len(text) + 1))
+    tokens.append(Token(END, "", len(text) + 1))
     return tokens
 
 
@@ -506,7 +491,7 @@ class _Atoms:
     def __init__(self) -> None:
         self.names = 0
 
-    def read(self, token: _Token) -> Target:
+    def read(self, token: Token) -> Target:
         word, column = token.text, token.column
         try:
             return self._read(word, column)
@@ -657,40 +642,28 @@ def _network(word: str, column: int) -> AddressRef:
 # ---------------------------------------------------------------------------
 
 
-class _Parser:
+class _Parser(Parser[Token]):
     """Recursive descent over the token list; see docs/targets.md for the grammar."""
 
-    def __init__(self, tokens: list[_Token]) -> None:
-        self.tokens = tokens
-        self.pos = 0
-        self.depth = 0
+    def __init__(self, tokens: list[Token]) -> None:
+        super().__init__(tokens, _SYNTAX)
         self.atoms = _Atoms()
 
-    @property
-    def token(self) -> _Token:
-        return self.tokens[self.pos]
-
-    def advance(self) -> _Token:
-        token = self.tokens[self.pos]
-        if token.kind != "end":
-            self.pos += 1
-        return token
-
-    def at(self, text: str) -> bool:
-        return self.token.kind == "op" and self.token.text == text
+    def at_op(self, text: str) -> bool:
+        return self.at("op", text)
 
     # target = union END
     def parse(self) -> Target:
-        if self.token.kind == "end":
+        if self.token.kind == END:
             raise _error("empty target", 1)
         target = self.union()
         token = self.token
-        if self.at(")"):
+        if self.at_op(")"):
             raise _error("unexpected ')' without a matching '('", token.column)
-        if token.kind != "end":
+        if token.kind != END:
             hint = " (separate hosts with ',')" if token.kind == "word" else ""
             raise _error(
-                f"expected ',', '&', '!' or end of target, found {token.describe()}{hint}",
+                f"expected ',', '&', '!' or end of target, found {self.describe(token)}{hint}",
                 token.column,
             )
         return target
@@ -698,7 +671,7 @@ class _Parser:
     # union = chain { "," chain }
     def union(self) -> Target:
         items = [self.chain()]
-        while self.at(","):
+        while self.at_op(","):
             self.advance()
             items.append(self.chain())
         return items[0] if len(items) == 1 else Union(tuple(items))
@@ -707,26 +680,26 @@ class _Parser:
     def chain(self) -> Target:
         included: list[Target] = []
         excluded: list[Target] = []
-        first_not: _Token | None = None
+        first_not: Token | None = None
         negate = False
-        if self.at("!"):
+        if self.at_op("!"):
             first_not = self.advance()
             negate = True
         while True:
             operand = self.primary()
             (excluded if negate else included).append(operand)
-            if self.at("&"):
+            if self.at_op("&"):
                 self.advance()
                 negate = False
-                if self.at("!"):
+                if self.at_op("!"):
                     self.advance()
                     negate = True
-            elif self.at("!"):
+            elif self.at_op("!"):
                 self.advance()
                 negate = True
             else:
                 break
-            if negate and self.at("!"):
+            if negate and self.at_op("!"):
                 raise _error("unexpected '!': '!' cannot be doubled", self.token.column)
         if not included:
             assert first_not is not None
@@ -744,37 +717,25 @@ class _Parser:
     # primary = atom | "(" union ")"
     def primary(self) -> Target:
         token = self.token
-        if self.at("("):
+        if self.at_op("("):
             self.advance()
-            self.depth += 1
-            if self.depth > MAX_DEPTH:
-                raise _error(
-                    f"target is nested too deeply (at most {MAX_DEPTH} levels)", token.column
-                )
+            self.enter(token)
             target = self.union()
-            if not self.at(")"):
-                raise _error(
-                    f"expected ')' to close the '(' at column {token.column}, "
-                    f"found {self.token.describe()}",
-                    self.token.column,
-                )
-            self.advance()
-            self.depth -= 1
+            self.expect("op", ")", f"to close the '(' at column {token.column}")
+            self.leave()
             return target
         if token.kind == "word":
             self.advance()
             return self.atoms.read(token)
         after = f" after '{self.tokens[self.pos - 1].text}'" if self.pos > 0 else ""
-        raise _error(f"expected a host or a target{after}, found {token.describe()}", token.column)
+        raise _error(
+            f"expected a host or a target{after}, found {self.describe(token)}", token.column
+        )
 
 
 def parse_target(text: str) -> Target:
     """Parse a target; raise `InvalidInput(field="target", column=N)` if malformed."""
-    if len(text) > MAX_TARGET_LENGTH:
-        raise _error(
-            f"target is too long ({len(text)} characters; at most {MAX_TARGET_LENGTH})",
-            MAX_TARGET_LENGTH + 1,
-        )
+    _SYNTAX.check_length(text)
     return _Parser(_tokenize(text)).parse()
 
 

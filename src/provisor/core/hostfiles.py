@@ -22,6 +22,7 @@ from typing import Literal
 
 from provisor.core.errors import InvalidInput, ParseErrors, ProvisorError
 from provisor.core.names import check_address, check_name, check_port, check_tag_key
+from provisor.core.nodeset import NumberRange
 
 __all__ = [
     "MAX_ERRORS",
@@ -812,15 +813,14 @@ def _range_values(body: str, column: int) -> list[str]:
                 "must have the same number of digits",
                 column,
             )
-        low, high = int(first), int(last)
-        numbers = range(low, high + 1, stride)
-        if low > high:
+        numbers = NumberRange(int(first), int(last), stride, width)
+        if numbers.start > numbers.stop:
             raise _LineError(f"malformed host range [{body}]: the start is after the end", column)
-        if len(numbers) > MAX_HOSTS:
+        if numbers.size > MAX_HOSTS:
             raise _LineError(
                 f"host range [{body}] expands to more than {MAX_HOSTS:,} hosts", column
             )
-        return [str(n).zfill(width) for n in numbers]
+        return list(numbers.texts())
     letters = string.ascii_letters
     if len(first) == 1 and len(last) == 1 and first in letters and last in letters:
         low, high = letters.index(first), letters.index(last)

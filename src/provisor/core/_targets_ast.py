@@ -35,6 +35,7 @@ _GLOB = re.compile(r"[A-Za-z0-9._*?-]{1,128}")
 _SAFE_TEXT = re.compile(r"[A-Za-z0-9._/~+=:%@-]+")
 
 SYNTAX = Syntax("target", max_length=MAX_TARGET_LENGTH, max_depth=MAX_DEPTH, quote_limit=40)
+# This language's message helpers, under the short names its code uses.
 _shorten = SYNTAX.shorten
 _error = SYNTAX.error
 

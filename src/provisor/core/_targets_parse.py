@@ -39,6 +39,7 @@ _OPERATORS = frozenset(",&!()")
 _PORT = re.compile(r"[0-9]+")
 _SPACE = re.compile(r"\s+")
 
+# This language's message helpers, under the short names its code uses.
 _shorten = SYNTAX.shorten
 _error = SYNTAX.error
 

@@ -75,6 +75,7 @@ _SYNTAX = Syntax(
     quote_limit=30,
     literal_kinds=frozenset({"string", "number"}),
 )
+# This language's message helpers, under the short names its code uses.
 _shorten = _SYNTAX.shorten
 _error = _SYNTAX.error
 

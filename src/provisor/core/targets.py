@@ -88,6 +88,7 @@ __all__ = [
 
 _NAMES_HINT = "a host outside the inventory is written USER@HOST or HOST:PORT"
 
+# This language's message helpers, under the short names its code uses.
 _shorten = SYNTAX.shorten
 _error = SYNTAX.error
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from provisor.core.errors import InvalidInput
-from provisor.core.nodeset import MAX_NAMES, expand, fold, natural_key
+from provisor.core.nodeset import MAX_NAMES, NumberRange, expand, fold, natural_key
 
 # ---------------------------------------------------------------------------
 # expand
@@ -54,6 +54,15 @@ def test_expand_large_range() -> None:
     assert len(names) == 20000
     assert names[0] == "web00001"
     assert names[-1] == "web20000"
+
+
+def test_number_range() -> None:
+    assert list(NumberRange(8, 11, 1, 2).texts()) == ["08", "09", "10", "11"]
+    assert list(NumberRange(1, 10, 4).texts()) == ["1", "5", "9"]
+    assert NumberRange(1, 10, 4).size == 3
+    assert NumberRange(5, 1).size == 0
+    # Counted without len(), which stops at sys.maxsize (Ansible ranges have no digit limit).
+    assert NumberRange(0, 10**30).size == 10**30 + 1
 
 
 def test_expand_limit() -> None:

@@ -11,7 +11,8 @@
 `fold(names)` is the inverse: the shortest text this module writes for a set of
 names (`db1,web[01-03]`), which is what a fleet command prints to group hosts
 with identical output (`web[01-20] (20): ok`). `natural_key(name)` is the sort
-key that puts `web2` before `web10`.
+key that puts `web2` before `web10`. `NumberRange` is the numeric range both host
+range syntaxes expand: node sets here, Ansible INI host ranges in `hostfiles`.
 
 Every error is an `InvalidInput` with `field="target"` and the 1-based column
 of the offending character in the pattern. The syntax is documented in
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 
 from provisor.core.errors import InvalidInput
 
-__all__ = ["MAX_NAMES", "expand", "fold", "natural_key"]
+__all__ = ["MAX_NAMES", "NumberRange", "expand", "fold", "natural_key"]
 
 MAX_NAMES = 100_000
 """The most names one node set may stand for."""
@@ -52,16 +53,22 @@ def _error(message: str, column: int) -> InvalidInput:
 
 
 @dataclass(frozen=True)
-class _Range:
-    """`start-stop/step` inside brackets; numbers are written `width` digits wide."""
+class NumberRange:
+    """The numbers `start` to `stop` every `step`, written zero-padded to `width` digits.
+
+    Node sets write it `[01-20/2]`, Ansible INI host ranges `[01:20:2]`; each
+    syntax checks its own text, with its own messages, before making one.
+    """
 
     start: int
     stop: int  # inclusive
-    step: int
-    width: int
+    step: int = 1
+    width: int = 0  # 0: no padding
 
-    def __len__(self) -> int:
-        return (self.stop - self.start) // self.step + 1
+    @property
+    def size(self) -> int:
+        """How many numbers; a property, not `len()`, which cannot exceed `sys.maxsize`."""
+        return max(0, (self.stop - self.start) // self.step + 1)
 
     def texts(self) -> Iterator[str]:
         for number in range(self.start, self.stop + 1, self.step):
@@ -83,7 +90,7 @@ def expand(pattern: str) -> list[str]:
         size = 1
         for segment in segments:
             if not isinstance(segment, str):
-                size *= sum(len(r) for r in segment)
+                size *= sum(r.size for r in segment)
         total += size
         if total > MAX_NAMES:
             raise _error(f"node set stands for more than {MAX_NAMES} names", column)
@@ -137,9 +144,9 @@ def _piece(pattern: str, start: int, end: int) -> tuple[str, int]:
     return stripped, column
 
 
-def _parse_piece(text: str, column: int) -> list[str | list[_Range]]:
+def _parse_piece(text: str, column: int) -> list[str | list[NumberRange]]:
     """`rack[1-2]-n[01-04]` -> `["rack", [1-2], "-n", [01-04]]`; brackets are balanced."""
-    segments: list[str | list[_Range]] = []
+    segments: list[str | list[NumberRange]] = []
     pos = 0
     while pos < len(text):
         opening = text.find("[", pos)
@@ -154,9 +161,9 @@ def _parse_piece(text: str, column: int) -> list[str | list[_Range]]:
     return segments
 
 
-def _parse_ranges(content: str, column: int) -> list[_Range]:
+def _parse_ranges(content: str, column: int) -> list[NumberRange]:
     """The items between brackets; `column` is that of the first one."""
-    ranges: list[_Range] = []
+    ranges: list[NumberRange] = []
     offset = 0
     for item in content.split(","):
         ranges.append(_parse_range(item, column + offset))
@@ -164,7 +171,7 @@ def _parse_ranges(content: str, column: int) -> list[_Range]:
     return ranges
 
 
-def _parse_range(item: str, column: int) -> _Range:
+def _parse_range(item: str, column: int) -> NumberRange:
     if not item:
         raise _error("empty range in brackets", column)
     match = _RANGE.fullmatch(item)
@@ -189,7 +196,7 @@ def _parse_range(item: str, column: int) -> _Range:
         step = int(step_text)
         if step < 1:
             raise _error(f"invalid step in {item!r}: must be at least 1", column)
-    return _Range(start, stop, step, len(first))
+    return NumberRange(start, stop, step, len(first))
 
 
 # ---------------------------------------------------------------------------

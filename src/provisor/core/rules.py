@@ -12,9 +12,9 @@ evaluates it against a host given as a plain mapping (see `Rule.matches`);
 `str(rule)` is a canonical text that parses back to an equal rule. The grammar
 and the semantics are documented in docs/groups.md.
 
-The tokenizer and the recursive-descent parser are written by hand; every
-error is an `InvalidInput` with `field="rule"` and the 1-based column of the
-offending token.
+The tokenizer and the recursive-descent parser are written by hand, on the
+scaffolding of `provisor.core._parsing`; every error is an `InvalidInput` with
+`field="rule"` and the 1-based column of the offending token.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from provisor.core._parsing import END, Parser, Syntax, Token
 from provisor.core.errors import InvalidInput
 from provisor.core.names import check_tag_key
 
@@ -66,6 +67,17 @@ _ESCAPES = {"\\": "\\", '"': '"', "'": "'", "n": "\n", "r": "\r", "t": "\t"}
 
 Value: TypeAlias = "str | int | float | bool | tuple[Value, ...] | None"
 """A literal: JSON scalars, and lists written as tuples so the AST is immutable."""
+
+_SYNTAX = Syntax(
+    "rule",
+    max_length=MAX_RULE_LENGTH,
+    max_depth=MAX_DEPTH,
+    quote_limit=30,
+    literal_kinds=frozenset({"string", "number"}),
+)
+# This language's message helpers, under the short names its code uses.
+_shorten = _SYNTAX.shorten
+_error = _SYNTAX.error
 
 
 # ---------------------------------------------------------------------------
@@ -372,11 +384,10 @@ def _format(expr: Expr) -> str:
 
 
 @dataclass(frozen=True)
-class _Token:
-    kind: str  # "ident", "string", "number", "op", "punct", "end"
-    text: str  # the token as written
-    value: Value
-    column: int  # 1-based
+class _Token(Token):
+    """A rule token: `kind` is "ident", "string", "number", "op", "punct" or `END`."""
+
+    value: Value = None  # of a string or number
 
     @property
     def keyword(self) -> str | None:
@@ -385,28 +396,11 @@ class _Token:
             return self.text.lower()
         return None
 
-    def describe(self) -> str:
-        if self.kind == "end":
-            return "end of rule"
-        if self.kind == "string":
-            return f"string {_shorten(self.text)}"
-        if self.kind == "number":
-            return f"number {_shorten(self.text)}"
-        return f"'{_shorten(self.text)}'"
-
-
-def _shorten(text: str, limit: int = 30) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
 
 def _describe(value: Value) -> str:
     if isinstance(value, tuple):
         return "a list"
     return _shorten(_format_value(value))
-
-
-def _error(message: str, column: int) -> InvalidInput:
-    return InvalidInput(message, field="rule", column=column)
 
 
 def _tokenize(text: str) -> list[_Token]:
@@ -421,7 +415,7 @@ def _tokenize(text: str) -> list[_Token]:
         column = pos + 1
         if char in "\"'":
             value, pos = _read_string(text, pos)
-            tokens.append(_Token("string", text[column - 1 : pos], value, column))
+            tokens.append(_Token("string", text[column - 1 : pos], column, value))
             continue
         number = _NUMBER.match(text, pos)
         if number:
@@ -430,18 +424,18 @@ def _tokenize(text: str) -> list[_Token]:
             continue
         ident = _IDENT.match(text, pos)
         if ident:
-            tokens.append(_Token("ident", ident.group(), None, column))
+            tokens.append(_Token("ident", ident.group(), column))
             pos = ident.end()
             continue
         two = text[pos : pos + 2]
         if two in ("==", "!=", "<=", ">=", "=~"):
-            tokens.append(_Token("op", two, None, column))
+            tokens.append(_Token("op", two, column))
             pos += 2
             continue
         if char in "<>":
-            tokens.append(_Token("op", char, None, column))
+            tokens.append(_Token("op", char, column))
         elif char in "()[],.":
-            tokens.append(_Token("punct", char, None, column))
+            tokens.append(_Token("punct", char, column))
         elif char == "=":
             raise _error("unexpected '=': use '==' to compare, '=~' to match", column)
         elif char == "-" and tokens and tokens[-1].kind == "ident":
@@ -452,7 +446,7 @@ def _tokenize(text: str) -> list[_Token]:
         else:
             raise _error(f"unexpected character {char!r}", column)
         pos += 1
-    tokens.append(_Token("end", "", None, len(text) + 1))
+    tokens.append(_Token(END, "", len(text) + 1))
     return tokens
 
 
@@ -484,7 +478,7 @@ def _number_token(text: str, column: int) -> _Token:
             raise _error(f"number {_shorten(text)} is out of range", column)
     else:
         value = int(text)
-    return _Token("number", text, value, column)
+    return _Token("number", text, column, value)
 
 
 # ---------------------------------------------------------------------------
@@ -492,51 +486,21 @@ def _number_token(text: str, column: int) -> _Token:
 # ---------------------------------------------------------------------------
 
 
-class _Parser:
+class _Parser(Parser[_Token]):
     """Recursive descent over the token list; see docs/groups.md for the grammar."""
 
     def __init__(self, tokens: list[_Token]) -> None:
-        self.tokens = tokens
-        self.pos = 0
-        self.depth = 0
-
-    @property
-    def token(self) -> _Token:
-        return self.tokens[self.pos]
-
-    def advance(self) -> _Token:
-        token = self.tokens[self.pos]
-        if token.kind != "end":
-            self.pos += 1
-        return token
-
-    def at(self, kind: str, text: str) -> bool:
-        return self.token.kind == kind and self.token.text == text
+        super().__init__(tokens, _SYNTAX)
 
     def at_keyword(self, word: str) -> bool:
         return self.token.keyword == word
 
-    def expect(self, kind: str, text: str, context: str) -> _Token:
-        if not self.at(kind, text):
-            raise _error(
-                f"expected '{text}' {context}, found {self.token.describe()}", self.token.column
-            )
-        return self.advance()
-
-    def enter(self, token: _Token) -> None:
-        self.depth += 1
-        if self.depth > MAX_DEPTH:
-            raise _error(f"rule is nested too deeply (at most {MAX_DEPTH} levels)", token.column)
-
-    def leave(self) -> None:
-        self.depth -= 1
-
     # rule = or_expr END
     def parse(self) -> Expr:
         expr = self.or_expr()
-        if self.token.kind != "end":
+        if self.token.kind != END:
             raise _error(
-                f"expected 'and', 'or' or end of rule, found {self.token.describe()}",
+                f"expected 'and', 'or' or end of rule, found {self.describe(self.token)}",
                 self.token.column,
             )
         return expr
@@ -598,7 +562,8 @@ class _Parser:
             self.advance()
             if not self.at_keyword("in"):
                 raise _error(
-                    f"expected 'in' after 'not', found {self.token.describe()}", self.token.column
+                    f"expected 'in' after 'not', found {self.describe(self.token)}",
+                    self.token.column,
                 )
             self.advance()
             return Compare(target, "not in", self.list_value("after 'not in'"))
@@ -614,7 +579,7 @@ class _Parser:
         token = self.token
         if token.kind != "string":
             raise _error(
-                f"expected a quoted pattern after '=~', found {token.describe()}", token.column
+                f"expected a quoted pattern after '=~', found {self.describe(token)}", token.column
             )
         self.advance()
         assert isinstance(token.value, str)
@@ -630,7 +595,8 @@ class _Parser:
         token = self.token
         if token.kind != "ident" or token.keyword:
             raise _error(
-                f"expected a field ({', '.join(FIELDS)}), found {token.describe()}", token.column
+                f"expected a field ({', '.join(FIELDS)}), found {self.describe(token)}",
+                token.column,
             )
         if token.text not in FIELDS:
             raise _error(
@@ -651,7 +617,7 @@ class _Parser:
         if not path:
             raise _error(
                 f"expected '.' or '[' and a key after '{token.text}', "
-                f"found {self.token.describe()}",
+                f"found {self.describe(self.token)}",
                 self.token.column,
             )
         return Field(token.text, tuple(path))
@@ -661,10 +627,12 @@ class _Parser:
         bracket = self.advance().text == "["
         token = self.token
         if bracket and token.kind != "string":
-            raise _error(f"expected a quoted key after '[', found {token.describe()}", token.column)
+            raise _error(
+                f"expected a quoted key after '[', found {self.describe(token)}", token.column
+            )
         if not bracket and token.kind != "ident":
             raise _error(
-                f"expected a key after '.', found {token.describe()}"
+                f"expected a key after '.', found {self.describe(token)}"
                 f' (write other keys as {root}["..."])',
                 token.column,
             )
@@ -685,7 +653,7 @@ class _Parser:
     def list_value(self, context: str) -> tuple[Value, ...]:
         if not self.at("punct", "["):
             raise _error(
-                f"expected a list [...] {context}, found {self.token.describe()}",
+                f"expected a list [...] {context}, found {self.describe(self.token)}",
                 self.token.column,
             )
         value = self.value(context)
@@ -714,14 +682,10 @@ class _Parser:
             self.expect("punct", "]", f"to close the '[' at column {token.column}")
             self.leave()
             return tuple(items)
-        raise _error(f"expected a value {context}, found {token.describe()}", token.column)
+        raise _error(f"expected a value {context}, found {self.describe(token)}", token.column)
 
 
 def parse_rule(text: str) -> Rule:
     """Parse a smart-group rule; raise `InvalidInput(field="rule", column=N)` if malformed."""
-    if len(text) > MAX_RULE_LENGTH:
-        raise _error(
-            f"rule is too long ({len(text)} characters; at most {MAX_RULE_LENGTH})",
-            MAX_RULE_LENGTH + 1,
-        )
+    _SYNTAX.check_length(text)
     return Rule(_Parser(_tokenize(text)).parse())

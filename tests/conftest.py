@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 
 from ec2_fixtures import moto, moto_server  # noqa: F401 (EC2 fixtures: moto_server, proxy)
 from machines_needed import IN_CI
-from provisor.services import Context
+from provisor.services.context import Context
 from provisor.store import Base, Store
 
 # The `testbed` fixture: real SSH hosts (provisor.testing is not part of the product).

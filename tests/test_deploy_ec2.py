@@ -146,7 +146,8 @@ def test_controller_killed_after_run_instances_resumes_with_one_instance(
     ]
     assert len(made) == 1  # the call was made, and nothing recorded it
     cli("worker", "--until-idle")
-    assert cli.status("webapp")["state"] == "ready"
+    status = cli.status("webapp")
+    assert status["state"] == "ready", status
     instances = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
     live = [i for i in instances if i["State"]["Name"] != "terminated"]
     names = sorted(
@@ -167,7 +168,8 @@ def test_prepare_waits_for_cloud_init_and_installs_the_agent(testbed: Any, tmp_p
     secret = b"s" * 32
 
     async def scenario() -> str:
-        pool = SSHPool(DatabaseHostKeys(store))
+        ssh = SSHPool()
+        pool = ssh.scoped(DatabaseHostKeys(store, tenant_id=1))  # add_deployment's tenant
         board = ParameterBoard(store)
         server = ParameterServer(board, secret, parameter_tls(tmp_path))
         url = await server.start()
@@ -211,7 +213,7 @@ def test_prepare_waits_for_cloud_init_and_installs_the_agent(testbed: Any, tmp_p
             return marker.text().strip()
         finally:
             await server.stop()
-            await pool.close()
+            await ssh.close()
 
     assert asyncio.run(scenario()) == "0"
     store.close()

@@ -12,19 +12,23 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
-from provisor import machines, services
+from provisor import machines
 from provisor.core.errors import InvalidInput
 from provisor.core.nodeset import fold
-from provisor.fleet import Endpoint, Fetch, Kill, Run, SSHPool, execute
+from provisor.fleet import Endpoint, Run, SSHPool, execute
 from provisor.fleet.knownhosts import DatabaseHostKeys
 from provisor.machines import SandboxHost
-from provisor.services import Context
-from provisor.services.fleet import FleetOptions, get_job, rekey_host, run_job
+from provisor.services import hosts as host_service
+from provisor.services import importing
+from provisor.services.context import Context
+from provisor.services.jobs import JobRunner, JobSpec, JobView, get_job, rekey_host, run_job
+from provisor.services.schemas import HostChanges, validate
 from provisor.store import Store
 from provisor.testing.pytest_plugin import Testbed
 
@@ -40,6 +44,10 @@ def inventory(hosts: list[SandboxHost], group: str) -> str:
             f"ansible_ssh_private_key_file={h.client_key}"
         )
     return "\n".join(lines) + "\n"
+
+
+def spec(kind: str, target: str, **fields: object) -> JobSpec:
+    return validate(JobSpec, {"kind": kind, "target": target, **fields})
 
 
 def make_context(home: Path) -> Context:
@@ -61,7 +69,7 @@ def fleet_home(tmp_path_factory: pytest.TempPathFactory, fleet: list[SandboxHost
     """A provisor home whose inventory holds the 200 hosts as group `fleet`."""
     home = tmp_path_factory.mktemp("fleet-home")
     ctx = make_context(home)
-    services.import_hosts(ctx, inventory(fleet, "fleet"), source="fleet.ini")
+    importing.import_hosts(ctx, inventory(fleet, "fleet"), source="fleet.ini")
     ctx.store.close()
     return home
 
@@ -91,26 +99,23 @@ def test_200_hosts_each_answer_once_with_their_hostname(
     fleet: list[SandboxHost], fleet_home: Path, tmp_path: Path
 ) -> None:
     ctx = make_context(fleet_home)
-    options = FleetOptions(out_dir=tmp_path / "out", err_dir=tmp_path / "err")
     seen: list[str] = []
 
-    async def go() -> tuple[services.fleet.JobView, int, int]:
-        host_keys = await asyncio.to_thread(DatabaseHostKeys, ctx.store)
-        pool = SSHPool(host_keys)
+    async def go() -> tuple[JobView, int, int]:
+        runner = JobRunner()
         try:
-            first = await run_job(
+            first = await runner.run(
                 ctx,
-                "group:fleet",
-                Run("hostname; echo warn >&2"),
-                options,
-                pool=pool,
+                spec("run", "group:fleet", command="hostname; echo warn >&2"),
+                out_dir=tmp_path / "out",
+                err_dir=tmp_path / "err",
                 on_result=lambda r: seen.append(r.host),
             )
-            cold = pool.handshakes_done
-            await run_job(ctx, "group:fleet", Run("true"), FleetOptions(), pool=pool)
-            return first, cold, pool.handshakes_done
+            cold = runner.handshakes
+            await runner.run(ctx, spec("run", "group:fleet", command="true"))
+            return first, cold, runner.handshakes
         finally:
-            await pool.close()
+            await runner.close()
 
     job, cold_handshakes, after_warm = asyncio.run(go())
     names = sorted(h.name for h in fleet)
@@ -169,7 +174,7 @@ def test_faults_each_get_their_outcome_and_nobody_is_missing(
 ) -> None:
     hosts = testbed(100)
     ctx = make_context(tmp_path)
-    services.import_hosts(ctx, inventory(hosts, "mixed"), source="mixed.ini")
+    importing.import_hosts(ctx, inventory(hosts, "mixed"), source="mixed.ini")
     stopped, silent, keyless = hosts[0:10], hosts[10:15], hosts[15:20]
     hanging, dropped = hosts[20:25], hosts[25:30]
     asyncio.run(_stop_all(stopped + silent))
@@ -180,7 +185,7 @@ def test_faults_each_get_their_outcome_and_nobody_is_missing(
     command = f'case " {slow} " in *" $(hostname) "*) sleep 600;; esac; hostname'
     connect_timeout, timeout = 3.0, 4.0
 
-    async def go() -> list[services.fleet.JobView]:
+    async def go() -> list[JobView]:
         async def drop_mid_command() -> None:
             await asyncio.sleep(2.0)  # commands are running (sleeping) by now
             await _stop_all(dropped)
@@ -188,9 +193,14 @@ def test_faults_each_get_their_outcome_and_nobody_is_missing(
         job, _ = await asyncio.gather(
             run_job(
                 ctx,
-                "group:mixed",
-                Run(command, timeout=timeout),
-                FleetOptions(parallel=100, connect_timeout=connect_timeout),
+                spec(
+                    "run",
+                    "group:mixed",
+                    command=command,
+                    timeout=timeout,
+                    parallel=100,
+                    connect_timeout=connect_timeout,
+                ),
             ),
             drop_mid_command(),
         )
@@ -235,7 +245,7 @@ def _tree(root: Path) -> dict[str, tuple[int, bytes]]:
 def test_copy_and_fetch_round_trip_a_tree_with_modes(testbed: Testbed, tmp_path: Path) -> None:
     hosts = testbed(3)
     ctx = make_context(tmp_path / "home")
-    services.import_hosts(ctx, inventory(hosts, "trio"), source="trio.ini")
+    importing.import_hosts(ctx, inventory(hosts, "trio"), source="trio.ini")
     tree = tmp_path / "payload"
     (tree / "bin").mkdir(parents=True)
     (tree / "etc" / "deep").mkdir(parents=True)
@@ -246,14 +256,18 @@ def test_copy_and_fetch_round_trip_a_tree_with_modes(testbed: Testbed, tmp_path:
     (tree / "etc" / "deep" / "blob.bin").write_bytes(bytes(range(256)) * 300)
     (tree / "etc" / "deep" / "blob.bin").chmod(0o640)
 
-    from provisor.fleet import Copy
-
-    copied = asyncio.run(run_job(ctx, "group:trio", Copy((str(tree),), "/srv")))
+    copied = asyncio.run(
+        run_job(ctx, spec("copy", "group:trio", sources=[str(tree)], destination="/srv"))
+    )
     assert copied.summary == {"ok": 3}
-    ran = asyncio.run(run_job(ctx, "group:trio", Run("/srv/payload/bin/tool.sh")))
+    ran = asyncio.run(run_job(ctx, spec("run", "group:trio", command="/srv/payload/bin/tool.sh")))
     assert ran.summary == {"ok": 3}
     fetched = tmp_path / "fetched"
-    got = asyncio.run(run_job(ctx, "group:trio", Fetch("/srv/payload", str(fetched))))
+    got = asyncio.run(
+        run_job(
+            ctx, spec("fetch", "group:trio", sources=["/srv/payload"], destination=str(fetched))
+        )
+    )
     assert got.summary == {"ok": 3}
     for h in hosts:
         assert _tree(fetched / h.name / "payload") == _tree(tree)
@@ -264,34 +278,36 @@ def test_kill_signals_only_matching_processes_on_targeted_hosts(
     testbed: Testbed, ctx: Context
 ) -> None:
     hosts = testbed(3)
-    services.import_hosts(ctx, inventory(hosts, "k"), source="k.ini")
+    importing.import_hosts(ctx, inventory(hosts, "k"), source="k.ini")
     start = (
         "for i in 1 2; do nohup sleep 4242 >/dev/null 2>&1 & done; "
         "nohup sleep 4343 >/dev/null 2>&1 &"
     )
-    assert asyncio.run(run_job(ctx, "group:k", Run(start))).summary == {"ok": 3}
+    assert asyncio.run(run_job(ctx, spec("run", "group:k", command=start))).summary == {"ok": 3}
     target = f"{hosts[0].name},{hosts[1].name}"
-    job = asyncio.run(run_job(ctx, target, Kill("sleep 4242", "KILL")))
+    job = asyncio.run(run_job(ctx, spec("kill", target, pattern="sleep 4242", signal="KILL")))
     results = get_job(ctx, job.id).results
     assert results is not None
     assert {r.host: (r.outcome, r.details["signalled"]) for r in results} == {
         hosts[0].name: ("ok", 2),
         hosts[1].name: ("ok", 2),
     }
-    count = asyncio.run(run_job(ctx, "group:k", Run("pgrep -c -f 'sleep 4[23]4[23]' || true")))
+    count = asyncio.run(
+        run_job(ctx, spec("run", "group:k", command="pgrep -c -f 'sleep 4[23]4[23]' || true"))
+    )
     remaining = {r.host: r.stdout.strip() for r in get_job(ctx, count.id).results or []}
     # Targeted hosts keep only the non-matching sleep; the third host keeps all three.
     assert remaining == {hosts[0].name: "1", hosts[1].name: "1", hosts[2].name: "3"}
-    again = asyncio.run(run_job(ctx, target, Kill("sleep 4242")))
+    again = asyncio.run(run_job(ctx, spec("kill", target, pattern="sleep 4242")))
     assert again.summary == {"ok": 2}  # nothing left to signal is not a failure
 
 
 def test_changed_host_key_is_refused_for_that_host_only(testbed: Testbed, ctx: Context) -> None:
     hosts = testbed(3)
-    services.import_hosts(ctx, inventory(hosts, "hk"), source="hk.ini")
-    assert asyncio.run(run_job(ctx, "group:hk", Run("true"))).summary == {"ok": 3}
+    importing.import_hosts(ctx, inventory(hosts, "hk"), source="hk.ini")
+    assert asyncio.run(run_job(ctx, spec("run", "group:hk", command="true"))).summary == {"ok": 3}
     changed = asyncio.run(machines.rekey(hosts[1]))
-    job = asyncio.run(run_job(ctx, "group:hk", Run("true")))
+    job = asyncio.run(run_job(ctx, spec("run", "group:hk", command="true")))
     results = {r.host: r for r in get_job(ctx, job.id).results or []}
     assert {h: r.outcome for h, r in results.items()} == {
         hosts[0].name: "ok",
@@ -301,23 +317,21 @@ def test_changed_host_key_is_refused_for_that_host_only(testbed: Testbed, ctx: C
     message = results[hosts[1].name].error or ""
     assert hosts[1].name in message and "provisor hosts rekey" in message
     assert rekey_host(ctx, hosts[1].name) is True
-    assert asyncio.run(run_job(ctx, "group:hk", Run("true"))).summary == {"ok": 3}
+    assert asyncio.run(run_job(ctx, spec("run", "group:hk", command="true"))).summary == {"ok": 3}
     assert changed.host_public_key.split()[1] in _known_key(ctx, changed)
 
 
 def _known_key(ctx: Context, host: SandboxHost) -> str:
-    keys = DatabaseHostKeys(ctx.store)
+    keys = DatabaseHostKeys(ctx.store, ctx.tenant_id())
     return keys.trusted(host.address, host.port) or ""
 
 
 def test_jump_host_carries_the_connection(testbed: Testbed, ctx: Context) -> None:
     bastion, behind = testbed(2)
-    services.import_hosts(ctx, inventory([behind], "inner"), source="inner.ini")
+    importing.import_hosts(ctx, inventory([behind], "inner"), source="inner.ini")
     jump = f"root@{bastion.address}:{bastion.port}"
-    services.update_host(
-        ctx, behind.name, services.validate(services.HostChanges, {"proxy_jump": jump})
-    )
-    ok = asyncio.run(run_job(ctx, "group:inner", Run("hostname")))
+    host_service.update_host(ctx, behind.name, validate(HostChanges, {"proxy_jump": jump}))
+    ok = asyncio.run(run_job(ctx, spec("run", "group:inner", command="hostname")))
     assert ok.summary == {"ok": 1}
     assert (get_job(ctx, ok.id).results or [])[0].stdout.strip() == behind.name
     # Forbid forwarding on the bastion: the same job must now fail, proving it went through.
@@ -328,7 +342,7 @@ def test_jump_host_carries_the_connection(testbed: Testbed, ctx: Context) -> Non
 
     with ctx.store.session() as session:
         session.query(KnownHostKey).filter_by(address=bastion.address).delete()
-    refused = asyncio.run(run_job(ctx, "group:inner", Run("hostname")))
+    refused = asyncio.run(run_job(ctx, spec("run", "group:inner", command="hostname")))
     results = get_job(ctx, refused.id).results or []
     assert [r.outcome for r in results] != ["ok"]
     assert "jump host" in (results[0].error or "") and results[0].outcome == "unreachable"
@@ -343,9 +357,12 @@ def test_ssh_config_alias_is_honoured(testbed: Testbed, tmp_path: Path, ctx: Con
     )
 
     async def go() -> list[str]:
-        pool = SSHPool(DatabaseHostKeys(ctx.store), ssh_config=[str(config)])
+        pool = SSHPool(ssh_config=[str(config)])
         try:
-            results = await execute([Endpoint("alias", "web-alias")], Run("hostname"), pool)
+            keys = DatabaseHostKeys(ctx.store, ctx.tenant_id())
+            results = await execute(
+                [Endpoint("alias", "web-alias")], Run("hostname"), pool.scoped(keys)
+            )
             return [r.outcome.value + ":" + r.text().strip() for r in results]
         finally:
             await pool.close()
@@ -355,9 +372,9 @@ def test_ssh_config_alias_is_honoured(testbed: Testbed, tmp_path: Path, ctx: Con
 
 def test_unknown_target_and_bad_options_are_clear(ctx: Context) -> None:
     with pytest.raises(InvalidInput, match=r"no hosts named web\[01-03\]"):
-        asyncio.run(run_job(ctx, "web[01-03]", Run("true")))
+        asyncio.run(run_job(ctx, spec("run", "web[01-03]", command="true")))
     with pytest.raises(InvalidInput, match="parallel"):
-        asyncio.run(run_job(ctx, "x", Run("true"), FleetOptions(parallel=0)))
+        spec("run", "x", command="true", parallel=0)
 
 
 @pytest.fixture
@@ -396,7 +413,7 @@ def test_jobs_through_the_server_reuse_warm_connections(
     url, home = server
     hosts = testbed(12)
     ctx = make_context(home)
-    services.import_hosts(ctx, inventory(hosts, "web"), source="web.ini")
+    importing.import_hosts(ctx, inventory(hosts, "web"), source="web.ini")
     first = cli("run", "group:web", "--server", url, "--", "hostname", home=home)
     assert first.returncode == 0, first.stderr
     assert "12 host(s): 12 ok" in first.stderr
@@ -427,6 +444,69 @@ def test_jobs_through_the_server_reuse_warm_connections(
     )
     assert missing.status_code == 404 and "nope" in missing.json()["error"]["message"]
     ctx.store.close()
+
+
+def _tenant_context(home: Path, tenant: str) -> Context:
+    return Context(
+        store=Store(f"sqlite:///{home / 'provisor.db'}"), actor="tester", tenant=tenant, home=home
+    )
+
+
+def _job_through(url: str, tenant: str, target: str) -> dict[str, object]:
+    """Start a job on the server for `tenant` and wait for it; the finished job."""
+    started = httpx.post(
+        f"{url}/api/v1/jobs",
+        json={"kind": "run", "target": target, "command": "hostname"},
+        headers={"X-Provisor-Tenant": tenant},
+        timeout=60,
+    )
+    assert started.status_code == 202, started.text
+    job_id = started.json()["id"]
+    with httpx.stream(
+        "GET",
+        f"{url}/api/v1/jobs/{job_id}/events",
+        headers={"X-Provisor-Tenant": tenant},
+        timeout=120,
+    ) as events:
+        "".join(events.iter_text())
+    finished: dict[str, object] = httpx.get(
+        f"{url}/api/v1/jobs/{job_id}", headers={"X-Provisor-Tenant": tenant}
+    ).json()
+    return finished
+
+
+def test_tenants_jobs_at_once_each_judge_host_keys_by_their_own(
+    testbed: Testbed, server: tuple[str, Path]
+) -> None:
+    """One server, one warm pool, one host known to two tenants: alpha has pinned a key
+    the host does not have, beta has never seen it. Their jobs run at the same time:
+    alpha's is refused, beta's trusts the real key on first use, and neither store, nor
+    a connection one of them opened, ever serves the other."""
+    from provisor._asyncssh import asyncssh
+
+    url, home = server
+    (host,) = testbed(1)
+    alpha, beta = _tenant_context(home, "alpha"), _tenant_context(home, "beta")
+    for ctx in (alpha, beta):
+        importing.import_hosts(ctx, inventory([host], "shared"), source="shared.ini")
+    impostor = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
+    DatabaseHostKeys(alpha.store, alpha.tenant_id()).pin({(host.address, host.port): impostor})
+
+    def keys_of(ctx: Context) -> str | None:
+        return DatabaseHostKeys(ctx.store, ctx.tenant_id()).trusted(host.address, host.port)
+
+    for _ in range(3):  # both orders of arrival, and beta's connection warm from before
+        with ThreadPoolExecutor(2) as both:
+            refused = both.submit(_job_through, url, "alpha", "group:shared")
+            trusted = both.submit(_job_through, url, "beta", "group:shared")
+            assert refused.result()["summary"] == {"hostkey": 1}
+            assert trusted.result()["summary"] == {"ok": 1}
+        assert keys_of(alpha) == impostor  # untouched by beta's trust on first use
+        assert (keys_of(beta) or "").split()[1] == host.host_public_key.split()[1]
+    health = httpx.get(f"{url}/api/v1/health").json()
+    assert health["pool"]["connections"] == 1  # beta's, reused; alpha never got one
+    for ctx in (alpha, beta):
+        ctx.store.close()
 
 
 def test_stdin_sudo_and_progress_line_on_a_terminal(

@@ -25,7 +25,7 @@ from machines_needed import requires_root
 from provisor.api import create_app
 from provisor.core.errors import Conflict, InvalidInput, NotFound
 from provisor.providers.base import ProviderError
-from provisor.services import Context
+from provisor.services.context import Context
 from provisor.services import providers as service
 from provisor.services.deployments import request_deployment
 from provisor.settings import Settings
@@ -100,7 +100,7 @@ def test_add_list_show_remove(pctx: Context) -> None:
 
 
 def _events(ctx: Context) -> list[Any]:
-    from provisor.services import list_events
+    from provisor.services.events import list_events
 
     return list_events(ctx)
 

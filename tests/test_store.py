@@ -5,19 +5,20 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import inspect, select
 
-from provisor import services
+from provisor.services import events, groups, hosts, importing
 from provisor.core.errors import Conflict, InvalidInput, NotFound
-from provisor.services import Context, GroupSpec, HostChanges, HostSpec
+from provisor.services.context import Context
+from provisor.services.schemas import GroupSpec, HostChanges, HostSpec, validate
 from provisor.store import Event, Store, migrate
 from provisor.store.db import current_revision, head_revision
 
 
 def host(name: str, **kw: object) -> HostSpec:
-    return services.validate(HostSpec, {"name": name, **kw})
+    return validate(HostSpec, {"name": name, **kw})
 
 
 def group(name: str, **kw: object) -> GroupSpec:
-    return services.validate(GroupSpec, {"name": name, **kw})
+    return validate(GroupSpec, {"name": name, **kw})
 
 
 def test_migrations_applied_on_first_use(store: Store) -> None:
@@ -29,16 +30,16 @@ def test_migrations_applied_on_first_use(store: Store) -> None:
 
 
 def test_host_lifecycle_writes_events(ctx: Context) -> None:
-    added = services.add_host(ctx, host("web01", address="10.1.0.5", tags={"env": "prod"}))
+    added = hosts.add_host(ctx, host("web01", address="10.1.0.5", tags={"env": "prod"}))
     assert added.address == "10.1.0.5" and added.port == 22 and added.tags == {"env": "prod"}
-    changed = services.update_host(
-        ctx, "web01", services.validate(HostChanges, {"port": 2222, "tags": {"env": None}})
+    changed = hosts.update_host(
+        ctx, "web01", validate(HostChanges, {"port": 2222, "tags": {"env": None}})
     )
     assert changed.port == 2222 and changed.tags == {}
-    services.remove_host(ctx, "web01")
+    hosts.remove_host(ctx, "web01")
     with pytest.raises(NotFound):
-        services.get_host(ctx, "web01")
-    kinds = [(e.kind, e.subject, e.outcome, e.actor) for e in services.list_events(ctx)]
+        hosts.get_host(ctx, "web01")
+    kinds = [(e.kind, e.subject, e.outcome, e.actor) for e in events.list_events(ctx)]
     assert kinds == [
         ("host.added", "web01", "ok", "tester"),
         ("host.changed", "web01", "ok", "tester"),
@@ -47,12 +48,12 @@ def test_host_lifecycle_writes_events(ctx: Context) -> None:
 
 
 def test_duplicate_host_refused_and_attempt_audited(ctx: Context) -> None:
-    services.add_host(ctx, host("db01"))
+    hosts.add_host(ctx, host("db01"))
     with pytest.raises(Conflict, match="already exists") as info:
-        services.add_host(ctx, host("db01", address="10.0.0.9"))
+        hosts.add_host(ctx, host("db01", address="10.0.0.9"))
     assert info.value.field == "name"
-    assert [h.address for h in services.list_hosts(ctx)] == ["db01"]
-    last = services.list_events(ctx)[-1]
+    assert [h.address for h in hosts.list_hosts(ctx)] == ["db01"]
+    last = events.list_events(ctx)[-1]
     assert (last.kind, last.outcome) == ("host.added", "failed")
     assert "already exists" in last.details["error"]
 
@@ -60,50 +61,50 @@ def test_duplicate_host_refused_and_attempt_audited(ctx: Context) -> None:
 def test_tenants_are_isolated(store: Store) -> None:
     alpha = Context(store=store, actor="a", tenant="alpha")
     beta = Context(store=store, actor="b", tenant="beta")
-    services.add_host(alpha, host("shared-name"))
-    services.add_host(beta, host("shared-name", address="10.9.9.9"))
-    assert [h.address for h in services.list_hosts(beta)] == ["10.9.9.9"]
-    services.remove_host(alpha, "shared-name")
-    assert [h.name for h in services.list_hosts(beta)] == ["shared-name"]
-    assert {e.tenant for e in services.list_events(beta)} == {"beta"}
+    hosts.add_host(alpha, host("shared-name"))
+    hosts.add_host(beta, host("shared-name", address="10.9.9.9"))
+    assert [h.address for h in hosts.list_hosts(beta)] == ["10.9.9.9"]
+    hosts.remove_host(alpha, "shared-name")
+    assert [h.name for h in hosts.list_hosts(beta)] == ["shared-name"]
+    assert {e.tenant for e in events.list_events(beta)} == {"beta"}
 
 
 def test_static_groups_form_a_tree(ctx: Context) -> None:
     for name in ("web01", "web02", "db01"):
-        services.add_host(ctx, host(name))
-    services.add_group(ctx, group("site"))
-    services.add_group(ctx, group("web", parent="site", members=["web01", "web02"]))
-    services.add_group(ctx, group("db", parent="site", members=["db01"]))
-    assert services.group_members(ctx, "site") == ["db01", "web01", "web02"]
-    assert services.get_group(ctx, "site").children == ["db", "web"]
+        hosts.add_host(ctx, host(name))
+    groups.add_group(ctx, group("site"))
+    groups.add_group(ctx, group("web", parent="site", members=["web01", "web02"]))
+    groups.add_group(ctx, group("db", parent="site", members=["db01"]))
+    assert groups.group_members(ctx, "site") == ["db01", "web01", "web02"]
+    assert groups.get_group(ctx, "site").children == ["db", "web"]
     with pytest.raises(InvalidInput, match="inside"):
-        services.set_parent(ctx, "site", "web")
+        groups.set_parent(ctx, "site", "web")
     with pytest.raises(Conflict, match="subgroups"):
-        services.remove_group(ctx, "site")
-    services.change_members(ctx, "web", remove=["web02"], add=["db01"])
-    assert services.group_members(ctx, "web") == ["db01", "web01"]
-    services.remove_host(ctx, "db01")  # membership goes with the host
-    assert services.group_members(ctx, "site") == ["web01"]
+        groups.remove_group(ctx, "site")
+    groups.change_members(ctx, "web", remove=["web02"], add=["db01"])
+    assert groups.group_members(ctx, "web") == ["db01", "web01"]
+    hosts.remove_host(ctx, "db01")  # membership goes with the host
+    assert groups.group_members(ctx, "site") == ["web01"]
 
 
 def test_smart_group_evaluated_when_used(ctx: Context) -> None:
-    services.add_host(ctx, host("a", tags={"env": "prod"}, facts={"os": "debian", "cpus": 8}))
-    services.add_host(ctx, host("b", tags={"env": "dev"}, facts={"os": "debian"}))
-    services.add_group(
+    hosts.add_host(ctx, host("a", tags={"env": "prod"}, facts={"os": "debian", "cpus": 8}))
+    hosts.add_host(ctx, host("b", tags={"env": "dev"}, facts={"os": "debian"}))
+    groups.add_group(
         ctx, group("prod-debian", rule='facts.os == "debian" and tags.env == "prod"')
     )
-    assert services.group_members(ctx, "prod-debian") == ["a"]
-    services.update_host(ctx, "b", services.validate(HostChanges, {"tags": {"env": "prod"}}))
-    assert services.group_members(ctx, "prod-debian") == ["a", "b"]
+    assert groups.group_members(ctx, "prod-debian") == ["a"]
+    hosts.update_host(ctx, "b", validate(HostChanges, {"tags": {"env": "prod"}}))
+    assert groups.group_members(ctx, "prod-debian") == ["a", "b"]
     with pytest.raises(InvalidInput, match="smart"):
-        services.change_members(ctx, "prod-debian", add=["a"])
+        groups.change_members(ctx, "prod-debian", add=["a"])
 
 
 def test_malformed_rule_names_the_column(ctx: Context) -> None:
     with pytest.raises(InvalidInput) as info:
-        services.add_group(ctx, group("bad", rule='tags.env == "prod" and'))
+        groups.add_group(ctx, group("bad", rule='tags.env == "prod" and'))
     assert info.value.field == "rule" and info.value.column is not None
-    assert services.list_groups(ctx) == []
+    assert groups.list_groups(ctx) == []
 
 
 PSSH = """\
@@ -129,36 +130,36 @@ db
 
 
 def test_import_pssh_file(ctx: Context) -> None:
-    report = services.import_hosts(ctx, PSSH, source="hosts.txt")
+    report = importing.import_hosts(ctx, PSSH, source="hosts.txt")
     assert report.format == "pssh"
     assert sorted(report.hosts_created) == ["10.0.0.7", "web01", "web02"]
-    web01 = services.get_host(ctx, "web01")
+    web01 = hosts.get_host(ctx, "web01")
     assert (web01.user, web01.port) == ("root", 2222)
 
 
 def test_import_ansible_inventory(ctx: Context) -> None:
-    report = services.import_hosts(ctx, ANSIBLE, source="inventory.ini")
+    report = importing.import_hosts(ctx, ANSIBLE, source="inventory.ini")
     assert report.format == "ansible"
     assert sorted(report.groups_created) == ["db", "site", "web"]
-    web01 = services.get_host(ctx, "web01")
+    web01 = hosts.get_host(ctx, "web01")
     assert (web01.address, web01.port, web01.user) == ("10.0.0.1", 2222, "deploy")
-    assert services.get_host(ctx, "web02").tags == {"env": "prod"}
-    assert services.group_members(ctx, "site") == ["db01", "web01", "web02"]
-    assert services.get_group(ctx, "web").parent == "site"
+    assert hosts.get_host(ctx, "web02").tags == {"env": "prod"}
+    assert groups.group_members(ctx, "site") == ["db01", "web01", "web02"]
+    assert groups.get_group(ctx, "web").parent == "site"
 
 
 def test_import_is_all_or_nothing(ctx: Context, store: Store) -> None:
     bad = ANSIBLE + "[more]\nweb03 ansible_port=notaport\n"
     with pytest.raises(InvalidInput) as info:
-        services.import_hosts(ctx, bad, source="inventory.ini")
+        importing.import_hosts(ctx, bad, source="inventory.ini")
     assert "inventory.ini:12" in str(info.value)
-    assert services.list_hosts(ctx) == [] and services.list_groups(ctx) == []
+    assert hosts.list_hosts(ctx) == [] and groups.list_groups(ctx) == []
 
-    services.add_host(ctx, host("db01"))
+    hosts.add_host(ctx, host("db01"))
     with pytest.raises(Conflict, match="db01 \\(line 6\\)"):
-        services.import_hosts(ctx, ANSIBLE, source="inventory.ini")
-    assert [h.name for h in services.list_hosts(ctx)] == ["db01"]
-    report = services.import_hosts(ctx, ANSIBLE, source="inventory.ini", on_existing="skip")
+        importing.import_hosts(ctx, ANSIBLE, source="inventory.ini")
+    assert [h.name for h in hosts.list_hosts(ctx)] == ["db01"]
+    report = importing.import_hosts(ctx, ANSIBLE, source="inventory.ini", on_existing="skip")
     assert report.hosts_skipped == ["db01"] and len(report.hosts_created) == 2
     with store.session() as session:
         outcomes = [e.outcome for e in session.scalars(select(Event).order_by(Event.id))]

@@ -9,9 +9,8 @@ from fastapi import FastAPI
 
 from provisor import __version__
 from provisor.api import blueprints, errors, jobs, providers, routes
-from provisor.api.jobs import JobRunner
-from provisor.settings import Settings, get_settings
-from provisor.store import Store
+from provisor.api.jobs import ServerJobs
+from provisor.services.context import Settings, Store, get_settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -19,7 +18,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.jobs = JobRunner()
+        app.state.jobs = ServerJobs()
         yield
         await app.state.jobs.close()
         app.state.store.close()

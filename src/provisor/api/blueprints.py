@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from provisor.api.routes import Ctx
-from provisor.services import blueprints as service
+from provisor.services import blueprints
 
 router = APIRouter(tags=["blueprints"])
 
@@ -28,28 +28,28 @@ class ValidateRequest(BlueprintText):
     )
 
 
-@router.post("/blueprints/validate", response_model=service.BlueprintSummary)
-def validate_blueprint(body: ValidateRequest) -> service.BlueprintSummary:
-    bp = service.validate_blueprint(body.text, body.source)
-    return service.summarize_blueprint(bp, body.params or None)
+@router.post("/blueprints/validate", response_model=blueprints.BlueprintSummary)
+def validate_blueprint(body: ValidateRequest) -> blueprints.BlueprintSummary:
+    bp = blueprints.validate_blueprint(body.text, body.source)
+    return blueprints.summarize_blueprint(bp, body.params or None)
 
 
-@router.post("/blueprints", response_model=service.BlueprintView, status_code=201)
-def add_blueprint(ctx: Ctx, body: BlueprintText) -> service.BlueprintView:
-    return service.add_blueprint(ctx, body.text, body.source)
+@router.post("/blueprints", response_model=blueprints.BlueprintView, status_code=201)
+def add_blueprint(ctx: Ctx, body: BlueprintText) -> blueprints.BlueprintView:
+    return blueprints.add_blueprint(ctx, body.text, body.source)
 
 
-@router.get("/blueprints", response_model=list[service.BlueprintView])
+@router.get("/blueprints", response_model=list[blueprints.BlueprintView])
 def list_blueprints(
     ctx: Ctx, name: Annotated[str | None, Query(description="only this blueprint")] = None
-) -> list[service.BlueprintView]:
-    return service.list_blueprints(ctx, name=name)
+) -> list[blueprints.BlueprintView]:
+    return blueprints.list_blueprints(ctx, name=name)
 
 
-@router.get("/blueprints/{name}", response_model=service.BlueprintDetail)
+@router.get("/blueprints/{name}", response_model=blueprints.BlueprintDetail)
 def get_blueprint(
     ctx: Ctx,
     name: str,
     version: Annotated[str | None, Query(description="default: the latest")] = None,
-) -> service.BlueprintDetail:
-    return service.get_blueprint(ctx, name, version)
+) -> blueprints.BlueprintDetail:
+    return blueprints.get_blueprint(ctx, name, version)

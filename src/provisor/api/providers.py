@@ -13,8 +13,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from provisor.api.routes import Ctx
-from provisor.providers import registry
-from provisor.services import providers as service
+from provisor.services import providers
 
 router = APIRouter(tags=["providers"])
 
@@ -23,7 +22,7 @@ class ProviderRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="unique in the tenant; `local` is the built-in provider")
-    kind: str = Field(description="provider type: " + ", ".join(registry.KINDS))
+    kind: str = Field(description="provider type: " + ", ".join(providers.KINDS))
     settings: dict[str, Any] = Field(
         default_factory=dict, description="what the type needs, e.g. ec2: region, endpoint"
     )
@@ -34,8 +33,8 @@ class ProviderRequest(BaseModel):
     @field_validator("kind")
     @classmethod
     def _kind(cls, value: str) -> str:
-        if value not in registry.KINDS:
-            raise ValueError(f"unknown provider type {value!r}: use {', '.join(registry.KINDS)}")
+        if value not in providers.KINDS:
+            raise ValueError(f"unknown provider type {value!r}: use {', '.join(providers.KINDS)}")
         return value
 
 
@@ -45,25 +44,25 @@ class CheckView(BaseModel):
     seconds: float = Field(description="how long the check took")
 
 
-@router.get("/providers", response_model=list[service.ProviderView])
-def list_providers(ctx: Ctx) -> list[service.ProviderView]:
-    return service.list_providers(ctx)
+@router.get("/providers", response_model=list[providers.ProviderView])
+def list_providers(ctx: Ctx) -> list[providers.ProviderView]:
+    return providers.list_providers(ctx)
 
 
-@router.post("/providers", response_model=service.ProviderView, status_code=201)
-def add_provider(ctx: Ctx, body: ProviderRequest) -> service.ProviderView:
+@router.post("/providers", response_model=providers.ProviderView, status_code=201)
+def add_provider(ctx: Ctx, body: ProviderRequest) -> providers.ProviderView:
     secret = body.secret_access_key.get_secret_value() if body.secret_access_key else None
-    return service.add_provider(ctx, body.name, body.kind, body.settings, secret)
+    return providers.add_provider(ctx, body.name, body.kind, body.settings, secret)
 
 
-@router.get("/providers/{name}", response_model=service.ProviderView)
-def get_provider(ctx: Ctx, name: str) -> service.ProviderView:
-    return service.get_provider(ctx, name)
+@router.get("/providers/{name}", response_model=providers.ProviderView)
+def get_provider(ctx: Ctx, name: str) -> providers.ProviderView:
+    return providers.get_provider(ctx, name)
 
 
 @router.delete("/providers/{name}", status_code=204)
 def remove_provider(ctx: Ctx, name: str) -> Response:
-    service.remove_provider(ctx, name)
+    providers.remove_provider(ctx, name)
     return Response(status_code=204)
 
 
@@ -71,7 +70,7 @@ def remove_provider(ctx: Ctx, name: str) -> Response:
 async def check_provider(ctx: Ctx, request: Request, name: str) -> CheckView:
     """Reach the provider with its credentials; a failure answers 502 with the reason."""
     started = time.monotonic()
-    description = await service.check_provider(ctx, request.app.state.settings, name)
+    description = await providers.check_provider(ctx, request.app.state.settings, name)
     return CheckView(
         name=name, description=description, seconds=round(time.monotonic() - started, 3)
     )

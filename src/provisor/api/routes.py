@@ -7,12 +7,19 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import text
 
-from provisor import __version__, services
 from provisor.core.timespec import parse_since
-from provisor.events import EventView
-from provisor.services import Context
+from provisor.services import events, groups, hosts, importing, system
+from provisor.services.context import Context
+from provisor.services.events import EventView
+from provisor.services.schemas import (
+    GroupSpec,
+    GroupView,
+    HostChanges,
+    HostSpec,
+    HostView,
+    ImportReport,
+)
 
 router = APIRouter()
 
@@ -35,45 +42,22 @@ def context(
 Ctx = Annotated[Context, Depends(context)]
 
 
-class PoolStats(BaseModel):
-    connections: int = Field(description="SSH connections open and ready for the next job")
-    handshakes: int = Field(description="SSH handshakes made since the server started")
-
-
-class Health(BaseModel):
-    status: Literal["ok"]
-    version: str
-    database: str
-    pool: PoolStats
-
-
-@router.get("/health", response_model=Health, tags=["system"])
-def health(ctx: Ctx, request: Request) -> Health:
-    with ctx.store.session() as session:
-        session.execute(text("SELECT 1"))
-    pool = request.app.state.jobs.pool
-    return Health(
-        status="ok",
-        version=__version__,
-        database=ctx.store.engine.dialect.name,
-        pool=PoolStats(
-            connections=len(pool) if pool is not None else 0,
-            handshakes=pool.handshakes_done if pool is not None else 0,
-        ),
-    )
+@router.get("/health", response_model=system.Health, tags=["system"])
+def health(ctx: Ctx, request: Request) -> system.Health:
+    return system.health(ctx, request.app.state.jobs.runner)
 
 
 # hosts
 
 
-@router.get("/hosts", response_model=list[services.HostView], tags=["hosts"])
-def list_hosts(ctx: Ctx) -> list[services.HostView]:
-    return services.list_hosts(ctx)
+@router.get("/hosts", response_model=list[HostView], tags=["hosts"])
+def list_hosts(ctx: Ctx) -> list[HostView]:
+    return hosts.list_hosts(ctx)
 
 
-@router.post("/hosts", response_model=services.HostView, status_code=201, tags=["hosts"])
-def add_host(ctx: Ctx, spec: services.HostSpec) -> services.HostView:
-    return services.add_host(ctx, spec)
+@router.post("/hosts", response_model=HostView, status_code=201, tags=["hosts"])
+def add_host(ctx: Ctx, spec: HostSpec) -> HostView:
+    return hosts.add_host(ctx, spec)
 
 
 class ImportRequest(BaseModel):
@@ -83,65 +67,65 @@ class ImportRequest(BaseModel):
     on_existing: Literal["error", "skip", "update"] = "error"
 
 
-@router.post("/hosts/import", response_model=services.ImportReport, tags=["hosts"])
-def import_hosts(ctx: Ctx, body: ImportRequest) -> services.ImportReport:
-    return services.import_hosts(
+@router.post("/hosts/import", response_model=ImportReport, tags=["hosts"])
+def import_hosts(ctx: Ctx, body: ImportRequest) -> ImportReport:
+    return importing.import_hosts(
         ctx, body.text, source=body.source, format=body.format, on_existing=body.on_existing
     )
 
 
-@router.get("/hosts/{name}", response_model=services.HostView, tags=["hosts"])
-def get_host(ctx: Ctx, name: str) -> services.HostView:
-    return services.get_host(ctx, name)
+@router.get("/hosts/{name}", response_model=HostView, tags=["hosts"])
+def get_host(ctx: Ctx, name: str) -> HostView:
+    return hosts.get_host(ctx, name)
 
 
-@router.patch("/hosts/{name}", response_model=services.HostView, tags=["hosts"])
-def update_host(ctx: Ctx, name: str, changes: services.HostChanges) -> services.HostView:
-    return services.update_host(ctx, name, changes)
+@router.patch("/hosts/{name}", response_model=HostView, tags=["hosts"])
+def update_host(ctx: Ctx, name: str, changes: HostChanges) -> HostView:
+    return hosts.update_host(ctx, name, changes)
 
 
 @router.delete("/hosts/{name}", status_code=204, tags=["hosts"])
 def remove_host(ctx: Ctx, name: str) -> Response:
-    services.remove_host(ctx, name)
+    hosts.remove_host(ctx, name)
     return Response(status_code=204)
 
 
 # groups
 
 
-@router.get("/groups", response_model=list[services.GroupView], tags=["groups"])
-def list_groups(ctx: Ctx) -> list[services.GroupView]:
-    return services.list_groups(ctx)
+@router.get("/groups", response_model=list[GroupView], tags=["groups"])
+def list_groups(ctx: Ctx) -> list[GroupView]:
+    return groups.list_groups(ctx)
 
 
-@router.post("/groups", response_model=services.GroupView, status_code=201, tags=["groups"])
-def add_group(ctx: Ctx, spec: services.GroupSpec) -> services.GroupView:
-    return services.add_group(ctx, spec)
+@router.post("/groups", response_model=GroupView, status_code=201, tags=["groups"])
+def add_group(ctx: Ctx, spec: GroupSpec) -> GroupView:
+    return groups.add_group(ctx, spec)
 
 
-@router.get("/groups/{name}", response_model=services.GroupView, tags=["groups"])
-def get_group(ctx: Ctx, name: str) -> services.GroupView:
-    return services.get_group(ctx, name)
+@router.get("/groups/{name}", response_model=GroupView, tags=["groups"])
+def get_group(ctx: Ctx, name: str) -> GroupView:
+    return groups.get_group(ctx, name)
 
 
 class GroupMove(BaseModel):
     parent: str | None = Field(description="new parent group, or null for the top level")
 
 
-@router.patch("/groups/{name}", response_model=services.GroupView, tags=["groups"])
-def move_group(ctx: Ctx, name: str, body: GroupMove) -> services.GroupView:
-    return services.set_parent(ctx, name, body.parent)
+@router.patch("/groups/{name}", response_model=GroupView, tags=["groups"])
+def move_group(ctx: Ctx, name: str, body: GroupMove) -> GroupView:
+    return groups.set_parent(ctx, name, body.parent)
 
 
 @router.delete("/groups/{name}", status_code=204, tags=["groups"])
 def remove_group(ctx: Ctx, name: str) -> Response:
-    services.remove_group(ctx, name)
+    groups.remove_group(ctx, name)
     return Response(status_code=204)
 
 
-@router.get("/groups/{name}/members", response_model=list[services.HostView], tags=["groups"])
-def group_members(ctx: Ctx, name: str) -> list[services.HostView]:
-    return services.list_hosts(ctx, names=services.group_members(ctx, name))
+@router.get("/groups/{name}/members", response_model=list[HostView], tags=["groups"])
+def group_members(ctx: Ctx, name: str) -> list[HostView]:
+    return hosts.list_hosts(ctx, names=groups.group_members(ctx, name))
 
 
 class MemberChanges(BaseModel):
@@ -149,9 +133,9 @@ class MemberChanges(BaseModel):
     remove: list[str] = Field(default_factory=list)
 
 
-@router.post("/groups/{name}/members", response_model=services.GroupView, tags=["groups"])
-def change_members(ctx: Ctx, name: str, body: MemberChanges) -> services.GroupView:
-    return services.change_members(ctx, name, add=body.add, remove=body.remove)
+@router.post("/groups/{name}/members", response_model=GroupView, tags=["groups"])
+def change_members(ctx: Ctx, name: str, body: MemberChanges) -> GroupView:
+    return groups.change_members(ctx, name, add=body.add, remove=body.remove)
 
 
 # events
@@ -165,4 +149,4 @@ def list_events(
     limit: Annotated[int, Query(ge=1, le=10000)] = 100,
 ) -> list[EventView]:
     start = parse_since(since, now=datetime.now(UTC)) if since else None
-    return services.list_events(ctx, kinds=kind, since=start, limit=limit)
+    return events.list_events(ctx, kinds=kind, since=start, limit=limit)

@@ -72,9 +72,9 @@ def server(
     """Run the REST API (and, later, the portal and scheduler)."""
     import uvicorn
 
-    from provisor.api import create_app
-
-    uvicorn.run(create_app(), host=host, port=port, log_level="info")
+    # Named, not imported: the CLI and the API are two faces over services, and neither
+    # imports the other; uvicorn builds the app from its factory.
+    uvicorn.run("provisor.api:create_app", factory=True, host=host, port=port, log_level="info")
 
 
 def main() -> None:

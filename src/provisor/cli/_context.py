@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the services (and the database layer) load when first needed
-    from provisor.services.context import Context
+    from provisor.services.context import Context, Settings
 
 _options: dict[str, str | None] = {"tenant": None}
 _context: list[Context] = []
@@ -26,3 +26,10 @@ def context() -> Context:
 def current_tenant() -> str | None:
     """The tenant given on the command line, if any (the server's default otherwise)."""
     return _options["tenant"]
+
+
+def settings() -> Settings:
+    """provisor's settings: the environment, then provisor.toml, then the defaults."""
+    from provisor.services.context import get_settings
+
+    return get_settings()

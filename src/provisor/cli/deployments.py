@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -12,11 +10,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from provisor.cli._context import context
+from provisor.cli._context import context, settings
 from provisor.cli.output import Format, console, emit_json, err_console, fields, table
 from provisor.core.errors import InvalidInput
 from provisor.core.names import parse_key_values
-from provisor.settings import get_settings
 
 if TYPE_CHECKING:
     from provisor.services.deployments import DeploymentView
@@ -43,27 +40,6 @@ def _blueprint_text(reference: str) -> tuple[str, str]:
     return stored.text, f"{stored.name}@{stored.version}"
 
 
-def _ensure_worker(wait: bool) -> bool:
-    """True when this process must be the worker itself."""
-    from provisor.orchestrator import worker
-
-    settings = get_settings()
-    if worker.worker_running(settings.home):
-        return False
-    if wait:
-        return True
-    log = settings.home / "worker.log"
-    with log.open("ab") as out:
-        subprocess.Popen(
-            [sys.executable, "-m", "provisor", "worker", "--until-idle"],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,  # outlives this command
-        )
-    return False
-
-
 def _progress(name: str, shown: dict[str, str]) -> DeploymentView:
     from provisor.services import deployments
 
@@ -86,12 +62,12 @@ def _follow(name: str, be_worker: bool) -> DeploymentView:
     failure: list[BaseException] = []
     thread = None
     if be_worker:
-        from provisor.orchestrator import worker
+        from provisor.services import workers
 
         def work() -> None:
             # Its own thread and loop: DBOS takes over the loop's default executor.
             try:
-                asyncio.run(worker.serve(get_settings(), until_idle=True))
+                asyncio.run(workers.serve(settings(), until_idle=True))
             except BaseException as exc:  # reported below, in the main thread
                 failure.append(exc)
 
@@ -157,7 +133,7 @@ def up(
     inputs = parse_key_values(param or [], field="param") if param else {}
     view = deployments.request_deployment(
         context(),
-        get_settings(),
+        settings(),
         text,
         source=source,
         parameters=inputs,
@@ -165,7 +141,9 @@ def up(
         completion=hostname_completion,
         provider=provider,
     )
-    be_worker = _ensure_worker(wait)
+    from provisor.services import workers
+
+    be_worker = workers.ensure_worker(settings(), here=wait)
     if not wait:
         if output is Format.json:
             emit_json(view)
@@ -192,7 +170,7 @@ def down(name: str) -> None:
     """Terminate every machine of a deployment and forget it."""
     from provisor.services import deployments
 
-    view = asyncio.run(deployments.remove_deployment(context(), get_settings(), name))
+    view = asyncio.run(deployments.remove_deployment(context(), settings(), name))
     console.print(f"deployment [bold]{name}[/] removed ({len(view.machines)} machines terminated)")
 
 
@@ -211,7 +189,9 @@ def status(
 
     view = deployments.get_deployment(context(), name)  # an unknown name fails here, at once
     if wait and view.state not in FINAL:
-        view = _follow(name, _ensure_worker(wait=True))
+        from provisor.services import workers
+
+        view = _follow(name, workers.ensure_worker(settings(), here=True))
     if output is Format.json:
         emit_json(view)
     else:
@@ -224,7 +204,7 @@ def approve(name: str) -> None:
     """Let a deployment that waits for approval go ahead."""
     from provisor.services import deployments
 
-    deployments.decide(context(), get_settings(), name, approved=True)
+    deployments.decide(context(), settings(), name, approved=True)
     console.print(f"approved [bold]{name}[/]")
 
 
@@ -234,7 +214,7 @@ def reject(
     """Refuse a deployment that waits for approval."""
     from provisor.services import deployments
 
-    deployments.decide(context(), get_settings(), name, approved=False, reason=reason or None)
+    deployments.decide(context(), settings(), name, approved=False, reason=reason or None)
     console.print(f"rejected [bold]{name}[/]")
 
 
@@ -260,9 +240,9 @@ def worker_command(
     ] = False,
 ) -> None:
     """Run deployment workflows (resumes unfinished ones first)."""
-    from provisor.orchestrator import worker
+    from provisor.services import workers
 
-    asyncio.run(worker.serve(get_settings(), until_idle=until_idle))
+    asyncio.run(workers.serve(settings(), until_idle=until_idle))
 
 
 @deployments_app.command("list")

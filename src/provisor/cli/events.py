@@ -9,13 +9,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from provisor import services
 from provisor.cli._context import context
 from provisor.cli.output import Format, console, emit_json, table
 from provisor.core.timespec import parse_since
 
 if TYPE_CHECKING:
-    from provisor.events import EventView
+    from provisor.services.events import EventView
 
 
 def _line(event: EventView) -> str:
@@ -39,11 +38,13 @@ def events(
     output: Annotated[Format, typer.Option("--output")] = Format.table,
 ) -> None:
     """Show the audit log: who did what, to what, when, and how it went."""
+    from provisor.services.events import follow_events, list_events
+
     start = parse_since(since, now=datetime.now(UTC)) if since else None
     ctx = context()
     if follow:
         try:
-            for event in services.follow_events(ctx, kinds=kind, since=start, backlog=limit):
+            for event in follow_events(ctx, kinds=kind, since=start, backlog=limit):
                 if output is Format.json:
                     sys.stdout.write(json.dumps(event.model_dump(mode="json")) + "\n")
                 else:
@@ -51,7 +52,7 @@ def events(
                 sys.stdout.flush()
         except KeyboardInterrupt:
             return
-    found = services.list_events(ctx, kinds=kind, since=start, limit=limit)
+    found = list_events(ctx, kinds=kind, since=start, limit=limit)
     if output is Format.json:
         emit_json(found)
         return

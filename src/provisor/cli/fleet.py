@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -16,11 +15,10 @@ from provisor.cli.output import Format, console, emit_json, fields, read_input_f
 from provisor.core.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from provisor.fleet.operations import Operation
-    from provisor.fleet.options import FleetOptions
+    from provisor.services.jobs import JobSpec
 
-# The fleet engine (asyncssh) and the HTTP client are imported by the commands
-# that use them, so that `provisor hosts list` starts quickly.
+# The jobs service (and with it asyncssh) and the HTTP client are imported by the
+# commands that use them, so that `provisor hosts list` starts quickly.
 
 jobs_app = typer.Typer(help="Past fleet jobs and their per-host results.", no_args_is_help=True)
 
@@ -41,33 +39,43 @@ OutputMode = Annotated[
     str | None,
     typer.Option("--output", help="stream, fold or json (default: fold above 10 hosts)"),
 ]
+Server = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        envvar="PROVISOR_SERVER",
+        help="run through this provisor server (its connections stay warm)",
+    ),
+]
 
 
-def _options(
+def _spec(
+    kind: str,
+    target: str,
     parallel: int,
     connect_timeout: float,
     user: str | None,
     identity: Path | None,
-    ask_pass: bool,
-    out_dir: Path | None = None,
-    err_dir: Path | None = None,
-) -> FleetOptions:
+    **fields: Any,
+) -> JobSpec:
+    """The job as the jobs service (here or on a server) takes it, checked here."""
     if identity is not None and not identity.is_file():
         raise InvalidInput(f"no private key file at {identity}", field="identity")
-    from provisor.fleet.options import FleetOptions
+    from provisor.services.jobs import JobSpec
+    from provisor.services.schemas import validate
 
-    password = getpass.getpass("Password: ") if ask_pass else None
-    options = FleetOptions(
-        parallel=parallel,
-        connect_timeout=connect_timeout,
-        user=user,
-        identity=str(identity) if identity else None,
-        password=password,
-        out_dir=out_dir,
-        err_dir=err_dir,
+    return validate(
+        JobSpec,
+        {
+            "kind": kind,
+            "target": target,
+            "parallel": parallel,
+            "connect_timeout": connect_timeout,
+            "user": user,
+            "identity": str(identity) if identity else None,
+            **fields,
+        },
     )
-    options.check()
-    return options
 
 
 def _mode(requested: str | None, hosts: int) -> str:
@@ -80,78 +88,52 @@ def _mode(requested: str | None, hosts: int) -> str:
     return requested
 
 
-Server = Annotated[
-    str | None,
-    typer.Option(
-        "--server",
-        envvar="PROVISOR_SERVER",
-        help="run through this provisor server (its connections stay warm)",
-    ),
-]
-
-
 def _run(
-    target: str,
-    operation: Callable[[], Operation],
-    options: FleetOptions,
+    spec: JobSpec,
     output: str | None,
     *,
+    ask_pass: bool = False,
+    out_dir: Path | None = None,
+    err_dir: Path | None = None,
     server: str | None = None,
-    request: dict[str, Any] | None = None,
 ) -> None:
+    _mode(output, 0)  # a bad --output is refused before anything runs
+    reporters: list[Reporter] = []
+
+    def on_start(host_count: int) -> None:
+        reporters.append(Reporter(_mode(output, host_count), host_count))
+
     if server is not None:
-        if request is None or options.password is not None or options.out_dir or options.err_dir:
+        if ask_pass or out_dir or err_dir or spec.kind == "fetch":
             raise InvalidInput(
                 "this command cannot run through a server (-A, -o and -e and fetch are local)",
                 field="server",
             )
-        _run_remote(server, target, request, options, output)
-        return
-    from provisor.services import fleet as fleet_service
+        from provisor.cli.remote import run_remote
 
-    ctx = context()
-    endpoints = fleet_service.resolve_target(ctx, target, options)
-    reporter = Reporter(_mode(output, len(endpoints)), len(endpoints))
+        finished = run_remote(
+            server,
+            spec.model_dump(mode="json"),
+            tenant=current_tenant(),
+            on_start=lambda job: on_start(int(job.get("host_count") or 0)),
+            on_result=lambda r: reporters[0].result(r),
+        )
+        raise typer.Exit(reporters[0].finish(int(str(finished["id"]))))
+    from provisor.services import jobs
+
+    password = getpass.getpass("Password: ") if ask_pass else None
     job = asyncio.run(
-        fleet_service.run_job(
-            ctx, target, operation(), options, endpoints=endpoints, on_result=reporter.result
+        jobs.run_job(
+            context(),
+            spec,
+            password=password,
+            out_dir=out_dir,
+            err_dir=err_dir,
+            on_start=lambda job: on_start(job.host_count),
+            on_result=lambda r: reporters[0].result(r),
         )
     )
-    raise typer.Exit(reporter.finish(job.id))
-
-
-def _run_remote(
-    server: str,
-    target: str,
-    request: dict[str, Any],
-    options: FleetOptions,
-    output: str | None,
-) -> None:
-    body = {
-        **request,
-        "target": target,
-        "parallel": options.parallel,
-        "connect_timeout": options.connect_timeout,
-        "user": options.user,
-        "identity": options.identity,
-    }
-    reporters: list[Reporter] = []
-
-    def on_start(job: dict[str, object]) -> None:
-        count = job.get("host_count")
-        total = count if isinstance(count, int) else 0
-        reporters.append(Reporter(_mode(output, total), total))
-
-    from provisor.cli.remote import run_remote
-
-    finished = run_remote(
-        server,
-        body,
-        tenant=current_tenant(),
-        on_start=on_start,
-        on_result=lambda r: reporters[0].result(r),
-    )
-    raise typer.Exit(reporters[0].finish(int(str(finished["id"]))))
+    raise typer.Exit(reporters[0].finish(job.id))
 
 
 def run(
@@ -182,28 +164,19 @@ def run(
     if timeout is not None and timeout <= 0:
         raise InvalidInput("timeout must be positive", field="timeout")
     data = read_input_file(stdin, field="stdin") if stdin is not None else None
-    options = _options(parallel, connect_timeout, user, identity, ask_pass, out_dir, err_dir)
-
-    def operation() -> Operation:
-        # asyncssh loads here, not when the job runs on a server
-        from provisor.fleet.operations import Run
-
-        return Run(
-            " ".join(command),
-            stdin=data,
-            timeout=timeout,
-            sudo=sudo,
-            sudo_password=options.password if sudo else None,
-        )
-
-    request = {
-        "kind": "run",
-        "command": " ".join(command),
-        "stdin": data.decode() if data else None,
-        "timeout": timeout,
-        "sudo": sudo,
-    }
-    _run(target, operation, options, output, server=server, request=request)
+    spec = _spec(
+        "run",
+        target,
+        parallel,
+        connect_timeout,
+        user,
+        identity,
+        command=" ".join(command),
+        stdin=data,
+        timeout=timeout,
+        sudo=sudo,
+    )
+    _run(spec, output, ask_pass=ask_pass, out_dir=out_dir, err_dir=err_dir, server=server)
 
 
 def copy(
@@ -224,16 +197,18 @@ def copy(
     for source in sources:
         if not source.exists():
             raise InvalidInput(f"no such local file or directory: {source}", field="paths")
-    options = _options(parallel, connect_timeout, user, identity, ask_pass)
-    resolved = tuple(str(s.resolve()) for s in sources)
-
-    def operation() -> Operation:
-        from provisor.fleet.operations import Copy
-
-        return Copy(resolved, str(destination))
-
-    request = {"kind": "copy", "sources": list(resolved), "destination": str(destination)}
-    _run(target, operation, options, output, server=server, request=request)
+    sent = [str(s.resolve()) for s in sources]
+    spec = _spec(
+        "copy",
+        target,
+        parallel,
+        connect_timeout,
+        user,
+        identity,
+        sources=sent,
+        destination=str(destination),
+    )
+    _run(spec, output, ask_pass=ask_pass, server=server)
 
 
 def fetch(
@@ -248,14 +223,17 @@ def fetch(
     output: OutputMode = None,
 ) -> None:
     """Fetch a file or directory from every host into LOCAL_DIR/<host>/ (pslurp)."""
-    options = _options(parallel, connect_timeout, user, identity, ask_pass)
-
-    def operation() -> Operation:
-        from provisor.fleet.operations import Fetch
-
-        return Fetch(remote, str(local_dir))
-
-    _run(target, operation, options, output)
+    spec = _spec(
+        "fetch",
+        target,
+        parallel,
+        connect_timeout,
+        user,
+        identity,
+        sources=[remote],
+        destination=str(local_dir),
+    )
+    _run(spec, output, ask_pass=ask_pass)
 
 
 def kill(
@@ -271,20 +249,12 @@ def kill(
     server: Server = None,
 ) -> None:
     """Signal matching processes on every host and count them per host (pnuke)."""
-    name = signal.upper().removeprefix("SIG")
-    if not (name.isalnum() and (name.isdigit() or name.isalpha())):
-        raise InvalidInput(f"invalid signal {signal!r}", field="signal")
     if not pattern:
         raise InvalidInput("the pattern must not be empty", field="pattern")
-    options = _options(parallel, connect_timeout, user, identity, ask_pass)
-
-    def operation() -> Operation:
-        from provisor.fleet.operations import Kill
-
-        return Kill(pattern, name)
-
-    request = {"kind": "kill", "pattern": pattern, "signal": name}
-    _run(target, operation, options, output, server=server, request=request)
+    spec = _spec(
+        "kill", target, parallel, connect_timeout, user, identity, pattern=pattern, signal=signal
+    )
+    _run(spec, output, ask_pass=ask_pass, server=server)
 
 
 @jobs_app.command("list")
@@ -293,11 +263,11 @@ def jobs_list(
     output: Annotated[Format, typer.Option("--output")] = Format.table,
 ) -> None:
     """List recent jobs."""
-    from provisor.services import fleet as fleet_service
+    from provisor.services import jobs
 
-    jobs = fleet_service.list_jobs(context(), limit=limit)
+    found = jobs.list_jobs(context(), limit=limit)
     if output is Format.json:
-        emit_json(jobs)
+        emit_json(found)
         return
     table(
         ["id", "kind", "target", "command", "hosts", "summary", "created"],
@@ -311,7 +281,7 @@ def jobs_list(
                 j.summary,
                 j.created_at.strftime("%Y-%m-%d %H:%M:%S"),
             )
-            for j in jobs
+            for j in found
         ],
     )
 
@@ -322,9 +292,9 @@ def jobs_show(
     output: Annotated[Format, typer.Option("--output")] = Format.table,
 ) -> None:
     """Show a job and each host's result."""
-    from provisor.services import fleet as fleet_service
+    from provisor.services import jobs
 
-    job = fleet_service.get_job(context(), job_id)
+    job = jobs.get_job(context(), job_id)
     if output is Format.json:
         emit_json(job)
         return

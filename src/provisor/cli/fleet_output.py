@@ -9,7 +9,7 @@ from collections import Counter, defaultdict
 from typing import IO
 
 from provisor.core.nodeset import fold, natural_key
-from provisor.fleet.results import HostResult, Outcome, result_json
+from provisor.services.results import HostResult, Outcome, result_json
 
 CONNECTION_PROBLEMS = {Outcome.unreachable, Outcome.auth, Outcome.hostkey, Outcome.error}
 

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from provisor import services
 from provisor.cli._context import context
 from provisor.cli.output import Format, console, emit_json, fields, table
 from provisor.core.errors import InvalidInput
+
+if TYPE_CHECKING:  # the services load with the command that uses them
+    from provisor.services.schemas import GroupView
 
 app = typer.Typer(help="Manage static and smart groups of hosts.", no_args_is_help=True)
 
 OutputOption = Annotated[Format, typer.Option("--output", help="table or json")]
 
 
-def _show(group: services.GroupView) -> None:
+def _show(group: GroupView) -> None:
     fields(
         [
             ("name", group.name),
@@ -51,8 +53,11 @@ def add(
     output: OutputOption = Format.table,
 ) -> None:
     """Add a static group (explicit members) or a smart group (--rule)."""
-    spec = services.validate(
-        services.GroupSpec,
+    from provisor.services import groups
+    from provisor.services.schemas import GroupSpec, validate
+
+    spec = validate(
+        GroupSpec,
         {
             "name": name,
             "rule": rule,
@@ -62,7 +67,7 @@ def add(
             "proxy_jump": proxy_jump,
         },
     )
-    group = services.add_group(context(), spec)
+    group = groups.add_group(context(), spec)
     if output is Format.json:
         emit_json(group)
     else:
@@ -74,20 +79,24 @@ def add(
 @app.command("list")
 def list_(output: OutputOption = Format.table) -> None:
     """List groups with their resolved member counts."""
-    groups = services.list_groups(context())
+    from provisor.services import groups
+
+    found = groups.list_groups(context())
     if output is Format.json:
-        emit_json(groups)
+        emit_json(found)
         return
     table(
         ["name", "kind", "parent", "members", "rule"],
-        [(g.name, g.kind, g.parent, len(g.members), g.rule) for g in groups],
+        [(g.name, g.kind, g.parent, len(g.members), g.rule) for g in found],
     )
 
 
 @app.command("show")
 def show(name: str, output: OutputOption = Format.table) -> None:
     """Show a group and its resolved members."""
-    group = services.get_group(context(), name)
+    from provisor.services import groups
+
+    group = groups.get_group(context(), name)
     if output is Format.json:
         emit_json(group)
     else:
@@ -104,14 +113,16 @@ def members(
     output: OutputOption = Format.table,
 ) -> None:
     """List a group's hosts; with --add/--remove, change a static group's members."""
+    from provisor.services import groups, hosts
+
     ctx = context()
     if add or remove:
-        group = services.change_members(ctx, name, add=add or [], remove=remove or [])
+        group = groups.change_members(ctx, name, add=add or [], remove=remove or [])
         names = group.members
     else:
-        names = services.group_members(ctx, name)
+        names = groups.group_members(ctx, name)
     if output is Format.json:
-        emit_json(services.list_hosts(ctx, names=names))
+        emit_json(hosts.list_hosts(ctx, names=names))
         return
     for host in names:
         console.print(host, highlight=False)
@@ -126,7 +137,9 @@ def move(
     """Move a group under another group, or to the top level."""
     if (parent is None) == (not top):
         raise InvalidInput("give exactly one of --parent GROUP or --top", field="parent")
-    group = services.set_parent(context(), name, parent)
+    from provisor.services import groups
+
+    group = groups.set_parent(context(), name, parent)
     where = f"under {group.parent}" if group.parent else "to the top level"
     console.print(f"moved group [bold]{group.name}[/] {where}")
 
@@ -134,5 +147,7 @@ def move(
 @app.command("rm")
 def rm(name: str) -> None:
     """Remove a group (its hosts stay in the inventory)."""
-    services.remove_group(context(), name)
+    from provisor.services import groups
+
+    groups.remove_group(context(), name)
     console.print(f"removed group [bold]{name}[/]")

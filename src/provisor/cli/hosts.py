@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from provisor import services
 from provisor.cli._context import context
 from provisor.cli.output import (
     Format,
@@ -23,6 +22,9 @@ from provisor.cli.output import (
 )
 from provisor.core.errors import InvalidInput, ProvisorError
 from provisor.core.names import parse_key_values
+
+if TYPE_CHECKING:  # the services load with the command that uses them
+    from provisor.services.schemas import HostView
 
 app = typer.Typer(help="Manage the inventory of hosts.", no_args_is_help=True)
 
@@ -53,7 +55,7 @@ def _facts(items: list[str]) -> dict[str, Any]:
     return result
 
 
-def _show(host: services.HostView) -> None:
+def _show(host: HostView) -> None:
     fields(
         [
             ("name", host.name),
@@ -92,8 +94,11 @@ def add(
     output: OutputOption = Format.table,
 ) -> None:
     """Add a host to the inventory."""
-    spec = services.validate(
-        services.HostSpec,
+    from provisor.services import hosts
+    from provisor.services.schemas import HostSpec, validate
+
+    spec = validate(
+        HostSpec,
         {
             "name": name,
             "address": address,
@@ -105,7 +110,7 @@ def add(
             "facts": _facts(fact or []),
         },
     )
-    host = services.add_host(context(), spec)
+    host = hosts.add_host(context(), spec)
     if output is Format.json:
         emit_json(host)
     else:
@@ -115,21 +120,25 @@ def add(
 @app.command("list")
 def list_(output: OutputOption = Format.table) -> None:
     """List hosts."""
-    hosts = services.list_hosts(context())
+    from provisor.services import hosts
+
+    found = hosts.list_hosts(context())
     if output is Format.json:
-        emit_json(hosts)
+        emit_json(found)
         return
     table(
         ["name", "address", "port", "user", "state", "groups", "tags"],
-        [(h.name, h.address, h.port, h.user, h.state, h.groups, h.tags) for h in hosts],
+        [(h.name, h.address, h.port, h.user, h.state, h.groups, h.tags) for h in found],
     )
-    console.print(f"{len(hosts)} host(s)")
+    console.print(f"{len(found)} host(s)")
 
 
 @app.command("show")
 def show(name: str, output: OutputOption = Format.table) -> None:
     """Show one host with its facts, tags and groups."""
-    host = services.get_host(context(), name)
+    from provisor.services import hosts
+
+    host = hosts.get_host(context(), name)
     if output is Format.json:
         emit_json(host)
     else:
@@ -176,8 +185,10 @@ def set_(
         given["facts"] = {k: (None if v == "" else v) for k, v in _facts(fact).items()}
     if not given:
         raise InvalidInput("nothing to change: give at least one option", field="options")
-    changes = services.validate(services.HostChanges, given)
-    host = services.update_host(context(), name, changes)
+    from provisor.services import hosts
+    from provisor.services.schemas import HostChanges, validate
+
+    host = hosts.update_host(context(), name, validate(HostChanges, given))
     if output is Format.json:
         emit_json(host)
     else:
@@ -187,10 +198,12 @@ def set_(
 @app.command("rm")
 def rm(names: Annotated[list[str], typer.Argument(help="one or more host names")]) -> None:
     """Remove hosts from the inventory (the servers themselves are not touched)."""
+    from provisor.services import hosts
+
     failed = 0
     for name in names:
         try:
-            services.remove_host(context(), name)
+            hosts.remove_host(context(), name)
             console.print(f"removed host [bold]{name}[/]")
         except ProvisorError as exc:
             failed += 1
@@ -202,9 +215,9 @@ def rm(names: Annotated[list[str], typer.Argument(help="one or more host names")
 @app.command("rekey")
 def rekey(name: str) -> None:
     """Forget a host's trusted SSH host key; the next connection trusts the new one."""
-    from provisor.services.fleet import rekey_host
+    from provisor.services import jobs
 
-    had_key = rekey_host(context(), name)
+    had_key = jobs.rekey_host(context(), name)
     if had_key:
         console.print(f"forgot the host key of [bold]{name}[/]; the next connection trusts anew")
     else:
@@ -221,11 +234,13 @@ def import_(
     output: OutputOption = Format.table,
 ) -> None:
     """Import hosts (and groups) from a file; all of it or nothing."""
+    from provisor.services import importing
+
     try:
         text = read_input_file(file, field="file").decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"{file} is not UTF-8 text: {exc.reason}", field="file") from None
-    report = services.import_hosts(
+    report = importing.import_hosts(
         context(), text, source=str(file), format=format.value, on_existing=on_existing.value
     )
     if output is Format.json:

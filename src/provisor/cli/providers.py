@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from provisor.cli._context import context
+from provisor.cli._context import context, settings
 from provisor.cli.output import Format, console, emit_json, err_console, fields, table
 from provisor.core.errors import InvalidInput, NotFound, ProvisorError
 
@@ -147,7 +147,7 @@ def add(
     output: OutputOption = Format.table,
 ) -> None:
     """Configure a provider (the secret key is stored sealed, never shown)."""
-    from provisor.services import providers as service
+    from provisor.services import providers
 
     given: dict[str, Any] = {
         "region": region,
@@ -173,7 +173,7 @@ def add(
     if image:
         settings["images"] = _pairs(image, field="images", example="NAME=AMI_ID")
     secret = _secret_access_key(access_key_id)
-    view = service.add_provider(context(), name, kind, settings, secret)
+    view = providers.add_provider(context(), name, kind, settings, secret)
     if output is Format.json:
         emit_json(view)
     else:
@@ -186,9 +186,9 @@ def add(
 @app.command("list")
 def list_(output: OutputOption = Format.table) -> None:
     """List providers: local (built in) and the configured ones."""
-    from provisor.services import providers as service
+    from provisor.services import providers
 
-    views = service.list_providers(context())
+    views = providers.list_providers(context())
     if output is Format.json:
         emit_json(views)
         return
@@ -213,9 +213,9 @@ def list_(output: OutputOption = Format.table) -> None:
 @app.command("show")
 def show(name: str, output: OutputOption = Format.table) -> None:
     """Show one provider's settings (never its secret)."""
-    from provisor.services import providers as service
+    from provisor.services import providers
 
-    view = service.get_provider(context(), name)
+    view = providers.get_provider(context(), name)
     if output is Format.json:
         emit_json(view)
     else:
@@ -227,12 +227,11 @@ def check(name: str) -> None:
     """Reach the provider with its credentials; exit status 1 when that fails."""
     import asyncio
 
-    from provisor.services import providers as service
-    from provisor.settings import get_settings
+    from provisor.services import providers
 
     started = time.monotonic()
     try:
-        description = asyncio.run(service.check_provider(context(), get_settings(), name))
+        description = asyncio.run(providers.check_provider(context(), settings(), name))
     except NotFound:
         raise
     except ProvisorError as exc:
@@ -251,7 +250,7 @@ def check(name: str) -> None:
 @app.command("remove")
 def remove(name: str) -> None:
     """Forget a provider (refused while a deployment uses it)."""
-    from provisor.services import providers as service
+    from provisor.services import providers
 
-    service.remove_provider(context(), name)
+    providers.remove_provider(context(), name)
     console.print(f"removed provider [bold]{escape(name)}[/]")

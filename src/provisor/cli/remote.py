@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from provisor.core.errors import ProvisorError
-from provisor.fleet.results import HostResult, Outcome
+from provisor.services.results import HostResult, Outcome
 
 # The server sends a keep-alive comment every 15 s while a job is quiet.
 _TIMEOUT = httpx.Timeout(60.0, connect=10.0)

@@ -64,3 +64,8 @@ def parse_key_values(items: list[str], *, field: str) -> dict[str, str]:
             raise InvalidInput(f"expected KEY=VALUE, got {item!r}", field=field)
         result[check_tag_key(key.strip(), field=field)] = value.strip()
     return result
+
+
+def deployment_group(deployment: str) -> str:
+    """The inventory group that holds a deployment's machines (`deployment:NAME` targets it)."""
+    return f"deployment-{deployment}"

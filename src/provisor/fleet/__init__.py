@@ -14,7 +14,13 @@ from provisor.fleet.results import HostResult, Outcome
 if TYPE_CHECKING:
     from provisor.fleet.engine import execute
     from provisor.fleet.operations import Copy, Fetch, Kill, Operation, Run
-    from provisor.fleet.transport import Endpoint, HostKeys, SSHPool, TransportError
+    from provisor.fleet.transport import (
+        Endpoint,
+        HostKeys,
+        ScopedPool,
+        SSHPool,
+        TransportError,
+    )
 
 _LAZY = {
     "execute": "provisor.fleet.engine",
@@ -25,6 +31,7 @@ _LAZY = {
     "Run": "provisor.fleet.operations",
     "Endpoint": "provisor.fleet.transport",
     "HostKeys": "provisor.fleet.transport",
+    "ScopedPool": "provisor.fleet.transport",
     "SSHPool": "provisor.fleet.transport",
     "TransportError": "provisor.fleet.transport",
 }
@@ -44,6 +51,7 @@ __all__ = [
     "Outcome",
     "Run",
     "SSHPool",
+    "ScopedPool",
     "TransportError",
     "execute",
 ]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from provisor._asyncssh import asyncssh
 from provisor.fleet.operations import Operation
 from provisor.fleet.results import HostResult, Outcome
-from provisor.fleet.transport import Endpoint, SSHPool, TransportError, classify
+from provisor.fleet.transport import Endpoint, ScopedPool, TransportError, classify
 
 ResultCallback = Callable[[HostResult], Awaitable[None] | None]
 
@@ -21,7 +21,7 @@ _LOST = (asyncssh.ConnectionLost, asyncssh.DisconnectError, ConnectionResetError
 async def execute(
     endpoints: Sequence[Endpoint],
     operation: Operation,
-    pool: SSHPool,
+    pool: ScopedPool,
     *,
     parallel: int = 64,
     on_result: ResultCallback | None = None,
@@ -47,7 +47,7 @@ async def execute(
     return [r for r in results if r is not None]
 
 
-async def _on_host(endpoint: Endpoint, operation: Operation, pool: SSHPool) -> HostResult:
+async def _on_host(endpoint: Endpoint, operation: Operation, pool: ScopedPool) -> HostResult:
     started_at = datetime.now(UTC)
     start = time.monotonic()
     for attempt in (1, 2):

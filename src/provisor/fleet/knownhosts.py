@@ -1,4 +1,5 @@
-"""provisor's known-hosts store, kept in the database so every process shares it."""
+"""provisor's known-hosts store, one per tenant, kept in the database so every process
+shares it."""
 
 from __future__ import annotations
 
@@ -16,20 +17,31 @@ log = logging.getLogger(__name__)
 
 
 class DatabaseHostKeys:
-    """Trusted keys loaded once; keys first seen are buffered and saved by `flush`.
+    """One tenant's trusted keys, loaded once; keys first seen are buffered and saved by
+    `flush`.
 
     `trusted` and `remember` run inside the SSH handshake on the event loop, so
     they only touch memory; `flush` does the database work (call it off-loop).
+    A tenant never sees another's keys: an address one tenant trusted is a stranger to
+    the next, whose first connection trusts (or is refused) on its own.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, tenant_id: int) -> None:
         self._store = store
+        self.tenant_id = tenant_id
         with store.session() as session:
             rows = session.execute(
-                select(KnownHostKey.address, KnownHostKey.port, KnownHostKey.key)
+                select(KnownHostKey.address, KnownHostKey.port, KnownHostKey.key).where(
+                    KnownHostKey.tenant_id == tenant_id
+                )
             )
             self._known: dict[tuple[str, int], str] = {(a, p): k for a, p, k in rows}
         self._new: dict[tuple[str, int], str] = {}
+
+    @property
+    def scope(self) -> int:
+        """Whose keys these are: pooled connections never cross from one scope to another."""
+        return self.tenant_id
 
     def trusted(self, address: str, port: int) -> str | None:
         return self._known.get((address, port))
@@ -54,12 +66,16 @@ class DatabaseHostKeys:
             return
         session.execute(
             delete(KnownHostKey).where(
-                tuple_(KnownHostKey.address, KnownHostKey.port).in_(list(keys))
+                KnownHostKey.tenant_id == self.tenant_id,
+                tuple_(KnownHostKey.address, KnownHostKey.port).in_(list(keys)),
             )
         )
         session.execute(
             insert(KnownHostKey),
-            [{"address": a, "port": p, "key": key} for (a, p), key in keys.items()],
+            [
+                {"tenant_id": self.tenant_id, "address": a, "port": p, "key": key}
+                for (a, p), key in keys.items()
+            ],
         )
 
     def flush(self) -> int:
@@ -69,16 +85,22 @@ class DatabaseHostKeys:
         for (address, port), key in new.items():
             try:
                 with self._store.session() as session:
-                    session.add(KnownHostKey(address=address, port=port, key=key))
+                    session.add(
+                        KnownHostKey(tenant_id=self.tenant_id, address=address, port=port, key=key)
+                    )
                 saved += 1
             except IntegrityError:  # another process trusted this host meanwhile
                 log.info("host key of %s:%s was recorded by another process", address, port)
         return saved
 
 
-def forget_host_key(session: Session, address: str, port: int) -> bool:
-    """Drop the trusted key of one endpoint, so the next connection trusts anew."""
+def forget_host_key(session: Session, tenant_id: int, address: str, port: int) -> bool:
+    """Drop a tenant's trusted key of one endpoint, so its next connection trusts anew."""
     result = session.execute(
-        delete(KnownHostKey).where(KnownHostKey.address == address, KnownHostKey.port == port)
+        delete(KnownHostKey).where(
+            KnownHostKey.tenant_id == tenant_id,
+            KnownHostKey.address == address,
+            KnownHostKey.port == port,
+        )
     )
     return bool(getattr(result, "rowcount", 0))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import shlex
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -187,6 +188,27 @@ class Kill:
         return result
 
 
+async def _transfer(
+    connection: asyncssh.SSHClientConnection,
+    endpoint: Endpoint,
+    move: Callable[[asyncssh.SFTPClient], Awaitable[None]],
+    counted: Path | tuple[str, ...],
+    **details: Any,
+) -> HostResult:
+    """One SFTP transfer (copy or fetch), recursive and keeping modes and times: `ok`
+    with the bytes moved, or `failed` with the reason SFTP or the local side gave."""
+    try:
+        async with connection.start_sftp_client() as sftp:
+            await move(sftp)
+    except (asyncssh.SFTPError, OSError) as exc:
+        return HostResult(endpoint.name, endpoint.address, Outcome.failed, error=str(exc))
+    paths = [counted] if isinstance(counted, Path) else [Path(p) for p in counted]
+    size = await asyncio.to_thread(lambda: sum(_tree_size(p) for p in paths))
+    return HostResult(
+        endpoint.name, endpoint.address, Outcome.ok, details={"bytes": size, **details}
+    )
+
+
 @dataclass(frozen=True)
 class Copy:
     sources: tuple[str, ...]
@@ -199,13 +221,10 @@ class Copy:
     async def __call__(
         self, connection: asyncssh.SSHClientConnection, endpoint: Endpoint
     ) -> HostResult:
-        try:
-            async with connection.start_sftp_client() as sftp:
-                await sftp.put(list(self.sources), self.destination, recurse=True, preserve=True)
-        except (asyncssh.SFTPError, OSError) as exc:
-            return HostResult(endpoint.name, endpoint.address, Outcome.failed, error=str(exc))
-        size = sum(_tree_size(Path(s)) for s in self.sources)
-        return HostResult(endpoint.name, endpoint.address, Outcome.ok, details={"bytes": size})
+        async def put(sftp: asyncssh.SFTPClient) -> None:
+            await sftp.put(list(self.sources), self.destination, recurse=True, preserve=True)
+
+        return await _transfer(connection, endpoint, put, self.sources)
 
 
 @dataclass(frozen=True)
@@ -222,18 +241,11 @@ class Fetch:
     ) -> HostResult:
         target = Path(self.local_dir) / endpoint.name
         await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
-        try:
-            async with connection.start_sftp_client() as sftp:
-                await sftp.get(self.remote, str(target), recurse=True, preserve=True)
-        except (asyncssh.SFTPError, OSError) as exc:
-            return HostResult(endpoint.name, endpoint.address, Outcome.failed, error=str(exc))
-        size = await asyncio.to_thread(_tree_size, target)
-        return HostResult(
-            endpoint.name,
-            endpoint.address,
-            Outcome.ok,
-            details={"bytes": size, "path": str(target)},
-        )
+
+        async def get(sftp: asyncssh.SFTPClient) -> None:
+            await sftp.get(self.remote, str(target), recurse=True, preserve=True)
+
+        return await _transfer(connection, endpoint, get, target, path=str(target))
 
 
 def _tree_size(path: Path) -> int:

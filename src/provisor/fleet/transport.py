@@ -7,7 +7,7 @@ import errno
 import os
 import resource
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -44,7 +44,12 @@ _CIPHERS = [
 
 
 class HostKeys(Protocol):
-    """Where trusted host keys live (provisor's own known-hosts store)."""
+    """Where trusted host keys live (provisor's own known-hosts store, one per tenant)."""
+
+    @property
+    def scope(self) -> Hashable:
+        """Whose keys these are; a connection verified in one scope serves no other."""
+        ...
 
     def trusted(self, address: str, port: int) -> str | None: ...
 
@@ -136,24 +141,20 @@ class SSHPool:
 
     A second job on the same hosts in the same process (the server) pays no
     handshake. Handshakes are bounded separately from commands, because they
-    are the CPU-heavy part for both ends.
+    are the CPU-heavy part for both ends. The pool trusts no key itself: each job
+    reaches it through `scoped(host_keys)`, which verifies new handshakes against
+    that job's keys and reuses only connections verified in the same scope.
     """
 
     def __init__(
         self,
-        host_keys: HostKeys,
         *,
         identities: list[str] | None = None,
-        password: str | None = None,
-        connect_timeout: float = 10.0,
         keepalive_interval: float = 30.0,
         max_handshakes: int = 100,
         ssh_config: list[str] | None = None,
     ) -> None:
         raise_nofile_limit()
-        self._host_keys = host_keys
-        self._password = password
-        self._connect_timeout = connect_timeout
         self._keepalive = keepalive_interval
         self._handshakes = asyncio.Semaphore(max_handshakes)
         self._connections: dict[tuple[object, ...], asyncssh.SSHClientConnection] = {}
@@ -166,6 +167,13 @@ class SSHPool:
             ssh_config = [str(default)] if default.is_file() else []
         self._config = ssh_config
         self.handshakes_done = 0
+
+    def scoped(
+        self, host_keys: HostKeys, *, password: str | None = None, connect_timeout: float = 10.0
+    ) -> ScopedPool:
+        """The pool as one job (of one tenant) sees it: handshakes judged by `host_keys`,
+        with that job's password (-A) and connect timeout."""
+        return ScopedPool(self, host_keys, password=password, connect_timeout=connect_timeout)
 
     def _keys_for(self, endpoint: Endpoint) -> list[asyncssh.SSHKey] | None:
         paths = [endpoint.identity] if endpoint.identity else self._default_identities
@@ -183,9 +191,8 @@ class SSHPool:
             keys.append(self._key_cache[path])
         return keys
 
-    async def connect(self, endpoint: Endpoint) -> asyncssh.SSHClientConnection:
-        """A live connection to the endpoint: a pooled one, or a new handshake."""
-        key = endpoint.key
+    async def _connect(self, endpoint: Endpoint, job: ScopedPool) -> asyncssh.SSHClientConnection:
+        key = (job.host_keys.scope, *endpoint.key)
         existing = self._connections.get(key)
         if existing is not None and not existing.is_closed():
             return existing
@@ -197,7 +204,7 @@ class SSHPool:
         )
         self._pending[key] = future
         try:
-            connection = await self._open(endpoint)
+            connection = await self._open(endpoint, job)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # mark retrieved: waiters re-raise it themselves
@@ -209,12 +216,12 @@ class SSHPool:
         finally:
             del self._pending[key]
 
-    async def _open(self, endpoint: Endpoint) -> asyncssh.SSHClientConnection:
-        client = _Client(self._host_keys, endpoint)
+    async def _open(self, endpoint: Endpoint, job: ScopedPool) -> asyncssh.SSHClientConnection:
+        client = _Client(job.host_keys, endpoint)
         tunnel: asyncssh.SSHClientConnection | None = None
         if endpoint.proxy_jump:
-            tunnel = await self.connect(_jump_endpoint(endpoint.proxy_jump, endpoint))
-        trusted = self._host_keys.trusted(endpoint.address, endpoint.port)
+            tunnel = await self._connect(_jump_endpoint(endpoint.proxy_jump, endpoint), job)
+        trusted = job.host_keys.trusted(endpoint.address, endpoint.port)
         algorithms: list[str] = []
         if trusted is not None:
             try:
@@ -232,16 +239,16 @@ class SSHPool:
                         username=endpoint.user or (),
                         client_factory=_factory(client),
                         client_keys=self._keys_for(endpoint) or (),
-                        password=self._password,
+                        password=job.password,
                         known_hosts=([], [], []),  # nothing pre-trusted: the client decides
                         server_host_key_algs=algorithms or (),
-                        connect_timeout=self._connect_timeout,
+                        connect_timeout=job.connect_timeout,
                         encryption_algs=_CIPHERS,
                         keepalive_interval=self._keepalive,
                         keepalive_count_max=3,
                         config=self._config or None,
                     ),
-                    self._connect_timeout,
+                    job.connect_timeout,
                 )
             except BaseException as exc:
                 if isinstance(exc, asyncio.CancelledError):
@@ -256,18 +263,13 @@ class SSHPool:
         self.handshakes_done += 1
         return connection
 
-    def forget(self, endpoint: Endpoint) -> None:
-        """Drop a connection that misbehaved, so the next use makes a fresh one."""
-        connection = self._connections.pop(endpoint.key, None)
+    def _forget(self, scope: Hashable, endpoint: Endpoint) -> None:
+        connection = self._connections.pop((scope, *endpoint.key), None)
         if connection is not None:
             connection.abort()
 
-    def use_host_keys(self, host_keys: HostKeys) -> None:
-        """Judge new handshakes by a fresher copy of the known-hosts store."""
-        self._host_keys = host_keys
-
-    def has_live(self, endpoint: Endpoint) -> bool:
-        connection = self._connections.get(endpoint.key)
+    def _has_live(self, scope: Hashable, endpoint: Endpoint) -> bool:
+        connection = self._connections.get((scope, *endpoint.key))
         return connection is not None and not connection.is_closed()
 
     def __len__(self) -> int:
@@ -279,6 +281,35 @@ class SSHPool:
         for connection in connections:
             connection.close()
         await asyncio.gather(*(c.wait_closed() for c in connections), return_exceptions=True)
+
+
+class ScopedPool:
+    """One job's way into a pool: new handshakes are verified against its own host keys,
+    and only connections verified in the same scope (tenant) are reused."""
+
+    def __init__(
+        self,
+        pool: SSHPool,
+        host_keys: HostKeys,
+        *,
+        password: str | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.pool = pool
+        self.host_keys = host_keys
+        self.password = password
+        self.connect_timeout = connect_timeout
+
+    async def connect(self, endpoint: Endpoint) -> asyncssh.SSHClientConnection:
+        """A live connection to the endpoint: a pooled one, or a new handshake."""
+        return await self.pool._connect(endpoint, self)
+
+    def forget(self, endpoint: Endpoint) -> None:
+        """Drop a connection that misbehaved, so the next use makes a fresh one."""
+        self.pool._forget(self.host_keys.scope, endpoint)
+
+    def has_live(self, endpoint: Endpoint) -> bool:
+        return self.pool._has_live(self.host_keys.scope, endpoint)
 
 
 def _factory(client: _Client) -> Callable[[], asyncssh.SSHClient]:

@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from provisor.core.errors import ProvisorError
+from provisor.polling import poll_until
 
 from . import procs
 from ._host import (
@@ -374,20 +375,20 @@ async def stop(host: SandboxHost) -> None:
         # Kill PID 1 inside first: unshare then reaps it and exits by itself.
         for pid in init or [host.pid]:
             procs.kill(pid)
-        clean = await procs.wait_until(lambda: not procs.is_alive(host.pid, directory), 3.0)
+        clean = await poll_until(lambda: not procs.is_alive(host.pid, directory), timeout=3.0)
         if not clean:
             procs.kill(host.pid)
-            await procs.wait_until(lambda: not procs.is_alive(host.pid, directory), 3.0)
+            await poll_until(lambda: not procs.is_alive(host.pid, directory), timeout=3.0)
         # When unshare could reap PID 1, the kernel had already killed and reaped the
         # rest of the PID namespace (the exit of a namespace's init waits for that).
         if namespace is not None and not clean:
-            await procs.wait_until(lambda: not procs.in_pid_namespace(namespace), 5.0)
+            await poll_until(lambda: not procs.in_pid_namespace(namespace), timeout=5.0)
     # Whatever still names the directory (e.g. an sshd whose top process was killed by
     # hand) belongs to this host too.
     left = await procs.referring_to_async(directory)
     for pid in left:
         procs.kill(pid)
-    if left and not await procs.wait_until(lambda: not procs.referring_to(directory), 5.0):
+    if left and not await poll_until(lambda: not procs.referring_to(directory), timeout=5.0):
         survivors = ", ".join(str(p) for p in procs.referring_to(directory))
         raise ProvisorError(f"sandbox host {host.name}: processes survived stop: {survivors}")
 

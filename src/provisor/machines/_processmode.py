@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from provisor.core.errors import ProvisorError
+from provisor.polling import poll_until
 
 from . import procs
 from ._host import (
@@ -161,7 +162,7 @@ async def stop(host: SandboxHost) -> None:
     if procs.is_alive(host.pid, directory):
         # SIGTERM lets the host kill and reap what it started (it is their subreaper).
         procs.kill(host.pid, signal.SIGTERM)
-        if not await procs.wait_until(lambda: not procs.is_alive(host.pid, directory), 5.0):
+        if not await poll_until(lambda: not procs.is_alive(host.pid, directory), timeout=5.0):
             for pid in procs.descendants(host.pid):
                 procs.kill(pid)
             procs.kill(host.pid)
@@ -172,7 +173,7 @@ async def stop(host: SandboxHost) -> None:
     left = leftovers()
     for pid in left:
         procs.kill(pid)
-    if left and not await procs.wait_until(lambda: not leftovers(), 5.0):
+    if left and not await poll_until(lambda: not leftovers(), timeout=5.0):
         survivors = ", ".join(str(p) for p in leftovers())
         raise ProvisorError(f"sandbox host {host.name}: processes survived stop: {survivors}")
 

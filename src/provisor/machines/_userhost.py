@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from provisor._asyncssh import asyncssh
+from provisor.polling import poll_until_sync
 
 from ._host import USERHOST_ENV_MARKER, USERHOST_PID_FILE
 from ._keys import HOST_KEY
@@ -247,16 +248,16 @@ class _Host:
 
     def kill_everything(self) -> None:
         """Kill every process this host started, reaping them (we are their subreaper)."""
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
+
+        def none_left() -> bool:
+            self.reaper.reap()
             found = descendants(os.getpid())
-            if not found:
-                return
             for pid in found:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-            time.sleep(0.01)
-            self.reaper.reap()
+            return not found
+
+        poll_until_sync(none_left, timeout=5.0, first=0.01, factor=1.0)
 
 
 async def _pump(fd: int, target: asyncssh.SSHWriter[bytes]) -> None:

@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from provisor.core.errors import ProvisorError
+from provisor.polling import poll_until
 
 from ._host import log_tail
 
@@ -262,18 +262,6 @@ def kill(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:
         os.kill(pid, sig)
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    delay = 0.005
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.1)
-
-
 # --- listening sockets -------------------------------------------------------------------
 
 
@@ -394,12 +382,11 @@ async def wait_for_ssh(
     timeout: float,
 ) -> None:
     """Return once `address:port` sends an SSH banner; fail fast if the process died."""
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
+
+    async def answered() -> bool:
         try:
             if (await _banner(address, port)).startswith(b"SSH-"):
-                return
+                return True
         except (TimeoutError, OSError):
             pass
         if not alive():
@@ -407,13 +394,13 @@ async def wait_for_ssh(
                 f"{what} exited before answering SSH on {address}:{port}; "
                 f"last lines of {log}:\n{log_tail(log)}"
             )
-        if time.monotonic() >= deadline:
-            raise ProvisorError(
-                f"{what} did not answer SSH on {address}:{port} within {timeout:g} s; "
-                f"last lines of {log}:\n{log_tail(log)}"
-            )
-        await asyncio.sleep(delay)
-        delay = min(delay * 1.5, 0.1)
+        return False
+
+    if not await poll_until(answered, timeout=timeout, first=0.01, factor=1.5):
+        raise ProvisorError(
+            f"{what} did not answer SSH on {address}:{port} within {timeout:g} s; "
+            f"last lines of {log}:\n{log_tail(log)}"
+        )
 
 
 async def wait_for_log(log: Path, offset: int, marker: str, *, timeout: float) -> bool:
@@ -427,7 +414,7 @@ async def wait_for_log(log: Path, offset: int, marker: str, *, timeout: float) -
         except OSError:
             return False
 
-    return await wait_until(seen, timeout)
+    return bool(await poll_until(seen, timeout=timeout))
 
 
 def smaps_rollup(pid: int) -> dict[str, int]:

@@ -26,6 +26,7 @@ from provisor.core.blueprint import (
     node_order,
     render_outputs,
 )
+from provisor.core.names import deployment_group
 from provisor.events import record_event
 from provisor.fleet.results import HostResult
 from provisor.fleet.transport import Endpoint
@@ -359,7 +360,7 @@ def _launched(deployment: Deployment, launched: list[tuple[Machine, MachineInfo]
         joining = [{"group_id": group_id, "host_id": i} for i in host_ids if i not in members]
         if joining:
             session.execute(insert(group_members), joining)
-        rt.host_keys().pin(
+        rt.host_keys(deployment.tenant_id).pin(
             {
                 (info.address, info.port): info.host_key  # pinned: no trust-on-first-use
                 for _, info in launched
@@ -371,7 +372,7 @@ def _launched(deployment: Deployment, launched: list[tuple[Machine, MachineInfo]
 
 def _deployment_group(session: Session, deployment: Deployment) -> int:
     """The id of the inventory group `deployment-NAME` (made when missing)."""
-    group_name = f"deployment-{deployment.name}"
+    group_name = deployment_group(deployment.name)
     group_id = session.scalar(
         select(Group.id).where(Group.tenant_id == deployment.tenant_id, Group.name == group_name)
     )
@@ -464,8 +465,10 @@ async def reachability_step(deployment_id: int, names: list[str]) -> list[tuple[
     One checkpoint for all: probing again after a crash is harmless.
     """
     rt = runtime()
-    _, machines = await asyncio.to_thread(_load, deployment_id, names, step="waiting for SSH")
-    pool = rt.pool()
+    deployment, machines = await asyncio.to_thread(
+        _load, deployment_id, names, step="waiting for SSH"
+    )
+    pool = rt.pool(deployment.tenant_id)
     results = await asyncio.gather(
         *(machine_ops.probe(pool, _endpoint(m), timeout=REACHABLE_TIMEOUT) for m in machines),
         return_exceptions=True,
@@ -487,7 +490,7 @@ async def _configure(deployment: Deployment, machine: Machine, plan: Any) -> Non
     """User data finished, then the node's waits, then its scripts in order."""
     rt = runtime()
     name, deployment_id = machine.name, deployment.id
-    endpoint, pool = _endpoint(machine), rt.pool()
+    endpoint, pool = _endpoint(machine), rt.pool(deployment.tenant_id)
     own = f"{machine.node}.{machine.index}"
     # The values provisor published that the machine reads most (its own, and the ones
     # it waits for) never change: the machine answers them itself.

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 from provisor.fleet.operations import run_command
 from provisor.fleet.results import HostResult, Outcome
-from provisor.fleet.transport import Endpoint, SSHPool, TransportError
+from provisor.fleet.transport import Endpoint, ScopedPool, TransportError
 from provisor.orchestrator.param_agent import AGENT
+from provisor.polling import poll_until
 from provisor.providers.base import USER_DATA_DONE
 
 CLOUD_INIT_DONE = "/var/lib/cloud/instance/boot-finished"
@@ -31,33 +32,35 @@ class MachineStepError(Exception):
     """A configuration step failed on a machine; the message says how."""
 
 
-async def run(pool: SSHPool, endpoint: Endpoint, command: str, **kw: object) -> HostResult:
+async def run(pool: ScopedPool, endpoint: Endpoint, command: str, **kw: object) -> HostResult:
     connection = await pool.connect(endpoint)
     return await run_command(connection, endpoint, command, **kw)  # type: ignore[arg-type]
 
 
-async def probe(pool: SSHPool, endpoint: Endpoint, *, timeout: float) -> None:
+async def probe(pool: ScopedPool, endpoint: Endpoint, *, timeout: float) -> None:
     """Until SSH lets the controller in (its host key and our key accepted), or `timeout`.
 
     The connection stays in the pool for the commands that follow; the first of them
     shows whether the machine runs commands.
     """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last = "no answer"
-    while loop.time() < deadline:
+    last = ["no answer"]
+
+    async def reached() -> bool:
         try:
             await asyncio.wait_for(pool.connect(endpoint), 10.0)
-            return
+            return True
         except TimeoutError:
-            last = "no answer within 10s"
+            last[0] = "no answer within 10s"
         except TransportError as exc:
-            last = exc.message
+            last[0] = exc.message
             if exc.outcome in (Outcome.auth, Outcome.hostkey):
                 raise MachineStepError(f"SSH refused: {exc.message}") from None
         pool.forget(endpoint)
-        await asyncio.sleep(0.2)
-    raise MachineStepError(f"not reachable over SSH within {timeout:g}s: {last}")
+        return False
+
+    if await poll_until(reached, timeout=timeout, first=0.2, factor=1.0):
+        return
+    raise MachineStepError(f"not reachable over SSH within {timeout:g}s: {last[0]}")
 
 
 def script_path(number: int) -> str:
@@ -141,7 +144,7 @@ def _prepare_script(setup: Setup, timeout: float) -> str:
     )
 
 
-async def prepare(pool: SSHPool, endpoint: Endpoint, setup: Setup, *, timeout: float) -> None:
+async def prepare(pool: ScopedPool, endpoint: Endpoint, setup: Setup, *, timeout: float) -> None:
     """In one command: wait for the user data (when there is one) to finish, fail if it
     failed; then write `provisor-param`, where it reaches the controller and the
     certificate it trusts there, the values it answers itself, the scripts' environment
@@ -162,7 +165,7 @@ async def prepare(pool: SSHPool, endpoint: Endpoint, setup: Setup, *, timeout: f
 
 
 async def run_script(
-    pool: SSHPool, endpoint: Endpoint, number: int, *, timeout: float
+    pool: ScopedPool, endpoint: Endpoint, number: int, *, timeout: float
 ) -> HostResult:
     """Run script `number` (written by `prepare`) with the deployment's environment."""
     return await run(

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from provisor.core.errors import NotFound, ProvisorError
 from provisor.fleet.knownhosts import DatabaseHostKeys
-from provisor.fleet.transport import SSHPool
+from provisor.fleet.transport import ScopedPool, SSHPool
 from provisor.orchestrator import secrets
 from provisor.orchestrator.params import ParameterBoard
 from provisor.providers import registry
@@ -34,7 +34,8 @@ class Runtime:
     plans_lock: threading.Lock = field(default_factory=threading.Lock)
     _providers: dict[tuple[int | None, str], Provider] = field(default_factory=dict)
     _pools: dict[int, SSHPool] = field(default_factory=dict)
-    _host_keys: DatabaseHostKeys | None = None
+    _host_keys: dict[int, DatabaseHostKeys] = field(default_factory=dict)  # by tenant id
+    _host_keys_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.board = ParameterBoard(self.store)
@@ -56,17 +57,23 @@ class Runtime:
             )
         return self._providers[key]
 
-    def host_keys(self) -> DatabaseHostKeys:
-        if self._host_keys is None:
-            self._host_keys = DatabaseHostKeys(self.store)
-        return self._host_keys
+    def host_keys(self, tenant_id: int) -> DatabaseHostKeys:
+        """The tenant's trusted keys (its machines' keys are pinned there at launch).
 
-    def pool(self) -> SSHPool:
-        """One pool per event loop: connections belong to the loop that made them."""
+        Loaded once per tenant; launches pin from several threads at once, and all must
+        pin into the one copy the tenant's connections are judged by."""
+        with self._host_keys_lock:
+            if tenant_id not in self._host_keys:
+                self._host_keys[tenant_id] = DatabaseHostKeys(self.store, tenant_id)
+            return self._host_keys[tenant_id]
+
+    def pool(self, tenant_id: int) -> ScopedPool:
+        """SSH to a tenant's machines. One pool per event loop (connections belong to the
+        loop that made them), seen through the tenant's own host keys."""
         loop = id(asyncio.get_running_loop())
         if loop not in self._pools:
-            self._pools[loop] = SSHPool(self.host_keys(), connect_timeout=15.0)
-        return self._pools[loop]
+            self._pools[loop] = SSHPool()
+        return self._pools[loop].scoped(self.host_keys(tenant_id), connect_timeout=15.0)
 
     def unseal_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
         return {

@@ -164,8 +164,6 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
                 local_network=settings.local_network,
             )
         )
-        # Loaded here, once: the first launches would otherwise race to load it.
-        await asyncio.to_thread(rt.host_keys)
         # HTTPS wherever the machines' calls cross a network; on a loopback address
         # they never leave this computer, and a TLS handshake per call costs ~1 ms.
         tls = None if _loopback(settings.parameter_address) else rt.param_tls

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from provisor.polling import poll_until
 from provisor.providers._ec2_settings import Ec2Settings
 from provisor.providers.base import ProviderError
 
@@ -198,22 +199,21 @@ class Ec2Api:
         machine: str | None = None,
     ) -> T:
         """Until `check` gives a value: short jittered pauses, bounded by `timeout`."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        pause = 0.2
-        while True:
+
+        async def visible() -> T | None:
             try:
-                found = await check()
+                return await check()
             except Ec2Error as exc:
                 if exc.code not in NOT_FOUND:
                     raise
-                found = None  # just created, not visible yet
-            if found is not None:
-                return found
-            if loop.time() + pause > deadline:
-                raise ProviderError(f"{what}: not done after {timeout:g}s", machine=machine)
-            await asyncio.sleep(pause * random.uniform(0.5, 1.5))  # noqa: S311 (jitter)
-            pause = min(pause * 1.5, 3.0)
+                return None  # just created, not visible yet
+
+        found = await poll_until(
+            visible, timeout=timeout, first=0.2, factor=1.5, most=3.0, jitter=True
+        )
+        if found is None:
+            raise ProviderError(f"{what}: not done after {timeout:g}s", machine=machine)
+        return found
 
     # --- instances ----------------------------------------------------------------------
 

@@ -14,10 +14,11 @@ import contextlib
 import errno
 import logging
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from provisor.polling import poll_until_sync
 
 log = logging.getLogger("provisor.providers.local")
 
@@ -67,21 +68,23 @@ def apply_limit(path: Path, memory_mb: int) -> bool:
 
 def remove(path: Path, timeout: float = 5.0) -> None:
     """Remove a machine's cgroup once its processes are gone (best effort)."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def gone() -> bool:
         try:
             path.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if exc.errno == errno.EBUSY:  # the kernel still accounts its last processes
+                return False
+            log.warning("cannot remove cgroup %s: %s", path, exc)
+        else:
             with contextlib.suppress(OSError):
                 path.parent.rmdir()  # the provider's group, once its last machine is gone
-            return
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            # EBUSY while the kernel still accounts the machine's last processes.
-            if exc.errno != errno.EBUSY or time.monotonic() >= deadline:
-                log.warning("cannot remove cgroup %s: %s", path, exc)
-                return
-        time.sleep(0.05)
+        return True
+
+    if not poll_until_sync(gone, timeout=timeout, first=0.05, factor=1.0):
+        log.warning("cannot remove cgroup %s: still busy after %g s", path, timeout)
 
 
 def _mount_points() -> tuple[Path | None, Path | None]:

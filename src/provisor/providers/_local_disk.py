@@ -20,12 +20,12 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from provisor import machines
+from provisor.polling import poll_until_sync
 from provisor.providers._local_state import VolumeRecord
 from provisor.providers.base import ProviderError
 
@@ -98,14 +98,9 @@ def wait_loops_released(paths: Sequence[Path], timeout: float = 10.0) -> list[st
     detaches the loop devices of its volumes (mount sets them to auto-clear), shortly
     after: booting it again before that would attach a second device to the same image.
     """
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        left = loop_devices(paths)
-        if not left or time.monotonic() >= deadline:
-            return left
-        time.sleep(delay)
-        delay = min(delay * 2, 0.2)
+    if poll_until_sync(lambda: not loop_devices(paths), timeout=timeout, first=0.01, most=0.2):
+        return []
+    return loop_devices(paths)
 
 
 class _HashingWriter:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
+from provisor.polling import poll_until
 from provisor.providers.base import ProviderError
 
 T = TypeVar("T")
@@ -308,22 +309,21 @@ class Registry:
             await asyncio.to_thread(locks.mkdir, parents=True, exist_ok=True)
             fd = os.open(locks / f"{machine_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            deadline = time.monotonic() + MACHINE_LOCK_TIMEOUT
-            delay = 0.005
-            while True:
+
+            def locked() -> bool:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
                 except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise ProviderError(
-                            f"busy: another call has held this machine for more than "
-                            f"{MACHINE_LOCK_TIMEOUT:g} s",
-                            machine=machine_id,
-                            call=call,
-                        ) from None
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 0.1)
+                    return False
+                return True
+
+            if not await poll_until(locked, timeout=MACHINE_LOCK_TIMEOUT):
+                raise ProviderError(
+                    f"busy: another call has held this machine for more than "
+                    f"{MACHINE_LOCK_TIMEOUT:g} s",
+                    machine=machine_id,
+                    call=call,
+                )
             yield
         finally:
             os.close(fd)

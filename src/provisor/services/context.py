@@ -118,3 +118,6 @@ def audited(ctx: Context, kind: str, subject: str) -> Iterator[tuple[Session, Au
                 details={**audit.details, "error": str(exc)[:_MAX_ERROR]},
             )
         raise
+
+
+__all__ = ["Audit", "Context", "Settings", "Store", "audited", "get_settings", "open_context"]

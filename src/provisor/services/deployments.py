@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from provisor.core.blueprint import Blueprint, expand, load_blueprint, resolve_inputs
 from provisor.core.errors import Conflict, InvalidInput, NotFound
-from provisor.core.names import check_name
+from provisor.core.names import check_name, deployment_group
 from provisor.orchestrator import secrets, worker
 from provisor.services.context import Context, audited
 from provisor.services.providers import provider_names
@@ -277,7 +277,7 @@ async def remove_deployment(ctx: Context, settings: Settings, name: str) -> Depl
         )
         session.execute(
             delete(Group).where(
-                Group.tenant_id == deployment.tenant_id, Group.name == f"deployment-{name}"
+                Group.tenant_id == deployment.tenant_id, Group.name == deployment_group(name)
             )
         )
         audit.details = {"machines": len(ids)}

@@ -44,3 +44,6 @@ def follow_events(
             yield event
         if not fresh:
             time.sleep(poll_seconds)
+
+
+__all__ = ["EventView", "follow_events", "list_events"]

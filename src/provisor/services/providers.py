@@ -33,6 +33,7 @@ from provisor.store.orchestration import Deployment
 logger = logging.getLogger(__name__)
 
 BUILT_IN = registry.BUILT_IN
+KINDS = registry.KINDS  # the provider types provisor can drive
 _MAX_NAME = 64  # a deployment records its provider's name in 64 characters
 
 # Per kind: the setting whose presence means a secret is stored with it, and what
@@ -287,6 +288,7 @@ async def check_provider(ctx: Context, settings: Settings, name: str) -> str:
 
 __all__ = [
     "BUILT_IN",
+    "KINDS",
     "ProviderView",
     "add_provider",
     "check_provider",

@@ -174,12 +174,16 @@ class JobResult(Base):
 
 
 class KnownHostKey(Base):
-    """provisor's own known-hosts store: trusted on first use, refused on change."""
+    """provisor's own known-hosts store, one per tenant: trusted on first use (or pinned
+    from the provider), refused on change."""
 
     __tablename__ = "known_host_keys"
-    __table_args__ = (UniqueConstraint("address", "port", name="uq_known_host_keys_endpoint"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "address", "port", name="uq_host_keys_tenant_endpoint"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
     address: Mapped[str] = mapped_column(String(255))
     port: Mapped[int] = mapped_column(Integer)
     key: Mapped[str] = mapped_column(Text)  # OpenSSH public key line

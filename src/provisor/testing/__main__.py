@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from provisor.machines import destroy, is_running, list_hosts, procs, stop
+from provisor.polling import poll_until
 
 TEST_ROOT = Path("/run/provisor-test")
 SESSION_PID = ".session-pid"  # written by the pytest plugin into its base dir
@@ -54,7 +55,7 @@ async def _cleanup(base_dirs: list[Path]) -> int:
         for pid in leftovers:
             procs.kill(pid)
         if leftovers:
-            await procs.wait_until(_gone(base), 5.0)
+            await poll_until(_gone(base), timeout=5.0)
         if base.exists():
             shutil.rmtree(base, ignore_errors=True)
         print(f"{base}: destroyed {len(hosts)} host(s), killed {len(leftovers)} stray process(es)")

@@ -1,0 +1,39 @@
+"""The server's own state: is the store answering, which database, which version."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from sqlalchemy import text
+
+from provisor import __version__
+from provisor.services.context import Context
+from provisor.services.jobs import JobRunner
+
+
+class PoolStats(BaseModel):
+    connections: int = Field(description="SSH connections open and ready for the next job")
+    handshakes: int = Field(description="SSH handshakes made since the server started")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    database: str
+    pool: PoolStats
+
+
+def health(ctx: Context, runner: JobRunner) -> Health:
+    """Answers only when the database does (a query, not a cached flag)."""
+    with ctx.store.session() as session:
+        session.execute(text("SELECT 1"))
+    return Health(
+        status="ok",
+        version=__version__,
+        database=ctx.store.engine.dialect.name,
+        pool=PoolStats(connections=runner.connections, handshakes=runner.handshakes),
+    )
+
+
+__all__ = ["Health", "PoolStats", "health"]

@@ -1,0 +1,130 @@
+"""Targets resolved against a tenant's inventory: which hosts, reached how."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from provisor.core.errors import InvalidInput, NotFound
+from provisor.core.hostfiles import parse_pssh_hosts
+from provisor.core.names import deployment_group
+from provisor.core.targets import HostRef, evaluate, parse_target
+from provisor.fleet.options import FleetOptions
+from provisor.fleet.transport import Endpoint
+from provisor.services.context import Context
+from provisor.services.groups import resolve_members
+from provisor.services.hosts import tenant_hosts
+from provisor.store.models import Group, Host
+
+
+class _InventoryResolver:
+    """Answers the target evaluator's questions from the tenant's inventory.
+
+    Lives inside one session; a group's members are resolved only if asked for.
+    """
+
+    def __init__(self, session: Session, tenant_id: int) -> None:
+        self._session = session
+        self._tenant_id = tenant_id
+        self.hosts = {h.name: h for h in tenant_hosts(session, tenant_id)}
+        groups = session.scalars(
+            select(Group)
+            .where(Group.tenant_id == tenant_id)
+            .options(selectinload(Group.members), selectinload(Group.children))
+        ).all()
+        self._groups = {g.name: g for g in groups}
+        self._group_jump = _group_jumps(groups)
+
+    def all_hosts(self) -> Iterable[HostRef]:
+        return [_ref(h) for h in self.hosts.values()]
+
+    def group_members(self, name: str) -> Iterable[HostRef]:
+        group = self._groups.get(name)
+        if group is None:
+            raise NotFound(f"no group named {name!r}", field="target")
+        return [_ref(h) for h in resolve_members(self._session, self._tenant_id, group)]
+
+    def tagged_hosts(self, key: str, value: str) -> Iterable[HostRef]:
+        return [_ref(h) for h in self.hosts.values() if str(h.tags.get(key)) == value]
+
+    def deployment_members(self, name: str) -> Iterable[HostRef]:
+        group = deployment_group(name)
+        if group not in self._groups:
+            raise NotFound(f"no deployment named {name!r}", field="target")
+        return self.group_members(group)
+
+    def read_file(self, path: str) -> Iterable[HostRef]:
+        try:
+            text = Path(path).expanduser().read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"cannot read hosts file {path}: {exc}", field="target") from None
+        inventory = parse_pssh_hosts(text, source=path)
+        refs = []
+        for entry in inventory.hosts:
+            known = self.hosts.get(entry.name)
+            if known is not None and entry.user is None and entry.port is None:
+                refs.append(_ref(known))
+            else:
+                refs.append(HostRef(entry.name, entry.address, entry.port, entry.user))
+        return refs
+
+    def proxy_jump(self, host: Host) -> str | None:
+        if host.proxy_jump:
+            return host.proxy_jump
+        for group in host.groups:
+            jump = self._group_jump.get(group.name)
+            if jump:
+                return jump
+        return None
+
+
+def _group_jumps(groups: Iterable[Group]) -> dict[str, str | None]:
+    """A group's bastion, inherited from the nearest ancestor that has one."""
+    by_id = {g.id: g for g in groups}
+    jumps: dict[str, str | None] = {}
+    for group in by_id.values():
+        current: Group | None = group
+        while current is not None and not current.proxy_jump:
+            current = by_id.get(current.parent_id) if current.parent_id else None
+        jumps[group.name] = current.proxy_jump if current else None
+    return jumps
+
+
+def _ref(host: Host) -> HostRef:
+    return HostRef(host.name, host.address, host.port, host.user)
+
+
+def resolve_target(
+    ctx: Context, target: str, options: FleetOptions | None = None
+) -> list[Endpoint]:
+    """The endpoints a target selects, with the credentials each host is reached with.
+
+    A host's own key (its credentials) wins over `options.identity`, which is
+    for hosts without one; likewise its own user over `options.user`.
+    """
+    options = options or FleetOptions()
+    expression = parse_target(target)
+    endpoints = []
+    with ctx.store.session() as session:
+        resolver = _InventoryResolver(session, ctx.tenant_id())
+        for ref in evaluate(expression, resolver):
+            host = resolver.hosts.get(ref.name)
+            own_key, jump = None, None
+            if host is not None and ref.address == host.address:
+                if host.credentials and host.credentials.startswith("key:"):
+                    own_key = host.credentials.removeprefix("key:")
+                jump = resolver.proxy_jump(host)
+            endpoints.append(
+                Endpoint(
+                    name=ref.name,
+                    address=ref.address,
+                    port=ref.port or 22,
+                    user=ref.user or options.user,
+                    identity=own_key or options.identity,
+                    proxy_jump=jump,
+                )
+            )
+    return endpoints

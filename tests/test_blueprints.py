@@ -43,9 +43,9 @@ from provisor.core.blueprint import (
     version_key,
 )
 from provisor.core.errors import Conflict, NotFound, ParseErrors
+from provisor.services import blueprints as service
 from provisor.services.context import Context
 from provisor.services.events import list_events
-from provisor.services import blueprints as service
 from provisor.settings import Settings
 from provisor.store import Base, Store
 from provisor.store.db import _alembic_config

@@ -25,8 +25,8 @@ from machines_needed import requires_root
 from provisor.api import create_app
 from provisor.core.errors import Conflict, InvalidInput, NotFound
 from provisor.providers.base import ProviderError
-from provisor.services.context import Context
 from provisor.services import providers as service
+from provisor.services.context import Context
 from provisor.services.deployments import request_deployment
 from provisor.settings import Settings
 from provisor.store import Store

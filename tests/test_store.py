@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import inspect, select
 
-from provisor.services import events, groups, hosts, importing
 from provisor.core.errors import Conflict, InvalidInput, NotFound
+from provisor.services import events, groups, hosts, importing
 from provisor.services.context import Context
 from provisor.services.schemas import GroupSpec, HostChanges, HostSpec, validate
 from provisor.store import Event, Store, migrate
@@ -90,9 +90,7 @@ def test_static_groups_form_a_tree(ctx: Context) -> None:
 def test_smart_group_evaluated_when_used(ctx: Context) -> None:
     hosts.add_host(ctx, host("a", tags={"env": "prod"}, facts={"os": "debian", "cpus": 8}))
     hosts.add_host(ctx, host("b", tags={"env": "dev"}, facts={"os": "debian"}))
-    groups.add_group(
-        ctx, group("prod-debian", rule='facts.os == "debian" and tags.env == "prod"')
-    )
+    groups.add_group(ctx, group("prod-debian", rule='facts.os == "debian" and tags.env == "prod"'))
     assert groups.group_members(ctx, "prod-debian") == ["a"]
     hosts.update_host(ctx, "b", validate(HostChanges, {"tags": {"env": "prod"}}))
     assert groups.group_members(ctx, "prod-debian") == ["a", "b"]

@@ -392,6 +392,8 @@ def test_ansible_children_defined_later_and_all_children() -> None:
         ("[g]\nweb[1:5\n", 2, 4, "unclosed '['"),
         ("[g]\nn[0:100000]\n", 2, 2, "more than 100,000 hosts"),
         ("[g]\nn[0:99999999999999999999999]\n", 2, 2, "more than 100,000 hosts"),
+        ("[g]\nn[0:" + "9" * 5000 + "]\n", 2, 2, "numbers of at most 1000 digits"),
+        ("[g]\nweb[1:3:\u00b2]\n", 2, 4, "stride must be a positive number"),
         ("[g]\nn[0:999][0:999]\n", 2, 1, "more than 100,000 hosts"),
         ("[g]\n[web]x\n", 2, 1, "malformed host range"),
         ("[x:foo]\nignored line\n", 1, 3, "unknown section suffix ':foo'"),

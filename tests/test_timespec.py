@@ -49,6 +49,21 @@ def test_since_reads_durations_and_times() -> None:
         parse_since("yesterday", now=NOW)
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("99999999d", "reaches back before year 1"),
+        ("999999999w", "duration '999999999w' is too long"),
+        ("9" * 100_000 + "s", r"cannot read '9{37}\.\.\.' as a time"),  # never echoed whole
+        ("\u0661\u0665m", "cannot read"),  # digits, but not the ones operators type
+    ],
+)
+def test_since_refuses_what_is_no_time_with_a_short_message(text: str, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message) as info:
+        parse_since(text, now=NOW)
+    assert len(info.value.message) < 200
+
+
 MINIMAL = "name: shop\nversion: '1'\nnodes:\n  app:\n    image: debian-12\n"
 
 

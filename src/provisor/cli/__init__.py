@@ -12,8 +12,7 @@ from pydantic import ValidationError
 from rich.markup import escape
 
 from provisor import __version__
-from provisor.cli import blueprints, deployments, fleet, groups, hosts, providers
-from provisor.cli import events as events_cli
+from provisor.cli import blueprints, deployments, events, fleet, groups, hosts, providers
 from provisor.cli._context import set_tenant
 from provisor.cli.output import err_console
 from provisor.core.errors import ProvisorError
@@ -28,7 +27,7 @@ app = typer.Typer(
 )
 app.add_typer(hosts.app, name="hosts")
 app.add_typer(groups.app, name="groups")
-app.command("events")(events_cli.events)
+app.command("events")(events.events)
 app.command("run")(fleet.run)
 app.command("copy")(fleet.copy)
 app.command("fetch")(fleet.fetch)

@@ -506,6 +506,9 @@ def _expand_ranges(pattern: str, column: int, max_hosts: int) -> list[str]:
     return ["".join(combo) for combo in itertools.product(*parts)]
 
 
+_MAX_DIGITS = 1000  # beyond any host count, below what int() refuses to read (4,300)
+
+
 def _range_values(body: str, column: int, max_hosts: int) -> list[str]:
     """The values of one `[start:end(:stride)]`, as Ansible writes them."""
     match = _RANGE_BODY.fullmatch(body)
@@ -514,13 +517,18 @@ def _range_values(body: str, column: int, max_hosts: int) -> list[str]:
             f"malformed host range [{body}]: expected [start:end] or [start:end:stride]", column
         )
     first, last, stride_text = match.group(1), match.group(2), match.group(3)
+    if max(len(first), len(last), len(stride_text or "")) > _MAX_DIGITS:
+        raise LineError(
+            f"malformed host range [{body[:40]}...]: numbers of at most {_MAX_DIGITS} digits",
+            column,
+        )
     if not first:
         raise LineError(f"malformed host range [{body}]: missing the start", column)
     if not last:
         raise LineError(f"malformed host range [{body}]: missing the end", column)
     stride = 1
     if stride_text is not None:
-        if not stride_text.isdigit() or int(stride_text) < 1:
+        if not (stride_text.isascii() and stride_text.isdigit()) or int(stride_text) < 1:
             raise LineError(
                 f"malformed host range [{body}]: the stride must be a positive number", column
             )

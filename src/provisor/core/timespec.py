@@ -21,9 +21,7 @@ def parse_duration(text: str, *, units: str = "smhdw") -> timedelta:
     match = _DURATION.fullmatch(text.strip())
     if match is None or match.group(2) not in units:
         examples = ", ".join(_EXAMPLES[unit] for unit in _UNITS if unit in units)
-        raise ValueError(
-            f"invalid duration {_shown(text)}: a number and a unit, e.g. {examples}"
-        )
+        raise ValueError(f"invalid duration {_shown(text)}: a number and a unit, e.g. {examples}")
     try:
         return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
     except OverflowError:

@@ -24,7 +24,6 @@ from provisor.core.errors import NotFound
 from provisor.core.nodeset import natural_key
 from provisor.events import record_event
 from provisor.fleet.knownhosts import DatabaseHostKeys, forget_host_key
-from provisor.fleet.options import FleetOptions
 from provisor.services.context import Context, audited
 from provisor.services.hosts import find_host
 from provisor.services.results import HostResult
@@ -153,11 +152,14 @@ def _safe_file_name(name: str) -> str:
 class _ResultWriter:
     """Saves results in batches (one transaction per batch) and per-host files."""
 
-    def __init__(self, ctx: Context, job_id: int, job_dir: Path, options: FleetOptions) -> None:
+    def __init__(
+        self, ctx: Context, job_id: int, job_dir: Path, out_dir: Path | None, err_dir: Path | None
+    ) -> None:
         self._ctx = ctx
         self._job_id = job_id
         self._job_dir = job_dir
-        self._options = options
+        self._out_dir = out_dir
+        self._err_dir = err_dir
         self._pending: list[HostResult] = []
         self._last_flush = time.monotonic()
         self.counts: Counter[str] = Counter()
@@ -203,8 +205,8 @@ class _ResultWriter:
     def _write_files(self, result: HostResult) -> None:
         name = _safe_file_name(result.host)
         for data, suffix, extra_dir in (
-            (result.stdout, "stdout", self._options.out_dir),
-            (result.stderr, "stderr", self._options.err_dir),
+            (result.stdout, "stdout", self._out_dir),
+            (result.stderr, "stderr", self._err_dir),
         ):
             if data:
                 (self._job_dir / f"{name}.{suffix}").write_bytes(data)
@@ -278,18 +280,10 @@ class JobRunner:
         from provisor.fleet.engine import execute
         from provisor.fleet.transport import SSHPool
 
-        options = FleetOptions(
-            parallel=spec.parallel,
-            connect_timeout=spec.connect_timeout,
-            user=spec.user,
-            identity=spec.identity,
-            password=password,
-            out_dir=out_dir,
-            err_dir=err_dir,
-        )
-        options.check()
         operation = spec.operation(sudo_password=password)
-        endpoints = await asyncio.to_thread(resolve_target, ctx, spec.target, options)
+        endpoints = await asyncio.to_thread(
+            resolve_target, ctx, spec.target, user=spec.user, identity=spec.identity
+        )
         for directory in (out_dir, err_dir):
             if directory is not None:
                 directory.mkdir(parents=True, exist_ok=True)
@@ -305,7 +299,7 @@ class JobRunner:
         connections = self._pool.scoped(
             host_keys, password=password, connect_timeout=spec.connect_timeout
         )
-        writer = _ResultWriter(ctx, job.id, job_dir, options)
+        writer = _ResultWriter(ctx, job.id, job_dir, out_dir, err_dir)
 
         async def collect(result: HostResult) -> None:
             writer.add(result)

@@ -12,7 +12,6 @@ from provisor.core.errors import InvalidInput, NotFound
 from provisor.core.hostfiles import parse_pssh_hosts
 from provisor.core.names import deployment_group
 from provisor.core.targets import HostRef, evaluate, parse_target
-from provisor.fleet.options import FleetOptions
 from provisor.fleet.transport import Endpoint
 from provisor.services.context import Context
 from provisor.services.groups import resolve_members
@@ -98,14 +97,13 @@ def _ref(host: Host) -> HostRef:
 
 
 def resolve_target(
-    ctx: Context, target: str, options: FleetOptions | None = None
+    ctx: Context, target: str, *, user: str | None = None, identity: str | None = None
 ) -> list[Endpoint]:
     """The endpoints a target selects, with the credentials each host is reached with.
 
-    A host's own key (its credentials) wins over `options.identity`, which is
-    for hosts without one; likewise its own user over `options.user`.
+    A host's own key (its credentials) wins over `identity`, which is for hosts
+    without one; likewise its own user over `user` (pssh's -i and -l).
     """
-    options = options or FleetOptions()
     expression = parse_target(target)
     endpoints = []
     with ctx.store.session() as session:
@@ -122,8 +120,8 @@ def resolve_target(
                     name=ref.name,
                     address=ref.address,
                     port=ref.port or 22,
-                    user=ref.user or options.user,
-                    identity=own_key or options.identity,
+                    user=ref.user or user,
+                    identity=own_key or identity,
                     proxy_jump=jump,
                 )
             )

@@ -49,13 +49,11 @@ import argparse
 import asyncio
 import configparser
 import contextlib
-import fcntl
 import functools
 import hashlib
 import json
 import os
 import platform
-import random
 import re
 import resource
 import secrets
@@ -73,12 +71,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from docsection import markers, write_section
 
 from provisor import machines
 from provisor.machines import SandboxHost, procs
+from provisor.testing.pytest_plugin import claim_block
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "bench" / "results"
@@ -259,23 +258,6 @@ class Testbed:
             for sshd in self._sshd
             for pid in [sshd, *procs.descendants(sshd)]
         )
-
-
-def claim_block() -> tuple[int, IO[str]]:
-    """A free 127.X.0.0/16 block, locked as the pytest testbed fixture locks its own."""
-    BLOCK_LOCKS.mkdir(parents=True, exist_ok=True)
-    busy = {s.address.packed[1] for s in procs.listeners() if s.address.version == 4}
-    candidates = [x for x in range(64, 251) if x not in busy]
-    random.shuffle(candidates)
-    for x in candidates:
-        lock = (BLOCK_LOCKS / f"127.{x}.lock").open("w")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            continue
-        return x, lock
-    raise RuntimeError("every 127.X.0.0/16 block (X in 64..250) is in use")
 
 
 async def start_hosts(testbed: Testbed, n: int) -> None:
@@ -1155,7 +1137,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     BENCH_ROOT.mkdir(parents=True, exist_ok=True)
     testbed = Testbed(base=BENCH_ROOT / secrets.token_hex(4))
-    testbed.block, lock = claim_block()
+    testbed.block, lock = claim_block(BLOCK_LOCKS)
     workdir = Path(tempfile.mkdtemp(prefix="provisor-fanout-"))
     ws = Workspace(workdir, testbed, args.tools_venv, args.timeout)
     results: dict[str, Any] = {"date": stamp, "complete": False}

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
-import random
 import secrets
 import shutil
 import signal
@@ -37,6 +35,7 @@ from provisor.providers import (
     _local_disk,
 )
 from provisor.providers.local import LocalProvider
+from provisor.testing.pytest_plugin import claim_block
 
 pytestmark = pytest.mark.testbed
 
@@ -46,22 +45,9 @@ BLOCKS = range(100, 200)
 
 
 def _claim_block() -> tuple[int, IO[str]]:
-    """A 127.X.0.0/16 block for one test, claimed with the testbed plugin's lock files
+    """A 127.X.0.0/16 block with X in 100..199, locked as the testbed fixture locks its own
     (so the testbed and these tests never share one) and free of listeners."""
-    lock_dir = ROOT_TEST_DIR / ".blocks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    busy = {s.address.packed[1] for s in procs.listeners() if s.address.version == 4}
-    candidates = [x for x in BLOCKS if x not in busy]
-    random.shuffle(candidates)
-    for x in candidates:
-        lock = (lock_dir / f"127.{x}.lock").open("w")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            continue
-        return x, lock
-    raise RuntimeError("every 127.X.0.0/16 block with X in 100..199 is in use")
+    return claim_block(ROOT_TEST_DIR / ".blocks", BLOCKS)
 
 
 class Bed:

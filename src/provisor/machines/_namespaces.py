@@ -336,23 +336,11 @@ def _launch(
 async def start(
     name: str, address: str, port: int, base_dir: Path, options: BootOptions, *, timeout: float
 ) -> SandboxHost:
-    # The file work is slow on some disks (~1 ms per mkdir): off the event loop, so
-    # that many hosts starting at once overlap.
-    host = await procs.in_thread(lambda: _launch(name, address, port, base_dir, options), stop)
-    directory, log, pid = host.directory, host.directory / LOG, host.pid
-    try:
-        await procs.wait_for_ssh(
-            address,
-            port,
-            alive=lambda: procs.is_alive(pid, directory),
-            log=log,
-            what=f"sandbox host {name}",
-            timeout=timeout,
-        )
-    except BaseException:
-        await stop(host)
-        raise
-    return host
+    # The file work is slow on some disks (~1 ms per mkdir): procs.boot does it off the
+    # event loop.
+    return await procs.boot(
+        lambda: _launch(name, address, port, base_dir, options), stop, log=LOG, timeout=timeout
+    )
 
 
 def init_pid(host: SandboxHost) -> int | None:

@@ -124,21 +124,12 @@ async def start(
     name: str, address: str, port: int, base_dir: Path, options: BootOptions, *, timeout: float
 ) -> SandboxHost:
     async with _boot_slot():
-        host = await procs.in_thread(lambda: _launch(name, address, port, base_dir, options), stop)
-        directory, log, pid = host.directory, host.directory / LOG, host.pid
-        try:
-            await procs.wait_for_ssh(
-                address,
-                port,
-                alive=lambda: procs.is_alive(pid, directory),
-                log=log,
-                what=f"sandbox host {name}",
-                timeout=timeout,
-            )
-        except BaseException:
-            await stop(host)
-            raise
-    return host
+        return await procs.boot(
+            lambda: _launch(name, address, port, base_dir, options),
+            stop,
+            log=LOG,
+            timeout=timeout,
+        )
 
 
 def is_running(host: SandboxHost) -> bool:

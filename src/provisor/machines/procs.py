@@ -19,7 +19,7 @@ from typing import TypeVar
 from provisor.core.errors import ProvisorError
 from provisor.polling import poll_until
 
-from ._host import log_tail
+from ._host import SandboxHost, log_tail
 
 T = TypeVar("T")
 
@@ -57,6 +57,32 @@ async def in_thread(fn: Callable[[], T], undo: Callable[[T], Awaitable[None]]) -
         with contextlib.suppress(Exception):
             await undo(await future)
         raise
+
+
+async def boot(
+    launch: Callable[[], SandboxHost],
+    stop: Callable[[SandboxHost], Awaitable[None]],
+    *,
+    log: str,
+    timeout: float,
+) -> SandboxHost:
+    """Launch a host (its file work off the event loop, so many hosts starting at once
+    overlap), then wait until it answers SSH; a host that never does is stopped."""
+    host = await in_thread(launch, stop)
+    directory, pid = host.directory, host.pid
+    try:
+        await wait_for_ssh(
+            host.address,
+            host.port,
+            alive=lambda: is_alive(pid, directory),
+            log=directory / log,
+            what=f"sandbox host {host.name}",
+            timeout=timeout,
+        )
+    except BaseException:
+        await stop(host)
+        raise
+    return host
 
 
 def _own_child_state(pid: int) -> bool | None:

@@ -27,7 +27,7 @@ import secrets
 import shutil
 import tempfile
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # the machines package is imported only by tests that use the
 T = TypeVar("T")
 
 ROOT_TEST_DIR = Path("/run/provisor-test")
-_BLOCKS = range(64, 251)  # second octet of the 127.X.0.0/16 blocks tests may use
+BLOCKS = range(64, 251)  # second octet of the 127.X.0.0/16 blocks tests may use
 _PER_BLOCK = 250 * 256
 
 
@@ -47,6 +47,27 @@ def _in_thread(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to completion in a fresh loop, even when called from a running one."""
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="testbed") as pool:
         return pool.submit(asyncio.run, coro).result()
+
+
+def claim_block(
+    lock_dir: Path = ROOT_TEST_DIR / ".blocks", blocks: Iterable[int] = BLOCKS
+) -> tuple[int, IO[str]]:
+    """A free 127.X.0.0/16 block (X from `blocks`, nothing listening in it), held by a lock
+    file in `lock_dir` until the returned file is closed: concurrent test sessions and
+    benchmarks that claim through here never share one."""
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    busy = _busy_blocks()
+    candidates = [x for x in blocks if x not in busy]
+    random.shuffle(candidates)
+    for x in candidates:
+        lock = (lock_dir / f"127.{x}.lock").open("w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        return x, lock
+    raise RuntimeError(f"every 127.X.0.0/16 block (X in {min(blocks)}..{max(blocks)}) is in use")
 
 
 def _busy_blocks() -> set[int]:
@@ -74,25 +95,9 @@ class _Session:
             lock_dir = Path(tempfile.gettempdir()) / f"provisor-test-blocks-{os.geteuid()}"
         # Lets `python -m provisor.testing cleanup` tell a live session from a crashed one.
         (self.base_dir / ".session-pid").write_text(f"{os.getpid()}\n")
-        self.block, self._lock = self._claim_block(lock_dir)
+        self.block, self._lock = claim_block(lock_dir)
         self._next = 0
         self._mutex = threading.Lock()
-
-    @staticmethod
-    def _claim_block(lock_dir: Path) -> tuple[int, IO[str]]:
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        busy = _busy_blocks()
-        candidates = [x for x in _BLOCKS if x not in busy]
-        random.shuffle(candidates)
-        for x in candidates:
-            lock = (lock_dir / f"127.{x}.lock").open("w")
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                lock.close()
-                continue
-            return x, lock
-        raise RuntimeError("testbed: every 127.X.0.0/16 block (X in 64..250) is in use")
 
     def allocate(self, n: int) -> list[tuple[str, str]]:
         """(name, address) for n new hosts, unique within the session."""

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from provisor.api import create_app
+from api_access import api_client, token_for
 from provisor.settings import Settings
 from provisor.store import Store
 
@@ -15,7 +15,7 @@ from provisor.store import Store
 @pytest.fixture
 def client(store: Store) -> Iterator[TestClient]:
     settings = Settings(database_url=store.url)
-    with TestClient(create_app(settings)) as client:
+    with api_client(settings, token_for(store)) as client:
         yield client
 
 
@@ -40,7 +40,7 @@ def test_hosts_crud(client: TestClient) -> None:
     assert missing.json() == {
         "error": {"message": "no host named 'web01'", "field": "name", "location": "name"}
     }
-    kinds = [e["kind"] for e in client.get("/api/v1/events").json()]
+    kinds = [e["kind"] for e in client.get("/api/v1/events?kind=host.").json()]
     assert kinds == ["host.added", "host.changed", "host.removed"]
 
 
@@ -107,6 +107,6 @@ def test_events_filters(client: TestClient) -> None:
     client.post("/api/v1/hosts", json={"name": "a"})
     client.post("/api/v1/groups", json={"name": "g"})
     assert [e["kind"] for e in client.get("/api/v1/events?kind=group.").json()] == ["group.added"]
-    assert len(client.get("/api/v1/events?since=5m").json()) == 2
+    assert len(client.get("/api/v1/events?since=5m&kind=host.&kind=group.").json()) == 2
     bad = client.get("/api/v1/events?since=yesterday")
     assert bad.status_code == 400 and bad.json()["error"]["field"] == "since"

@@ -28,7 +28,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from provisor.api import create_app
+from api_access import api_client, token_for
 from provisor.core import yamlpos
 from provisor.core.blueprint import (
     Blueprint,
@@ -910,8 +910,7 @@ def test_cli_add_list_show(home: Path, tmp_path: Path) -> None:
 
 @pytest.fixture
 def client(store: Store) -> Iterator[TestClient]:
-    app = create_app(Settings(database_url=store.url))
-    with TestClient(app) as client:
+    with api_client(Settings(database_url=store.url), token_for(store)) as client:
         yield client
 
 

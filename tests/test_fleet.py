@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from api_access import token_for
 from provisor import machines
 from provisor.core.errors import InvalidInput
 from provisor.core.nodeset import fold
@@ -81,8 +82,10 @@ def ctx(tmp_path: Path) -> Iterator[Context]:
     context.store.close()
 
 
-def cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PROVISOR_HOME": str(home), "COLUMNS": "200"}
+def cli(
+    *args: str, home: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PROVISOR_HOME": str(home), "COLUMNS": "200", **(env or {})}
     env.pop("PROVISOR_DATABASE_URL", None)
     result = subprocess.run(
         [sys.executable, "-m", "provisor", *args],
@@ -414,12 +417,23 @@ def test_jobs_through_the_server_reuse_warm_connections(
     hosts = testbed(12)
     ctx = make_context(home)
     importing.import_hosts(ctx, inventory(hosts, "web"), source="web.ini")
-    first = cli("run", "group:web", "--server", url, "--", "hostname", home=home)
+    token = token_for(ctx.store)
+    auth, as_admin = {"Authorization": f"Bearer {token}"}, {"PROVISOR_TOKEN": token}
+    first = cli("run", "group:web", "--server", url, "--", "hostname", home=home, env=as_admin)
     assert first.returncode == 0, first.stderr
     assert "12 host(s): 12 ok" in first.stderr
     assert httpx.get(f"{url}/api/v1/health").json()["pool"] == {"connections": 12, "handshakes": 12}
     second = cli(
-        "run", "group:web", "--server", url, "--output", "json", "--", "hostname", home=home
+        "run",
+        "group:web",
+        "--server",
+        url,
+        "--output",
+        "json",
+        "--",
+        "hostname",
+        home=home,
+        env=as_admin,
     )
     rows = [json.loads(line) for line in second.stdout.splitlines()]
     assert sorted((r["host"], r["stdout"].strip()) for r in rows) == sorted(
@@ -428,19 +442,27 @@ def test_jobs_through_the_server_reuse_warm_connections(
     assert httpx.get(f"{url}/api/v1/health").json()["pool"]["handshakes"] == 12  # no new handshake
     # The API directly: a job, its results, and the stream replayed after the fact.
     started = httpx.post(
-        f"{url}/api/v1/jobs", json={"kind": "run", "target": hosts[0].name, "command": "exit 7"}
+        f"{url}/api/v1/jobs",
+        json={"kind": "run", "target": hosts[0].name, "command": "exit 7"},
+        headers=auth,
     )
     assert started.status_code == 202
     job_id = started.json()["id"]
-    with httpx.stream("GET", f"{url}/api/v1/jobs/{job_id}/events", timeout=60) as events:
+    with httpx.stream(
+        "GET", f"{url}/api/v1/jobs/{job_id}/events", headers=auth, timeout=60
+    ) as events:
         body = "".join(events.iter_text())
     assert "event: result" in body and "event: done" in body
-    job = httpx.get(f"{url}/api/v1/jobs/{job_id}").json()
+    job = httpx.get(f"{url}/api/v1/jobs/{job_id}", headers=auth).json()
     assert job["summary"] == {"failed": 1} and job["results"][0]["exit_code"] == 7
-    bad = httpx.post(f"{url}/api/v1/jobs", json={"kind": "run", "target": "group:web"})
+    bad = httpx.post(
+        f"{url}/api/v1/jobs", json={"kind": "run", "target": "group:web"}, headers=auth
+    )
     assert bad.status_code == 422 and "command" in bad.json()["error"]["message"]
     missing = httpx.post(
-        f"{url}/api/v1/jobs", json={"kind": "run", "target": "group:nope", "command": "true"}
+        f"{url}/api/v1/jobs",
+        json={"kind": "run", "target": "group:nope", "command": "true"},
+        headers=auth,
     )
     assert missing.status_code == 404 and "nope" in missing.json()["error"]["message"]
     ctx.store.close()
@@ -452,26 +474,22 @@ def _tenant_context(home: Path, tenant: str) -> Context:
     )
 
 
-def _job_through(url: str, tenant: str, target: str) -> dict[str, object]:
-    """Start a job on the server for `tenant` and wait for it; the finished job."""
+def _job_through(url: str, token: str, target: str) -> dict[str, object]:
+    """Start a job on the server with `token` and wait for it; the finished job."""
+    auth = {"Authorization": f"Bearer {token}"}
     started = httpx.post(
         f"{url}/api/v1/jobs",
         json={"kind": "run", "target": target, "command": "hostname"},
-        headers={"X-Provisor-Tenant": tenant},
+        headers=auth,
         timeout=60,
     )
     assert started.status_code == 202, started.text
     job_id = started.json()["id"]
     with httpx.stream(
-        "GET",
-        f"{url}/api/v1/jobs/{job_id}/events",
-        headers={"X-Provisor-Tenant": tenant},
-        timeout=120,
+        "GET", f"{url}/api/v1/jobs/{job_id}/events", headers=auth, timeout=120
     ) as events:
         "".join(events.iter_text())
-    finished: dict[str, object] = httpx.get(
-        f"{url}/api/v1/jobs/{job_id}", headers={"X-Provisor-Tenant": tenant}
-    ).json()
+    finished: dict[str, object] = httpx.get(f"{url}/api/v1/jobs/{job_id}", headers=auth).json()
     return finished
 
 
@@ -495,10 +513,14 @@ def test_tenants_jobs_at_once_each_judge_host_keys_by_their_own(
     def keys_of(ctx: Context) -> str | None:
         return DatabaseHostKeys(ctx.store, ctx.tenant_id()).trusted(host.address, host.port)
 
+    tokens = {
+        t: token_for(alpha.store, f"{t}-operator", role="operator", tenants=(t,))
+        for t in ("alpha", "beta")
+    }
     for _ in range(3):  # both orders of arrival, and beta's connection warm from before
         with ThreadPoolExecutor(2) as both:
-            refused = both.submit(_job_through, url, "alpha", "group:shared")
-            trusted = both.submit(_job_through, url, "beta", "group:shared")
+            refused = both.submit(_job_through, url, tokens["alpha"], "group:shared")
+            trusted = both.submit(_job_through, url, tokens["beta"], "group:shared")
             assert refused.result()["summary"] == {"hostkey": 1}
             assert trusted.result()["summary"] == {"ok": 1}
         assert keys_of(alpha) == impostor  # untouched by beta's trust on first use

@@ -20,9 +20,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from api_access import api_client, token_for
 from db_rows import add_deployment
 from machines_needed import requires_root
-from provisor.api import create_app
 from provisor.core.errors import Conflict, InvalidInput, NotFound
 from provisor.providers.base import ProviderError
 from provisor.services import providers as service
@@ -490,7 +490,8 @@ def test_cli_remove_refused_while_deployed_and_tenants_isolated(home: Path) -> N
 @pytest.fixture
 def client(store: Store, tmp_path: Path) -> Iterator[TestClient]:
     settings = Settings(database_url=store.url, home=tmp_path / "home")
-    with TestClient(create_app(settings)) as client:
+    token = token_for(store, tenants=("default", "alpha", "beta"), home=settings.home)
+    with api_client(settings, token) as client:
         yield client
 
 
@@ -520,7 +521,7 @@ def test_api_crud(client: TestClient, store: Store) -> None:
         assert SECRET not in response.text
     assert client.delete("/api/v1/providers/lab").status_code == 204
     assert client.get("/api/v1/providers/lab").status_code == 404
-    kinds = [e["kind"] for e in client.get("/api/v1/events").json()]
+    kinds = [e["kind"] for e in client.get("/api/v1/events?kind=provider.").json()]
     assert kinds == ["provider.added", "provider.removed"]
 
 

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
         "must reach it (on a cloud: an address of the controller in their network)",
     )
 
+    allowed_hosts: str = Field(
+        default="",
+        description="comma-separated names the server answers to besides localhost and "
+        "the address it listens on (the Host header; anything else is refused)",
+    )
+
     @field_validator("parameter_address")
     @classmethod
     def _ip(cls, value: str) -> str:
@@ -61,6 +67,10 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @property
+    def allowed_host_names(self) -> list[str]:
+        return [name.strip() for name in self.allowed_hosts.split(",") if name.strip()]
 
     @property
     def effective_database_url(self) -> str:

@@ -8,13 +8,19 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from provisor import __version__
-from provisor.api import blueprints, errors, jobs, providers, routes
+from provisor.api import blueprints, errors, identity, jobs, providers, routes
+from provisor.api.auth import SignInGuard
+from provisor.api.guards import RequestGuard
 from provisor.api.jobs import ServerJobs
-from provisor.services.context import Settings, Store, get_settings
+from provisor.services.context import Settings, Store
+
+LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
+    """The API. Without `settings`, read afresh from the environment: `provisor server`
+    puts the names it answers to there (PROVISOR_ALLOWED_HOSTS) before uvicorn calls this."""
+    settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -32,6 +38,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         responses={
             400: {"model": errors.ErrorBody},
+            401: {"model": errors.ErrorBody},
+            403: {"model": errors.ErrorBody},
             404: {"model": errors.ErrorBody},
             409: {"model": errors.ErrorBody},
             422: {"model": errors.ErrorBody},
@@ -39,8 +47,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.store = Store(settings.effective_database_url)
+    app.state.sign_ins = SignInGuard()
     errors.install(app)
+    app.add_middleware(RequestGuard, allowed_hosts=[*LOCAL_NAMES, *settings.allowed_host_names])
     app.include_router(routes.router, prefix="/api/v1")
+    app.include_router(identity.router, prefix="/api/v1")
     app.include_router(jobs.router, prefix="/api/v1")
     app.include_router(blueprints.router, prefix="/api/v1")
     app.include_router(providers.router, prefix="/api/v1")

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from provisor.api.routes import Ctx
+from provisor.api.auth import Ctx
 from provisor.services import blueprints
 
 router = APIRouter(tags=["blueprints"])

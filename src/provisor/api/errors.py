@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
+from provisor.api.guards import BodyTooLarge
 from provisor.core.errors import ParseErrors, ProvisorError
 
 
@@ -37,7 +38,12 @@ async def _provisor_error(_request: Request, exc: Exception) -> JSONResponse:
     detail = _detail(exc)
     if isinstance(exc, ParseErrors):
         detail.errors = [_detail(e) for e in exc.errors]
-    return JSONResponse(_body(detail), status_code=exc.status)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(_body(detail), status_code=exc.status, headers=headers)
+
+
+async def _body_too_large(_request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(_body(ErrorDetail(message=str(exc))), status_code=413)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -63,3 +69,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ProvisorError, _provisor_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(BodyTooLarge, _body_too_large)

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
-from provisor.api.routes import Ctx
+from provisor.api.auth import Ctx
 from provisor.core.errors import InvalidInput
 from provisor.services import jobs
 from provisor.services.context import Context

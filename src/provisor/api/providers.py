@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from provisor.api.routes import Ctx
+from provisor.api.auth import Ctx
 from provisor.services import providers
 
 router = APIRouter(tags=["providers"])

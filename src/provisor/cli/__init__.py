@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,7 +13,16 @@ from pydantic import ValidationError
 from rich.markup import escape
 
 from provisor import __version__
-from provisor.cli import blueprints, deployments, events, fleet, groups, hosts, providers
+from provisor.cli import (
+    blueprints,
+    deployments,
+    events,
+    fleet,
+    groups,
+    hosts,
+    identity,
+    providers,
+)
 from provisor.cli._context import set_tenant
 from provisor.cli.output import err_console
 from provisor.core.errors import ProvisorError
@@ -43,6 +53,10 @@ app.command("params")(deployments.params)
 app.command("worker")(deployments.worker_command)
 app.add_typer(deployments.deployments_app, name="deployments")
 app.add_typer(providers.app, name="providers")
+app.add_typer(identity.users_app, name="users")
+app.add_typer(identity.tokens_app, name="tokens")
+app.command("login")(identity.login)
+app.command("logout")(identity.logout)
 
 
 def _version(value: bool) -> None:
@@ -67,13 +81,66 @@ def _root(
 def server(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="certificate (PEM) for HTTPS")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="its private key (PEM)")] = None,
+    insecure_http: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-http", help="plain HTTP on a non-loopback address (tokens in clear)"
+        ),
+    ] = False,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option("--allowed-host", help="a name clients reach the server by, repeatable"),
+    ] = None,
 ) -> None:
-    """Run the REST API (and, later, the portal and scheduler)."""
+    """Run the REST API (and, later, the portal and scheduler).
+
+    It listens on 127.0.0.1 unless told otherwise; any other address needs HTTPS
+    (--tls-cert and --tls-key) or an explicit --insecure-http. Requests must name the
+    server by an address or name it answers to (its own, localhost, --allowed-host).
+    """
+    import ipaddress
+
     import uvicorn
 
+    if (tls_cert is None) != (tls_key is None):
+        raise ProvisorError("give both --tls-cert and --tls-key", field="tls-cert")
+    for path in (tls_cert, tls_key):
+        if path is not None and not path.is_file():
+            raise ProvisorError(f"no such file: {path}", field="tls-cert")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        raise ProvisorError(f"invalid address {host!r}: an IP address", field="host") from None
+    if not loopback and tls_cert is None and not insecure_http:
+        raise ProvisorError(
+            f"listening on {host} needs HTTPS: give --tls-cert and --tls-key "
+            "(or --insecure-http to send tokens in clear on purpose)",
+            field="host",
+        )
+    if insecure_http and not loopback:
+        err_console.print(
+            f"[red]warning[/]: plain HTTP on {host}: tokens and data cross the network "
+            "unencrypted; anyone on the path can act as the callers",
+            highlight=False,
+        )
+    names = [n for n in (host, *(allowed_host or [])) if n not in ("0.0.0.0", "::")]  # noqa: S104
+    given = os.environ.get("PROVISOR_ALLOWED_HOSTS", "")
+    os.environ["PROVISOR_ALLOWED_HOSTS"] = ",".join(n for n in (given, *names) if n)
     # Named, not imported: the CLI and the API are two faces over services, and neither
     # imports the other; uvicorn builds the app from its factory.
-    uvicorn.run("provisor.api:create_app", factory=True, host=host, port=port, log_level="info")
+    uvicorn.run(
+        "provisor.api:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level="info",
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
+    )
 
 
 def main() -> None:

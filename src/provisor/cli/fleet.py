@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from provisor.cli._context import context, current_tenant
+from provisor.cli._context import context, current_tenant, server_token
 from provisor.cli.fleet_output import Reporter
 from provisor.cli.output import Format, console, emit_json, fields, read_input_file, table
 from provisor.core.errors import InvalidInput
@@ -114,6 +114,7 @@ def _run(
         finished = run_remote(
             server,
             spec.model_dump(mode="json"),
+            token=server_token(server),
             tenant=current_tenant(),
             on_start=lambda job: on_start(int(job.get("host_count") or 0)),
             on_result=lambda r: reporters[0].result(r),

@@ -59,16 +59,36 @@ def _events(response: httpx.Response) -> Iterator[tuple[str, str]]:
             data.append(line[5:].strip())
 
 
+def _headers(token: str | None, tenant: str | None) -> dict[str, str]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if tenant:
+        headers["X-Provisor-Tenant"] = tenant
+    return headers
+
+
+def whoami(server: str, token: str) -> dict[str, Any]:
+    """What the server says of the token: user, tenant, role (`GET /api/v1/me`)."""
+    try:
+        with httpx.Client(base_url=server.rstrip("/"), timeout=_TIMEOUT) as client:
+            answer = client.get("/api/v1/me", headers=_headers(token, None))
+    except httpx.HTTPError as exc:
+        raise ServerError(f"cannot reach provisor server {server}: {exc}", field="server") from None
+    _raise_for(answer, server)
+    me: dict[str, Any] = answer.json()
+    return me
+
+
 def run_remote(
     server: str,
     request: dict[str, Any],
     *,
+    token: str | None,
     tenant: str | None,
     on_start: Callable[[dict[str, Any]], None],
     on_result: Callable[[HostResult], None],
 ) -> dict[str, Any]:
     """Start a job on the server and follow its results; returns the finished job."""
-    headers = {"X-Provisor-Tenant": tenant} if tenant else {}
+    headers = _headers(token, tenant)
     base = server.rstrip("/")
     try:
         with httpx.Client(base_url=base, headers=headers, timeout=_TIMEOUT) as client:

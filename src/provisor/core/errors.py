@@ -60,6 +60,18 @@ def invalid_input(exc: ValidationError) -> InvalidInput:
     return InvalidInput(first["msg"].removeprefix("Value error, "), field=field)
 
 
+class Unauthenticated(ProvisorError):
+    """No credential, or one that is unknown, expired or revoked."""
+
+    status = 401
+
+
+class Forbidden(ProvisorError):
+    """A known caller whose role does not allow what it asked for."""
+
+    status = 403
+
+
 class NotFound(ProvisorError):
     """A named thing that does not exist."""
 

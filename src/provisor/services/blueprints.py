@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from provisor.core.access import Action
 from provisor.core.blueprint import (
     Blueprint,
     estimate_cost,
@@ -151,6 +152,7 @@ def add_blueprint(ctx: Context, text: str, source: str = "<blueprint>") -> Bluep
     Adding the same name and version again is a no-op when the text is identical
     and a `Conflict` otherwise: a stored version never changes.
     """
+    ctx.require(Action.catalog_write)
     digest = hashlib.sha256(text.encode()).hexdigest()
     with audited(ctx, "blueprint.added", source) as (session, audit):
         bp = load_blueprint(text, source)
@@ -211,12 +213,14 @@ def _rows(ctx: Context, name: str | None = None) -> list[BlueprintRow]:
 
 def list_blueprints(ctx: Context, *, name: str | None = None) -> list[BlueprintView]:
     """Every stored version (of one blueprint, with `name`), by name then version."""
+    ctx.require(Action.catalog_read)
     return [_view(row, ctx.tenant) for row in _rows(ctx, name)]
 
 
 def get_blueprint(ctx: Context, name: str, version: str | None = None) -> BlueprintDetail:
     """One version of a blueprint with its text: the given one, or the latest
     (versions compare part by part, numbers as numbers: 1.10 is after 1.9)."""
+    ctx.require(Action.catalog_read)
     rows = _rows(ctx, name)
     if not rows:
         raise NotFound(f"no blueprint named {name!r}", field="name")
@@ -236,5 +240,6 @@ def load_stored_blueprint(
     ctx: Context, name: str, version: str | None = None
 ) -> tuple[BlueprintDetail, Blueprint]:
     """A stored version, read back into a `Blueprint` (for deployments)."""
+    ctx.require(Action.catalog_read)
     detail = get_blueprint(ctx, name, version)
     return detail, load_blueprint(detail.text, f"{detail.name}@{detail.version}")

@@ -13,7 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from provisor.core.errors import ProvisorError
+from provisor.core.access import Action, Role, allows
+from provisor.core.errors import Forbidden, ProvisorError
 from provisor.core.names import check_name
 from provisor.events import record_event
 from provisor.settings import Settings, get_settings
@@ -22,13 +23,44 @@ from provisor.store import Store, Tenant
 
 @dataclass
 class Context:
-    """Everything a service call needs to know about its caller."""
+    """Everything a service call needs to know about its caller.
+
+    `role` is the caller's role in `tenant` (from its API token); None is the owner of
+    the local data directory, who may do everything.
+    """
 
     store: Store
     actor: str
     tenant: str
     home: Path = field(default_factory=lambda: get_settings().home)  # job output files
+    role: Role | None = None
     _tenant_id: int | None = field(default=None, repr=False)
+
+    def allows(self, action: Action) -> bool:
+        return allows(self.role, action)
+
+    def require(self, action: Action, subject: str = "") -> None:
+        """Go on only if the caller's role allows `action`; a refusal is an event."""
+        if not self.allows(action):
+            raise self.deny(
+                f"role {self.role} in tenant {self.tenant!r} may not {action.value}",
+                subject or action.value,
+                action=action.value,
+            )
+
+    def deny(self, message: str, subject: str, **details: str) -> Forbidden:
+        """Record a refusal (every denial is an event) and return the error to raise."""
+        with self.store.session() as session:
+            record_event(
+                session,
+                actor=self.actor,
+                tenant=self.tenant,
+                kind="access.denied",
+                subject=subject,
+                outcome="failed",
+                details={**details, "role": str(self.role), "reason": message},
+            )
+        return Forbidden(message)
 
     def tenant_id(self) -> int:
         """The tenant's row id, creating the tenant on first use.
@@ -120,4 +152,13 @@ def audited(ctx: Context, kind: str, subject: str) -> Iterator[tuple[Session, Au
         raise
 
 
-__all__ = ["Audit", "Context", "Settings", "Store", "audited", "get_settings", "open_context"]
+__all__ = [
+    "Action",
+    "Audit",
+    "Context",
+    "Settings",
+    "Store",
+    "audited",
+    "get_settings",
+    "open_context",
+]

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, selectinload
 
+from provisor.core.access import Action
 from provisor.core.blueprint import Blueprint, expand, load_blueprint, resolve_inputs
 from provisor.core.errors import Conflict, InvalidInput, NotFound
 from provisor.core.names import check_name, deployment_group
@@ -98,13 +99,23 @@ def _view(deployment: Deployment) -> DeploymentView:
     )
 
 
+def _sees_all(ctx: Context) -> bool:
+    """Whether the caller sees every deployment of the tenant, or only its own (a
+    requester); one who may do neither is refused here."""
+    if ctx.allows(Action.deployments_read):
+        return True
+    ctx.require(Action.deployments_request)
+    return False
+
+
 def _find(session: Session, ctx: Context, name: str) -> Deployment:
+    """The tenant's deployment `name`; a requester's own only (another's is not found)."""
     deployment = session.scalar(
         select(Deployment)
         .where(Deployment.tenant_id == ctx.tenant_id(), Deployment.name == name)
         .options(selectinload(Deployment.machines))
     )
-    if deployment is None:
+    if deployment is None or not (_sees_all(ctx) or deployment.owner == ctx.actor):
         raise NotFound(f"no deployment named {name!r}", field="name")
     return deployment
 
@@ -144,6 +155,7 @@ def request_deployment(
     provider: str | None = None,
 ) -> DeploymentView:
     """Validate everything, record the deployment and queue its workflow."""
+    ctx.require(Action.deployments_request)
     blueprint = load_blueprint(text, source=source)
     deployment_name = check_name(name or blueprint.name, field="name")
     inputs = resolve_inputs(blueprint, parameters)
@@ -197,12 +209,13 @@ def get_deployment(ctx: Context, name: str) -> DeploymentView:
 
 
 def list_deployments(ctx: Context) -> list[DeploymentView]:
+    """The tenant's deployments (a requester's own only)."""
+    statement = select(Deployment).where(Deployment.tenant_id == ctx.tenant_id())
+    if not _sees_all(ctx):
+        statement = statement.where(Deployment.owner == ctx.actor)
     with ctx.store.session() as session:
         rows = session.scalars(
-            select(Deployment)
-            .where(Deployment.tenant_id == ctx.tenant_id())
-            .options(selectinload(Deployment.machines))
-            .order_by(Deployment.id)
+            statement.options(selectinload(Deployment.machines)).order_by(Deployment.id)
         ).all()
         return [_view(d) for d in rows]
 
@@ -211,6 +224,7 @@ def decide(
     ctx: Context, settings: Settings, name: str, *, approved: bool, reason: str | None = None
 ) -> DeploymentView:
     """Approve or reject a deployment that waits for approval."""
+    ctx.require(Action.deployments_decide)
     kind = "deployment.approve" if approved else "deployment.reject"
     with audited(ctx, kind, name) as (session, audit):
         deployment = _find(session, ctx, name)
@@ -251,10 +265,14 @@ def parameters(ctx: Context, name: str) -> ParametersView:
 
 
 async def remove_deployment(ctx: Context, settings: Settings, name: str) -> DeploymentView:
-    """Stop its workflow, terminate every machine it has (even unrecorded), forget it."""
+    """Stop its workflow, terminate every machine it has (even unrecorded), forget it.
+
+    An operator or admin removes any of the tenant's; a requester its own."""
     from provisor.orchestrator.runtime import Runtime
 
     view = await asyncio.to_thread(get_deployment, ctx, name)
+    if not ctx.allows(Action.deployments_manage) and view.owner != ctx.actor:
+        raise ctx.deny(f"only the owner or an operator may remove deployment {name!r}", name)
     with ctx.store.session() as session:
         deployment = _find(session, ctx, name)
         deployment_id, workflow_id = deployment.id, deployment.workflow_id

@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 
+from provisor.core.access import Action
 from provisor.events import EventView, query_events
 from provisor.services.context import Context
 
@@ -17,6 +18,7 @@ def list_events(
     since: datetime | None = None,
     limit: int = 100,
 ) -> list[EventView]:
+    ctx.require(Action.events_read)
     with ctx.store.session() as session:
         return query_events(session, tenant=ctx.tenant, kinds=kinds, since=since, limit=limit)
 
@@ -30,6 +32,7 @@ def follow_events(
     poll_seconds: float = 0.5,
 ) -> Iterator[EventView]:
     """The last `backlog` events, then each new one as it is written (until closed)."""
+    ctx.require(Action.events_read)
     last_id: int | None = None
     for event in list_events(ctx, kinds=kinds, since=since, limit=backlog):
         last_id = event.id

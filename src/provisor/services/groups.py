@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from provisor.core.access import Action
 from provisor.core.errors import Conflict, InvalidInput, NotFound
 from provisor.core.rules import parse_rule
 from provisor.services.context import Context, audited
@@ -61,6 +62,7 @@ def group_view(session: Session, tenant_id: int, group: Group, tenant: str) -> G
 
 
 def add_group(ctx: Context, spec: GroupSpec) -> GroupView:
+    ctx.require(Action.inventory_write)
     with audited(ctx, "group.added", spec.name) as (session, audit):
         tenant_id = ctx.tenant_id()
         if session.scalar(
@@ -92,6 +94,7 @@ def add_group(ctx: Context, spec: GroupSpec) -> GroupView:
 
 
 def list_groups(ctx: Context) -> list[GroupView]:
+    ctx.require(Action.inventory_read)
     with ctx.store.session() as session:
         tenant_id = ctx.tenant_id()
         groups = session.scalars(
@@ -104,12 +107,14 @@ def list_groups(ctx: Context) -> list[GroupView]:
 
 
 def get_group(ctx: Context, name: str) -> GroupView:
+    ctx.require(Action.inventory_read)
     with ctx.store.session() as session:
         tenant_id = ctx.tenant_id()
         return group_view(session, tenant_id, find_group(session, tenant_id, name), ctx.tenant)
 
 
 def group_members(ctx: Context, name: str) -> list[str]:
+    ctx.require(Action.inventory_read)
     return get_group(ctx, name).members
 
 
@@ -117,6 +122,7 @@ def change_members(
     ctx: Context, name: str, *, add: list[str] | None = None, remove: list[str] | None = None
 ) -> GroupView:
     """Add or remove explicit members of a static group; all or nothing."""
+    ctx.require(Action.inventory_write)
     with audited(ctx, "group.members_changed", name) as (session, audit):
         tenant_id = ctx.tenant_id()
         group = find_group(session, tenant_id, name)
@@ -138,6 +144,7 @@ def change_members(
 
 
 def set_parent(ctx: Context, name: str, parent: str | None) -> GroupView:
+    ctx.require(Action.inventory_write)
     with audited(ctx, "group.moved", name) as (session, audit):
         tenant_id = ctx.tenant_id()
         group = find_group(session, tenant_id, name)
@@ -158,6 +165,7 @@ def set_parent(ctx: Context, name: str, parent: str | None) -> GroupView:
 
 def remove_group(ctx: Context, name: str) -> None:
     """Remove a group; its hosts stay. A group with subgroups is refused."""
+    ctx.require(Action.inventory_write)
     with audited(ctx, "group.removed", name) as (session, audit):
         group = find_group(session, ctx.tenant_id(), name)
         if group.children:

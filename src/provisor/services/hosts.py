@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from provisor.core.access import Action
 from provisor.core.errors import Conflict, NotFound
 from provisor.services.context import Context, audited
 from provisor.services.schemas import HostChanges, HostSpec, HostView
@@ -84,6 +85,7 @@ def new_host(spec: HostSpec, tenant_id: int) -> Host:
 
 
 def add_host(ctx: Context, spec: HostSpec) -> HostView:
+    ctx.require(Action.inventory_write)
     with audited(ctx, "host.added", spec.name) as (session, audit):
         tenant_id = ctx.tenant_id()
         existing = session.scalar(
@@ -100,6 +102,7 @@ def add_host(ctx: Context, spec: HostSpec) -> HostView:
 
 def list_hosts(ctx: Context, *, names: list[str] | None = None) -> list[HostView]:
     """All hosts of the tenant, or just those named (in name order)."""
+    ctx.require(Action.inventory_read)
     with ctx.store.session() as session:
         hosts = tenant_hosts(session, ctx.tenant_id())
         if names is not None:
@@ -109,11 +112,13 @@ def list_hosts(ctx: Context, *, names: list[str] | None = None) -> list[HostView
 
 
 def get_host(ctx: Context, name: str) -> HostView:
+    ctx.require(Action.inventory_read)
     with ctx.store.session() as session:
         return host_view(find_host(session, ctx.tenant_id(), name), ctx.tenant)
 
 
 def update_host(ctx: Context, name: str, changes: HostChanges) -> HostView:
+    ctx.require(Action.inventory_write)
     with audited(ctx, "host.changed", name) as (session, audit):
         host = find_host(session, ctx.tenant_id(), name)
         given = changes.model_dump(exclude_unset=True)
@@ -132,6 +137,7 @@ def update_host(ctx: Context, name: str, changes: HostChanges) -> HostView:
 
 
 def remove_host(ctx: Context, name: str) -> None:
+    ctx.require(Action.inventory_write)
     with audited(ctx, "host.removed", name) as (session, audit):
         host = find_host(session, ctx.tenant_id(), name)
         audit.details = {"address": host.address, "groups": sorted(g.name for g in host.groups)}

@@ -6,6 +6,7 @@ from typing import Literal
 
 from sqlalchemy import select
 
+from provisor.core.access import Action
 from provisor.core.errors import Conflict, InvalidInput, ProvisorError
 from provisor.core.hostfiles import HostEntry, Inventory, parse_inventory
 from provisor.services.context import Context, audited
@@ -64,6 +65,7 @@ def import_hosts(
     on_existing: OnExisting = "error",
 ) -> ImportReport:
     """Parse the whole file, then apply it in one transaction: all of it or nothing."""
+    ctx.require(Action.inventory_write)
     with audited(ctx, "hosts.imported", source) as (session, audit):
         inventory = parse_inventory(text, source=source, format=format)
         specs = {entry.name: (_spec(entry, source), entry) for entry in inventory.hosts}

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from provisor.core.access import Action
 from provisor.core.errors import NotFound
 from provisor.core.nodeset import natural_key
 from provisor.events import record_event
@@ -277,6 +278,7 @@ class JobRunner:
         `password` (-A) logs in and feeds sudo; `out_dir`/`err_dir` (-o/-e) get a file
         per host. `on_start` hears of the job once its hosts are known.
         """
+        ctx.require(Action.jobs_run, spec.target)
         from provisor.fleet.engine import execute
         from provisor.fleet.transport import SSHPool
 
@@ -388,6 +390,7 @@ def _view(job: Job, results: list[JobResult] | None = None) -> JobView:
 
 
 def list_jobs(ctx: Context, *, limit: int = 50) -> list[JobView]:
+    ctx.require(Action.jobs_read)
     with ctx.store.session() as session:
         jobs = session.scalars(
             select(Job).where(Job.tenant_id == ctx.tenant_id()).order_by(Job.id.desc()).limit(limit)
@@ -396,6 +399,7 @@ def list_jobs(ctx: Context, *, limit: int = 50) -> list[JobView]:
 
 
 def get_job(ctx: Context, job_id: int, *, with_results: bool = True) -> JobView:
+    ctx.require(Action.jobs_read)
     with ctx.store.session() as session:
         job = session.get(Job, job_id, options=[selectinload(Job.results)])
         if job is None or job.tenant_id != ctx.tenant_id():
@@ -405,6 +409,7 @@ def get_job(ctx: Context, job_id: int, *, with_results: bool = True) -> JobView:
 
 def rekey_host(ctx: Context, name: str) -> bool:
     """Forget a host's trusted key; the next connection trusts the key it is offered."""
+    ctx.require(Action.inventory_write)
     with audited(ctx, "host.rekeyed", name) as (session, audit):
         host = find_host(session, ctx.tenant_id(), name)
         forgotten = forget_host_key(session, ctx.tenant_id(), host.address, host.port)

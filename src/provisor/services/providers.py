@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from provisor.core.access import Action
 from provisor.core.errors import Conflict, InvalidInput, NotFound, ProvisorError
 from provisor.core.names import check_name
 from provisor.providers import registry
@@ -133,6 +134,7 @@ def add_provider(
     ctx: Context, name: str, kind: str, settings: dict[str, Any], secret: str | None
 ) -> ProviderView:
     """Configure a provider under a name; its secret (if any) is stored sealed."""
+    ctx.require(Action.providers_write)
     _check_new_name(name)
     checked = registry.check_settings(kind, settings)
     _check_secret(kind, checked, secret)
@@ -167,6 +169,7 @@ def add_provider(
 
 def list_providers(ctx: Context) -> list[ProviderView]:
     """The built-in `local`, then the tenant's configured providers by name."""
+    ctx.require(Action.providers_read)
     with ctx.store.session() as session:
         rows = session.scalars(
             select(ProviderConfig)
@@ -183,6 +186,7 @@ def provider_names(ctx: Context) -> list[str]:
 
 
 def get_provider(ctx: Context, name: str) -> ProviderView:
+    ctx.require(Action.providers_read)
     if name == BUILT_IN:
         return _built_in_view()
     with ctx.store.session() as session:
@@ -191,6 +195,7 @@ def get_provider(ctx: Context, name: str) -> ProviderView:
 
 def remove_provider(ctx: Context, name: str) -> None:
     """Forget a provider; refused while a deployment still uses it."""
+    ctx.require(Action.providers_write)
     if name == BUILT_IN:
         raise Conflict("the built-in provider local cannot be removed", field="name")
     with audited(ctx, "provider.removed", name) as (session, audit):
@@ -264,6 +269,7 @@ async def check_provider(ctx: Context, settings: Settings, name: str) -> str:
 
     Every check is recorded (`provider.checked`), failed ones with the error.
     """
+    ctx.require(Action.providers_read)
     kind, tenant_id = await asyncio.to_thread(_kind_and_tenant, ctx, name)
     started = time.monotonic()
     description = ""

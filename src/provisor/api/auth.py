@@ -1,0 +1,95 @@
+"""Who calls: the bearer token and the tenant selector, turned into a service Context.
+
+Every route but `/health` depends on `context`. A client that keeps failing to sign in
+is slowed down: past `FAILURES` refused tokens within `WINDOW` seconds it gets 429
+until the window has passed, so tokens cannot be guessed at line speed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from provisor.core.errors import ProvisorError, Unauthenticated
+from provisor.services import identity
+from provisor.services.context import Context
+
+FAILURES = 20
+WINDOW = 60.0
+_CLIENTS = 10_000  # clients remembered at most; the oldest are forgotten first
+
+
+class TooManyFailures(ProvisorError):
+    status = 429
+
+
+class SignInGuard:
+    """Failed sign-ins per client address, in a sliding window."""
+
+    def __init__(self) -> None:
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def check(self, client: str) -> None:
+        recent = self._recent(client)
+        if len(recent) >= FAILURES:
+            wait = int(recent[0] + WINDOW - time.monotonic()) + 1
+            raise TooManyFailures(
+                f"too many refused tokens from {client}: try again in {wait} s",
+                field="authorization",
+            )
+
+    def failed(self, client: str) -> None:
+        self._recent(client).append(time.monotonic())
+        self._failures.move_to_end(client)
+        while len(self._failures) > _CLIENTS:
+            self._failures.popitem(last=False)
+
+    def _recent(self, client: str) -> deque[float]:
+        times = self._failures.setdefault(client, deque(maxlen=FAILURES))
+        while times and times[0] < time.monotonic() - WINDOW:
+            times.popleft()
+        return times
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if authorization is None:
+        return None
+    scheme, _, credential = authorization.partition(" ")
+    return credential.strip() if scheme.lower() == "bearer" else None
+
+
+def context(
+    request: Request,
+    authorization: Annotated[str | None, Header(description="Bearer <token>")] = None,
+    tenant: Annotated[
+        str | None,
+        Header(
+            alias="X-Provisor-Tenant",
+            description="the tenant to act in: one the token's user belongs to "
+            "(needed only when it belongs to several)",
+        ),
+    ] = None,
+) -> Context:
+    state = request.app.state
+    client = request.client.host if request.client else "unknown"
+    state.sign_ins.check(client)
+    try:
+        principal = identity.authenticate(
+            state.store, _bearer(authorization), tenant=tenant, client=client
+        )
+    except Unauthenticated:
+        state.sign_ins.failed(client)
+        raise
+    return Context(
+        store=state.store,
+        actor=principal.user,
+        tenant=principal.tenant,
+        role=principal.role,
+        home=state.settings.home,
+    )
+
+
+Ctx = Annotated[Context, Depends(context)]

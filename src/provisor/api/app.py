@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from provisor import __version__
-from provisor.api import blueprints, errors, identity, jobs, providers, routes
+from provisor.api import blueprints, errors, identity, jobs, keys, providers, routes
 from provisor.api.auth import SignInGuard
 from provisor.api.guards import RequestGuard
 from provisor.api.jobs import ServerJobs
@@ -52,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestGuard, allowed_hosts=[*LOCAL_NAMES, *settings.allowed_host_names])
     app.include_router(routes.router, prefix="/api/v1")
     app.include_router(identity.router, prefix="/api/v1")
+    app.include_router(keys.router, prefix="/api/v1")
     app.include_router(jobs.router, prefix="/api/v1")
     app.include_router(blueprints.router, prefix="/api/v1")
     app.include_router(providers.router, prefix="/api/v1")

@@ -11,7 +11,6 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from provisor.api.auth import Ctx
-from provisor.core.errors import InvalidInput
 from provisor.services import jobs
 from provisor.services.context import Context
 from provisor.services.jobs import JobRunner, JobSpec, JobView
@@ -55,11 +54,6 @@ class ServerJobs:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self, ctx: Context, spec: JobSpec) -> JobView:
-        if spec.kind == "fetch":
-            raise InvalidInput(
-                "fetch writes files where the job runs: run it from the CLI, without --server",
-                field="kind",
-            )
         started: asyncio.Future[JobView] = asyncio.get_running_loop().create_future()
         live = _Live()
 

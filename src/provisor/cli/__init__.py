@@ -21,6 +21,7 @@ from provisor.cli import (
     groups,
     hosts,
     identity,
+    keys,
     providers,
 )
 from provisor.cli._context import set_tenant
@@ -53,6 +54,7 @@ app.command("params")(deployments.params)
 app.command("worker")(deployments.worker_command)
 app.add_typer(deployments.deployments_app, name="deployments")
 app.add_typer(providers.app, name="providers")
+app.add_typer(keys.app, name="keys")
 app.add_typer(identity.users_app, name="users")
 app.add_typer(identity.tokens_app, name="tokens")
 app.command("login")(identity.login)

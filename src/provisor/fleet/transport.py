@@ -8,7 +8,7 @@ import os
 import resource
 import socket
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -26,10 +26,18 @@ class Endpoint:
     user: str | None = None
     identity: str | None = None  # private key file; None: the pool's default keys
     proxy_jump: str | None = None  # "[user@]host[:port]" of a bastion
+    client_key: str | None = field(default=None, repr=False)  # a stored private key itself
 
     @property
-    def key(self) -> tuple[str, int, str | None, str | None, str | None]:
-        return (self.address, self.port, self.user, self.identity, self.proxy_jump)
+    def key(self) -> tuple[str, int, str | None, str | None, str | None, str | None]:
+        return (
+            self.address,
+            self.port,
+            self.user,
+            self.identity,
+            self.proxy_jump,
+            self.client_key,
+        )
 
 
 # AES-GCM first: one call into OpenSSL per packet, where asyncssh's
@@ -169,30 +177,55 @@ class SSHPool:
         self.handshakes_done = 0
 
     def scoped(
-        self, host_keys: HostKeys, *, password: str | None = None, connect_timeout: float = 10.0
+        self,
+        host_keys: HostKeys,
+        *,
+        password: str | None = None,
+        connect_timeout: float = 10.0,
+        server_credentials: bool = True,
     ) -> ScopedPool:
         """The pool as one job (of one tenant) sees it: handshakes judged by `host_keys`,
-        with that job's password (-A) and connect timeout."""
-        return ScopedPool(self, host_keys, password=password, connect_timeout=connect_timeout)
+        with that job's password (-A) and connect timeout. Without `server_credentials`
+        (a job from the API) it logs in with the endpoints' stored keys only: never a key
+        file, the SSH agent or the ssh configuration of this computer."""
+        return ScopedPool(
+            self,
+            host_keys,
+            password=password,
+            connect_timeout=connect_timeout,
+            server_credentials=server_credentials,
+        )
 
-    def _keys_for(self, endpoint: Endpoint) -> list[asyncssh.SSHKey] | None:
+    def _keys_for(self, endpoint: Endpoint, job: ScopedPool) -> list[asyncssh.SSHKey] | None:
+        if endpoint.client_key:
+            return [self._cached(endpoint.client_key, asyncssh.import_private_key, "stored key")]
+        if not job.server_credentials:
+            if endpoint.identity:
+                raise TransportError(
+                    Outcome.auth,
+                    f"{endpoint.name}: its credentials name a key file on the server, which "
+                    "jobs from the API may not use; store the key and use key:NAME",
+                )
+            return None
         paths = [endpoint.identity] if endpoint.identity else self._default_identities
         if not paths:
             return None  # asyncssh's defaults: ~/.ssh/id_* and the agent
-        keys = []
-        for path in paths:
-            if path not in self._key_cache:
-                try:
-                    self._key_cache[path] = asyncssh.read_private_key(path)
-                except (OSError, asyncssh.KeyImportError) as exc:
-                    raise TransportError(
-                        Outcome.auth, f"cannot load private key {path}: {exc}"
-                    ) from None
-            keys.append(self._key_cache[path])
-        return keys
+        return [self._cached(path, asyncssh.read_private_key, path) for path in paths]
+
+    def _cached(
+        self, source: str, load: Callable[[str], asyncssh.SSHKey], what: str
+    ) -> asyncssh.SSHKey:
+        if source not in self._key_cache:
+            try:
+                self._key_cache[source] = load(source)
+            except (OSError, asyncssh.KeyImportError) as exc:
+                raise TransportError(
+                    Outcome.auth, f"cannot load private key {what}: {exc}"
+                ) from None
+        return self._key_cache[source]
 
     async def _connect(self, endpoint: Endpoint, job: ScopedPool) -> asyncssh.SSHClientConnection:
-        key = (job.host_keys.scope, *endpoint.key)
+        key = (job.host_keys.scope, job.server_credentials, *endpoint.key)
         existing = self._connections.get(key)
         if existing is not None and not existing.is_closed():
             return existing
@@ -221,6 +254,7 @@ class SSHPool:
         tunnel: asyncssh.SSHClientConnection | None = None
         if endpoint.proxy_jump:
             tunnel = await self._connect(_jump_endpoint(endpoint.proxy_jump, endpoint), job)
+        keys = self._keys_for(endpoint, job)
         trusted = job.host_keys.trusted(endpoint.address, endpoint.port)
         algorithms: list[str] = []
         if trusted is not None:
@@ -238,7 +272,9 @@ class SSHPool:
                         tunnel=tunnel if tunnel is not None else (),
                         username=endpoint.user or (),
                         client_factory=_factory(client),
-                        client_keys=self._keys_for(endpoint) or (),
+                        # () is asyncssh's "the defaults"; None is "none at all"
+                        client_keys=keys or (() if job.server_credentials else None),
+                        agent_path=() if job.server_credentials else None,
                         password=job.password,
                         known_hosts=([], [], []),  # nothing pre-trusted: the client decides
                         server_host_key_algs=algorithms or (),
@@ -246,7 +282,7 @@ class SSHPool:
                         encryption_algs=_CIPHERS,
                         keepalive_interval=self._keepalive,
                         keepalive_count_max=3,
-                        config=self._config or None,
+                        config=(self._config or None) if job.server_credentials else None,
                     ),
                     job.connect_timeout,
                 )
@@ -263,13 +299,17 @@ class SSHPool:
         self.handshakes_done += 1
         return connection
 
-    def _forget(self, scope: Hashable, endpoint: Endpoint) -> None:
-        connection = self._connections.pop((scope, *endpoint.key), None)
+    def _forget(self, job: ScopedPool, endpoint: Endpoint) -> None:
+        connection = self._connections.pop(
+            (job.host_keys.scope, job.server_credentials, *endpoint.key), None
+        )
         if connection is not None:
             connection.abort()
 
-    def _has_live(self, scope: Hashable, endpoint: Endpoint) -> bool:
-        connection = self._connections.get((scope, *endpoint.key))
+    def _has_live(self, job: ScopedPool, endpoint: Endpoint) -> bool:
+        connection = self._connections.get(
+            (job.host_keys.scope, job.server_credentials, *endpoint.key)
+        )
         return connection is not None and not connection.is_closed()
 
     def __len__(self) -> int:
@@ -294,11 +334,13 @@ class ScopedPool:
         *,
         password: str | None = None,
         connect_timeout: float = 10.0,
+        server_credentials: bool = True,
     ) -> None:
         self.pool = pool
         self.host_keys = host_keys
         self.password = password
         self.connect_timeout = connect_timeout
+        self.server_credentials = server_credentials
 
     async def connect(self, endpoint: Endpoint) -> asyncssh.SSHClientConnection:
         """A live connection to the endpoint: a pooled one, or a new handshake."""
@@ -306,10 +348,10 @@ class ScopedPool:
 
     def forget(self, endpoint: Endpoint) -> None:
         """Drop a connection that misbehaved, so the next use makes a fresh one."""
-        self.pool._forget(self.host_keys.scope, endpoint)
+        self.pool._forget(self, endpoint)
 
     def has_live(self, endpoint: Endpoint) -> bool:
-        return self.pool._has_live(self.host_keys.scope, endpoint)
+        return self.pool._has_live(self, endpoint)
 
 
 def _factory(client: _Client) -> Callable[[], asyncssh.SSHClient]:
@@ -331,4 +373,5 @@ def _jump_endpoint(spec: str, behind: Endpoint) -> Endpoint:
         port=port,
         user=user or behind.user,
         identity=behind.identity,
+        client_key=behind.client_key,
     )

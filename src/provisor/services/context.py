@@ -36,6 +36,12 @@ class Context:
     role: Role | None = None
     _tenant_id: int | None = field(default=None, repr=False)
 
+    @property
+    def is_local(self) -> bool:
+        """The owner of the local data directory, on this computer: the only caller whose
+        requests may name files here (keys, target lists, files to copy)."""
+        return self.role is None
+
     def allows(self, action: Action) -> bool:
         return allows(self.role, action)
 

@@ -8,10 +8,25 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from provisor.core.access import Action
-from provisor.core.errors import Conflict, NotFound
+from provisor.core.errors import Conflict, InvalidInput, NotFound
 from provisor.services.context import Context, audited
+from provisor.services.keys import is_stored_reference
 from provisor.services.schemas import HostChanges, HostSpec, HostView
 from provisor.store.models import Host
+
+
+def check_credentials(ctx: Context, credentials: str | None) -> None:
+    """Nothing a remote caller sends names a file or the SSH agent of the server: its
+    hosts log in with a stored key (`key:NAME`), never with `key:/path` or `agent`."""
+    if ctx.is_local or credentials is None or is_stored_reference(credentials):
+        return
+    if credentials.startswith("secret:"):
+        return
+    raise InvalidInput(
+        "over the API a host logs in with a stored key (key:NAME; see /api/v1/keys), "
+        "not with a file or the SSH agent of the server",
+        field="credentials",
+    )
 
 
 def host_view(host: Host, tenant: str) -> HostView:
@@ -86,6 +101,7 @@ def new_host(spec: HostSpec, tenant_id: int) -> Host:
 
 def add_host(ctx: Context, spec: HostSpec) -> HostView:
     ctx.require(Action.inventory_write)
+    check_credentials(ctx, spec.credentials)
     with audited(ctx, "host.added", spec.name) as (session, audit):
         tenant_id = ctx.tenant_id()
         existing = session.scalar(
@@ -119,6 +135,7 @@ def get_host(ctx: Context, name: str) -> HostView:
 
 def update_host(ctx: Context, name: str, changes: HostChanges) -> HostView:
     ctx.require(Action.inventory_write)
+    check_credentials(ctx, changes.credentials)
     with audited(ctx, "host.changed", name) as (session, audit):
         host = find_host(session, ctx.tenant_id(), name)
         given = changes.model_dump(exclude_unset=True)

@@ -11,7 +11,7 @@ from provisor.core.errors import Conflict, InvalidInput, ProvisorError
 from provisor.core.hostfiles import HostEntry, Inventory, parse_inventory
 from provisor.services.context import Context, audited
 from provisor.services.groups import find_group
-from provisor.services.hosts import new_host
+from provisor.services.hosts import check_credentials, new_host
 from provisor.services.schemas import HostSpec, ImportReport, validate
 from provisor.store.models import Group, Host
 
@@ -22,7 +22,7 @@ OnExisting = Literal["error", "skip", "update"]
 _KEY_FILE_VARS = ("ansible_ssh_private_key_file", "ansible_private_key_file")
 
 
-def _spec(entry: HostEntry, source: str) -> HostSpec:
+def _spec(ctx: Context, entry: HostEntry, source: str) -> HostSpec:
     tags = dict(entry.vars)
     key_files = [tags.pop(var) for var in _KEY_FILE_VARS if var in tags]
     data = {
@@ -34,7 +34,9 @@ def _spec(entry: HostEntry, source: str) -> HostSpec:
         "tags": tags,
     }
     try:
-        return validate(HostSpec, data)
+        spec = validate(HostSpec, data)
+        check_credentials(ctx, spec.credentials)
+        return spec
     except ProvisorError as exc:
         raise InvalidInput(exc.message, source=source, line=entry.line, field=exc.field) from None
 
@@ -68,7 +70,7 @@ def import_hosts(
     ctx.require(Action.inventory_write)
     with audited(ctx, "hosts.imported", source) as (session, audit):
         inventory = parse_inventory(text, source=source, format=format)
-        specs = {entry.name: (_spec(entry, source), entry) for entry in inventory.hosts}
+        specs = {entry.name: (_spec(ctx, entry, source), entry) for entry in inventory.hosts}
         tenant_id = ctx.tenant_id()
         existing = {
             h.name: h

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from provisor.core.access import Action
-from provisor.core.errors import NotFound
+from provisor.core.errors import InvalidInput, NotFound
 from provisor.core.nodeset import natural_key
 from provisor.events import record_event
 from provisor.fleet.knownhosts import DatabaseHostKeys, forget_host_key
@@ -215,6 +215,23 @@ class _ResultWriter:
                 (extra_dir / name).write_bytes(data)  # pssh -o/-e: a file per host, even empty
 
 
+def _only_what_a_remote_caller_may_name(spec: JobSpec) -> None:
+    """Nothing a request sends is resolved as a path on the server: no key file (hosts
+    use stored keys), no files to copy from it, no directory to fetch into."""
+    if spec.identity is not None:
+        raise InvalidInput(
+            "identity names a key file on the server: over the API hosts log in with "
+            "stored keys (credentials key:NAME)",
+            field="identity",
+        )
+    if spec.kind in ("copy", "fetch"):
+        raise InvalidInput(
+            f"{spec.kind} moves files of the computer that runs provisor: run it from the "
+            "CLI (without --server)",
+            field="kind",
+        )
+
+
 async def run_job(
     ctx: Context,
     spec: JobSpec,
@@ -279,6 +296,8 @@ class JobRunner:
         per host. `on_start` hears of the job once its hosts are known.
         """
         ctx.require(Action.jobs_run, spec.target)
+        if not ctx.is_local:
+            _only_what_a_remote_caller_may_name(spec)
         from provisor.fleet.engine import execute
         from provisor.fleet.transport import SSHPool
 
@@ -299,7 +318,10 @@ class JobRunner:
         if self._pool is None:
             self._pool = SSHPool()
         connections = self._pool.scoped(
-            host_keys, password=password, connect_timeout=spec.connect_timeout
+            host_keys,
+            password=password,
+            connect_timeout=spec.connect_timeout,
+            server_credentials=ctx.is_local,
         )
         writer = _ResultWriter(ctx, job.id, job_dir, out_dir, err_dir)
 

@@ -30,8 +30,8 @@ def _check_credentials(value: str | None) -> str | None:
     scheme, sep, rest = value.partition(":")
     if not sep or scheme not in ("key", "secret") or not rest:
         raise ValueError(
-            f"invalid credentials reference {value!r}: use 'key:/path/to/key', "
-            "'secret:NAME' or 'agent'"
+            f"invalid credentials reference {value!r}: use 'key:NAME' (a stored key), "
+            "'key:/path/to/key' (a file; the CLI only), 'secret:NAME' or 'agent' (the CLI only)"
         )
     return value
 

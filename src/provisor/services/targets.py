@@ -16,6 +16,7 @@ from provisor.fleet.transport import Endpoint
 from provisor.services.context import Context
 from provisor.services.groups import resolve_members
 from provisor.services.hosts import tenant_hosts
+from provisor.services.keys import is_stored_reference, private_keys
 from provisor.store.models import Group, Host
 
 
@@ -25,9 +26,10 @@ class _InventoryResolver:
     Lives inside one session; a group's members are resolved only if asked for.
     """
 
-    def __init__(self, session: Session, tenant_id: int) -> None:
+    def __init__(self, session: Session, tenant_id: int, *, files_allowed: bool) -> None:
         self._session = session
         self._tenant_id = tenant_id
+        self._files_allowed = files_allowed
         self.hosts = {h.name: h for h in tenant_hosts(session, tenant_id)}
         groups = session.scalars(
             select(Group)
@@ -56,6 +58,12 @@ class _InventoryResolver:
         return self.group_members(group)
 
     def read_file(self, path: str) -> Iterable[HostRef]:
+        if not self._files_allowed:  # refused before the file is looked at
+            raise InvalidInput(
+                "a target file (@FILE) is read on the computer that runs provisor: the API "
+                "takes hosts, groups and addresses only",
+                field="target",
+            )
         try:
             text = Path(path).expanduser().read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -101,19 +109,40 @@ def resolve_target(
 ) -> list[Endpoint]:
     """The endpoints a target selects, with the credentials each host is reached with.
 
-    A host's own key (its credentials) wins over `identity`, which is for hosts
-    without one; likewise its own user over `user` (pssh's -i and -l).
+    A host's own key (its credentials: a stored key `key:NAME`, or for the local CLI a
+    file `key:/path`) wins over `identity`, which is for hosts without one; likewise its
+    own user over `user` (pssh's -i and -l).
     """
     expression = parse_target(target)
     endpoints = []
     with ctx.store.session() as session:
-        resolver = _InventoryResolver(session, ctx.tenant_id())
-        for ref in evaluate(expression, resolver):
+        resolver = _InventoryResolver(session, ctx.tenant_id(), files_allowed=ctx.is_local)
+        selected = evaluate(expression, resolver)
+        stored = private_keys(
+            session,
+            ctx,
+            {
+                (host.credentials or "").removeprefix("key:")
+                for ref in selected
+                if (host := resolver.hosts.get(ref.name)) is not None
+                and is_stored_reference(host.credentials)
+            },
+        )
+        for ref in selected:
             host = resolver.hosts.get(ref.name)
-            own_key, jump = None, None
+            key_file, client_key, jump = None, None, None
             if host is not None and ref.address == host.address:
-                if host.credentials and host.credentials.startswith("key:"):
-                    own_key = host.credentials.removeprefix("key:")
+                credentials = host.credentials or ""
+                if is_stored_reference(credentials):
+                    client_key = stored.get(credentials.removeprefix("key:"))
+                    if client_key is None:
+                        raise NotFound(
+                            f"host {host.name} logs in with the SSH key {credentials[4:]!r}, "
+                            "which is not stored (provisor keys add)",
+                            field="target",
+                        )
+                elif credentials.startswith("key:"):
+                    key_file = credentials.removeprefix("key:")
                 jump = resolver.proxy_jump(host)
             endpoints.append(
                 Endpoint(
@@ -121,8 +150,9 @@ def resolve_target(
                     address=ref.address,
                     port=ref.port or 22,
                     user=ref.user or user,
-                    identity=own_key or identity,
+                    identity=key_file or (None if client_key else identity),
                     proxy_jump=jump,
+                    client_key=client_key,
                 )
             )
     return endpoints

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from provisor.store.models import Base, Tenant, utcnow
@@ -56,3 +56,18 @@ class ApiToken(Base):
 
     user: Mapped[User] = relationship()
     tenant: Mapped[Tenant] = relationship()
+
+
+class SshKey(Base):
+    """A private key a tenant's jobs log in with, named and sealed at rest: what the API
+    uses where the CLI may name a key file on its own computer."""
+
+    __tablename__ = "ssh_keys"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_ssh_keys_tenant_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    private_key: Mapped[str] = mapped_column(Text)  # sealed
+    public_key: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,4 +1,4 @@
-"""users, their roles per tenant, and API tokens
+"""users, their roles per tenant, API tokens, and stored SSH keys
 
 Revision ID: 0007
 Revises: 0006
@@ -55,8 +55,24 @@ def upgrade() -> None:
     with op.batch_alter_table("api_tokens", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_api_tokens_user_id"), ["user_id"], unique=False)
 
+    op.create_table(
+        "ssh_keys",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("tenant_id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=128), nullable=False),
+        sa.Column("private_key", sa.Text(), nullable=False),
+        sa.Column("public_key", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"]),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("tenant_id", "name", name="uq_ssh_keys_tenant_name"),
+    )
+    with op.batch_alter_table("ssh_keys", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_ssh_keys_tenant_id"), ["tenant_id"], unique=False)
+
 
 def downgrade() -> None:
+    op.drop_table("ssh_keys")
     op.drop_table("api_tokens")
     op.drop_table("memberships")
     op.drop_table("users")

@@ -8,7 +8,16 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from provisor import __version__
-from provisor.api import blueprints, errors, identity, jobs, keys, providers, routes
+from provisor.api import (
+    blueprints,
+    deployments,
+    errors,
+    identity,
+    jobs,
+    keys,
+    providers,
+    routes,
+)
 from provisor.api.auth import SignInGuard
 from provisor.api.guards import RequestGuard
 from provisor.api.jobs import ServerJobs
@@ -56,4 +65,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router, prefix="/api/v1")
     app.include_router(blueprints.router, prefix="/api/v1")
     app.include_router(providers.router, prefix="/api/v1")
+    app.include_router(deployments.router, prefix="/api/v1")
     return app

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
+
+import typer
 
 if TYPE_CHECKING:  # the services (and the database layer) load when first needed
     from provisor.services.context import Context, Settings
+
+Server = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        envvar="PROVISOR_SERVER",
+        help="act through this provisor server, with the token `provisor login` kept "
+        "(or PROVISOR_TOKEN)",
+    ),
+]
 
 _options: dict[str, str | None] = {"tenant": None}
 _context: list[Context] = []

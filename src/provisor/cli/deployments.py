@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from provisor.cli._context import context, settings
+from provisor.cli._context import Server, context, settings
 from provisor.cli.output import Format, console, emit_json, err_console, fields, table
 from provisor.core.errors import InvalidInput
 from provisor.core.names import parse_key_values
@@ -40,20 +40,24 @@ def _blueprint_text(reference: str) -> tuple[str, str]:
     return stored.text, f"{stored.name}@{stored.version}"
 
 
-def _progress(name: str, shown: dict[str, str]) -> DeploymentView:
-    from provisor.services import deployments
-
-    view = deployments.get_deployment(context(), name)
+def progress(view: DeploymentView, shown: dict[str, str]) -> DeploymentView:
+    """Print a line when the deployment's state or step changed since the last one."""
     line = f"{view.state}: {view.step}"
     if shown.get("line") != line:
         shown["line"] = line
         ready = sum(1 for m in view.machines if m.state == "ready")
         err_console.print(
-            f"[{time.strftime('%H:%M:%S')}] {name} {line} "
+            f"[{time.strftime('%H:%M:%S')}] {view.name} {line} "
             f"({ready}/{len(view.machines)} machines ready)",
             highlight=False,
         )
     return view
+
+
+def _progress(name: str, shown: dict[str, str]) -> DeploymentView:
+    from provisor.services import deployments
+
+    return progress(deployments.get_deployment(context(), name), shown)
 
 
 def _follow(name: str, be_worker: bool) -> DeploymentView:
@@ -89,7 +93,7 @@ def _follow(name: str, be_worker: bool) -> DeploymentView:
     return _progress(name, shown)
 
 
-def _show(view: DeploymentView) -> None:
+def show(view: DeploymentView) -> None:
     fields(
         [
             ("deployment", view.name),
@@ -125,12 +129,27 @@ def up(
     ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="follow progress until it ends")] = False,
     output: Annotated[Format, typer.Option("--output")] = Format.table,
+    server: Server = None,
 ) -> None:
     """Deploy a blueprint: validate, (approval), launch, configure, deliver."""
     from provisor.services import deployments
 
-    text, source = _blueprint_text(blueprint)
     inputs = parse_key_values(param or [], field="param") if param else {}
+    if server is not None:
+        from provisor.cli import remote_deployments
+
+        remote_deployments.up(
+            server,
+            blueprint,
+            inputs,
+            name=name,
+            completion=hostname_completion,
+            provider=provider,
+            wait=wait,
+            output=output,
+        )
+        return
+    text, source = _blueprint_text(blueprint)
     view = deployments.request_deployment(
         context(),
         settings(),
@@ -157,7 +176,7 @@ def up(
     if output is Format.json:
         emit_json(final)
     else:
-        _show(final)
+        show(final)
         if final.state == "ready":
             console.print(
                 f"\n[bold green]ready[/]. Run commands on it: `provisor run deployment:{final.name}"
@@ -166,8 +185,13 @@ def up(
     raise typer.Exit(0 if final.state == "ready" else 1)
 
 
-def down(name: str) -> None:
+def down(name: str, server: Server = None) -> None:
     """Terminate every machine of a deployment and forget it."""
+    if server is not None:
+        from provisor.cli import remote_deployments
+
+        remote_deployments.down(server, name)
+        return
     from provisor.services import deployments
 
     view = asyncio.run(deployments.remove_deployment(context(), settings(), name))
@@ -183,8 +207,14 @@ def status(
         ),
     ] = False,
     output: Annotated[Format, typer.Option("--output")] = Format.table,
+    server: Server = None,
 ) -> None:
     """A deployment's machines, current step and outputs."""
+    if server is not None:
+        from provisor.cli import remote_deployments
+
+        remote_deployments.status(server, name, wait=wait, output=output)
+        return
     from provisor.services import deployments
 
     view = deployments.get_deployment(context(), name)  # an unknown name fails here, at once
@@ -195,13 +225,18 @@ def status(
     if output is Format.json:
         emit_json(view)
     else:
-        _show(view)
+        show(view)
     if wait:
         raise typer.Exit(0 if view.state == "ready" else 1)
 
 
-def approve(name: str) -> None:
+def approve(name: str, server: Server = None) -> None:
     """Let a deployment that waits for approval go ahead."""
+    if server is not None:
+        from provisor.cli import remote_deployments
+
+        remote_deployments.decide(server, name, approved=True, reason=None)
+        return
     from provisor.services import deployments
 
     deployments.decide(context(), settings(), name, approved=True)
@@ -209,20 +244,36 @@ def approve(name: str) -> None:
 
 
 def reject(
-    name: str, reason: Annotated[str, typer.Option(help="why; the requester is told")] = ""
+    name: str,
+    reason: Annotated[str, typer.Option(help="why; the requester is told")] = "",
+    server: Server = None,
 ) -> None:
     """Refuse a deployment that waits for approval."""
+    if server is not None:
+        from provisor.cli import remote_deployments
+
+        remote_deployments.decide(server, name, approved=False, reason=reason or None)
+        return
     from provisor.services import deployments
 
     deployments.decide(context(), settings(), name, approved=False, reason=reason or None)
     console.print(f"rejected [bold]{name}[/]")
 
 
-def params(name: str, output: Annotated[Format, typer.Option("--output")] = Format.table) -> None:
+def params(
+    name: str,
+    output: Annotated[Format, typer.Option("--output")] = Format.table,
+    server: Server = None,
+) -> None:
     """Runtime parameters of a deployment, and who is waiting on what."""
-    from provisor.services import deployments
+    if server is not None:
+        from provisor.cli import remote_deployments
 
-    view = deployments.parameters(context(), name)
+        view = remote_deployments.parameters(server, name)
+    else:
+        from provisor.services import deployments
+
+        view = deployments.parameters(context(), name)
     if output is Format.json:
         emit_json(view)
         return
@@ -246,11 +297,18 @@ def worker_command(
 
 
 @deployments_app.command("list")
-def list_(output: Annotated[Format, typer.Option("--output")] = Format.table) -> None:
+def list_(
+    output: Annotated[Format, typer.Option("--output")] = Format.table, server: Server = None
+) -> None:
     """List deployments."""
-    from provisor.services import deployments
+    if server is not None:
+        from provisor.cli import remote_deployments
 
-    views = deployments.list_deployments(context())
+        views = remote_deployments.listing(server)
+    else:
+        from provisor.services import deployments
+
+        views = deployments.list_deployments(context())
     if output is Format.json:
         emit_json(views)
         return

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from provisor.cli._context import context, current_tenant, server_token
+from provisor.cli._context import Server, context, current_tenant, server_token
 from provisor.cli.fleet_output import Reporter
 from provisor.cli.output import Format, console, emit_json, fields, read_input_file, table
 from provisor.core.errors import InvalidInput
@@ -38,14 +38,6 @@ AskPass = Annotated[
 OutputMode = Annotated[
     str | None,
     typer.Option("--output", help="stream, fold or json (default: fold above 10 hosts)"),
-]
-Server = Annotated[
-    str | None,
-    typer.Option(
-        "--server",
-        envvar="PROVISOR_SERVER",
-        help="run through this provisor server (its connections stay warm)",
-    ),
 ]
 
 

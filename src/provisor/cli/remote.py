@@ -20,15 +20,18 @@ class ServerError(ProvisorError):
 
 
 def _raise_for(response: httpx.Response, server: str) -> None:
+    """The server's error as a ProvisorError with the same status (404 stays 404)."""
     if response.is_success:
         return
     try:
         error = response.json()["error"]
-        raise ProvisorError(error["message"], field=error.get("field"))
+        problem = ProvisorError(error["message"], field=error.get("field"))
     except (ValueError, KeyError, TypeError):
         raise ServerError(
             f"server {server} answered {response.status_code}: {response.text[:200]}"
         ) from None
+    problem.status = response.status_code
+    raise problem
 
 
 def host_result(data: dict[str, Any]) -> HostResult:
@@ -64,6 +67,42 @@ def _headers(token: str | None, tenant: str | None) -> dict[str, str]:
     if tenant:
         headers["X-Provisor-Tenant"] = tenant
     return headers
+
+
+class ServerClient:
+    """Calls to one provisor server as the user of `token`, acting in `tenant`."""
+
+    def __init__(self, server: str, token: str | None, tenant: str | None) -> None:
+        if not token:
+            raise ProvisorError(
+                f"no token for {server}: run `provisor login {server}` or set PROVISOR_TOKEN",
+                field="server",
+            )
+        self.server = server
+        self._client = httpx.Client(
+            base_url=server.rstrip("/"), headers=_headers(token, tenant), timeout=_TIMEOUT
+        )
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        query: dict[str, str] | None = None,
+    ) -> Any:
+        """The JSON answer of `method path`; the server's error as a ProvisorError."""
+        try:
+            answer = self._client.request(method, f"/api/v1{path}", json=body, params=query)
+        except httpx.HTTPError as exc:
+            raise ServerError(
+                f"cannot reach provisor server {self.server}: {exc}", field="server"
+            ) from None
+        _raise_for(answer, self.server)
+        return answer.json() if answer.content else None
+
+    def close(self) -> None:
+        self._client.close()
 
 
 def whoami(server: str, token: str) -> dict[str, Any]:

@@ -51,6 +51,7 @@ def query_events(
     *,
     tenant: str | None,
     kinds: list[str] | None = None,
+    subject: str | None = None,
     since: datetime | None = None,
     after_id: int | None = None,
     limit: int = 100,
@@ -59,6 +60,8 @@ def query_events(
     statement = select(Event)
     if tenant is not None:
         statement = statement.where(Event.tenant == tenant)
+    if subject is not None:
+        statement = statement.where(Event.subject == subject)
     if kinds:
         conditions = []
         for kind in kinds:

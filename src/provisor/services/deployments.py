@@ -14,7 +14,9 @@ from provisor.core.access import Action
 from provisor.core.blueprint import Blueprint, expand, load_blueprint, resolve_inputs
 from provisor.core.errors import Conflict, InvalidInput, NotFound
 from provisor.core.names import check_name, deployment_group
-from provisor.orchestrator import secrets, worker
+from provisor.events import EventView, query_events
+from provisor.orchestrator import reports, secrets, worker
+from provisor.services.blueprints import load_stored_blueprint
 from provisor.services.context import Context, audited
 from provisor.services.providers import provider_names
 from provisor.settings import Settings
@@ -305,6 +307,59 @@ async def remove_deployment(ctx: Context, settings: Settings, name: str) -> Depl
     return view.model_copy(update={"state": "terminated"})
 
 
+def request_from_catalog(
+    ctx: Context,
+    settings: Settings,
+    blueprint: str,
+    *,
+    version: str | None = None,
+    parameters: dict[str, str],
+    name: str | None = None,
+    completion: str | None = None,
+    provider: str | None = None,
+) -> DeploymentView:
+    """`request_deployment` of a blueprint stored in the tenant's catalog."""
+    detail, _ = load_stored_blueprint(ctx, blueprint, version)
+    return request_deployment(
+        ctx,
+        settings,
+        detail.text,
+        source=f"{detail.name}@{detail.version}",
+        parameters=parameters,
+        name=name,
+        completion=completion,
+        provider=provider,
+    )
+
+
+def deployment_events(ctx: Context, name: str, *, limit: int = 200) -> list[EventView]:
+    """What happened to a deployment (its `deployment.*` events), for whoever may see it:
+    a requester sees its own deployment's without reading the whole audit log."""
+    with ctx.store.session() as session:
+        _find(session, ctx, name)
+        return query_events(
+            session, tenant=ctx.tenant, kinds=["deployment."], subject=name, limit=limit
+        )
+
+
+def report(ctx: Context, name: str, machine: str) -> bytes:
+    """A machine's report archive (`tar.gz`: its scripts' output and console log).
+
+    `machine` is looked up among the deployment's machines, never used as a path."""
+    with ctx.store.session() as session:
+        names = [m.name for m in _find(session, ctx, name).machines]
+    if machine not in names:
+        raise NotFound(f"deployment {name!r} has no machine {machine!r}", field="machine")
+    path = reports.deployment_dir(ctx.home, name) / "reports" / f"{machine}.tar.gz"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise NotFound(
+            f"no report of {machine} yet: reports are written when the deployment ends its run",
+            field="machine",
+        ) from None
+
+
 def machine_names(ctx: Context, name: str) -> list[str]:
     with ctx.store.session() as session:
         return [m.name for m in _find(session, ctx, name).machines]
@@ -314,10 +369,13 @@ __all__ = [
     "DeploymentView",
     "ParametersView",
     "decide",
+    "deployment_events",
     "get_deployment",
     "list_deployments",
     "machine_names",
     "parameters",
     "remove_deployment",
+    "report",
     "request_deployment",
+    "request_from_catalog",
 ]

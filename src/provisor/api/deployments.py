@@ -1,0 +1,130 @@
+"""Routes for deployments: request one from the catalog, follow it, decide, remove it.
+
+Included by the application under `/api/v1`. A request names a blueprint stored in the
+tenant's catalog (`/blueprints`) and gives its parameters as values: nothing names a
+file. Secret parameters are sealed before they are stored and shown as `******`.
+A worker is started when none runs, so a request (or an approval) moves on by itself.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import BaseModel, Field, SecretStr
+
+from provisor.api.auth import Ctx
+from provisor.core.errors import InvalidInput
+from provisor.services import deployments, workers
+from provisor.services.context import Settings
+from provisor.services.deployments import DeploymentView, ParametersView
+from provisor.services.events import EventView
+
+router = APIRouter(tags=["deployments"])
+
+_MAX_PARAMETERS = 200  # a blueprint has far fewer; more is a mistake or an attack
+
+
+class DeploymentRequest(BaseModel):
+    blueprint: str = Field(description="name of a blueprint in the tenant's catalog")
+    version: str | None = Field(default=None, description="its version; default: the newest")
+    name: str | None = Field(default=None, description="the deployment's name (unique)")
+    parameters: dict[str, SecretStr] = Field(
+        default_factory=dict, description="the blueprint's parameters, as text values"
+    )
+    completion: str | None = Field(default=None, description="fills '#' in hostnames")
+    provider: str | None = Field(default=None, description="default: the blueprint's, or local")
+
+
+class Decision(BaseModel):
+    reason: str | None = Field(default=None, max_length=2000, description="why (to reject)")
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+@router.post("/deployments", response_model=DeploymentView, status_code=202)
+def request_deployment(ctx: Ctx, request: Request, body: DeploymentRequest) -> DeploymentView:
+    """Request a deployment of a stored blueprint; it runs (or waits for approval)."""
+    if len(body.parameters) > _MAX_PARAMETERS:
+        raise InvalidInput(f"at most {_MAX_PARAMETERS} parameters", field="parameters")
+    settings = _settings(request)
+    view = deployments.request_from_catalog(
+        ctx,
+        settings,
+        body.blueprint,
+        version=body.version,
+        parameters={k: v.get_secret_value() for k, v in body.parameters.items()},
+        name=body.name,
+        completion=body.completion,
+        provider=body.provider,
+    )
+    workers.ensure_worker(settings, here=False)
+    return view
+
+
+@router.get("/deployments", response_model=list[DeploymentView])
+def list_deployments(ctx: Ctx) -> list[DeploymentView]:
+    """The tenant's deployments (a requester's own only)."""
+    return deployments.list_deployments(ctx)
+
+
+@router.get("/deployments/{name}", response_model=DeploymentView)
+def get_deployment(ctx: Ctx, name: str) -> DeploymentView:
+    """Machines, state, current step and outputs."""
+    return deployments.get_deployment(ctx, name)
+
+
+@router.get("/deployments/{name}/parameters", response_model=ParametersView)
+def parameters(ctx: Ctx, name: str) -> ParametersView:
+    """Runtime parameters the machines published, and who waits on what."""
+    return deployments.parameters(ctx, name)
+
+
+@router.get("/deployments/{name}/events", response_model=list[EventView])
+def events(
+    ctx: Ctx, name: str, limit: Annotated[int, Query(ge=1, le=1000)] = 200
+) -> list[EventView]:
+    """What happened to the deployment, oldest first."""
+    return deployments.deployment_events(ctx, name, limit=limit)
+
+
+@router.post("/deployments/{name}/approve", response_model=DeploymentView)
+def approve(ctx: Ctx, request: Request, name: str) -> DeploymentView:
+    """Let a deployment that waits for approval go ahead (approver, admin)."""
+    settings = _settings(request)
+    view = deployments.decide(ctx, settings, name, approved=True)
+    workers.ensure_worker(settings, here=False)
+    return view
+
+
+@router.post("/deployments/{name}/reject", response_model=DeploymentView)
+def reject(ctx: Ctx, request: Request, name: str, body: Decision) -> DeploymentView:
+    """Refuse a deployment that waits for approval; `reason` is required."""
+    settings = _settings(request)
+    view = deployments.decide(ctx, settings, name, approved=False, reason=body.reason)
+    workers.ensure_worker(settings, here=False)
+    return view
+
+
+@router.delete("/deployments/{name}", response_model=DeploymentView)
+async def remove_deployment(ctx: Ctx, request: Request, name: str) -> DeploymentView:
+    """Terminate every machine of the deployment and forget it (its owner, an operator)."""
+    return await deployments.remove_deployment(ctx, _settings(request), name)
+
+
+@router.get(
+    "/deployments/{name}/reports/{machine}",
+    response_class=Response,
+    responses={200: {"content": {"application/gzip": {}}}},
+)
+def report(ctx: Ctx, name: str, machine: str) -> Response:
+    """A machine's report: its scripts' output and console log, as a `.tar.gz`."""
+    data = deployments.report(ctx, name, machine)
+    return Response(
+        data,
+        media_type="application/gzip",
+        headers={"Content-Disposition": f'attachment; filename="{machine}.tar.gz"'},
+    )

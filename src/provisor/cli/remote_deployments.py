@@ -1,0 +1,141 @@
+"""`provisor up|status|approve|reject|down|params|deployments list --server URL`.
+
+The same commands, through a provisor server's REST API with the caller's token. A
+blueprint file given to `up` is sent as text and added to the server's catalog (a
+version the server already holds must have the same text); nothing names a file there.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from provisor.cli._context import current_tenant, server_token
+from provisor.cli.deployments import FINAL, progress, show
+from provisor.cli.output import Format, console, emit_json, read_input_file
+from provisor.cli.remote import ServerClient
+from provisor.core.errors import InvalidInput, ProvisorError
+from provisor.services.blueprints import validate_blueprint
+from provisor.services.deployments import DeploymentView, ParametersView
+
+_POLL = 1.0  # seconds between looks at a deployment that is still on its way
+
+
+def client(server: str) -> ServerClient:
+    return ServerClient(server, server_token(server), current_tenant())
+
+
+def _catalog_reference(api: ServerClient, blueprint: str) -> tuple[str, str | None]:
+    """(name, version) of the blueprint on the server: a file is added to its catalog."""
+    path = Path(blueprint)
+    if not (path.suffix in (".yaml", ".yml") or path.exists()):
+        name, _, version = blueprint.partition("@")
+        return name, version or None
+    try:
+        text = read_input_file(path, field="blueprint").decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{path} is not UTF-8 text", field="blueprint") from None
+    parsed = validate_blueprint(text, str(path))  # refused here, before anything is sent
+    try:
+        api.call("POST", "/blueprints", {"text": text, "source": path.name})
+    except ProvisorError as exc:
+        if exc.status != 409:
+            raise
+        held = api.call("GET", f"/blueprints/{parsed.name}", query={"version": parsed.version})
+        if held["text"] != text:
+            raise InvalidInput(
+                f"the server holds {parsed.name} {parsed.version} with other content: "
+                "give the blueprint a new version",
+                field="blueprint",
+            ) from None
+    return parsed.name, parsed.version
+
+
+def follow(api: ServerClient, name: str) -> DeploymentView:
+    """Print progress until the deployment ends (the server's worker does the work)."""
+    shown: dict[str, str] = {}
+    while True:
+        view = progress(
+            DeploymentView.model_validate(api.call("GET", f"/deployments/{name}")), shown
+        )
+        if view.state in FINAL:
+            return view
+        time.sleep(_POLL)
+
+
+def _finish(view: DeploymentView, output: Format, *, wait: bool) -> None:
+    if output is Format.json:
+        emit_json(view)
+    else:
+        show(view)
+    if wait:
+        raise typer.Exit(0 if view.state == "ready" else 1)
+
+
+def up(
+    server: str,
+    blueprint: str,
+    parameters: dict[str, str],
+    *,
+    name: str | None,
+    completion: str | None,
+    provider: str | None,
+    wait: bool,
+    output: Format,
+) -> None:
+    api = client(server)
+    reference, version = _catalog_reference(api, blueprint)
+    body: dict[str, Any] = {
+        "blueprint": reference,
+        "version": version,
+        "name": name,
+        "parameters": parameters,
+        "completion": completion,
+        "provider": provider,
+    }
+    view = DeploymentView.model_validate(api.call("POST", "/deployments", body))
+    if not wait:
+        if output is Format.json:
+            emit_json(view)
+        else:
+            console.print(
+                f"deployment [bold]{view.name}[/] queued on {server}; follow it with "
+                f"`provisor status {view.name} --wait --server {server}`"
+            )
+        return
+    _finish(follow(api, view.name), output, wait=True)
+
+
+def status(server: str, name: str, *, wait: bool, output: Format) -> None:
+    api = client(server)
+    view = DeploymentView.model_validate(api.call("GET", f"/deployments/{name}"))
+    if wait and view.state not in FINAL:
+        view = follow(api, name)
+    _finish(view, output, wait=wait)
+
+
+def decide(server: str, name: str, *, approved: bool, reason: str | None) -> None:
+    api = client(server)
+    if approved:
+        api.call("POST", f"/deployments/{name}/approve")
+    else:
+        api.call("POST", f"/deployments/{name}/reject", {"reason": reason})
+    console.print(f"{'approved' if approved else 'rejected'} [bold]{name}[/] on {server}")
+
+
+def down(server: str, name: str) -> None:
+    view = DeploymentView.model_validate(client(server).call("DELETE", f"/deployments/{name}"))
+    console.print(f"deployment [bold]{name}[/] removed ({len(view.machines)} machines terminated)")
+
+
+def parameters(server: str, name: str) -> ParametersView:
+    return ParametersView.model_validate(
+        client(server).call("GET", f"/deployments/{name}/parameters")
+    )
+
+
+def listing(server: str) -> list[DeploymentView]:
+    return [DeploymentView.model_validate(d) for d in client(server).call("GET", "/deployments")]

@@ -1,8 +1,8 @@
 """Who calls: the bearer token and the tenant selector, turned into a service Context.
 
-Every route but `/health` depends on `context`. A client that keeps failing to sign in
-is slowed down: past `FAILURES` refused tokens within `WINDOW` seconds it gets 429
-until the window has passed, so tokens cannot be guessed at line speed.
+Every route but `/health` depends on `context`. A client that keeps presenting tokens
+that are refused is slowed down: past `FAILURES` of them within `WINDOW` seconds it
+gets 429 until the window has passed, so tokens cannot be guessed at line speed.
 """
 
 from __future__ import annotations
@@ -76,20 +76,22 @@ def context(
     state = request.app.state
     client = request.client.host if request.client else "unknown"
     state.sign_ins.check(client)
+    credential = _bearer(authorization)
     try:
-        principal = identity.authenticate(
-            state.store, _bearer(authorization), tenant=tenant, client=client
-        )
+        principal = identity.authenticate(state.store, credential, tenant=tenant, client=client)
     except Unauthenticated:
-        state.sign_ins.failed(client)
+        if credential:  # a token that was tried and refused: what guessing looks like
+            state.sign_ins.failed(client)
         raise
-    return Context(
+    ctx = Context(
         store=state.store,
         actor=principal.user,
         tenant=principal.tenant,
         role=principal.role,
         home=state.settings.home,
     )
+    request.state.ctx = ctx  # for the error handler: a 404 is a refusal, recorded too
+    return ctx
 
 
 Ctx = Annotated[Context, Depends(context)]

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from provisor.api.auth import Ctx
+from provisor.core.access import Action
 from provisor.services import blueprints
 
 router = APIRouter(tags=["blueprints"])
@@ -29,7 +30,9 @@ class ValidateRequest(BlueprintText):
 
 
 @router.post("/blueprints/validate", response_model=blueprints.BlueprintSummary)
-def validate_blueprint(body: ValidateRequest) -> blueprints.BlueprintSummary:
+def validate_blueprint(ctx: Ctx, body: ValidateRequest) -> blueprints.BlueprintSummary:
+    """Check a blueprint (and parameters) without storing anything."""
+    ctx.require(Action.catalog_read)
     bp = blueprints.validate_blueprint(body.text, body.source)
     return blueprints.summarize_blueprint(bp, body.params or None)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,8 +11,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from provisor.api.guards import BodyTooLarge
 from provisor.core.errors import ParseErrors, ProvisorError
+from provisor.services.context import Context
 
 
 class ErrorDetail(BaseModel):
@@ -33,17 +34,23 @@ def _detail(exc: ProvisorError) -> ErrorDetail:
     return ErrorDetail(message=exc.message, field=exc.field, location=exc.location or None)
 
 
-async def _provisor_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _provisor_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProvisorError)
+    ctx = getattr(request.state, "ctx", None)
+    if exc.status == 404 and isinstance(ctx, Context):
+        # Another tenant's object answers 404 like one that does not exist; the attempt
+        # is still in the caller's audit log.
+        await asyncio.to_thread(
+            ctx.record_refusal,
+            "access.not_found",
+            f"{request.method} {request.url.path}",
+            exc.message,
+        )
     detail = _detail(exc)
     if isinstance(exc, ParseErrors):
         detail.errors = [_detail(e) for e in exc.errors]
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return JSONResponse(_body(detail), status_code=exc.status, headers=headers)
-
-
-async def _body_too_large(_request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse(_body(ErrorDetail(message=str(exc))), status_code=413)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -69,4 +76,3 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ProvisorError, _provisor_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(BodyTooLarge, _body_too_large)

@@ -72,26 +72,36 @@ class RequestGuard:
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
             await _refuse(send, 413, f"the request body is over {self.max_body:,} bytes")
             return
-        await self.app(scope, self._counted(receive, send), send)
+        await self._limited(scope, receive, send)
 
-    def _counted(self, receive: Receive, send: Send) -> Receive:
-        seen = 0
+    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app with the body counted as it arrives. Past the limit the app is told
+        the client went away, its answer (if any) is dropped, and 413 goes out instead."""
+        seen, exceeded, started = 0, False, False
 
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, exceeded
+            if exceeded:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body:
-                    raise BodyTooLarge(self.max_body)
+                    exceeded = True
+                    return {"type": "http.disconnect"}
             return message
 
-        return counted
+        async def guarded(message: Message) -> None:
+            nonlocal started
+            if exceeded:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
 
-
-class BodyTooLarge(Exception):
-    """A body that outgrew the limit while it arrived (no Content-Length to refuse early)."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"the request body is over {limit:,} bytes")
-        self.limit = limit
+        try:
+            await self.app(scope, counted, guarded)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded and not started:
+            await _refuse(send, 413, f"the request body is over {self.max_body:,} bytes")

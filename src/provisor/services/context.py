@@ -56,17 +56,22 @@ class Context:
 
     def deny(self, message: str, subject: str, **details: str) -> Forbidden:
         """Record a refusal (every denial is an event) and return the error to raise."""
+        self.record_refusal("access.denied", subject, message, **details)
+        return Forbidden(message)
+
+    def record_refusal(self, kind: str, subject: str, reason: str, **details: str) -> None:
+        """An event for a request that was refused (`access.denied`, `access.not_found`),
+        written on its own: the request changed nothing else."""
         with self.store.session() as session:
             record_event(
                 session,
                 actor=self.actor,
                 tenant=self.tenant,
-                kind="access.denied",
-                subject=subject,
+                kind=kind,
+                subject=subject[:500],
                 outcome="failed",
-                details={**details, "role": str(self.role), "reason": message},
+                details={**details, "role": str(self.role), "reason": reason[:1000]},
             )
-        return Forbidden(message)
 
     def tenant_id(self) -> int:
         """The tenant's row id, creating the tenant on first use.

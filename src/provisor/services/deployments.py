@@ -274,7 +274,11 @@ async def remove_deployment(ctx: Context, settings: Settings, name: str) -> Depl
 
     view = await asyncio.to_thread(get_deployment, ctx, name)
     if not ctx.allows(Action.deployments_manage) and view.owner != ctx.actor:
-        raise ctx.deny(f"only the owner or an operator may remove deployment {name!r}", name)
+        raise ctx.deny(
+            f"role {ctx.role} in tenant {ctx.tenant!r} may not remove deployment {name!r}: "
+            "only its owner or an operator may",
+            name,
+        )
     with ctx.store.session() as session:
         deployment = _find(session, ctx, name)
         deployment_id, workflow_id = deployment.id, deployment.workflow_id

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
         "must reach it (on a cloud: an address of the controller in their network)",
     )
 
+    sign_in_failures: int = Field(
+        default=20,
+        ge=1,
+        le=100_000,
+        description="refused tokens a client may present in a minute before it gets 429",
+    )
     allowed_hosts: str = Field(
         default="",
         description="comma-separated names the server answers to besides localhost and "

@@ -56,12 +56,21 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def start_server(
-    home: Path, *args: str, scheme: str = "http", ca: Path | None = None
+    home: Path,
+    *args: str,
+    scheme: str = "http",
+    ca: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`provisor server` on a free port of 127.0.0.1, with a data directory of its own;
     (its URL, its process) once it answers, stopped afterwards."""
     port = _free_port()
-    env = {**os.environ, "PROVISOR_HOME": str(home), "PROVISOR_LOCAL_NETWORK": "127.141.0.0/16"}
+    env = {
+        **os.environ,
+        "PROVISOR_HOME": str(home),
+        "PROVISOR_LOCAL_NETWORK": "127.141.0.0/16",
+        **(env or {}),
+    }
     for variable in ("PROVISOR_DATABASE_URL", "PROVISOR_TOKEN", "PROVISOR_ALLOWED_HOSTS"):
         env.pop(variable, None)
     process = subprocess.Popen(

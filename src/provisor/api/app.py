@@ -51,12 +51,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             403: {"model": errors.ErrorBody},
             404: {"model": errors.ErrorBody},
             409: {"model": errors.ErrorBody},
+            413: {"model": errors.ErrorBody},
             422: {"model": errors.ErrorBody},
+            429: {"model": errors.ErrorBody},
         },
     )
     app.state.settings = settings
     app.state.store = Store(settings.effective_database_url)
-    app.state.sign_ins = SignInGuard()
+    app.state.sign_ins = SignInGuard(settings.sign_in_failures)
     errors.install(app)
     app.add_middleware(RequestGuard, allowed_hosts=[*LOCAL_NAMES, *settings.allowed_host_names])
     app.include_router(routes.router, prefix="/api/v1")

@@ -1,8 +1,9 @@
 """Who calls: the bearer token and the tenant selector, turned into a service Context.
 
 Every route but `/health` depends on `context`. A client that keeps presenting tokens
-that are refused is slowed down: past `FAILURES` of them within `WINDOW` seconds it
-gets 429 until the window has passed, so tokens cannot be guessed at line speed.
+that are refused is slowed down: past `sign_in_failures` of them (a setting, 20 by
+default) within `WINDOW` seconds it gets 429 until the window has passed, so tokens
+cannot be guessed at line speed.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ import time
 from collections import OrderedDict, deque
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from provisor.core.errors import ProvisorError, Unauthenticated
 from provisor.services import identity
 from provisor.services.context import Context
 
-FAILURES = 20
 WINDOW = 60.0
 _CLIENTS = 10_000  # clients remembered at most; the oldest are forgotten first
 
@@ -29,12 +30,13 @@ class TooManyFailures(ProvisorError):
 class SignInGuard:
     """Failed sign-ins per client address, in a sliding window."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
 
     def check(self, client: str) -> None:
         recent = self._recent(client)
-        if len(recent) >= FAILURES:
+        if len(recent) >= self.limit:
             wait = int(recent[0] + WINDOW - time.monotonic()) + 1
             raise TooManyFailures(
                 f"too many refused tokens from {client}: try again in {wait} s",
@@ -48,22 +50,19 @@ class SignInGuard:
             self._failures.popitem(last=False)
 
     def _recent(self, client: str) -> deque[float]:
-        times = self._failures.setdefault(client, deque(maxlen=FAILURES))
+        times = self._failures.setdefault(client, deque(maxlen=self.limit))
         while times and times[0] < time.monotonic() - WINDOW:
             times.popleft()
         return times
 
 
-def _bearer(authorization: str | None) -> str | None:
-    if authorization is None:
-        return None
-    scheme, _, credential = authorization.partition(" ")
-    return credential.strip() if scheme.lower() == "bearer" else None
+# Documented in the OpenAPI as the HTTP bearer scheme; the check itself is ours below.
+_BEARER = HTTPBearer(auto_error=False, description="a provisor token: pvs_<id>_<secret>")
 
 
 def context(
     request: Request,
-    authorization: Annotated[str | None, Header(description="Bearer <token>")] = None,
+    authorization: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)] = None,
     tenant: Annotated[
         str | None,
         Header(
@@ -76,7 +75,7 @@ def context(
     state = request.app.state
     client = request.client.host if request.client else "unknown"
     state.sign_ins.check(client)
-    credential = _bearer(authorization)
+    credential = authorization.credentials if authorization else None
     try:
         principal = identity.authenticate(state.store, credential, tenant=tenant, client=client)
     except Unauthenticated:
@@ -95,3 +94,7 @@ def context(
 
 
 Ctx = Annotated[Context, Depends(context)]
+
+
+# A row id in a path: what the database can hold, so a huge number is a 422, not a 500.
+Id = Annotated[int, Path(ge=1, le=2**63 - 1, description="an id, as listed")]

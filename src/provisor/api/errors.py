@@ -67,9 +67,34 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(_body(detail), status_code=422)
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return JSONResponse(_body(ErrorDetail(message=str(exc.detail))), status_code=exc.status_code)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # every method the path has, not just the first route's
+        headers["Allow"] = ", ".join(sorted(_methods(request)))
+    return JSONResponse(
+        _body(ErrorDetail(message=str(exc.detail))), status_code=exc.status_code, headers=headers
+    )
+
+
+def _methods(request: Request) -> set[str]:
+    """The methods the OpenAPI documents for this path: of the paths it matches (`{name}`
+    matches one segment), the most literal one's, as routing prefers `/hosts/import` to
+    `/hosts/{name}`."""
+    asked = request.url.path.split("/")
+    by_parameters: dict[int, set[str]] = {}
+    for template, operations in request.app.openapi()["paths"].items():
+        parts = template.split("/")
+        if len(parts) != len(asked):
+            continue
+        parameters = [p.startswith("{") and p.endswith("}") for p in parts]
+        if all(
+            (is_parameter and bool(given)) or part == given
+            for part, given, is_parameter in zip(parts, asked, parameters, strict=True)
+        ):
+            methods = by_parameters.setdefault(sum(parameters), set())
+            methods |= {method.upper() for method in operations}
+    return by_parameters[min(by_parameters)] if by_parameters else set()
 
 
 def install(app: FastAPI) -> None:

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
-from provisor.api.auth import Ctx
+from provisor.api.auth import Ctx, Id
 from provisor.core.access import Role
 from provisor.core.errors import InvalidInput
 from provisor.core.timespec import parse_duration
@@ -61,7 +61,7 @@ def add_token(ctx: Ctx, body: TokenRequest) -> identity.NewToken:
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
-def revoke_token(ctx: Ctx, token_id: int) -> Response:
+def revoke_token(ctx: Ctx, token_id: Id) -> Response:
     """Revoke one of the caller's tokens."""
     identity.revoke_token(ctx, token_id)
     return Response(status_code=204)

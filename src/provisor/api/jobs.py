@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
-from provisor.api.auth import Ctx
+from provisor.api.auth import Ctx, Id
 from provisor.services import jobs
 from provisor.services.context import Context
 from provisor.services.jobs import JobRunner, JobSpec, JobView
@@ -102,12 +102,12 @@ def list_jobs(ctx: Ctx, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> lis
 
 
 @router.get("/jobs/{job_id}", response_model=JobView)
-def get_job(ctx: Ctx, job_id: int) -> JobView:
+def get_job(ctx: Ctx, job_id: Id) -> JobView:
     return jobs.get_job(ctx, job_id)
 
 
 @router.get("/jobs/{job_id}/events", response_class=StreamingResponse)
-async def follow_job(ctx: Ctx, server: Server, job_id: int) -> StreamingResponse:
+async def follow_job(ctx: Ctx, server: Server, job_id: Id) -> StreamingResponse:
     """Server-sent events: one `result` per host as it finishes, then `done` with the job."""
     job = await asyncio.to_thread(jobs.get_job, ctx, job_id, with_results=False)
     live = server.live.get(job_id)

@@ -3,37 +3,34 @@ parameter endpoint's TLS key.
 
 Secret blueprint inputs are sealed (Fernet: AES-128-CBC + HMAC) before they
 reach the database; the same key signs the tokens machines present when they
-publish runtime parameters. Files are created once, readable by their owner only.
+publish runtime parameters. Every file is created once, atomically, readable by its
+owner only.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import os
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
 from provisor._asyncssh import asyncssh
 from provisor.core.errors import ProvisorError
+from provisor.files import create_once, keep_private
 
 _SEALED = "sealed:"
 
 
-def _create_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+def _read_private(path: Path) -> bytes:
+    keep_private(path)  # an older install's may be wider
+    return path.read_bytes()
 
 
 def sealing_key(home: Path) -> bytes:
     path = home / "secret.key"
     if not path.exists():
-        with contextlib.suppress(FileExistsError):  # another process made it first
-            _create_private(path, Fernet.generate_key())
-    return path.read_bytes().strip()
+        create_once(path, Fernet.generate_key())  # another process may win: its key counts
+    return _read_private(path).strip()
 
 
 def seal(home: Path, value: str) -> str:
@@ -58,17 +55,26 @@ def is_sealed(value: object) -> bool:
 def controller_key(home: Path) -> Path:
     """The private key the controller logs in to its machines with."""
     path = home / "orchestrator_ed25519"
+    public = home / "orchestrator_ed25519.pub"
     if not path.exists():
         key = asyncssh.generate_private_key("ssh-ed25519", comment="provisor controller")
-        with contextlib.suppress(FileExistsError):
-            _create_private(path, key.export_private_key())
-            (home / "orchestrator_ed25519.pub").write_bytes(key.export_public_key())
+        create_once(path, key.export_private_key())
+    keep_private(path)
+    if not public.exists():  # for people and ssh-copy-id; provisor reads the private key
+        create_once(public, _public_half(path))
+    keep_private(public)
     return path
 
 
+def _public_half(path: Path) -> bytes:
+    key = asyncssh.import_private_key(path.read_bytes())
+    return bytes(key.export_public_key())
+
+
 def controller_public_key(home: Path) -> str:
-    controller_key(home)
-    return (home / "orchestrator_ed25519.pub").read_text().strip()
+    """From the private key: the .pub file may not be written yet by the process that
+    made the pair."""
+    return _public_half(controller_key(home)).decode().strip()
 
 
 def parameter_tls(home: Path) -> Path:
@@ -79,14 +85,14 @@ def parameter_tls(home: Path) -> Path:
     """
     path = home / "param_tls.pem"
     if not path.exists():
-        with contextlib.suppress(FileExistsError):
-            _create_private(path, _self_signed())
+        create_once(path, _self_signed())
+    keep_private(path)
     return path
 
 
 def parameter_certificate(home: Path) -> str:
     """The public half of `parameter_tls`, as PEM."""
-    text = parameter_tls(home).read_text()
+    text = _read_private(parameter_tls(home)).decode()
     return text[text.index("-----BEGIN CERTIFICATE-----") :]
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from provisor.core.errors import ProvisorError
 from provisor.core.names import check_name
 from provisor.events import record_event
+from provisor.files import private_home
 from provisor.settings import Settings, get_settings
 from provisor.store import Store, Tenant
 
@@ -59,6 +60,7 @@ def open_context(
     settings: Settings | None = None, *, actor: str | None = None, tenant: str | None = None
 ) -> Context:
     settings = settings or get_settings()
+    private_home(settings.home)  # before anything is written there
     return Context(
         store=Store(settings.effective_database_url),
         actor=actor or _os_user(),

@@ -23,6 +23,7 @@ from sqlalchemy.orm import selectinload
 from provisor.core.errors import NotFound
 from provisor.core.nodeset import natural_key
 from provisor.events import record_event
+from provisor.files import private_dir, write_private
 from provisor.fleet.knownhosts import DatabaseHostKeys, forget_host_key
 from provisor.services.context import Context, audited
 from provisor.services.hosts import find_host
@@ -209,9 +210,9 @@ class _ResultWriter:
             (result.stderr, "stderr", self._err_dir),
         ):
             if data:
-                (self._job_dir / f"{name}.{suffix}").write_bytes(data)
+                write_private(self._job_dir / f"{name}.{suffix}", data)
             if extra_dir is not None:
-                (extra_dir / name).write_bytes(data)  # pssh -o/-e: a file per host, even empty
+                write_private(extra_dir / name, data)  # pssh -o/-e: a file per host, even empty
 
 
 async def run_job(
@@ -289,8 +290,7 @@ class JobRunner:
                 directory.mkdir(parents=True, exist_ok=True)
         tenant_id = ctx.tenant_id()
         job = await asyncio.to_thread(_create_job, ctx, spec.target, operation, len(endpoints))
-        job_dir = Path(job.output_dir or ".")
-        job_dir.mkdir(parents=True, exist_ok=True)
+        job_dir = private_dir(Path(job.output_dir or "."))
         if on_start is not None:
             on_start(job)
         host_keys = await asyncio.to_thread(DatabaseHostKeys, ctx.store, tenant_id)

@@ -501,7 +501,7 @@ async def _configure(deployment: Deployment, machine: Machine, plan: Any) -> Non
     setup = machine_ops.Setup(
         url=rt.param_url,
         certificate=rt.param_certificate,
-        token=machine_token(rt.secret, deployment_id, name),
+        token=machine_token(rt.signing_key, deployment_id, name),
         env=plan.env,
         known=known,
         scripts=plan.scripts,

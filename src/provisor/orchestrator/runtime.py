@@ -39,7 +39,7 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.board = ParameterBoard(self.store)
-        self.secret = secrets.sealing_key(self.home)
+        self.signing_key = secrets.signing_key(self.home)
         self.controller_key = secrets.controller_key(self.home)
         self.controller_public_key = secrets.controller_public_key(self.home)
         self.param_tls = secrets.parameter_tls(self.home)

@@ -1,24 +1,35 @@
-"""The controller's own secrets in PROVISOR_HOME: a sealing key, an SSH key pair and the
+"""The controller's own secrets in PROVISOR_HOME: a master key, an SSH key pair and the
 parameter endpoint's TLS key.
 
-Secret blueprint inputs are sealed (Fernet: AES-128-CBC + HMAC) before they
-reach the database; the same key signs the tokens machines present when they
-publish runtime parameters. Every file is created once, atomically, readable by its
-owner only.
+`secret.key` holds one master key; two independent keys are derived from it (HKDF,
+SHA-256, one label each), so that nothing made with one is accepted by the other:
+the sealing key seals secret inputs and provider credentials (Fernet: AES-128-CBC +
+HMAC) before they reach the database, and the signing key signs the tokens machines
+present when they publish runtime parameters. Values sealed before the keys were split
+(sealed with the master key itself) still open. Every file is created once, atomically,
+readable by its owner only.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
+from functools import lru_cache
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from provisor._asyncssh import asyncssh
 from provisor.core.errors import ProvisorError
 from provisor.files import create_once, keep_private
 
-_SEALED = "sealed:"
+_SEALED = "sealed:"  # sealed with the master key itself (before the split)
+_SEALED_V2 = "sealed:v2:"  # sealed with the derived sealing key
+# HKDF labels: a key derived with one label says nothing about the key of another.
+_SEALING_LABEL = b"provisor/sealing/v1"
+_SIGNING_LABEL = b"provisor/parameter-tokens/v1"
 
 
 def _read_private(path: Path) -> bytes:
@@ -26,22 +37,50 @@ def _read_private(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def sealing_key(home: Path) -> bytes:
+def master_key(home: Path) -> bytes:
+    """The key in `secret.key` (a Fernet key: 32 bytes, URL-safe base64), made on first
+    use. Only for deriving the others, and for opening values sealed before the split."""
     path = home / "secret.key"
     if not path.exists():
         create_once(path, Fernet.generate_key())  # another process may win: its key counts
-    return _read_private(path).strip()
+    key = _read_private(path).strip()
+    try:
+        if len(base64.urlsafe_b64decode(key)) == 32:
+            return key
+    except ValueError:
+        pass
+    raise ProvisorError(f"{path} is not a provisor key (32 bytes in URL-safe base64)")
+
+
+@lru_cache(maxsize=8)
+def _derive(master: bytes, label: bytes) -> bytes:
+    raw = base64.urlsafe_b64decode(master)
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label).derive(raw)
+
+
+def sealing_key(home: Path) -> bytes:
+    """The Fernet key that seals secrets at rest."""
+    return base64.urlsafe_b64encode(_derive(master_key(home), _SEALING_LABEL))
+
+
+def signing_key(home: Path) -> bytes:
+    """The HMAC key of the machines' runtime-parameter tokens."""
+    return _derive(master_key(home), _SIGNING_LABEL)
 
 
 def seal(home: Path, value: str) -> str:
-    return _SEALED + Fernet(sealing_key(home)).encrypt(value.encode()).decode()
+    return _SEALED_V2 + Fernet(sealing_key(home)).encrypt(value.encode()).decode()
 
 
 def unseal(home: Path, value: str) -> str:
-    if not value.startswith(_SEALED):
+    if value.startswith(_SEALED_V2):
+        key, token = sealing_key(home), value[len(_SEALED_V2) :]
+    elif value.startswith(_SEALED):
+        key, token = master_key(home), value[len(_SEALED) :]
+    else:
         return value
     try:
-        return Fernet(sealing_key(home)).decrypt(value[len(_SEALED) :].encode()).decode()
+        return Fernet(key).decrypt(token.encode()).decode()
     except InvalidToken:
         raise ProvisorError(
             f"cannot unseal a secret with {home / 'secret.key'}: the key changed?"

@@ -181,7 +181,7 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
         # HTTPS wherever the machines' calls cross a network; on a loopback address
         # they never leave this computer, and a TLS handshake per call costs ~1 ms.
         tls = None if _loopback(settings.parameter_address) else rt.param_tls
-        server = ParameterServer(rt.board, rt.secret, tls, host=settings.parameter_address)
+        server = ParameterServer(rt.board, rt.signing_key, tls, host=settings.parameter_address)
         rt.param_url = await server.start()
         dbos = DBOS(config=dbos_config(settings))  # type: ignore[arg-type]
         with _dbos_migration(settings):

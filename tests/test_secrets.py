@@ -1,15 +1,28 @@
-"""Secrets that stay secret: separate keys for sealing and signing."""
+"""Secrets that stay secret: separate keys for sealing and signing, and machine tokens
+bound to one deployment instance."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from alembic import command
 from cryptography.fernet import Fernet, InvalidToken
+from sqlalchemy import delete, select, text, update
 
+from db_rows import add_deployment, instance_of
 from provisor.core.errors import ProvisorError
 from provisor.orchestrator import secrets
+from provisor.orchestrator.params import ParameterBoard, ParameterServer, machine_token
+from provisor.store import Store
+from provisor.store.db import _alembic_config
+from provisor.store.orchestration import Deployment
 
 # Keys
 
@@ -39,3 +52,93 @@ def test_values_sealed_before_the_split_still_open(tmp_path: Path) -> None:
     (tmp_path / "secret.key").write_text("short\n")
     with pytest.raises(ProvisorError, match=r"secret.key is not a provisor key"):
         secrets.signing_key(tmp_path)
+
+
+# Parameter tokens
+
+
+def _status(url: str, token: str) -> int:
+    request = urllib.request.Request(
+        f"{url}/get?key=db.1.address", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.fixture
+def endpoint(store: Store, tmp_path: Path) -> Iterator[tuple[str, ParameterBoard]]:
+    """The runtime-parameter endpoint of a worker whose data directory is `tmp_path`."""
+    board = ParameterBoard(store)
+    server = ParameterServer(board, secrets.signing_key(tmp_path))
+    loop = asyncio.new_event_loop()
+    url = loop.run_until_complete(server.start())
+    stop = asyncio.Event()
+    thread = threading.Thread(target=loop.run_until_complete, args=(stop.wait(),), daemon=True)
+    thread.start()
+    try:
+        yield url, board
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join()
+        loop.run_until_complete(server.stop())
+        loop.close()
+
+
+def test_only_the_signing_key_makes_tokens(
+    store: Store, tmp_path: Path, endpoint: tuple[str, ParameterBoard]
+) -> None:
+    url, _ = endpoint
+    instance = instance_of(store, add_deployment(store, "shop", machines=[("db", 1)]))
+    signed = machine_token(secrets.signing_key(tmp_path), instance, "shop-db-1")
+    assert _status(url, signed) == 408  # accepted: the value is not there yet (wait=0)
+    for key in (secrets.sealing_key(tmp_path), secrets.master_key(tmp_path)):
+        assert _status(url, machine_token(key, instance, "shop-db-1")) == 401
+
+
+def test_tokens_end_with_their_deployment(
+    store: Store, tmp_path: Path, endpoint: tuple[str, ParameterBoard]
+) -> None:
+    url, _ = endpoint
+    key = secrets.signing_key(tmp_path)
+    first = add_deployment(store, "shop", machines=[("db", 1)])
+    first_instance = instance_of(store, first)
+    old = machine_token(key, first_instance, "shop-db-1")
+    assert _status(url, old) == 408
+    with store.session() as session:  # `provisor down` marks it first, then forgets it
+        session.execute(update(Deployment).values(state="terminating"))
+    assert _status(url, old) == 401
+    with store.session() as session:
+        session.execute(delete(Deployment))
+    # The same name again; SQLite may even give it the same row id.
+    second = add_deployment(store, "shop", machines=[("db", 1)])
+    new = machine_token(key, instance_of(store, second), "shop-db-1")
+    assert _status(url, new) == 408
+    assert _status(url, old) == 401
+    assert instance_of(store, second) != first_instance
+
+
+def test_migration_gives_every_deployment_its_own_instance(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'provisor.db'}")
+    config = _alembic_config(store.engine)
+    command.downgrade(config, "0006")
+    with store.engine.begin() as connection:
+        connection.execute(text("INSERT INTO tenants (id, name, created_at) VALUES (1, 't', 0)"))
+        for name in ("a", "b", "c"):
+            connection.execute(
+                text(
+                    "INSERT INTO deployments (tenant_id, name, owner, blueprint, "
+                    "blueprint_version, blueprint_text, inputs, provider, state, step, "
+                    "outputs, created_at, updated_at) VALUES (1, :n, 'o', 'b', '1', '', '{}', "
+                    "'local', 'ready', '', '{}', 0, 0)"
+                ),
+                {"n": name},
+            )
+    command.upgrade(config, "head")
+    with store.session() as session:
+        instances = session.scalars(select(Deployment.instance)).all()
+    assert len(instances) == 3 and len(set(instances)) == 3
+    assert all(len(i) == 32 for i in instances)
+    store.close()

@@ -226,7 +226,7 @@ async def plan_step(deployment_id: int) -> dict[str, Any]:
                             index=p.index,
                             name=p.name,
                             hostname=p.hostname,
-                            token=f"provisor/{deployment.id}/{p.name}",
+                            token=f"provisor/{deployment.instance}/{p.name}",
                         )
                     )
             deployment.state, deployment.step = "deploying", "planned"
@@ -501,7 +501,7 @@ async def _configure(deployment: Deployment, machine: Machine, plan: Any) -> Non
     setup = machine_ops.Setup(
         url=rt.param_url,
         certificate=rt.param_certificate,
-        token=machine_token(rt.signing_key, deployment_id, name),
+        token=machine_token(rt.signing_key, deployment.instance, name),
         env=plan.env,
         known=known,
         scripts=plan.scripts,

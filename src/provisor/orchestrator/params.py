@@ -1,7 +1,9 @@
 """Runtime parameters: stored values, blocking waits, and the HTTP endpoint machines call.
 
-A machine proves who it is with a token derived from the controller's secret
-and its own name, so it can publish only its own keys (`node.index.name`).
+A machine proves who it is with a token signed with the controller's signing key,
+naming its deployment's instance (never reused, unlike row ids) and itself, so it can
+publish only its own keys (`node.index.name`), and only while its deployment lasts:
+once the deployment is being removed or gone, its tokens are refused.
 Values live in the database; waits are answered as soon as a value arrives in
 this process, and by polling the database otherwise (another worker may set it).
 While this process runs a deployment's workflow, the values it has written or
@@ -36,29 +38,31 @@ from starlette.routing import Route
 from provisor.core.blueprint import AUTOMATIC_KEYS
 from provisor.store import Store
 from provisor.store.models import utcnow
-from provisor.store.orchestration import Machine, ParameterWait, RuntimeParameter
+from provisor.store.orchestration import Deployment, Machine, ParameterWait, RuntimeParameter
 
 KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}\.[0-9]{1,5}\.[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
 # Values set through this process wake its waiters at once; the database is polled
 # only for values another worker process sets, which is rare (a machine calls the
 # worker running its deployment).
 _POLL_SECONDS = 3.0
+ENDED = ("terminating", "terminated")  # a token of a deployment in these states is refused
 
 
-def machine_token(secret: bytes, deployment_id: int, machine: str) -> str:
-    digest = hmac.new(secret, f"{deployment_id}/{machine}".encode(), hashlib.sha256).hexdigest()
-    return f"{deployment_id}.{machine}.{digest[:32]}"
+def machine_token(key: bytes, instance: str, machine: str) -> str:
+    """The token of a machine of the deployment `instance`, signed with `key`."""
+    digest = hmac.new(key, f"{instance}/{machine}".encode(), hashlib.sha256).hexdigest()
+    return f"{instance}.{machine}.{digest[:32]}"
 
 
-def _caller(secret: bytes, header: str) -> tuple[int, str] | None:
+def _caller(key: bytes, header: str) -> tuple[str, str] | None:
+    """(deployment instance, machine) of a token signed with `key`; None otherwise."""
     token = header.removeprefix("Bearer ").strip()
     try:
-        deployment, machine, _ = token.split(".", 2)
-        deployment_id = int(deployment)
+        instance, machine, _ = token.split(".", 2)
     except ValueError:
         return None
-    expected = machine_token(secret, deployment_id, machine)
-    return (deployment_id, machine) if hmac.compare_digest(expected, token) else None
+    expected = machine_token(key, instance, machine)
+    return (instance, machine) if hmac.compare_digest(expected, token) else None
 
 
 # Insert or replace, in the syntax SQLite and PostgreSQL share; written out rather than
@@ -149,6 +153,16 @@ class ParameterBoard:
     _wait_log_flushing: bool = False
     _wait_log_writer: threading.Lock = field(default_factory=threading.Lock)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def live_deployment(self, instance: str) -> int | None:
+        """The id of the deployment `instance` if it exists and has not ended; None for
+        a removed, terminating or unknown one. Asked of the database on every call:
+        another process removes deployments, and a token must stop working at once."""
+        with self.store.engine.connect() as connection:
+            row = connection.execute(
+                select(Deployment.id, Deployment.state).where(Deployment.instance == instance)
+            ).first()
+        return None if row is None or row[1] in ENDED else int(row[0])
 
     def open_deployment(self, deployment_id: int) -> None:
         """This process runs the deployment's workflow: keep its values in memory."""
@@ -342,6 +356,7 @@ def _record_waits(
 
 
 _MAX_BODY = 256 * 1024  # a /set body: a key and a value
+_REFUSED = "unknown machine token, or its deployment has ended"
 
 
 class ParameterServer:
@@ -353,12 +368,12 @@ class ParameterServer:
     def __init__(
         self,
         board: ParameterBoard,
-        secret: bytes,
+        signing_key: bytes,
         tls: Path | None = None,
         host: str = "127.0.0.1",
     ) -> None:
         self.board = board
-        self._secret = secret
+        self._key = signing_key
         self._tls = tls
         self._host = host
         self._server: uvicorn.Server | None = None
@@ -373,8 +388,15 @@ class ParameterServer:
             ]
         )
 
-    def _authorized(self, request: Request) -> tuple[int, str] | None:
-        return _caller(self._secret, request.headers.get("authorization", ""))
+    async def _authorized(self, request: Request) -> tuple[int, str] | None:
+        """(deployment id, machine) of the caller's token, if it is valid and its
+        deployment has not ended."""
+        signed = _caller(self._key, request.headers.get("authorization", ""))
+        if signed is None:
+            return None
+        instance, machine = signed
+        deployment_id = await asyncio.to_thread(self.board.live_deployment, instance)
+        return None if deployment_id is None else (deployment_id, machine)
 
     async def _set(self, request: Request) -> Response:
         if "transfer-encoding" in request.headers:
@@ -387,9 +409,9 @@ class ParameterServer:
             return PlainTextResponse(
                 f"a request body is at most {_MAX_BODY} bytes", status_code=413
             )
-        caller = self._authorized(request)
+        caller = await self._authorized(request)
         if caller is None:
-            return PlainTextResponse("unknown machine token", status_code=401)
+            return PlainTextResponse(_REFUSED, status_code=401)
         deployment_id, machine = caller
         try:
             data = json.loads(await request.body())
@@ -415,9 +437,9 @@ class ParameterServer:
         return PlainTextResponse("ok")
 
     async def _get(self, request: Request) -> Response:
-        caller = self._authorized(request)
+        caller = await self._authorized(request)
         if caller is None:
-            return PlainTextResponse("unknown machine token", status_code=401)
+            return PlainTextResponse(_REFUSED, status_code=401)
         deployment_id, machine = caller
         key = request.query_params.get("key", "")
         if not KEY.match(key):

@@ -86,12 +86,15 @@ def worker_running(home: Path) -> bool:
         return held is None
 
 
-def enqueue_deployment(settings: Settings, deployment_id: int) -> str:
-    """Put a deployment's workflow on the durable queue; any worker will take it."""
+def enqueue_deployment(settings: Settings, deployment_id: int, workflow_id: str) -> str:
+    """Put a deployment's workflow on the durable queue; any worker will take it.
+
+    `workflow_id` must never have been used before (DBOS answers a known id with that
+    workflow, finished or not): the deployment's instance makes it so.
+    """
     from dbos import DBOS, DBOSClient, EnqueueOptions
 
     logging.getLogger("dbos").setLevel(logging.WARNING)
-    workflow_id = f"deploy-{deployment_id}"
     with _dbos_migration(settings):  # the queue may be used before any worker ran
         DBOS.migrate(system_database_url(settings))
     client = DBOSClient(system_database_url=system_database_url(settings))

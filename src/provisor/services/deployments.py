@@ -179,7 +179,7 @@ def request_deployment(
         )
         session.add(deployment)
         session.flush()
-        deployment.workflow_id = f"deploy-{deployment.id}"
+        deployment.workflow_id = workflow_id = f"deploy-{deployment.instance}"
         audit.details = {
             "blueprint": f"{blueprint.name} {blueprint.version}",
             "machines": len(plans),
@@ -187,7 +187,7 @@ def request_deployment(
         }
         view = _view(deployment)
         deployment_id = deployment.id
-    worker.enqueue_deployment(settings, deployment_id)
+    worker.enqueue_deployment(settings, deployment_id, workflow_id)
     return view
 
 

@@ -1,14 +1,16 @@
 """Secrets that stay secret: separate keys for sealing and signing, and machine tokens
-bound to one deployment instance."""
+bound to one deployment instance, and the ways `provisor up` takes a secret without the
+command line."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,8 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import delete, select, text, update
 
 from db_rows import add_deployment, instance_of
-from provisor.core.errors import ProvisorError
+from provisor.cli._params import MAX_VALUE, read_parameters
+from provisor.core.errors import InvalidInput, ProvisorError
 from provisor.orchestrator import secrets
 from provisor.orchestrator.params import ParameterBoard, ParameterServer, machine_token
 from provisor.store import Store
@@ -142,3 +145,69 @@ def test_migration_gives_every_deployment_its_own_instance(tmp_path: Path) -> No
     assert len(instances) == 3 and len(set(instances)) == 3
     assert all(len(i) == 32 for i in instances)
     store.close()
+
+
+# `provisor up -p`
+
+
+def read(
+    items: list[str], secret_names: Sequence[str] = (), **kw: object
+) -> tuple[dict[str, str], list[str]]:
+    warnings: list[str] = []
+    kw.setdefault("interactive", False)
+    values = read_parameters(items, list(secret_names), warn=warnings.append, **kw)  # type: ignore[arg-type]
+    return values, warnings
+
+
+def test_values_from_a_file_and_from_standard_input(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_bytes(b"from file\n")
+    values, warnings = read(
+        ["db_password=@" + str(tmp_path / "pw"), "api_key=-", "greeting=@@home", "n= 3 "],
+        ["db_password", "api_key"],
+        stdin=io.BytesIO(b"from stdin\r\n"),
+    )
+    assert values == {
+        "db_password": "from file",
+        "api_key": "from stdin",
+        "greeting": "@home",
+        "n": "3",
+    }
+    assert warnings == []
+
+
+def test_a_secret_on_the_command_line_is_warned_about() -> None:
+    values, warnings = read(["db_password=hunter2", "greeting=hi"], ["db_password"])
+    assert values == {"db_password": "hunter2", "greeting": "hi"}
+    assert len(warnings) == 1 and "db_password" in warnings[0] and "ps" in warnings[0]
+    assert "hunter2" not in warnings[0]
+
+
+def test_what_cannot_be_read_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(InvalidInput, match=f"cannot read {missing} for parameter pw: No such"):
+        read([f"pw=@{missing}"])
+    with pytest.raises(InvalidInput, match="standard input is read once"):
+        read(["a=-", "b=-"], stdin=io.BytesIO(b"x"))
+    (tmp_path / "big").write_bytes(b"x" * (MAX_VALUE + 1))
+    with pytest.raises(InvalidInput, match=f"{tmp_path / 'big'} holds more than"):
+        read([f"pw=@{tmp_path / 'big'}"])
+    (tmp_path / "bin").write_bytes(b"\xff\xfe")
+    with pytest.raises(InvalidInput, match="is not UTF-8 text") as caught:
+        read([f"pw=@{tmp_path / 'bin'}"])
+    assert caught.value.field == "param.pw"
+    with pytest.raises(InvalidInput, match="expected NAME=VALUE"):
+        read(["pw"])
+
+
+def test_a_missing_secret_is_asked_for_on_a_terminal_only() -> None:
+    asked: list[str] = []
+
+    def ask(prompt: str) -> str:
+        asked.append(prompt)
+        return "typed"
+
+    values, _ = read(["greeting=hi"], ["db_password", "api_key"], interactive=True, ask=ask)
+    assert values == {"greeting": "hi", "db_password": "typed", "api_key": "typed"}
+    assert asked == ["db_password (secret, not shown): ", "api_key (secret, not shown): "]
+    values, _ = read([], ["db_password"], interactive=False, ask=ask)
+    assert values == {} and len(asked) == 2  # left to the blueprint's check: "missing"

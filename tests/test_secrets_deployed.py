@@ -1,9 +1,10 @@
 """Secrets on real deployments (the local provider): a machine's parameter token dies
-with its deployment."""
+with its deployment, and a secret input need not be on the command line."""
 
 from __future__ import annotations
 
 import json
+import secrets
 import signal
 import time
 import urllib.error
@@ -12,7 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from provisor.orchestrator import secrets as sealing
+from provisor.store import Store
+from provisor.store.orchestration import Deployment
 from provisor_cli import Provisor
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
@@ -81,3 +86,41 @@ def test_a_machine_token_dies_with_its_deployment(provisor: Provisor, tmp_path: 
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.communicate(timeout=60)
+
+
+APPROVAL = """\
+name: asked
+version: '1'
+approval: required
+parameters:
+  token: {type: secret, min: 12}
+  greeting: {type: string, default: hi}
+nodes:
+  a:
+    image: debian-12
+"""
+
+
+def test_a_missing_secret_is_asked_for_without_echo(provisor: Provisor, tmp_path: Path) -> None:
+    typed = secrets.token_urlsafe(18)
+    (tmp_path / "asked.yaml").write_text(APPROVAL)
+    refused = provisor("up", str(tmp_path / "asked.yaml"), check=False)  # no terminal
+    assert refused.returncode == 2 and "missing required parameter 'token'" in refused.stderr
+    asked = provisor.on_terminal("up", str(tmp_path / "asked.yaml"), typed=[typed])
+    assert asked.returncode == 0, asked.stderr
+    assert "token (secret, not shown): " in asked.screen and typed not in asked.screen
+    inline = provisor(
+        "up", str(tmp_path / "asked.yaml"), "--name", "inline", "-p", f"token={typed}"
+    )
+    assert "visible to other users (ps)" in inline.stderr and typed not in inline.stderr
+    store = Store(f"sqlite:///{provisor.home / 'provisor.db'}")
+    try:
+        with store.session() as session:
+            sealed = session.scalars(select(Deployment.inputs).order_by(Deployment.id)).all()
+    finally:
+        store.close()
+    assert [sealing.unseal(provisor.home, s["token"]) for s in sealed] == [typed, typed]
+    for name in ("asked", "inline"):
+        waiting = lambda n=name: provisor.status(n)["state"] == "awaiting_approval"  # noqa: E731
+        _wait("awaiting approval", waiting)
+        provisor("reject", name, "--reason", "a test")

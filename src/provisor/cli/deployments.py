@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from provisor.cli._context import context, settings
+from provisor.cli._params import read_parameters
 from provisor.cli.output import Format, console, emit_json, err_console, fields, table
 from provisor.core.errors import InvalidInput
-from provisor.core.names import parse_key_values
 
 if TYPE_CHECKING:
     from provisor.services.deployments import DeploymentView
@@ -113,7 +113,14 @@ def _show(view: DeploymentView) -> None:
 def up(
     blueprint: Annotated[str, typer.Argument(help="a blueprint file, or NAME[@VERSION] added")],
     param: Annotated[
-        list[str] | None, typer.Option("--param", "-p", help="KEY=VALUE input, repeatable")
+        list[str] | None,
+        typer.Option(
+            "--param",
+            "-p",
+            help="NAME=VALUE input, repeatable; NAME=@FILE reads a file, NAME=- standard "
+            "input (for secrets: kept out of `ps`); a secret left out is asked for on a "
+            "terminal",
+        ),
     ] = None,
     name: Annotated[str | None, typer.Option(help="deployment name (default: blueprint's)")] = None,
     hostname_completion: Annotated[
@@ -127,10 +134,16 @@ def up(
     output: Annotated[Format, typer.Option("--output")] = Format.table,
 ) -> None:
     """Deploy a blueprint: validate, (approval), launch, configure, deliver."""
+    from provisor.core.blueprint import load_blueprint
     from provisor.services import deployments
 
     text, source = _blueprint_text(blueprint)
-    inputs = parse_key_values(param or [], field="param") if param else {}
+    parameters = load_blueprint(text, source=source).parameters
+    inputs = read_parameters(
+        param or [],
+        [key for key, p in parameters.items() if p.type == "secret"],
+        warn=lambda line: err_console.print(line, markup=False, highlight=False),
+    )
     view = deployments.request_deployment(
         context(),
         settings(),

@@ -1,12 +1,14 @@
-"""Secrets that stay secret: separate keys for sealing and signing, and machine tokens
-bound to one deployment instance, and the ways `provisor up` takes a secret without the
-command line."""
+"""Secrets that stay secret: separate keys, tokens bound to one deployment instance, the
+masking helper and the ways `provisor up` takes a secret without the command line."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import io
+import json
+import logging
+import shlex
 import threading
 import urllib.error
 import urllib.request
@@ -19,13 +21,18 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import delete, select, text, update
 
 from db_rows import add_deployment, instance_of
+from provisor import logmask
 from provisor.cli._params import MAX_VALUE, read_parameters
 from provisor.core.errors import InvalidInput, ProvisorError
+from provisor.core.masking import MASK, Masker
+from provisor.fleet.results import HostResult, Outcome
 from provisor.orchestrator import secrets
 from provisor.orchestrator.params import ParameterBoard, ParameterServer, machine_token
+from provisor.services.context import Context, audited
+from provisor.services.events import list_events
 from provisor.store import Store
 from provisor.store.db import _alembic_config
-from provisor.store.orchestration import Deployment
+from provisor.store.orchestration import Deployment, RuntimeParameter
 
 # Keys
 
@@ -147,6 +154,90 @@ def test_migration_gives_every_deployment_its_own_instance(tmp_path: Path) -> No
     store.close()
 
 
+def test_a_runtime_parameter_holding_a_secret_is_sealed_at_rest(
+    store: Store, tmp_path: Path
+) -> None:
+    deployment_id = add_deployment(store, "shop", machines=[("db", 1)])
+    masker = Masker.of("db-s3cret-password")
+    board = ParameterBoard(store, tmp_path, lambda _: masker)
+    published = {
+        "db.1.dsn": "postgres://app:db-s3cret-password@db/app",
+        "db.1.port": "5432",
+        "db.1.odd": "sealed:not-really",  # looks sealed: kept as published all the same
+    }
+
+    async def publish() -> None:
+        for key, value in published.items():
+            await board.publish(deployment_id, key, value, "shop-db-1")
+
+    asyncio.run(publish())
+    with store.session() as session:
+        stored = dict(session.execute(select(RuntimeParameter.key, RuntimeParameter.value)).all())
+    assert stored["db.1.port"] == "5432" and "s3cret" not in json.dumps(stored)
+    assert stored["db.1.dsn"].startswith("sealed:v2:")
+    assert {key: board.opened(value) for key, value in stored.items()} == published
+    assert {key: board._read(deployment_id, key) for key in published} == published
+
+
+# Masking
+
+
+def test_masker_finds_a_secret_in_the_forms_output_takes() -> None:
+    secret = "pa ss'w\"0rd\nline two"
+    masker = Masker.of(secret, None, "")
+    shown = "\n".join(
+        [secret, shlex.quote(secret), json.dumps({"p": secret}), "line two", "pa ss'w\"0rd"]
+    )
+    masked = masker.text(shown)
+    assert "0rd" not in masked and "line two" not in masked and masked.count(MASK) >= 5
+    assert masker.data(secret.encode()) == MASK.encode()
+    assert masker.value({"k": [secret, (b"x" + secret.encode(),)], secret: 1}) == {
+        "k": [MASK, (b"x" + MASK.encode(),)],
+        MASK: 1,
+    }
+    assert secret not in repr(masker) and not Masker() and Masker().text(secret) == secret
+
+
+def test_a_short_secret_is_masked_only_where_it_stands_alone() -> None:
+    masker = Masker.of("ab1")
+    assert masker.text("ab1 and cab12 and (ab1)") == f"{MASK} and cab12 and ({MASK})"
+    assert Masker.of("longer-one").text("xlonger-onex") == f"x{MASK}x"
+
+
+def test_a_host_result_is_masked_in_all_it_reports() -> None:
+    result = HostResult(
+        "h",
+        "127.0.0.1",
+        Outcome.failed,
+        error="s3cret-value in error",
+        stdout=b"s3cret-value",
+        stderr=b"x s3cret-value",
+        details={"killed": ["sh -c s3cret-value"]},
+    )
+    masked = result.masked(Masker.of("s3cret-value"))
+    assert "s3cret" not in repr(masked) and masked.stdout == MASK.encode()
+    assert result.masked(Masker()) is result
+
+
+def test_log_lines_mask_the_secrets_this_process_knows(caplog: pytest.LogCaptureFixture) -> None:
+    log = logging.getLogger("provisor.test")
+    logmask.remember("test", Masker.of("hunter2-hunter2"))
+    try:
+        with caplog.at_level(logging.INFO):
+            log.info("password is %s", "hunter2-hunter2")
+            try:
+                raise ValueError("bad hunter2-hunter2")
+            except ValueError:
+                log.exception("failed")
+        text = caplog.text + "".join(r.getMessage() for r in caplog.records)
+        assert "hunter2" not in text and text.count(MASK) >= 2
+    finally:
+        logmask.forget("test")
+    with caplog.at_level(logging.INFO):
+        log.info("forgotten: %s", "hunter2-hunter2")
+    assert caplog.records[-1].getMessage() == "forgotten: hunter2-hunter2"
+
+
 # `provisor up -p`
 
 
@@ -211,3 +302,21 @@ def test_a_missing_secret_is_asked_for_on_a_terminal_only() -> None:
     assert asked == ["db_password (secret, not shown): ", "api_key (secret, not shown): "]
     values, _ = read([], ["db_password"], interactive=False, ask=ask)
     assert values == {} and len(asked) == 2  # left to the blueprint's check: "missing"
+
+
+def test_events_mask_the_secrets_this_process_holds(ctx: Context) -> None:
+    """An error quoting a secret (a provider's answer, a machine's output) is recorded
+    with the secret masked, whoever records it."""
+    logmask.remember("test", Masker.of("provider-s3cret-key"))
+    try:
+        with pytest.raises(InvalidInput), audited(ctx, "provider.checked", "aws") as (_, audit):
+            audit.details = {"answer": ["denied for provider-s3cret-key"]}
+            raise InvalidInput("signature of provider-s3cret-key refused")
+    finally:
+        logmask.forget("test")
+    (event,) = list_events(ctx)
+    assert event.outcome == "failed" and "s3cret" not in json.dumps(event.details)
+    assert event.details == {
+        "answer": [f"denied for {MASK}"],
+        "error": f"signature of {MASK} refused",
+    }

@@ -4,7 +4,8 @@ A machine proves who it is with a token signed with the controller's signing key
 naming its deployment's instance (never reused, unlike row ids) and itself, so it can
 publish only its own keys (`node.index.name`), and only while its deployment lasts:
 once the deployment is being removed or gone, its tokens are refused.
-Values live in the database; waits are answered as soon as a value arrives in
+Values live in the database (one that holds a secret of its deployment is sealed
+there, as secret inputs are); waits are answered as soon as a value arrives in
 this process, and by polling the database otherwise (another worker may set it).
 While this process runs a deployment's workflow, the values it has written or
 read are also kept in memory: a machine's calls and the workflow's waits are
@@ -21,7 +22,7 @@ import json
 import re
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +37,8 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from provisor.core.blueprint import AUTOMATIC_KEYS
+from provisor.core.masking import Masker
+from provisor.orchestrator import secrets
 from provisor.store import Store
 from provisor.store.models import utcnow
 from provisor.store.orchestration import Deployment, Machine, ParameterWait, RuntimeParameter
@@ -136,6 +139,10 @@ class ParameterBoard:
     """
 
     store: Store
+    # Where the sealing key is, and the secrets of a deployment (by id): a value that
+    # holds one is sealed in the database. Without them values are kept as given.
+    home: Path | None = None
+    secrets_of: Callable[[int], Masker] | None = None
     _waiters: dict[tuple[int, str], list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = field(
         default_factory=dict
     )
@@ -190,7 +197,7 @@ class ParameterBoard:
         with self._lock:
             if deployment_id in self._active:
                 for key, value in values.items():
-                    self._values.setdefault((deployment_id, key), value)
+                    self._values.setdefault((deployment_id, key), self.opened(value))
                 self._complete.add(deployment_id)
 
     def _keep(
@@ -200,10 +207,25 @@ class ParameterBoard:
             if deployment_id in self._active:
                 cache[(deployment_id, key)] = value
 
+    def _sealed(self, deployment_id: int, value: str) -> str:
+        """The value as stored: sealed when a secret of the deployment is in it, and
+        when it looks sealed itself (so that it opens as what was published)."""
+        if self.home is None or self.secrets_of is None:
+            return value
+        hidden = secrets.is_sealed(value) or self.secrets_of(deployment_id).text(value) != value
+        return secrets.seal(self.home, value) if hidden else value
+
+    def opened(self, value: str) -> str:
+        """A stored value as it was published."""
+        if self.home is not None and secrets.is_sealed(value):
+            return secrets.unseal(self.home, value)
+        return value
+
     async def publish(self, deployment_id: int, key: str, value: str, set_by: str) -> None:
         def save() -> None:
+            stored = self._sealed(deployment_id, value)
             with self.store.engine.begin() as connection:  # no ORM session needed
-                set_parameter(connection, deployment_id, key, value, set_by)
+                set_parameter(connection, deployment_id, key, stored, set_by)
 
         await asyncio.to_thread(save)
         self._keep(self._values, deployment_id, key, value)
@@ -226,6 +248,7 @@ class ParameterBoard:
                 )
             )
         if value is not None:
+            value = self.opened(value)
             self._keep(self._values, deployment_id, key, value)
         return value
 

@@ -1,6 +1,7 @@
 """Per-machine reports: script output kept by the controller, plus the console log.
 
-Every file and directory is private to the controller's user.
+What is kept has the deployment's secrets masked already (the caller masks a result
+before it is saved); every file and directory is private to the controller's user.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from provisor.core.masking import Masker
 from provisor.files import open_private, private_dir, write_private
 from provisor.fleet.results import HostResult
 
@@ -31,7 +33,11 @@ def save_script_output(
 
 
 def write_reports(
-    home: Path, deployment: str, machines: list[str], consoles: Mapping[str, str]
+    home: Path,
+    deployment: str,
+    machines: list[str],
+    consoles: Mapping[str, str],
+    masker: Masker,
 ) -> Path:
     """`reports/<machine>.tar.gz` for every machine, success or failure."""
     base = deployment_dir(home, deployment)
@@ -46,7 +52,7 @@ def write_reports(
             if logs.is_dir():
                 for path in sorted(logs.iterdir()):
                     archive.add(path, arcname=f"{machine}/{path.name}")
-            console = consoles.get(machine, "").encode()
+            console = masker.text(consoles.get(machine, "")).encode()
             info = tarfile.TarInfo(f"{machine}/console.log")
             info.size, info.mtime, info.mode = len(console), int(time.time()), 0o600
             archive.addfile(info, io.BytesIO(console))

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import base64
 import datetime
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
@@ -23,6 +25,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from provisor._asyncssh import asyncssh
 from provisor.core.errors import ProvisorError
+from provisor.core.masking import Masker
 from provisor.files import create_once, keep_private
 
 _SEALED = "sealed:"  # sealed with the master key itself (before the split)
@@ -89,6 +92,11 @@ def unseal(home: Path, value: str) -> str:
 
 def is_sealed(value: object) -> bool:
     return isinstance(value, str) and value.startswith(_SEALED)
+
+
+def inputs_masker(home: Path, inputs: Mapping[str, Any]) -> Masker:
+    """A masker of the secret (sealed) values among a deployment's inputs."""
+    return Masker.of(*(unseal(home, v) for v in inputs.values() if is_sealed(v)))
 
 
 def controller_key(home: Path) -> Path:

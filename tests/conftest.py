@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from ec2_fixtures import moto, moto_server  # noqa: F401 (EC2 fixtures: moto_ser
 from machines_needed import IN_CI
 from provisor.services.context import Context
 from provisor.store import Base, Store
+from provisor_cli import Provisor
 
 # The `testbed` fixture: real SSH hosts (provisor.testing is not part of the product).
 pytest_plugins = ["provisor.testing.pytest_plugin"]
@@ -87,3 +89,14 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     get_settings.cache_clear()
     yield path
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def provisor(tmp_path: Path) -> Iterator[Provisor]:
+    """The CLI in a private PROVISOR_HOME; its deployments are removed afterwards."""
+    cli = Provisor(tmp_path / "home")
+    yield cli
+    listed = cli("deployments", "list", "--output", "json", check=False)
+    if listed.returncode == 0:
+        for deployment in json.loads(listed.stdout):
+            cli("down", deployment["name"], check=False)

@@ -52,3 +52,11 @@ def add_deployment(
                 )
             )
         return deployment.id
+
+
+def instance_of(store: Store, deployment_id: int) -> str:
+    """The deployment's instance identity (what its machines' tokens name)."""
+    with store.session() as session:
+        return session.scalars(
+            select(Deployment.instance).where(Deployment.id == deployment_id)
+        ).one()

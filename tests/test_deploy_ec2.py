@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from db_rows import add_deployment
+from db_rows import add_deployment, instance_of
 from ec2_fixtures import MotoEc2
 from provisor.fleet.knownhosts import DatabaseHostKeys
 from provisor.fleet.results import HostResult
@@ -178,7 +178,7 @@ def test_prepare_waits_for_cloud_init_and_installs_the_agent(testbed: Any, tmp_p
             setup = machine_ops.Setup(
                 url=url,
                 certificate=parameter_certificate(tmp_path),
-                token=machine_token(secret, deployment_id, "lab-box-1"),
+                token=machine_token(secret, instance_of(store, deployment_id), "lab-box-1"),
                 env={},
                 known={"box.1.address": host.address},
                 scripts=["true"],

@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"orchestrator"},
     {"fleet", "providers", "events"},
     {"store", "machines"},
-    {"settings", "polling", "_asyncssh"},
+    {"settings", "polling", "_asyncssh", "files", "logmask"},
     {"core"},  # pure: no I/O, imports nothing of provisor's but itself
 ]
 FACES = {"cli", "api"}

@@ -2,99 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import random
-import sqlite3
-import subprocess
-import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from provisor.providers.local import LocalProvider
 from provisor.testing import crash
+from provisor_cli import Provisor
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "blueprints"
-
-
-class Provisor:
-    """The CLI in a private PROVISOR_HOME with its own loopback block for machines."""
-
-    program: tuple[str, ...] = ("-m", "provisor")  # what sys.executable runs
-
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        block = random.randint(101, 199)
-        self.env = {
-            **os.environ,
-            "PROVISOR_HOME": str(home),
-            "PROVISOR_LOCAL_NETWORK": f"127.{block}.0.0/16",
-            "COLUMNS": "200",
-        }
-        self.env.pop("PROVISOR_DATABASE_URL", None)
-
-    def __call__(
-        self, *args: str, check: bool = True, env: dict[str, str] | None = None, timeout: int = 400
-    ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, *self.program, *args],
-            capture_output=True,
-            text=True,
-            env={**self.env, **(env or {})},
-            timeout=timeout,
-        )
-        assert "Traceback" not in result.stderr, result.stderr
-        if check:
-            assert result.returncode == 0, f"{args}: {result.stdout}\n{result.stderr}"
-        return result
-
-    def popen(self, *args: str) -> subprocess.Popen[str]:
-        """The CLI started in the background, its output piped."""
-        return subprocess.Popen(
-            [sys.executable, *self.program, *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=self.env,
-        )
-
-    def status(self, name: str) -> dict[str, object]:
-        data: dict[str, object] = json.loads(self("status", name, "--output", "json").stdout)
-        return data
-
-    def machines_of(self, deployment: str | int) -> list[dict[str, str]]:
-        """What the provider itself has for the deployment (not what provisor recorded)."""
-        deployment_id = (
-            deployment if isinstance(deployment, int) else self.deployment_id(deployment)
-        )
-        provider = LocalProvider(
-            self.home / "local-provider", network=self.env["PROVISOR_LOCAL_NETWORK"]
-        )
-        found = asyncio.run(provider.describe(tags={"provisor:deployment": str(deployment_id)}))
-        return [{"id": m.id, "state": m.state.value, "name": m.name} for m in found]
-
-    def deployment_id(self, name: str) -> int:
-        with sqlite3.connect(self.home / "provisor.db") as db:
-            row = db.execute("SELECT id FROM deployments WHERE name = ?", (name,)).fetchone()
-        assert row is not None
-        return int(row[0])
-
-
-@pytest.fixture
-def provisor(tmp_path: Path) -> Iterator[Provisor]:
-    cli = Provisor(tmp_path / "home")
-    yield cli
-    listed = cli("deployments", "list", "--output", "json", check=False)
-    if listed.returncode == 0:
-        for deployment in json.loads(listed.stdout):
-            cli("down", deployment["name"], check=False)
 
 
 def webapp_serves(provisor: Provisor, *up_options: str) -> dict[str, object]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from db_rows import add_deployment
+from db_rows import add_deployment, instance_of
 from provisor.orchestrator.params import (
     ParameterBoard,
     ParameterServer,
@@ -109,8 +109,9 @@ def test_endpoint_sets_gets_and_waits(store: Store, deployment_id: int, tmp_path
         ) -> tuple[int, str]:
             return await asyncio.to_thread(_call, url, tls, token, path, body)
 
-        db = machine_token(SECRET, deployment_id, "shop-db-1")
-        app = machine_token(SECRET, deployment_id, "shop-app-1")
+        instance = instance_of(store, deployment_id)
+        db = machine_token(SECRET, instance, "shop-db-1")
+        app = machine_token(SECRET, instance, "shop-app-1")
         try:
             # A wait answered by a value published meanwhile, through the endpoint.
             waiting = asyncio.ensure_future(call(app, "/get?key=db.1.ready&wait=20"))
@@ -139,7 +140,7 @@ def test_endpoint_sets_gets_and_waits(store: Store, deployment_id: int, tmp_path
             assert refused == (400, "address is set by provisor, machines cannot set it")
             assert (await call(app, "/other"))[0] == 404
             assert (await call(app, "/set"))[0] == 405
-            stranger = machine_token(SECRET, deployment_id, "shop-web-1")
+            stranger = machine_token(SECRET, instance, "shop-web-1")
             assert (await call(stranger, "/set", {"key": "a"}))[0] == 403
             # Malformed or oversized requests are refused, not crashed on.
             assert (await _raw(url, b"nonsense\r\n\r\n", tls)).startswith(b"HTTP/1.1 400")

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from provisor.cli._context import Server, context, settings
+from provisor.cli._params import read_parameters
 from provisor.cli.output import Format, console, emit_json, err_console, fields, table
 from provisor.core.errors import InvalidInput
-from provisor.core.names import parse_key_values
 
 if TYPE_CHECKING:
     from provisor.services.deployments import DeploymentView
@@ -23,10 +23,16 @@ deployments_app = typer.Typer(help="Deployments of blueprints.", no_args_is_help
 FINAL = ("ready", "failed", "rejected", "terminated")
 
 
+def _is_file(reference: str) -> bool:
+    """Whether a blueprint reference names a file (else NAME[@VERSION] in a catalog)."""
+    path = Path(reference)
+    return path.suffix in (".yaml", ".yml") or path.exists()
+
+
 def _blueprint_text(reference: str) -> tuple[str, str]:
     """A blueprint file, or NAME[@VERSION] of one added with `provisor blueprints add`."""
     path = Path(reference)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    if _is_file(reference):
         try:
             return path.read_text(encoding="utf-8"), str(path)
         except OSError as exc:
@@ -117,7 +123,14 @@ def show(view: DeploymentView) -> None:
 def up(
     blueprint: Annotated[str, typer.Argument(help="a blueprint file, or NAME[@VERSION] added")],
     param: Annotated[
-        list[str] | None, typer.Option("--param", "-p", help="KEY=VALUE input, repeatable")
+        list[str] | None,
+        typer.Option(
+            "--param",
+            "-p",
+            help="NAME=VALUE input, repeatable; NAME=@FILE reads a file, NAME=- standard "
+            "input (for secrets: kept out of `ps`); a secret left out is asked for on a "
+            "terminal",
+        ),
     ] = None,
     name: Annotated[str | None, typer.Option(help="deployment name (default: blueprint's)")] = None,
     hostname_completion: Annotated[
@@ -132,9 +145,19 @@ def up(
     server: Server = None,
 ) -> None:
     """Deploy a blueprint: validate, (approval), launch, configure, deliver."""
+    from provisor.core.blueprint import load_blueprint
     from provisor.services import deployments
 
-    inputs = parse_key_values(param or [], field="param") if param else {}
+    # A file is read here (its secret parameters may be asked for); a blueprint in the
+    # server's catalog is the server's to check.
+    on_server = server is not None and not _is_file(blueprint)
+    text, source = ("", "") if on_server else _blueprint_text(blueprint)
+    parameters = {} if on_server else load_blueprint(text, source=source).parameters
+    inputs = read_parameters(
+        param or [],
+        [key for key, p in parameters.items() if p.type == "secret"],
+        warn=lambda line: err_console.print(line, markup=False, highlight=False),
+    )
     if server is not None:
         from provisor.cli import remote_deployments
 
@@ -149,7 +172,6 @@ def up(
             output=output,
         )
         return
-    text, source = _blueprint_text(blueprint)
     view = deployments.request_deployment(
         context(),
         settings(),

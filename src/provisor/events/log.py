@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from provisor import logmask
 from provisor.store.models import Event
 
 
@@ -33,14 +34,18 @@ def record_event(
     outcome: str = "ok",
     details: dict[str, Any] | None = None,
 ) -> Event:
-    """Add an event to the session, so it commits (or not) with the change it records."""
+    """Add an event to the session, so it commits (or not) with the change it records.
+
+    Every secret this process holds is masked in it: an error quoting a machine's
+    output or a provider's answer may carry one."""
+    masker = logmask.current()
     event = Event(
         actor=actor,
         tenant=tenant,
         kind=kind,
-        subject=subject,
+        subject=masker.text(subject),
         outcome=outcome,
-        details=details or {},
+        details=masker.value(details or {}),
     )
     session.add(event)
     return event

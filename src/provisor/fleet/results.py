@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from provisor.core.masking import Masker
 
 
 class Outcome(StrEnum):
@@ -36,6 +38,18 @@ class HostResult:
     @property
     def ok(self) -> bool:
         return self.outcome is Outcome.ok
+
+    def masked(self, masker: Masker) -> HostResult:
+        """This result with every secret of `masker` replaced, in all it reports."""
+        if not masker:
+            return self
+        return replace(
+            self,
+            error=None if self.error is None else masker.text(self.error),
+            stdout=masker.data(self.stdout),
+            stderr=masker.data(self.stderr),
+            details=masker.value(self.details),
+        )
 
     def text(self, stream: str = "stdout") -> str:
         data = self.stdout if stream == "stdout" else self.stderr

@@ -26,6 +26,7 @@ from provisor.core.blueprint import (
     node_order,
     render_outputs,
 )
+from provisor.core.masking import Masker
 from provisor.core.names import deployment_group
 from provisor.events import record_event
 from provisor.fleet.results import HostResult
@@ -94,8 +95,8 @@ def _set_state(
             deployment.state = state
         if step is not None:
             deployment.step = step
-        if error is not None:
-            deployment.error = error
+        if error is not None:  # may quote a script's output: its secrets masked
+            error = deployment.error = rt.masker(deployment).text(error)
         if event is not None:
             tenant = session.get(Tenant, deployment.tenant_id)
             record_event(
@@ -226,7 +227,7 @@ async def plan_step(deployment_id: int) -> dict[str, Any]:
                             index=p.index,
                             name=p.name,
                             hostname=p.hostname,
-                            token=f"provisor/{deployment.id}/{p.name}",
+                            token=f"provisor/{deployment.instance}/{p.name}",
                         )
                     )
             deployment.state, deployment.step = "deploying", "planned"
@@ -267,7 +268,8 @@ async def launch_step(deployment_id: int, names: list[str]) -> list[tuple[str, s
         (m, r) for m, r in zip(machines, results, strict=True) if isinstance(r, MachineInfo)
     ]
     await asyncio.to_thread(_launched, deployment, launched)
-    return _failures(machines, results, "launched")
+    masker = await asyncio.to_thread(rt.masker, deployment)
+    return _failures(machines, results, "launched", masker)
 
 
 async def _launch(
@@ -444,15 +446,18 @@ class _Failed(Exception):
 
 
 def _failures(
-    machines: list[Machine], results: list[Any], boundary: str
+    machines: list[Machine], results: list[Any], boundary: str, masker: Masker
 ) -> list[tuple[str, str, str]]:
-    """(step, machine, message) of each machine that failed, in order."""
+    """(step, machine, message) of each machine that failed, in order; a message may
+    quote a machine's output, so the deployment's secrets are masked in it (it is
+    checkpointed, and becomes the deployment's error)."""
     failed = []
     for machine, result in zip(machines, results, strict=True):
         if isinstance(result, _Failed):
-            failed.append((result.step, machine.name, result.message))
+            failed.append((result.step, machine.name, masker.text(result.message)))
         elif isinstance(result, Exception):
-            failed.append((boundary, machine.name, str(result) or type(result).__name__))
+            message = str(result) or type(result).__name__
+            failed.append((boundary, machine.name, masker.text(message)))
         elif isinstance(result, BaseException):
             raise result  # cancelled: nothing to checkpoint
     return failed
@@ -473,7 +478,8 @@ async def reachability_step(deployment_id: int, names: list[str]) -> list[tuple[
         *(machine_ops.probe(pool, _endpoint(m), timeout=REACHABLE_TIMEOUT) for m in machines),
         return_exceptions=True,
     )
-    return _failures(machines, results, "reachable")
+    masker = await asyncio.to_thread(rt.masker, deployment)
+    return _failures(machines, results, "reachable", masker)
 
 
 def _script_done(
@@ -501,7 +507,7 @@ async def _configure(deployment: Deployment, machine: Machine, plan: Any) -> Non
     setup = machine_ops.Setup(
         url=rt.param_url,
         certificate=rt.param_certificate,
-        token=machine_token(rt.secret, deployment_id, name),
+        token=machine_token(rt.signing_key, deployment.instance, name),
         env=plan.env,
         known=known,
         scripts=plan.scripts,
@@ -516,8 +522,10 @@ async def _configure(deployment: Deployment, machine: Machine, plan: Any) -> Non
                 "configure",
                 f"timed out after {WAIT_TIMEOUT:g}s waiting for {key}, which {setter} should set",
             )
+    masker = await asyncio.to_thread(rt.masker, deployment)
     for number in range(1, len(plan.scripts) + 1):
         result = await machine_ops.run_script(pool, endpoint, number, timeout=SCRIPT_TIMEOUT)
+        result = result.masked(masker)  # before it is kept anywhere, or quoted
         last = number == len(plan.scripts)
         await asyncio.to_thread(_script_done, deployment, name, number, result, last)
         if not result.ok:
@@ -558,7 +566,8 @@ async def configure_wave_step(
     results = await asyncio.gather(
         *(_configure(deployment, m, plans[m.name]) for m in machines), return_exceptions=True
     )
-    return _failures(machines, results, boundary)
+    masker = await asyncio.to_thread(runtime().masker, deployment)
+    return _failures(machines, results, boundary, masker)
 
 
 @DBOS.step()
@@ -574,9 +583,12 @@ async def outputs_step(deployment_id: int) -> dict[str, str]:
                     RuntimeParameter.deployment_id == deployment_id
                 )
             )
-            values = {key: value for key, value in rows}
+            values = {key: rt.board.opened(value) for key, value in rows}
             inputs = rt.unseal_inputs(deployment.inputs)
-            outputs = render_outputs(blueprint, values, inputs=inputs)
+            # Shown to people: a runtime parameter that holds a secret stays hidden.
+            outputs: dict[str, str] = rt.masker(deployment).value(
+                render_outputs(blueprint, values, inputs=inputs)
+            )
             deployment.outputs = outputs
             return outputs
 
@@ -595,8 +607,14 @@ async def reports_step(deployment_id: int) -> str:
                 consoles[machine.name] = await provider.console_log(machine.provider_id)
             except ProviderError as exc:
                 consoles[machine.name] = f"(console log unavailable: {exc})\n"
+    masker = await asyncio.to_thread(rt.masker, deployment)
     directory = await asyncio.to_thread(
-        reports.write_reports, rt.home, deployment.name, [m.name for m in machines], consoles
+        reports.write_reports,
+        rt.home,
+        deployment.name,
+        [m.name for m in machines],
+        consoles,
+        masker,
     )
     return str(directory)
 
@@ -673,6 +691,7 @@ async def deploy_workflow(deployment_id: int) -> str:
         return "ready"
     finally:
         board.close_deployment(deployment_id)
+        runtime().forget_deployment(deployment_id)
 
 
 __all__ = ["APPROVAL_TOPIC", "deploy_workflow"]

@@ -1,8 +1,11 @@
 """Runtime parameters: stored values, blocking waits, and the HTTP endpoint machines call.
 
-A machine proves who it is with a token derived from the controller's secret
-and its own name, so it can publish only its own keys (`node.index.name`).
-Values live in the database; waits are answered as soon as a value arrives in
+A machine proves who it is with a token signed with the controller's signing key,
+naming its deployment's instance (never reused, unlike row ids) and itself, so it can
+publish only its own keys (`node.index.name`), and only while its deployment lasts:
+once the deployment is being removed or gone, its tokens are refused.
+Values live in the database (one that holds a secret of its deployment is sealed
+there, as secret inputs are); waits are answered as soon as a value arrives in
 this process, and by polling the database otherwise (another worker may set it).
 While this process runs a deployment's workflow, the values it has written or
 read are also kept in memory: a machine's calls and the workflow's waits are
@@ -19,7 +22,7 @@ import json
 import re
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,31 +37,35 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from provisor.core.blueprint import AUTOMATIC_KEYS
+from provisor.core.masking import Masker
+from provisor.orchestrator import secrets
 from provisor.store import Store
 from provisor.store.models import utcnow
-from provisor.store.orchestration import Machine, ParameterWait, RuntimeParameter
+from provisor.store.orchestration import Deployment, Machine, ParameterWait, RuntimeParameter
 
 KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}\.[0-9]{1,5}\.[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
 # Values set through this process wake its waiters at once; the database is polled
 # only for values another worker process sets, which is rare (a machine calls the
 # worker running its deployment).
 _POLL_SECONDS = 3.0
+ENDED = ("terminating", "terminated")  # a token of a deployment in these states is refused
 
 
-def machine_token(secret: bytes, deployment_id: int, machine: str) -> str:
-    digest = hmac.new(secret, f"{deployment_id}/{machine}".encode(), hashlib.sha256).hexdigest()
-    return f"{deployment_id}.{machine}.{digest[:32]}"
+def machine_token(key: bytes, instance: str, machine: str) -> str:
+    """The token of a machine of the deployment `instance`, signed with `key`."""
+    digest = hmac.new(key, f"{instance}/{machine}".encode(), hashlib.sha256).hexdigest()
+    return f"{instance}.{machine}.{digest[:32]}"
 
 
-def _caller(secret: bytes, header: str) -> tuple[int, str] | None:
+def _caller(key: bytes, header: str) -> tuple[str, str] | None:
+    """(deployment instance, machine) of a token signed with `key`; None otherwise."""
     token = header.removeprefix("Bearer ").strip()
     try:
-        deployment, machine, _ = token.split(".", 2)
-        deployment_id = int(deployment)
+        instance, machine, _ = token.split(".", 2)
     except ValueError:
         return None
-    expected = machine_token(secret, deployment_id, machine)
-    return (deployment_id, machine) if hmac.compare_digest(expected, token) else None
+    expected = machine_token(key, instance, machine)
+    return (instance, machine) if hmac.compare_digest(expected, token) else None
 
 
 # Insert or replace, in the syntax SQLite and PostgreSQL share; written out rather than
@@ -132,6 +139,10 @@ class ParameterBoard:
     """
 
     store: Store
+    # Where the sealing key is, and the secrets of a deployment (by id): a value that
+    # holds one is sealed in the database. Without them values are kept as given.
+    home: Path | None = None
+    secrets_of: Callable[[int], Masker] | None = None
     _waiters: dict[tuple[int, str], list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = field(
         default_factory=dict
     )
@@ -149,6 +160,16 @@ class ParameterBoard:
     _wait_log_flushing: bool = False
     _wait_log_writer: threading.Lock = field(default_factory=threading.Lock)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def live_deployment(self, instance: str) -> int | None:
+        """The id of the deployment `instance` if it exists and has not ended; None for
+        a removed, terminating or unknown one. Asked of the database on every call:
+        another process removes deployments, and a token must stop working at once."""
+        with self.store.engine.connect() as connection:
+            row = connection.execute(
+                select(Deployment.id, Deployment.state).where(Deployment.instance == instance)
+            ).first()
+        return None if row is None or row[1] in ENDED else int(row[0])
 
     def open_deployment(self, deployment_id: int) -> None:
         """This process runs the deployment's workflow: keep its values in memory."""
@@ -176,7 +197,7 @@ class ParameterBoard:
         with self._lock:
             if deployment_id in self._active:
                 for key, value in values.items():
-                    self._values.setdefault((deployment_id, key), value)
+                    self._values.setdefault((deployment_id, key), self.opened(value))
                 self._complete.add(deployment_id)
 
     def _keep(
@@ -186,10 +207,25 @@ class ParameterBoard:
             if deployment_id in self._active:
                 cache[(deployment_id, key)] = value
 
+    def _sealed(self, deployment_id: int, value: str) -> str:
+        """The value as stored: sealed when a secret of the deployment is in it, and
+        when it looks sealed itself (so that it opens as what was published)."""
+        if self.home is None or self.secrets_of is None:
+            return value
+        hidden = secrets.is_sealed(value) or self.secrets_of(deployment_id).text(value) != value
+        return secrets.seal(self.home, value) if hidden else value
+
+    def opened(self, value: str) -> str:
+        """A stored value as it was published."""
+        if self.home is not None and secrets.is_sealed(value):
+            return secrets.unseal(self.home, value)
+        return value
+
     async def publish(self, deployment_id: int, key: str, value: str, set_by: str) -> None:
         def save() -> None:
+            stored = self._sealed(deployment_id, value)
             with self.store.engine.begin() as connection:  # no ORM session needed
-                set_parameter(connection, deployment_id, key, value, set_by)
+                set_parameter(connection, deployment_id, key, stored, set_by)
 
         await asyncio.to_thread(save)
         self._keep(self._values, deployment_id, key, value)
@@ -212,6 +248,7 @@ class ParameterBoard:
                 )
             )
         if value is not None:
+            value = self.opened(value)
             self._keep(self._values, deployment_id, key, value)
         return value
 
@@ -342,6 +379,7 @@ def _record_waits(
 
 
 _MAX_BODY = 256 * 1024  # a /set body: a key and a value
+_REFUSED = "unknown machine token, or its deployment has ended"
 
 
 class ParameterServer:
@@ -353,12 +391,12 @@ class ParameterServer:
     def __init__(
         self,
         board: ParameterBoard,
-        secret: bytes,
+        signing_key: bytes,
         tls: Path | None = None,
         host: str = "127.0.0.1",
     ) -> None:
         self.board = board
-        self._secret = secret
+        self._key = signing_key
         self._tls = tls
         self._host = host
         self._server: uvicorn.Server | None = None
@@ -373,8 +411,15 @@ class ParameterServer:
             ]
         )
 
-    def _authorized(self, request: Request) -> tuple[int, str] | None:
-        return _caller(self._secret, request.headers.get("authorization", ""))
+    async def _authorized(self, request: Request) -> tuple[int, str] | None:
+        """(deployment id, machine) of the caller's token, if it is valid and its
+        deployment has not ended."""
+        signed = _caller(self._key, request.headers.get("authorization", ""))
+        if signed is None:
+            return None
+        instance, machine = signed
+        deployment_id = await asyncio.to_thread(self.board.live_deployment, instance)
+        return None if deployment_id is None else (deployment_id, machine)
 
     async def _set(self, request: Request) -> Response:
         if "transfer-encoding" in request.headers:
@@ -387,9 +432,9 @@ class ParameterServer:
             return PlainTextResponse(
                 f"a request body is at most {_MAX_BODY} bytes", status_code=413
             )
-        caller = self._authorized(request)
+        caller = await self._authorized(request)
         if caller is None:
-            return PlainTextResponse("unknown machine token", status_code=401)
+            return PlainTextResponse(_REFUSED, status_code=401)
         deployment_id, machine = caller
         try:
             data = json.loads(await request.body())
@@ -415,9 +460,9 @@ class ParameterServer:
         return PlainTextResponse("ok")
 
     async def _get(self, request: Request) -> Response:
-        caller = self._authorized(request)
+        caller = await self._authorized(request)
         if caller is None:
-            return PlainTextResponse("unknown machine token", status_code=401)
+            return PlainTextResponse(_REFUSED, status_code=401)
         deployment_id, machine = caller
         key = request.query_params.get("key", "")
         if not KEY.match(key):

@@ -1,13 +1,20 @@
-"""Per-machine reports: script output kept by the controller, plus the console log."""
+"""Per-machine reports: script output kept by the controller, plus the console log.
+
+What is kept has the deployment's secrets masked already (the caller masks a result
+before it is saved); every file and directory is private to the controller's user.
+"""
 
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from provisor.core.masking import Masker
+from provisor.files import open_private, private_dir, write_private
 from provisor.fleet.results import HostResult
 
 
@@ -18,30 +25,35 @@ def deployment_dir(home: Path, deployment: str) -> Path:
 def save_script_output(
     home: Path, deployment: str, machine: str, number: int, result: HostResult
 ) -> None:
-    directory = deployment_dir(home, deployment) / "logs" / machine
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / f"script-{number:02d}.stdout").write_bytes(result.stdout)
-    (directory / f"script-{number:02d}.stderr").write_bytes(result.stderr)
+    directory = private_dir(deployment_dir(home, deployment) / "logs" / machine)
+    write_private(directory / f"script-{number:02d}.stdout", result.stdout)
+    write_private(directory / f"script-{number:02d}.stderr", result.stderr)
     status = result.exit_code if result.exit_code is not None else result.outcome.value
-    (directory / f"script-{number:02d}.status").write_text(f"{status}\n")
+    write_private(directory / f"script-{number:02d}.status", f"{status}\n".encode())
 
 
 def write_reports(
-    home: Path, deployment: str, machines: list[str], consoles: Mapping[str, str]
+    home: Path,
+    deployment: str,
+    machines: list[str],
+    consoles: Mapping[str, str],
+    masker: Masker,
 ) -> Path:
     """`reports/<machine>.tar.gz` for every machine, success or failure."""
     base = deployment_dir(home, deployment)
-    reports = base / "reports"
-    reports.mkdir(parents=True, exist_ok=True)
+    reports = private_dir(base / "reports")
     for machine in machines:
         target = reports / f"{machine}.tar.gz"
-        with tarfile.open(target, "w:gz") as archive:
+        with (
+            os.fdopen(open_private(target, os.O_WRONLY | os.O_TRUNC), "wb") as out,
+            tarfile.open(fileobj=out, mode="w:gz") as archive,
+        ):
             logs = base / "logs" / machine
             if logs.is_dir():
                 for path in sorted(logs.iterdir()):
                     archive.add(path, arcname=f"{machine}/{path.name}")
-            console = consoles.get(machine, "").encode()
+            console = masker.text(consoles.get(machine, "")).encode()
             info = tarfile.TarInfo(f"{machine}/console.log")
-            info.size, info.mtime = len(console), int(time.time())
+            info.size, info.mtime, info.mode = len(console), int(time.time()), 0o600
             archive.addfile(info, io.BytesIO(console))
     return reports

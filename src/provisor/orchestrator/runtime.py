@@ -11,7 +11,9 @@ from typing import Any
 
 from sqlalchemy import select
 
+from provisor import logmask
 from provisor.core.errors import NotFound, ProvisorError
+from provisor.core.masking import Masker
 from provisor.fleet.knownhosts import DatabaseHostKeys
 from provisor.fleet.transport import ScopedPool, SSHPool
 from provisor.orchestrator import secrets
@@ -21,6 +23,7 @@ from provisor.providers.base import Provider
 from provisor.providers.registry import BUILT_IN
 from provisor.store import Store
 from provisor.store.models import ProviderConfig
+from provisor.store.orchestration import Deployment
 
 
 @dataclass
@@ -32,14 +35,15 @@ class Runtime:
     board: ParameterBoard = field(init=False)
     plans: dict[int, Any] = field(default_factory=dict)  # deployment id -> machine plans
     plans_lock: threading.Lock = field(default_factory=threading.Lock)
+    maskers: dict[int, Masker] = field(default_factory=dict)  # deployment id -> its secrets
     _providers: dict[tuple[int | None, str], Provider] = field(default_factory=dict)
     _pools: dict[int, SSHPool] = field(default_factory=dict)
     _host_keys: dict[int, DatabaseHostKeys] = field(default_factory=dict)  # by tenant id
     _host_keys_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self.board = ParameterBoard(self.store)
-        self.secret = secrets.sealing_key(self.home)
+        self.board = ParameterBoard(self.store, self.home, self.masker_of)
+        self.signing_key = secrets.signing_key(self.home)
         self.controller_key = secrets.controller_key(self.home)
         self.controller_public_key = secrets.controller_public_key(self.home)
         self.param_tls = secrets.parameter_tls(self.home)
@@ -75,6 +79,38 @@ class Runtime:
             self._pools[loop] = SSHPool()
         return self._pools[loop].scoped(self.host_keys(tenant_id), connect_timeout=15.0)
 
+    def masker(self, deployment: Deployment) -> Masker:
+        """The deployment's secrets, to mask wherever its output is kept; log lines of
+        this process mask them from now on (until `forget_deployment`)."""
+        with self.plans_lock:
+            known = self.maskers.get(deployment.id)
+        if known is not None:
+            return known
+        masker = deployment_masker(self.store, self.home, deployment)
+        with self.plans_lock:
+            self.maskers[deployment.id] = masker
+        logmask.remember(f"deployment:{deployment.id}", masker)
+        return masker
+
+    def masker_of(self, deployment_id: int) -> Masker:
+        """`masker` of the deployment with this id (loaded when not known yet)."""
+        with self.plans_lock:
+            known = self.maskers.get(deployment_id)
+        if known is not None:
+            return known
+        with self.store.session() as session:
+            deployment = session.get(Deployment, deployment_id)
+            if deployment is None:  # gone: nothing of it is published any more
+                return Masker()
+            return self.masker(deployment)
+
+    def forget_deployment(self, deployment_id: int) -> None:
+        """Its workflow ended in this process: drop what was kept for it."""
+        with self.plans_lock:
+            self.plans.pop(deployment_id, None)
+            self.maskers.pop(deployment_id, None)
+        logmask.forget(f"deployment:{deployment_id}")
+
     def unseal_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
         return {
             k: secrets.unseal(self.home, v) if secrets.is_sealed(v) else v
@@ -85,6 +121,38 @@ class Runtime:
         for pool in self._pools.values():
             await pool.close()
         self._pools.clear()
+
+
+def deployment_masker(store: Store, home: Path, deployment: Deployment) -> Masker:
+    """A masker of the deployment's secret inputs and of the credential of the provider
+    it runs on."""
+    masker = secrets.inputs_masker(home, deployment.inputs)
+    if deployment.provider != BUILT_IN:
+        try:
+            credential = _configured(store, home, deployment.tenant_id, deployment.provider)[2]
+        except NotFound:  # removed since: it has nothing left to leak
+            credential = None
+        masker += Masker.of(credential)
+    return masker
+
+
+def _configured(
+    store: Store, home: Path, tenant_id: int, name: str
+) -> tuple[str, dict[str, Any], str | None]:
+    """A configured provider's kind, settings and secret (unsealed)."""
+    with store.session() as session:
+        row = session.scalar(
+            select(ProviderConfig).where(
+                ProviderConfig.tenant_id == tenant_id, ProviderConfig.name == name
+            )
+        )
+        if row is None:
+            raise NotFound(f"no provider named {name!r}", field="provider")
+        kind, settings, sealed = row.kind, dict(row.settings), row.secret
+    secret = None if sealed is None else secrets.unseal(home, sealed)
+    if secret:  # masked in this process's log lines from now on
+        logmask.remember(f"provider:{tenant_id}:{name}", Masker.of(secret))
+    return kind, settings, secret
 
 
 def provider_for(
@@ -101,16 +169,7 @@ def provider_for(
         raise ProvisorError(
             f"provider {name!r} is configured per tenant: no tenant was given", field="provider"
         )
-    with store.session() as session:
-        row = session.scalar(
-            select(ProviderConfig).where(
-                ProviderConfig.tenant_id == tenant_id, ProviderConfig.name == name
-            )
-        )
-        if row is None:
-            raise NotFound(f"no provider named {name!r}", field="provider")
-        kind, settings, sealed = row.kind, dict(row.settings), row.secret
-    secret = None if sealed is None else secrets.unseal(home, sealed)
+    kind, settings, secret = _configured(store, home, tenant_id, name)
     controller = hashlib.sha256(secrets.controller_public_key(home).strip().encode())
     return registry.build(
         kind,

@@ -1,50 +1,89 @@
-"""The controller's own secrets in PROVISOR_HOME: a sealing key, an SSH key pair and the
+"""The controller's own secrets in PROVISOR_HOME: a master key, an SSH key pair and the
 parameter endpoint's TLS key.
 
-Secret blueprint inputs are sealed (Fernet: AES-128-CBC + HMAC) before they
-reach the database; the same key signs the tokens machines present when they
-publish runtime parameters. Files are created once, readable by their owner only.
+`secret.key` holds one master key; two independent keys are derived from it (HKDF,
+SHA-256, one label each), so that nothing made with one is accepted by the other:
+the sealing key seals secret inputs and provider credentials (Fernet: AES-128-CBC +
+HMAC) before they reach the database, and the signing key signs the tokens machines
+present when they publish runtime parameters. Values sealed before the keys were split
+(sealed with the master key itself) still open. Every file is created once, atomically,
+readable by its owner only.
 """
 
 from __future__ import annotations
 
-import contextlib
+import base64
 import datetime
-import os
+from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from provisor._asyncssh import asyncssh
 from provisor.core.errors import ProvisorError
+from provisor.core.masking import Masker
+from provisor.files import create_once, keep_private
 
-_SEALED = "sealed:"
+_SEALED = "sealed:"  # sealed with the master key itself (before the split)
+_SEALED_V2 = "sealed:v2:"  # sealed with the derived sealing key
+# HKDF labels: a key derived with one label says nothing about the key of another.
+_SEALING_LABEL = b"provisor/sealing/v1"
+_SIGNING_LABEL = b"provisor/parameter-tokens/v1"
 
 
-def _create_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+def _read_private(path: Path) -> bytes:
+    keep_private(path)  # an older install's may be wider
+    return path.read_bytes()
+
+
+def master_key(home: Path) -> bytes:
+    """The key in `secret.key` (a Fernet key: 32 bytes, URL-safe base64), made on first
+    use. Only for deriving the others, and for opening values sealed before the split."""
+    path = home / "secret.key"
+    if not path.exists():
+        create_once(path, Fernet.generate_key())  # another process may win: its key counts
+    key = _read_private(path).strip()
+    try:
+        if len(base64.urlsafe_b64decode(key)) == 32:
+            return key
+    except ValueError:
+        pass
+    raise ProvisorError(f"{path} is not a provisor key (32 bytes in URL-safe base64)")
+
+
+@lru_cache(maxsize=8)
+def _derive(master: bytes, label: bytes) -> bytes:
+    raw = base64.urlsafe_b64decode(master)
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label).derive(raw)
 
 
 def sealing_key(home: Path) -> bytes:
-    path = home / "secret.key"
-    if not path.exists():
-        with contextlib.suppress(FileExistsError):  # another process made it first
-            _create_private(path, Fernet.generate_key())
-    return path.read_bytes().strip()
+    """The Fernet key that seals secrets at rest."""
+    return base64.urlsafe_b64encode(_derive(master_key(home), _SEALING_LABEL))
+
+
+def signing_key(home: Path) -> bytes:
+    """The HMAC key of the machines' runtime-parameter tokens."""
+    return _derive(master_key(home), _SIGNING_LABEL)
 
 
 def seal(home: Path, value: str) -> str:
-    return _SEALED + Fernet(sealing_key(home)).encrypt(value.encode()).decode()
+    return _SEALED_V2 + Fernet(sealing_key(home)).encrypt(value.encode()).decode()
 
 
 def unseal(home: Path, value: str) -> str:
-    if not value.startswith(_SEALED):
+    if value.startswith(_SEALED_V2):
+        key, token = sealing_key(home), value[len(_SEALED_V2) :]
+    elif value.startswith(_SEALED):
+        key, token = master_key(home), value[len(_SEALED) :]
+    else:
         return value
     try:
-        return Fernet(sealing_key(home)).decrypt(value[len(_SEALED) :].encode()).decode()
+        return Fernet(key).decrypt(token.encode()).decode()
     except InvalidToken:
         raise ProvisorError(
             f"cannot unseal a secret with {home / 'secret.key'}: the key changed?"
@@ -55,20 +94,34 @@ def is_sealed(value: object) -> bool:
     return isinstance(value, str) and value.startswith(_SEALED)
 
 
+def inputs_masker(home: Path, inputs: Mapping[str, Any]) -> Masker:
+    """A masker of the secret (sealed) values among a deployment's inputs."""
+    return Masker.of(*(unseal(home, v) for v in inputs.values() if is_sealed(v)))
+
+
 def controller_key(home: Path) -> Path:
     """The private key the controller logs in to its machines with."""
     path = home / "orchestrator_ed25519"
+    public = home / "orchestrator_ed25519.pub"
     if not path.exists():
         key = asyncssh.generate_private_key("ssh-ed25519", comment="provisor controller")
-        with contextlib.suppress(FileExistsError):
-            _create_private(path, key.export_private_key())
-            (home / "orchestrator_ed25519.pub").write_bytes(key.export_public_key())
+        create_once(path, key.export_private_key())
+    keep_private(path)
+    if not public.exists():  # for people and ssh-copy-id; provisor reads the private key
+        create_once(public, _public_half(path))
+    keep_private(public)
     return path
 
 
+def _public_half(path: Path) -> bytes:
+    key = asyncssh.import_private_key(path.read_bytes())
+    return bytes(key.export_public_key())
+
+
 def controller_public_key(home: Path) -> str:
-    controller_key(home)
-    return (home / "orchestrator_ed25519.pub").read_text().strip()
+    """From the private key: the .pub file may not be written yet by the process that
+    made the pair."""
+    return _public_half(controller_key(home)).decode().strip()
 
 
 def parameter_tls(home: Path) -> Path:
@@ -79,14 +132,14 @@ def parameter_tls(home: Path) -> Path:
     """
     path = home / "param_tls.pem"
     if not path.exists():
-        with contextlib.suppress(FileExistsError):
-            _create_private(path, _self_signed())
+        create_once(path, _self_signed())
+    keep_private(path)
     return path
 
 
 def parameter_certificate(home: Path) -> str:
     """The public half of `parameter_tls`, as PEM."""
-    text = parameter_tls(home).read_text()
+    text = _read_private(parameter_tls(home)).decode()
     return text[text.index("-----BEGIN CERTIFICATE-----") :]
 
 

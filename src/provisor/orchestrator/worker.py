@@ -16,11 +16,13 @@ import ipaddress
 import logging
 import os
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import IO, Any
 
 from provisor import __version__
 from provisor.core.errors import ProvisorError
+from provisor.files import file_lock, open_private, private_file, private_home
 from provisor.settings import Settings
 
 QUEUE = "deployments"
@@ -28,11 +30,22 @@ log = logging.getLogger(__name__)
 
 
 def system_database_url(settings: Settings) -> str:
-    """DBOS keeps its checkpoints next to provisor's own data."""
+    """DBOS keeps its checkpoints next to provisor's own data. On SQLite the file is
+    made (0600, in the private data directory) before DBOS opens it: SQLite would
+    make it, and its -wal and -shm files, readable by everyone."""
     url = settings.effective_database_url
     if url.startswith("sqlite"):
+        private_file(private_home(settings.home) / "orchestrator.db")
         return f"sqlite:///{settings.home / 'orchestrator.db'}"
     return url
+
+
+def _dbos_migration(settings: Settings) -> AbstractContextManager[None]:
+    """One process at a time creates DBOS's tables in a new SQLite file: two at once
+    would both try, and one would fail. (PostgreSQL: DBOS's own concern.)"""
+    if settings.effective_database_url.startswith("sqlite"):
+        return file_lock(settings.home / "orchestrator.db.lock")
+    return nullcontext()
 
 
 def dbos_config(settings: Settings) -> dict[str, Any]:
@@ -50,8 +63,8 @@ def dbos_config(settings: Settings) -> dict[str, Any]:
 @contextlib.contextmanager
 def worker_lock(home: Path) -> Iterator[IO[str] | None]:
     """Yields the held lock, or None when another process is the worker."""
-    home.mkdir(parents=True, exist_ok=True)
-    handle = (home / "worker.lock").open("a+")
+    private_home(home)
+    handle = os.fdopen(open_private(home / "worker.lock", os.O_RDWR), "r+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -73,13 +86,17 @@ def worker_running(home: Path) -> bool:
         return held is None
 
 
-def enqueue_deployment(settings: Settings, deployment_id: int) -> str:
-    """Put a deployment's workflow on the durable queue; any worker will take it."""
+def enqueue_deployment(settings: Settings, deployment_id: int, workflow_id: str) -> str:
+    """Put a deployment's workflow on the durable queue; any worker will take it.
+
+    `workflow_id` must never have been used before (DBOS answers a known id with that
+    workflow, finished or not): the deployment's instance makes it so.
+    """
     from dbos import DBOS, DBOSClient, EnqueueOptions
 
     logging.getLogger("dbos").setLevel(logging.WARNING)
-    workflow_id = f"deploy-{deployment_id}"
-    DBOS.migrate(system_database_url(settings))  # the queue may be used before any worker ran
+    with _dbos_migration(settings):  # the queue may be used before any worker ran
+        DBOS.migrate(system_database_url(settings))
     client = DBOSClient(system_database_url=system_database_url(settings))
     try:
         options: EnqueueOptions = {
@@ -167,10 +184,11 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
         # HTTPS wherever the machines' calls cross a network; on a loopback address
         # they never leave this computer, and a TLS handshake per call costs ~1 ms.
         tls = None if _loopback(settings.parameter_address) else rt.param_tls
-        server = ParameterServer(rt.board, rt.secret, tls, host=settings.parameter_address)
+        server = ParameterServer(rt.board, rt.signing_key, tls, host=settings.parameter_address)
         rt.param_url = await server.start()
         dbos = DBOS(config=dbos_config(settings))  # type: ignore[arg-type]
-        DBOS.launch()
+        with _dbos_migration(settings):
+            DBOS.launch()
         await DBOS.register_queue_async(QUEUE, worker_concurrency=16, polling_interval_sec=1.0)
         # What start-up made (modules, DBOS, the endpoint) lives as long as the worker:
         # out of the cycle collector's way, a full collection scans only what work made

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from provisor import machines
+from provisor.files import open_private, private_dir
 from provisor.polling import poll_until_sync
 from provisor.providers._local_state import VolumeRecord
 from provisor.providers.base import ProviderError
@@ -132,7 +133,7 @@ def create_archive(
     """
     os.sync()
     members = [m for m in (UPPER, VOLUMES) if (directory / m).exists()]
-    destination.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(destination.parent)  # a machine's disk: its secrets too
     tmp = destination.with_name(f".{destination.name}.{os.getpid()}.tmp")
     with tempfile.TemporaryDirectory(prefix="provisor-snapshot-") as scratch:
         (Path(scratch) / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
@@ -146,7 +147,10 @@ def create_archive(
         try:
             # tar's complaints go to a file: a pipe nobody reads while the archive streams
             # could fill up and stall it.
-            with tmp.open("wb") as raw, tempfile.TemporaryFile() as stderr:
+            with (
+                os.fdopen(open_private(tmp, os.O_WRONLY | os.O_TRUNC), "wb") as raw,
+                tempfile.TemporaryFile() as stderr,
+            ):
                 sink = _HashingWriter(raw)
                 with (
                     subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr) as tar,

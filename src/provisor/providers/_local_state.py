@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
+from provisor.files import open_private, private_dir
 from provisor.polling import poll_until
 from provisor.providers.base import ProviderError
 
@@ -195,7 +196,7 @@ class Registry:
         self._locks_made = False
 
     def _ensure_dir(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private_dir(self.directory)
 
     def read(self) -> RegistryData:
         """The registry as last written (no lock: writes are atomic renames)."""
@@ -216,7 +217,7 @@ class Registry:
 
     def _write(self, data: RegistryData) -> None:
         tmp = self.path.with_name(f".{REGISTRY}.{os.getpid()}.{threading.get_ident()}")
-        with tmp.open("w") as f:
+        with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_TRUNC), "w") as f:
             # No indent: json's C encoder only runs without one, and the file is
             # rewritten on every change of every machine.
             f.write(json.dumps(data.to_json(), sort_keys=True, separators=(",", ":")))
@@ -301,12 +302,12 @@ class Registry:
             raise ProviderError("not a machine id", machine=machine_id, call=call)
         locks = self.directory / LOCKS
         if not self._locks_made:  # once (and again should the directory be removed)
-            await asyncio.to_thread(locks.mkdir, parents=True, exist_ok=True)
+            await asyncio.to_thread(private_dir, locks)
             self._locks_made = True
         try:
             fd = os.open(locks / f"{machine_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         except FileNotFoundError:
-            await asyncio.to_thread(locks.mkdir, parents=True, exist_ok=True)
+            await asyncio.to_thread(private_dir, locks)
             fd = os.open(locks / f"{machine_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
 

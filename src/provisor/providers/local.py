@@ -32,6 +32,7 @@ from typing import Any
 from provisor import machines
 from provisor._asyncssh import asyncssh
 from provisor.core.errors import ProvisorError
+from provisor.files import private_dir, write_private
 from provisor.providers import _local_cgroup, _local_disk, _local_userdata
 from provisor.providers._local_state import (
     MachineRecord,
@@ -766,8 +767,8 @@ class LocalProvider:
     def _keep_console(self, record: MachineRecord) -> None:
         text = _tail(self._console_path(record))
         if text:
-            self._console_dir.mkdir(parents=True, exist_ok=True)
-            (self._console_dir / f"{record.id}.log").write_text(text)
+            private_dir(self._console_dir)
+            write_private(self._console_dir / f"{record.id}.log", text.encode())
 
     async def _info(self, record: MachineRecord) -> MachineInfo:
         return await asyncio.to_thread(self._info_sync, record)

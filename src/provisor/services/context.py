@@ -17,6 +17,7 @@ from provisor.core.access import Action, Role, allows
 from provisor.core.errors import Forbidden, ProvisorError
 from provisor.core.names import check_name
 from provisor.events import record_event
+from provisor.files import private_home
 from provisor.settings import Settings, get_settings
 from provisor.store import Store, Tenant
 
@@ -102,6 +103,7 @@ def open_context(
     settings: Settings | None = None, *, actor: str | None = None, tenant: str | None = None
 ) -> Context:
     settings = settings or get_settings()
+    private_home(settings.home)  # before anything is written there
     return Context(
         store=Store(settings.effective_database_url),
         actor=actor or _os_user(),

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, selectinload
 from provisor.core.access import Action
 from provisor.core.blueprint import Blueprint, expand, load_blueprint, resolve_inputs
 from provisor.core.errors import Conflict, InvalidInput, NotFound
+from provisor.core.masking import MASK
 from provisor.core.names import check_name, deployment_group
 from provisor.events import EventView, query_events
 from provisor.orchestrator import reports, secrets, worker
@@ -47,7 +48,7 @@ class DeploymentView(BaseModel):
     step: str
     error: str | None
     outputs: dict[str, Any]
-    inputs: dict[str, Any]  # secrets shown as "******"
+    inputs: dict[str, Any]  # secrets shown as "********"
     machines: list[MachineView]
     created_at: datetime
     updated_at: datetime
@@ -82,7 +83,7 @@ def _view(deployment: Deployment) -> DeploymentView:
         step=deployment.step,
         error=deployment.error,
         outputs=dict(deployment.outputs),
-        inputs={k: "******" if secrets.is_sealed(v) else v for k, v in deployment.inputs.items()},
+        inputs={k: MASK if secrets.is_sealed(v) else v for k, v in deployment.inputs.items()},
         machines=[
             MachineView(
                 name=m.name,
@@ -193,7 +194,7 @@ def request_deployment(
         )
         session.add(deployment)
         session.flush()
-        deployment.workflow_id = f"deploy-{deployment.id}"
+        deployment.workflow_id = workflow_id = f"deploy-{deployment.instance}"
         audit.details = {
             "blueprint": f"{blueprint.name} {blueprint.version}",
             "machines": len(plans),
@@ -201,7 +202,7 @@ def request_deployment(
         }
         view = _view(deployment)
         deployment_id = deployment.id
-    worker.enqueue_deployment(settings, deployment_id)
+    worker.enqueue_deployment(settings, deployment_id, workflow_id)
     return view
 
 
@@ -247,8 +248,11 @@ def decide(
 
 
 def parameters(ctx: Context, name: str) -> ParametersView:
+    """The deployment's runtime parameters, with its secrets masked: a machine may publish
+    one (the other machines need it as it is, so it is kept as it is)."""
     with ctx.store.session() as session:
         deployment = _find(session, ctx, name)
+        masker = secrets.inputs_masker(ctx.home, deployment.inputs)
         values = session.scalars(
             select(RuntimeParameter)
             .where(RuntimeParameter.deployment_id == deployment.id)
@@ -261,7 +265,14 @@ def parameters(ctx: Context, name: str) -> ParametersView:
         ).all()
         return ParametersView(
             deployment=name,
-            values=[ParameterView(key=v.key, value=v.value, set_by=v.set_by) for v in values],
+            values=[
+                ParameterView(
+                    key=v.key,
+                    value=MASK if secrets.is_sealed(v.value) else masker.text(v.value),
+                    set_by=v.set_by,
+                )
+                for v in values
+            ],
             waiting=[WaitView(key=w.key, waiter=w.waiter, since=w.since) for w in waits],
         )
 

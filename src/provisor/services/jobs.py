@@ -4,6 +4,9 @@ every result kept.
 The CLI and the API both describe a job as a `JobSpec` and hand it to a runner: the CLI
 to one that lives for the command, the server to one whose SSH connections stay warm
 between jobs. Each job verifies host keys against its own tenant's keys only.
+
+A job's output has the secrets it could reveal masked before anyone sees or keeps it:
+its password (-A), and the secret inputs of the deployments whose machines it runs on.
 """
 
 from __future__ import annotations
@@ -20,23 +23,28 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from provisor import logmask
 from provisor.core.access import Action
 from provisor.core.errors import InvalidInput, NotFound
+from provisor.core.masking import NO_SECRETS, Masker
 from provisor.core.nodeset import natural_key
 from provisor.events import record_event
+from provisor.files import private_dir, write_private
 from provisor.fleet.knownhosts import DatabaseHostKeys, forget_host_key
 from provisor.services.context import Context, audited
 from provisor.services.hosts import find_host
 from provisor.services.results import HostResult
 from provisor.services.targets import resolve_target
 from provisor.store.models import Job, JobResult
+from provisor.store.orchestration import Deployment, Machine
 
 if TYPE_CHECKING:  # asyncssh loads with the first job, not with the CLI
     from provisor.fleet.operations import Operation
-    from provisor.fleet.transport import SSHPool
+    from provisor.fleet.transport import Endpoint, SSHPool
 
 MAX_STORED_OUTPUT = 64 * 1024  # bytes of each stream kept in the database per host
 _FLUSH_SECONDS = 0.5
+_NAMES_PER_QUERY = 500  # host names looked up at once (bound parameters per statement)
 
 
 class JobResultView(BaseModel):
@@ -210,9 +218,9 @@ class _ResultWriter:
             (result.stderr, "stderr", self._err_dir),
         ):
             if data:
-                (self._job_dir / f"{name}.{suffix}").write_bytes(data)
+                write_private(self._job_dir / f"{name}.{suffix}", data)
             if extra_dir is not None:
-                (extra_dir / name).write_bytes(data)  # pssh -o/-e: a file per host, even empty
+                write_private(extra_dir / name, data)  # pssh -o/-e: a file per host, even empty
 
 
 def _only_what_a_remote_caller_may_name(spec: JobSpec) -> None:
@@ -309,9 +317,11 @@ class JobRunner:
             if directory is not None:
                 directory.mkdir(parents=True, exist_ok=True)
         tenant_id = ctx.tenant_id()
-        job = await asyncio.to_thread(_create_job, ctx, spec.target, operation, len(endpoints))
-        job_dir = Path(job.output_dir or ".")
-        job_dir.mkdir(parents=True, exist_ok=True)
+        masker = Masker.of(password) + await asyncio.to_thread(_deployment_secrets, ctx, endpoints)
+        job = await asyncio.to_thread(
+            _create_job, ctx, spec.target, operation, len(endpoints), masker
+        )
+        job_dir = private_dir(Path(job.output_dir or "."))
         if on_start is not None:
             on_start(job)
         host_keys = await asyncio.to_thread(DatabaseHostKeys, ctx.store, tenant_id)
@@ -326,20 +336,26 @@ class JobRunner:
         writer = _ResultWriter(ctx, job.id, job_dir, out_dir, err_dir)
 
         async def collect(result: HostResult) -> None:
+            result = result.masked(masker)  # before it is shown or kept
             writer.add(result)
             if on_result is not None:
                 on_result(result)
             if writer.due():
                 await asyncio.to_thread(writer.flush)
 
+        scope = f"job:{job.id}"
+        logmask.remember(scope, masker)  # log lines of this process, while the job runs
         try:
             await execute(
                 endpoints, operation, connections, parallel=spec.parallel, on_result=collect
             )
         finally:
             await asyncio.to_thread(writer.flush)
-            await asyncio.to_thread(host_keys.flush)
-            finished = await asyncio.to_thread(_finish_job, ctx, job.id, dict(writer.counts))
+            try:
+                await asyncio.to_thread(host_keys.flush)
+                finished = await asyncio.to_thread(_finish_job, ctx, job.id, dict(writer.counts))
+            finally:
+                logmask.forget(scope)
         return finished
 
     async def close(self) -> None:
@@ -348,14 +364,40 @@ class JobRunner:
             self._pool = None
 
 
-def _create_job(ctx: Context, target: str, operation: Operation, host_count: int) -> JobView:
+def _deployment_secrets(ctx: Context, endpoints: list[Endpoint]) -> Masker:
+    """The secret inputs of the deployments whose machines are among `endpoints`: the
+    machines have them (in their environment, in what their scripts wrote)."""
+    from provisor.orchestrator import secrets  # asyncssh, cryptography: with the job
+
+    names = sorted({e.name for e in endpoints})
+    found: dict[int, dict[str, Any]] = {}
+    with ctx.store.session() as session:
+        for start in range(0, len(names), _NAMES_PER_QUERY):
+            rows = session.execute(
+                select(Deployment.id, Deployment.inputs)
+                .join(Machine, Machine.deployment_id == Deployment.id)
+                .where(
+                    Deployment.tenant_id == ctx.tenant_id(),
+                    Machine.name.in_(names[start : start + _NAMES_PER_QUERY]),
+                )
+            )
+            found.update({deployment_id: inputs for deployment_id, inputs in rows})
+    masker = NO_SECRETS
+    for inputs in found.values():
+        masker += secrets.inputs_masker(ctx.home, inputs)
+    return masker
+
+
+def _create_job(
+    ctx: Context, target: str, operation: Operation, host_count: int, masker: Masker
+) -> JobView:
     with audited(ctx, "job.started", target) as (session, audit):
         job = Job(
             tenant_id=ctx.tenant_id(),
             actor=ctx.actor,
             kind=operation.kind,
             target=target,
-            command=operation.describe(),
+            command=masker.text(operation.describe()),  # a password typed into it too
             parameters={},
             state="running",
             host_count=host_count,

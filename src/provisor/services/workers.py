@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from provisor.files import append_private, private_home
 from provisor.settings import Settings
 
 
@@ -23,8 +24,8 @@ def worker_running(settings: Settings) -> bool:
 def start_background_worker(settings: Settings) -> None:
     """A detached `provisor worker --until-idle` that outlives this command; its output
     goes to worker.log in the data directory."""
-    log = settings.home / "worker.log"
-    with log.open("ab") as out:
+    log = private_home(settings.home) / "worker.log"
+    with append_private(log) as out:
         subprocess.Popen(
             [sys.executable, "-m", "provisor", "worker", "--until-idle"],
             stdin=subprocess.DEVNULL,

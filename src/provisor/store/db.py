@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +14,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from provisor.core.errors import ProvisorError
+from provisor.files import file_lock, keep_private, make_dirs, private_file
 
 if TYPE_CHECKING:  # alembic is imported only when a migration has to run
     from alembic.config import Config
@@ -48,6 +49,22 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_file(engine: Engine) -> Path | None:
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    return Path(database)
+
+
+def _private_sqlite(path: Path) -> None:
+    """The database file exists, 0600, before SQLite opens it: SQLite would make it
+    0644 (less the umask), and it gives the -wal and -shm files the database's mode."""
+    make_dirs(path.parent)
+    private_file(path)
+    for suffix in ("-wal", "-shm", "-journal"):  # an older install's, made 0644
+        keep_private(path.with_name(path.name + suffix))
+
+
 def create_store_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
@@ -55,7 +72,7 @@ def create_store_engine(url: str) -> Engine:
         raise ProvisorError(f"invalid database URL: {exc}", field="database_url") from None
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _private_sqlite(Path(parsed.database))
         engine = create_engine(parsed, connect_args={"timeout": 10})
         event.listen(engine, "connect", _on_sqlite_connect)
         return engine
@@ -118,7 +135,12 @@ def migrate(engine: Engine) -> None:
                     )
                     connection.commit()
         else:
-            command.upgrade(_alembic_config(engine), "head")
+            path = _sqlite_file(engine)
+            # One migrator at a time: two processes opening a new database at once
+            # would both create its tables, and one would fail.
+            with file_lock(path.with_name(path.name + ".lock")) if path else nullcontext():
+                if current_revision(engine) != head:  # the other may have done it
+                    command.upgrade(_alembic_config(engine), "head")
     except OperationalError as exc:
         raise StoreUnavailable(
             f"cannot open the database {engine.url.render_as_string(hide_password=True)}: "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
@@ -11,13 +12,23 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from provisor.store.models import Base, utcnow
 
 
+def new_instance() -> str:
+    return uuid.uuid4().hex
+
+
 class Deployment(Base):
     """One instance of a blueprint: its inputs, its state and its outputs."""
 
     __tablename__ = "deployments"
-    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_deployments_tenant_name"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "name", name="uq_deployments_tenant_name"),
+        UniqueConstraint("instance", name="uq_deployments_instance"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # Never reused, unlike `id` (SQLite may give a removed row's id to the next one):
+    # what machine tokens, workflow ids and launch tokens are bound to.
+    instance: Mapped[str] = mapped_column(String(32), default=new_instance)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
     name: Mapped[str] = mapped_column(String(128))
     owner: Mapped[str] = mapped_column(String(128))

@@ -29,7 +29,7 @@ from provisor.core.blueprint import (
 from provisor.core.names import deployment_group
 from provisor.events import record_event
 from provisor.fleet.results import HostResult
-from provisor.fleet.transport import Endpoint
+from provisor.fleet.transport import Endpoint, machine_trust_id
 from provisor.orchestrator import machine_ops, reports
 from provisor.orchestrator.params import (
     expected_setter,
@@ -185,14 +185,16 @@ def _plans(deployment: Deployment) -> dict[str, Any]:
         return cached
 
 
-def _endpoint(machine: Machine) -> Endpoint:
-    assert machine.address is not None
+def _endpoint(deployment: Deployment, machine: Machine) -> Endpoint:
+    """How the controller reaches a machine; its host key is that of its instance."""
+    assert machine.address is not None and machine.provider_id is not None
     return Endpoint(
         name=machine.name,
         address=machine.address,
         port=machine.port,
         user=machine.login_user,
         identity=str(runtime().controller_key),
+        trust_id=machine_trust_id(deployment.provider, machine.provider_id),
     )
 
 
@@ -357,13 +359,21 @@ def _launched(deployment: Deployment, launched: list[tuple[Machine, MachineInfo]
                 select(group_members.c.host_id).where(group_members.c.group_id == group_id)
             )
         )
-        joining = [{"group_id": group_id, "host_id": i} for i in host_ids if i not in members]
+        joining = [
+            {"group_id": group_id, "host_id": i} for i in host_ids.values() if i not in members
+        ]
         if joining:
             session.execute(insert(group_members), joining)
         rt.host_keys(deployment.tenant_id).pin(
-            {
-                (info.address, info.port): info.host_key  # pinned: no trust-on-first-use
-                for _, info in launched
+            {  # pinned from the provider: no trust on first use
+                Endpoint(
+                    name=machine.name,
+                    address=info.address,
+                    port=info.port,
+                    trust_id=machine_trust_id(deployment.provider, info.id),
+                    host_id=host_ids[machine.name],
+                ): info.host_key
+                for machine, info in launched
                 if info.address and info.host_key
             },
             session=session,
@@ -393,8 +403,9 @@ def _deployment_group(session: Session, deployment: Deployment) -> int:
 
 def _record_hosts(
     session: Session, deployment: Deployment, launched: list[tuple[Machine, MachineInfo]]
-) -> list[int]:
-    """The machines as inventory hosts (new ones added, known ones updated); their ids."""
+) -> dict[str, int]:
+    """The machines as inventory hosts (new ones added, known ones updated); their ids
+    by name."""
     known = {
         name: (host_id, facts)
         for name, host_id, facts in session.execute(
@@ -429,9 +440,10 @@ def _record_hosts(
             )
     if changed:
         session.execute(update(Host), changed)
-    ids = [host_id for host_id, _ in known.values()]
+    ids = {name: host_id for name, (host_id, _) in known.items()}
     if fresh:
-        ids += session.scalars(insert(Host).returning(Host.id), fresh).all()
+        added = session.execute(insert(Host).returning(Host.name, Host.id), fresh)
+        ids.update({name: host_id for name, host_id in added})
     return ids
 
 
@@ -470,7 +482,10 @@ async def reachability_step(deployment_id: int, names: list[str]) -> list[tuple[
     )
     pool = rt.pool(deployment.tenant_id)
     results = await asyncio.gather(
-        *(machine_ops.probe(pool, _endpoint(m), timeout=REACHABLE_TIMEOUT) for m in machines),
+        *(
+            machine_ops.probe(pool, _endpoint(deployment, m), timeout=REACHABLE_TIMEOUT)
+            for m in machines
+        ),
         return_exceptions=True,
     )
     return _failures(machines, results, "reachable")
@@ -490,7 +505,7 @@ async def _configure(deployment: Deployment, machine: Machine, plan: Any) -> Non
     """User data finished, then the node's waits, then its scripts in order."""
     rt = runtime()
     name, deployment_id = machine.name, deployment.id
-    endpoint, pool = _endpoint(machine), rt.pool(deployment.tenant_id)
+    endpoint, pool = _endpoint(deployment, machine), rt.pool(deployment.tenant_id)
     own = f"{machine.node}.{machine.index}"
     # The values provisor published that the machine reads most (its own, and the ones
     # it waits for) never change: the machine answers them itself.

@@ -251,7 +251,10 @@ def parameters(ctx: Context, name: str) -> ParametersView:
 
 
 async def remove_deployment(ctx: Context, settings: Settings, name: str) -> DeploymentView:
-    """Stop its workflow, terminate every machine it has (even unrecorded), forget it."""
+    """Stop its workflow, terminate every machine it has (even unrecorded), forget it and
+    its machines' host keys."""
+    from provisor.fleet.knownhosts import forget_host_keys
+    from provisor.fleet.transport import machine_trust_id
     from provisor.orchestrator.runtime import Runtime
 
     view = await asyncio.to_thread(get_deployment, ctx, name)
@@ -272,9 +275,17 @@ async def remove_deployment(ctx: Context, settings: Settings, name: str) -> Depl
     with audited(ctx, "deployment.terminated", name) as (session, audit):
         deployment = _find(session, ctx, name)
         names = [m.name for m in deployment.machines]
-        session.execute(
-            delete(Host).where(Host.tenant_id == deployment.tenant_id, Host.name.in_(names))
+        hosts = session.scalars(
+            select(Host.id).where(Host.tenant_id == deployment.tenant_id, Host.name.in_(names))
+        ).all()
+        # The machines are gone: a later machine at one of their addresses is a stranger.
+        forget_host_keys(
+            session,
+            deployment.tenant_id,
+            host_ids=hosts,
+            subjects=[machine_trust_id(view.provider, machine_id) for machine_id in ids],
         )
+        session.execute(delete(Host).where(Host.id.in_(hosts)))
         session.execute(
             delete(Group).where(
                 Group.tenant_id == deployment.tenant_id, Group.name == deployment_group(name)

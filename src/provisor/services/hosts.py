@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, selectinload
 
 from provisor.core.errors import Conflict, NotFound
 from provisor.services.context import Context, audited
 from provisor.services.schemas import HostChanges, HostSpec, HostView
-from provisor.store.models import Host
+from provisor.store.models import Host, KnownHostKey
 
 
 def host_view(host: Host, tenant: str) -> HostView:
@@ -132,7 +132,11 @@ def update_host(ctx: Context, name: str, changes: HostChanges) -> HostView:
 
 
 def remove_host(ctx: Context, name: str) -> None:
+    """Remove a host; its trusted host keys go with it (a host added later at its address
+    is a stranger, trusted on first use)."""
     with audited(ctx, "host.removed", name) as (session, audit):
         host = find_host(session, ctx.tenant_id(), name)
         audit.details = {"address": host.address, "groups": sorted(g.name for g in host.groups)}
+        # The foreign key drops them too; said here so it does not rest on that alone.
+        session.execute(delete(KnownHostKey).where(KnownHostKey.host_id == host.id))
         session.delete(host)

@@ -12,11 +12,12 @@ from provisor.core.errors import InvalidInput, NotFound
 from provisor.core.hostfiles import parse_pssh_hosts
 from provisor.core.names import deployment_group
 from provisor.core.targets import HostRef, evaluate, parse_target
-from provisor.fleet.transport import Endpoint
+from provisor.fleet.transport import Endpoint, host_trust_id, machine_trust_id
 from provisor.services.context import Context
 from provisor.services.groups import resolve_members
 from provisor.services.hosts import tenant_hosts
 from provisor.store.models import Group, Host
+from provisor.store.orchestration import Deployment, Machine
 
 
 class _InventoryResolver:
@@ -96,6 +97,31 @@ def _ref(host: Host) -> HostRef:
     return HostRef(host.name, host.address, host.port, host.user)
 
 
+def machine_trust_ids(session: Session, tenant_id: int) -> dict[str, str]:
+    """The identity whose key each live machine of the tenant's deployments is judged by
+    (its provider's instance id), by its inventory host's name."""
+    rows = session.execute(
+        select(Machine.name, Deployment.provider, Machine.provider_id)
+        .join(Deployment, Deployment.id == Machine.deployment_id)
+        .where(
+            Deployment.tenant_id == tenant_id,
+            Machine.provider_id.is_not(None),
+            Machine.state != "terminated",
+        )
+        .order_by(Machine.id)
+    )
+    return {
+        name: machine_trust_id(provider, instance)
+        for name, provider, instance in rows
+        if instance is not None  # for mypy: the query takes only these
+    }
+
+
+def host_trust(host: Host, machines: dict[str, str]) -> str:
+    """The identity whose key an inventory host is judged by: the machine it is, or itself."""
+    return machines.get(host.name) or host_trust_id(host.id)
+
+
 def resolve_target(
     ctx: Context, target: str, *, user: str | None = None, identity: str | None = None
 ) -> list[Endpoint]:
@@ -108,13 +134,16 @@ def resolve_target(
     endpoints = []
     with ctx.store.session() as session:
         resolver = _InventoryResolver(session, ctx.tenant_id())
+        machines = machine_trust_ids(session, ctx.tenant_id())
         for ref in evaluate(expression, resolver):
             host = resolver.hosts.get(ref.name)
-            own_key, jump = None, None
+            own_key, jump, trust_id, host_id = None, None, None, None
             if host is not None and ref.address == host.address:
                 if host.credentials and host.credentials.startswith("key:"):
                     own_key = host.credentials.removeprefix("key:")
                 jump = resolver.proxy_jump(host)
+                if (ref.port or 22) == host.port:  # the host itself, not another port of it
+                    trust_id, host_id = host_trust(host, machines), host.id
             endpoints.append(
                 Endpoint(
                     name=ref.name,
@@ -123,6 +152,8 @@ def resolve_target(
                     user=ref.user or user,
                     identity=own_key or identity,
                     proxy_jump=jump,
+                    trust_id=trust_id,
+                    host_id=host_id,
                 )
             )
     return endpoints

@@ -405,6 +405,32 @@ def test_two_hosts_at_one_address_keep_a_key_each(testbed: Testbed, ctx: Context
     assert [subject for subject, _, _ in _key_rows(ctx)] == [f"host:{second}"]
 
 
+def test_ask_pass_goes_only_to_hosts_whose_key_is_trusted(testbed: Testbed, ctx: Context) -> None:
+    """With -A, a host never seen before is not connected to at all (its key would be
+    trusted on first use, and the password handed to whoever answers): outcome hostkey.
+    Once its key is trusted, -A works there."""
+    (server,) = testbed(1)
+    _add(ctx, "fresh", server)
+
+    async def job(password: str | None) -> tuple[JobView, int]:
+        runner = JobRunner()
+        try:
+            done = await runner.run(ctx, spec("run", "fresh", command="id -un"), password=password)
+            return done, runner.handshakes
+        finally:
+            await runner.close()
+
+    refused, handshakes = asyncio.run(job("never-sent"))
+    (result,) = get_job(ctx, refused.id).results or []
+    assert (result.outcome, handshakes) == ("hostkey", 0)  # not even a TCP handshake
+    assert "not trusted yet" in (result.error or "") and "without -A" in (result.error or "")
+    assert _key_rows(ctx) == []
+    trusted, _ = asyncio.run(job(None))
+    assert trusted.summary == {"ok": 1}
+    again, handshakes = asyncio.run(job("never-sent"))
+    assert again.summary == {"ok": 1} and handshakes == 1
+
+
 def test_jump_host_carries_the_connection(testbed: Testbed, ctx: Context) -> None:
     bastion, behind = testbed(2)
     importing.import_hosts(ctx, inventory([behind], "inner"), source="inner.ini")

@@ -266,6 +266,15 @@ class SSHPool:
     async def _open(self, endpoint: Endpoint, job: ScopedPool) -> asyncssh.SSHClientConnection:
         client = _Client(job.host_keys, endpoint)
         trusted = job.host_keys.trusted(endpoint)
+        if trusted is None and job.password is not None:
+            # -A: a password goes only to a host that proved it is the one trusted before;
+            # trusting a stranger's key on first use would hand it the password.
+            raise TransportError(
+                Outcome.hostkey,
+                f"host key of {_where(endpoint)} is not trusted yet, and a password (-A) "
+                "is sent only to hosts whose key is: connect once without -A (its key is "
+                "then trusted on first use) or have its key pinned, then run again",
+            )
         tunnel: asyncssh.SSHClientConnection | None = None
         if endpoint.proxy_jump:
             tunnel = await self._connect(_jump_endpoint(endpoint.proxy_jump, endpoint), job)

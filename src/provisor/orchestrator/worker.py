@@ -162,6 +162,7 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
                 Store(settings.effective_database_url),
                 settings.home,
                 local_network=settings.local_network,
+                parameter_address=settings.parameter_address,
             )
         )
         # HTTPS wherever the machines' calls cross a network; on a loopback address

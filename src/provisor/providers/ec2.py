@@ -30,7 +30,7 @@ from provisor.providers._ec2_api import (
     tags_from,
     value_filters,
 )
-from provisor.providers._ec2_settings import Ec2Settings
+from provisor.providers._ec2_settings import Ec2Settings, source_cidr
 from provisor.providers._ec2_storage import Ec2Storage
 from provisor.providers.base import (
     USER_DATA_DONE,
@@ -100,11 +100,13 @@ class Ec2Provider:
         *,
         secret_access_key: str | None = None,
         controller: str = "",
+        controller_address: str | None = None,
         launch_timeout: float = LAUNCH_TIMEOUT,
     ) -> None:
         self.name = name
         self.settings = settings
         self.controller = controller
+        self.controller_address = controller_address
         self.launch_timeout = launch_timeout
         self._api = Ec2Api(
             name, settings, secret_access_key=secret_access_key, controller=controller
@@ -297,9 +299,10 @@ class Ec2Provider:
             if self.settings.subnet:
                 subnets = await self._api.call("DescribeSubnets", SubnetIds=[self.settings.subnet])
                 params["VpcId"] = subnets["Subnets"][0]["VpcId"]
+            ssh = IngressRule("tcp", (22, 22), self._ssh_source(group))
             created = await self._api.call("CreateSecurityGroup", **params)
             group_id = created["GroupId"]
-            rules = [IngressRule("tcp", (22, 22), self.settings.ssh_source), *ingress]
+            rules = [ssh, *ingress]
             await self._api.call(
                 "AuthorizeSecurityGroupIngress",
                 GroupId=group_id,
@@ -307,6 +310,20 @@ class Ec2Provider:
             )
             self._made[f"group:{name}"] = group_id
             return group_id
+
+    def _ssh_source(self, group: str) -> str:
+        """Who may reach port 22: the settings' `ssh_source`, else the controller alone.
+        Never the whole internet by default."""
+        if self.settings.ssh_source:
+            return self.settings.ssh_source
+        if self.controller_address:
+            return source_cidr(self.controller_address)
+        raise ProviderError(
+            f"no ssh_source for deployment {group}'s security group: set the provider's "
+            "ssh_source (--ssh-source CIDR, where the controller connects from) or "
+            "PROVISOR_PARAMETER_ADDRESS (the controller's address)",
+            call="CreateSecurityGroup",
+        )
 
     def _setup_lock(self, key: str) -> asyncio.Lock:
         return self._setup_locks.setdefault(key, asyncio.Lock())
@@ -427,10 +444,11 @@ def _group_tags(tags: Mapping[str, str]) -> dict[str, str]:
 def _permissions(rules: Sequence[IngressRule]) -> list[dict[str, Any]]:
     permissions = []
     for rule in rules:
-        permission: dict[str, Any] = {
-            "IpProtocol": rule.protocol,
-            "IpRanges": [{"CidrIp": rule.source}],
-        }
+        permission: dict[str, Any] = {"IpProtocol": rule.protocol}
+        if ":" in rule.source:
+            permission["Ipv6Ranges"] = [{"CidrIpv6": rule.source}]
+        else:
+            permission["IpRanges"] = [{"CidrIp": rule.source}]
         if rule.protocol == "icmp":
             permission.update(FromPort=-1, ToPort=-1)
         else:

@@ -264,7 +264,12 @@ async def remove_deployment(ctx: Context, settings: Settings, name: str) -> Depl
         deployment.state, deployment.step = "terminating", "terminating machines"
     if workflow_id and view.state in ACTIVE:
         await asyncio.to_thread(worker.cancel, settings, workflow_id)
-    rt = Runtime(ctx.store, ctx.home, local_network=settings.local_network)
+    rt = Runtime(
+        ctx.store,
+        ctx.home,
+        local_network=settings.local_network,
+        parameter_address=settings.parameter_address,
+    )
     provider = rt.provider(view.provider, ctx.tenant_id())
     # By tag as well as by record: a machine launched just before a crash has no row yet.
     found = await provider.describe(tags={"provisor:deployment": str(deployment_id)})

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from ec2_fixtures import MotoEc2
 from provisor.providers import IngressRule, MachineSpec, MachineState, ProviderError, VolumeSpec
-from provisor.providers.ec2 import USER_DATA_DONE, Ec2Provider, Ec2Settings
+from provisor.providers.ec2 import USER_DATA_DONE, Ec2Provider, Ec2Settings, wrap_user_data
 from provisor.testing import crash
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDsa7rJ4hG8J7lDq3cQ7SxZkh7mL3n0wJYfWb0q9b6cN test"
@@ -306,3 +307,20 @@ def test_killed_after_run_instances_makes_no_second_instance(moto: MotoEc2) -> N
     info = asyncio.run(provider(moto).launch(spec("nest-web")))
     assert info.id == first["InstanceId"]
     assert [i["InstanceId"] for i in own(ec2, "describe_instances", "Instances")] == [info.id]
+
+
+def test_user_data_reports_the_host_keys_before_the_nodes_own() -> None:
+    report = "python3 - <<'X' || true\nprint('keys')\nX\n"
+    assert wrap_user_data(None) is None
+    assert wrap_user_data(None, report) == f"#!/bin/sh\n{report}"
+    script = wrap_user_data("#!/bin/sh\necho hi\n", report) or ""
+    assert script.index("print('keys')") < script.index("echo hi") < script.index(USER_DATA_DONE)
+    document = "#cloud-config\nruncmd:\n  - echo hi\nfinal_message: done  # a comment\n"
+    config = wrap_user_data(document, report) or ""
+    assert config.startswith("#cloud-config\n")
+    assert yaml.safe_load(config) == {"runcmd": [report, "echo hi"], "final_message": "done"}
+    assert wrap_user_data(document) == document  # nothing to report: as it was
+    with pytest.raises(ProviderError, match="machine m: #cloud-config user data is not valid"):
+        wrap_user_data("#cloud-config\nruncmd: [\n", report, machine="m")
+    with pytest.raises(ProviderError, match="runcmd a list"):
+        wrap_user_data("#cloud-config\nruncmd: echo hi\n", report, machine="m")

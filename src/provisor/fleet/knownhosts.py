@@ -11,7 +11,7 @@ address, is never judged by the key of the one before.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 
 from sqlalchemy import delete, insert, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -132,9 +132,9 @@ def forget_host_keys(
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def reported_key(text: str) -> str:
-    """The key to pin of those a machine reported (OpenSSH public key lines): ed25519
-    first, then ECDSA, then any other; ValueError when none is a valid key."""
+def public_keys(text: str) -> list[str]:
+    """OpenSSH public key lines (a machine's host keys), checked and without comments;
+    ValueError names the first line that is no key."""
     keys: list[str] = []
     for line in text.splitlines():
         if not line.strip():
@@ -145,9 +145,14 @@ def reported_key(text: str) -> str:
             raise ValueError(f"not an OpenSSH public key: {line.strip()[:60]!r}") from None
         algorithm, blob = key.export_public_key("openssh").decode().split()[:2]
         keys.append(f"{algorithm} {blob}")
+        if len(keys) > MAX_REPORTED_KEYS:
+            raise ValueError(f"more than {MAX_REPORTED_KEYS} keys")
     if not keys:
         raise ValueError("no public key given")
-    if len(keys) > MAX_REPORTED_KEYS:
-        raise ValueError(f"{len(keys)} keys given, at most {MAX_REPORTED_KEYS} allowed")
+    return keys
+
+
+def preferred_key(keys: Sequence[str]) -> str:
+    """The one of a machine's host keys to pin: ed25519 first, then ECDSA, then any other."""
     rank = {algorithm: i for i, algorithm in enumerate(_PREFERRED)}
     return min(keys, key=lambda k: rank.get(k.split()[0], len(rank)))

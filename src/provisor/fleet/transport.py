@@ -119,8 +119,8 @@ class _Client(asyncssh.SSHClient):
             return True
         old = asyncssh.import_public_key(known).get_fingerprint()
         self.refused = (
-            f"host key of {_where(self._endpoint)} changed: trusted {old}, offered "
-            f"{key.get_fingerprint()}; if the change is expected, run: "
+            f"host key of {_where(self._endpoint)} is not the one trusted for it: trusted "
+            f"{old}, offered {key.get_fingerprint()}; if the change is expected, run: "
             f"provisor hosts rekey {_rekey_name(self._endpoint)}"
         )
         return False

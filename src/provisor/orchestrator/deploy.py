@@ -11,7 +11,7 @@ import asyncio
 import shlex
 import sys
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from dbos import DBOS
@@ -28,10 +28,13 @@ from provisor.core.blueprint import (
 )
 from provisor.core.names import deployment_group
 from provisor.events import record_event
+from provisor.fleet.knownhosts import preferred_key
 from provisor.fleet.results import HostResult
 from provisor.fleet.transport import Endpoint, machine_trust_id
-from provisor.orchestrator import machine_ops, reports
+from provisor.orchestrator import key_report, machine_ops, reports
+from provisor.orchestrator.key_report import host_keys_token
 from provisor.orchestrator.params import (
+    HOST_KEYS,
     expected_setter,
     machine_token,
     set_parameters,
@@ -278,6 +281,10 @@ async def _launch(
     """The machine with this token: the provider launches it once, and completes a launch
     a crash interrupted (its volumes, its address) when asked again."""
     rt = runtime()
+    report = None
+    if rt.param_url:  # where the machine reports its host keys, if the provider cannot
+        token = host_keys_token(rt.secret, deployment.id, machine.name)
+        report = key_report.report_commands(rt.param_url, rt.param_certificate, token)
     spec = MachineSpec(
         token=machine.token,
         name=machine.name,
@@ -296,6 +303,7 @@ async def _launch(
             IngressRule(rule.protocol, rule.ports or (0, 0), rule.source) for rule in plan.ingress
         ),
         public_address=plan.public_address,
+        host_key_report=report,
     )
     info = await provider.launch(spec)
     _boundary(f"launch-called:{machine.name}")  # after the API call, before the checkpoint
@@ -472,23 +480,46 @@ def _failures(
 
 @DBOS.step()
 async def reachability_step(deployment_id: int, names: list[str]) -> list[tuple[str, str, str]]:
-    """Every machine answers an SSH command (all at once); the failures, if any.
+    """Every machine answers SSH (all at once), its key pinned first; the failures, if any.
 
     One checkpoint for all: probing again after a crash is harmless.
     """
-    rt = runtime()
     deployment, machines = await asyncio.to_thread(
         _load, deployment_id, names, step="waiting for SSH"
     )
-    pool = rt.pool(deployment.tenant_id)
     results = await asyncio.gather(
-        *(
-            machine_ops.probe(pool, _endpoint(deployment, m), timeout=REACHABLE_TIMEOUT)
-            for m in machines
-        ),
-        return_exceptions=True,
+        *(_reach(deployment, m) for m in machines), return_exceptions=True
     )
     return _failures(machines, results, "reachable")
+
+
+async def _reach(deployment: Deployment, machine: Machine) -> None:
+    """SSH answers, with the machine's host key pinned before the first connection: from
+    the provider at launch, or else as the machine reported it at first boot."""
+    rt = runtime()
+    endpoint = _endpoint(deployment, machine)
+    keys = rt.host_keys(deployment.tenant_id)
+    if keys.trusted(endpoint) is None:
+        parameter = f"{machine.node}.{machine.index}.{HOST_KEYS}"
+        reported = await rt.board.wait(
+            deployment.id, parameter, REACHABLE_TIMEOUT, waiter="provisor"
+        )
+        if reported is None:
+            raise _Failed(
+                "reachable",
+                f"its SSH host keys were not reported within {REACHABLE_TIMEOUT:g}s (its "
+                "user data sends them at first boot, and they are pinned before the first "
+                "SSH connection; see its console log)",
+            )
+        host_id = await asyncio.to_thread(_host_id, deployment.tenant_id, machine.name)
+        pinned = preferred_key(reported.splitlines())
+        await asyncio.to_thread(keys.pin, {replace(endpoint, host_id=host_id): pinned})
+    await machine_ops.probe(rt.pool(deployment.tenant_id), endpoint, timeout=REACHABLE_TIMEOUT)
+
+
+def _host_id(tenant_id: int, name: str) -> int | None:
+    with runtime().store.session() as session:
+        return session.scalar(select(Host.id).where(Host.tenant_id == tenant_id, Host.name == name))
 
 
 def _script_done(

@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from provisor.providers._ec2_api import (
     Ec2Api,
     Ec2Error,
@@ -54,28 +56,57 @@ STATES = {
 }
 
 
-def wrap_user_data(user_data: str | None) -> str | None:
-    """A shell script records its exit status where the orchestrator looks for it.
+def wrap_user_data(
+    user_data: str | None, host_key_report: str | None = None, *, machine: str = ""
+) -> str | None:
+    """The user data as the instance gets it: the host-key report first, then the node's.
 
     cloud-init runs a `#!` user data once at first boot; wrapped, its output goes to
-    /var/log/provisor-user-data.log and its status to USER_DATA_DONE. `#cloud-config`
-    is left as it is (cloud-init's own boot-finished marks it done).
+    /var/log/provisor-user-data.log and its status to USER_DATA_DONE. A `#cloud-config`
+    keeps its meaning (cloud-init's own boot-finished marks it done), with the report
+    as its first `runcmd`. The report's output goes to the console log.
     """
-    if not user_data or not user_data.startswith("#!"):
-        return user_data
-    fence = "PROVISOR_USER_DATA_" + secrets.token_hex(8)
-    return (
-        "#!/bin/sh\n"
-        "mkdir -p /var/lib/provisor\n"
-        f"cat > /var/lib/provisor/user-data <<'{fence}'\n"
-        f"{user_data.rstrip(chr(10))}\n"
-        f"{fence}\n"
-        "chmod 0700 /var/lib/provisor/user-data\n"
-        "/var/lib/provisor/user-data > /var/log/provisor-user-data.log 2>&1\n"
-        "status=$?\n"
-        f"echo $status > {USER_DATA_DONE}\n"
-        "exit $status\n"
-    )
+    if user_data and user_data.startswith("#cloud-config"):
+        return _cloud_config_with(user_data, host_key_report, machine)
+    if user_data and not user_data.startswith("#!"):
+        return user_data  # not ours to change (cloud-init reads other formats itself)
+    lines = ["#!/bin/sh"]
+    if host_key_report:
+        lines.append(host_key_report.rstrip("\n"))
+    if user_data:
+        fence = "PROVISOR_USER_DATA_" + secrets.token_hex(8)
+        lines += [
+            "mkdir -p /var/lib/provisor",
+            f"cat > /var/lib/provisor/user-data <<'{fence}'",
+            user_data.rstrip("\n"),
+            fence,
+            "chmod 0700 /var/lib/provisor/user-data",
+            "/var/lib/provisor/user-data > /var/log/provisor-user-data.log 2>&1",
+            "status=$?",
+            f"echo $status > {USER_DATA_DONE}",
+            "exit $status",
+        ]
+    return "\n".join(lines) + "\n" if len(lines) > 1 else None
+
+
+def _cloud_config_with(document: str, command: str | None, machine: str) -> str:
+    """A #cloud-config whose `runcmd` starts with `command` (its meaning otherwise kept;
+    YAML comments are not)."""
+    if command is None:
+        return document
+    try:
+        config = yaml.safe_load(document)
+    except yaml.YAMLError as exc:
+        raise ProviderError(
+            f"#cloud-config user data is not valid YAML: {exc}", machine=machine
+        ) from None
+    config = {} if config is None else config
+    if not isinstance(config, dict) or not isinstance(config.get("runcmd") or [], list):
+        raise ProviderError(
+            "#cloud-config user data must be a mapping, its runcmd a list", machine=machine
+        )
+    config["runcmd"] = [command, *(config.get("runcmd") or [])]
+    return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False)
 
 
 class Ec2Provider:
@@ -232,7 +263,7 @@ class Ec2Provider:
                 {"ResourceType": "instance", "Tags": tag_list({**tags, "Name": spec.hostname})},
             ],
         }
-        user_data = wrap_user_data(spec.user_data)
+        user_data = wrap_user_data(spec.user_data, spec.host_key_report, machine=spec.name)
         if user_data:
             params["UserData"] = user_data
         if self.settings.zone:

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from provisor.core.blueprint import (
     AUTOMATIC_KEYS,
+    HOST_KEYS,
     MachinePlan,
     expand,
     load_blueprint,
@@ -34,7 +35,6 @@ from provisor.fleet.transport import Endpoint, machine_trust_id
 from provisor.orchestrator import key_report, machine_ops, reports
 from provisor.orchestrator.key_report import host_keys_token
 from provisor.orchestrator.params import (
-    HOST_KEYS,
     expected_setter,
     machine_token,
     set_parameters,

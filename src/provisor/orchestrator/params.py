@@ -34,14 +34,13 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from provisor.core.blueprint import AUTOMATIC_KEYS
+from provisor.core.blueprint import AUTOMATIC_KEYS, HOST_KEYS
 from provisor.fleet.knownhosts import public_keys
 from provisor.orchestrator.key_report import host_keys_token
 from provisor.store import Store
 from provisor.store.models import utcnow
 from provisor.store.orchestration import Machine, ParameterWait, RuntimeParameter
 
-HOST_KEYS = "host_keys"  # NODE.INDEX.host_keys: what the machine reported at first boot
 KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}\.[0-9]{1,5}\.[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
 # Values set through this process wake its waiters at once; the database is polled
 # only for values another worker process sets, which is rare (a machine calls the

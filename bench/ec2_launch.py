@@ -50,6 +50,7 @@ def provisor_launch(url: str, image: str, machines: int) -> Callable[[], None]:
         Ec2Settings.parse({"region": REGION, "endpoint": url, "access_key_id": "testing"}),
         secret_access_key="testing",  # moto's fake credentials, as ec2_client uses
         controller="bench",
+        controller_address="127.0.0.1",  # SSH open to it alone
     )
     specs = [
         MachineSpec(

@@ -83,6 +83,12 @@ class Provisor:
         found = asyncio.run(provider.describe(tags={"provisor:deployment": str(deployment_id)}))
         return [{"id": m.id, "state": m.state.value, "name": m.name} for m in found]
 
+    def host_keys(self) -> list[tuple[str, int | None, str]]:
+        """(subject, host id, key type and blob) of every key the tenant trusts."""
+        with sqlite3.connect(self.home / "provisor.db") as db:
+            rows = db.execute("SELECT subject, host_id, key FROM known_host_keys").fetchall()
+        return sorted((subject, host, " ".join(key.split()[:2])) for subject, host, key in rows)
+
     def deployment_id(self, name: str) -> int:
         with sqlite3.connect(self.home / "provisor.db") as db:
             row = db.execute("SELECT id FROM deployments WHERE name = ?", (name,)).fetchone()

@@ -292,6 +292,12 @@ nodes:
         id="waits-for-syntax",
     ),
     pytest.param(
+        MINIMAL + "    publishes: [host_keys]\n",
+        [(6, 17, "nodes.box.publishes.0")],
+        "'host_keys' is reported by each machine at first boot",
+        id="publishes-host-keys",
+    ),
+    pytest.param(
         MINIMAL + "outputs:\n  url: 'http://{{ lb.1.address }}:8080/'\n",
         [(7, 8, "outputs.url")],
         "unknown node 'lb'",

@@ -13,7 +13,9 @@ import asyncio
 import json
 import random
 import shlex
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,8 @@ import pytest
 
 from db_rows import add_deployment, instance_of
 from ec2_fixtures import MotoEc2
+from provisor import machines
+from provisor._asyncssh import asyncssh
 from provisor.fleet.knownhosts import DatabaseHostKeys
 from provisor.fleet.results import HostResult
 from provisor.fleet.transport import Endpoint, SSHPool
@@ -31,6 +35,8 @@ from provisor.orchestrator.secrets import (
     parameter_certificate,
     parameter_tls,
 )
+from provisor.polling import poll_until
+from provisor.providers import MachineInfo
 from provisor.providers.local import LocalProvider
 from provisor.store import Store
 from provisor.testing import crash
@@ -46,8 +52,14 @@ class GuardedProvisor(Provisor):
     program = (str(GUARD),)
 
 
-@pytest.fixture
-def cloud(moto: MotoEc2, tmp_path: Path) -> Iterator[tuple[GuardedProvisor, DataPlane, Path]]:
+OnLaunched = Callable[[str, MachineInfo], Awaitable[None]]
+
+
+@contextmanager
+def ec2_cloud(
+    moto: MotoEc2, tmp_path: Path, on_launched: OnLaunched | None = None
+) -> Iterator[tuple[GuardedProvisor, DataPlane, Path]]:
+    """The CLI with provider `moto`, and a data plane giving its instances machines."""
     cli = GuardedProvisor(tmp_path / "home")
     log = tmp_path / "connections.log"
     log.touch()
@@ -59,6 +71,7 @@ def cloud(moto: MotoEc2, tmp_path: Path) -> Iterator[tuple[GuardedProvisor, Data
         LocalProvider(tmp_path / "plane", network=plane_network),
         controller_public_key(cli.home),
         tmp_path / "addresses.json",
+        on_launched=on_launched,
     )
     cli(
         "providers",
@@ -82,6 +95,18 @@ def cloud(moto: MotoEc2, tmp_path: Path) -> Iterator[tuple[GuardedProvisor, Data
         if listed.returncode == 0:
             for deployment in json.loads(listed.stdout):
                 cli("down", deployment["name"], check=False)
+
+
+@pytest.fixture
+def cloud(moto: MotoEc2, tmp_path: Path) -> Iterator[tuple[GuardedProvisor, DataPlane, Path]]:
+    with ec2_cloud(moto, tmp_path) as made:
+        yield made
+
+
+def _plane_keys(plane: DataPlane) -> dict[str, str]:
+    """Instance id -> the host key its machine's sshd presents now."""
+    found = asyncio.run(plane.provider.describe())
+    return {m.tags["ec2:instance-id"]: m.host_key or "" for m in found if m.state == "running"}
 
 
 def _connections(log: Path) -> set[str]:
@@ -111,8 +136,23 @@ def test_webapp_deploys_on_ec2_and_connects_only_where_told(
     assert set(mapping.values()) <= connected  # the log sees SSH connections
     allowed = {"127.0.0.1"} | plane.mapped_addresses  # the API proxy, parameters, machines
     assert connected - allowed == set(), f"connections nobody mapped: {connected - allowed}"
+    # Each machine reported its host keys at first boot; the one pinned before provisor's
+    # first connection is the key its sshd presents, recorded for its instance.
+    keys = _plane_keys(plane)
+    assert cli.host_keys() == sorted(
+        (f"machine:moto/{i}", host, keys[i]) for i, host in _host_ids(cli).items()
+    )
+    params = json.loads(cli("params", "webapp", "--output", "json").stdout)
+    reported = {p["key"]: p["set_by"] for p in params["values"] if "host_keys" in p["key"]}
+    assert reported == {
+        "app.1.host_keys": "webapp-app-1",
+        "app.2.host_keys": "webapp-app-2",
+        "db.1.host_keys": "webapp-db-1",
+        "lb.1.host_keys": "webapp-lb-1",
+    }
 
     cli("down", "webapp")
+    assert cli.host_keys() == []
     after = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
     assert {i["State"]["Name"] for i in after} == {"terminated"}
     assert ec2.describe_addresses()["Addresses"] == []
@@ -121,6 +161,55 @@ def test_webapp_deploys_on_ec2_and_connects_only_where_told(
     assert ec2.describe_security_groups(Filters=tagged)["SecurityGroups"] == []
     assert ec2.describe_key_pairs(Filters=tagged)["KeyPairs"] == []
     assert _connections(log) - allowed == set()
+
+
+def _host_ids(cli: GuardedProvisor) -> dict[str, int]:
+    """Instance id -> the id of its machine's inventory host."""
+    with sqlite3.connect(cli.home / "provisor.db") as db:
+        rows = db.execute(
+            "SELECT m.provider_id, h.id FROM machines AS m JOIN hosts AS h ON h.name = m.name"
+        ).fetchall()
+    return {instance: host for instance, host in rows}
+
+
+def test_a_machine_presenting_another_key_than_it_reported_is_refused(
+    moto: MotoEc2, tmp_path: Path
+) -> None:
+    """webapp-db-1 reports its keys at first boot, then its sshd gets another key before
+    provisor first connects: the deployment fails at reachability, naming the machine and
+    both keys, and the key pinned stays the reported one (nothing trusted on first use)."""
+    presented: dict[str, str] = {}
+
+    async def rekey_db(instance_id: str, info: MachineInfo) -> None:
+        if info.name != "webapp-db-1":
+            return
+        plane_provider = plane.provider
+
+        async def reported() -> bool:  # the report is all of its user data
+            return await plane_provider.user_data_status(info.id) is not None
+
+        assert await poll_until(reported, timeout=120)
+        host = machines.load(info.id, plane_provider.machine_directory(info.id).parent)
+        assert host is not None
+        presented[instance_id] = (await machines.rekey(host)).host_public_key
+
+    with ec2_cloud(moto, tmp_path, on_launched=rekey_db) as (cli, plane, _):
+        result = cli(
+            "up", str(EXAMPLES / "webapp.yaml"), "--provider", "moto", "--wait", check=False
+        )
+        assert result.returncode != 0
+        status = cli.status("webapp")
+        assert status["state"] == "failed"
+        error = str(status["error"])
+        assert error.startswith("reachable on webapp-db-1: SSH refused: host key of webapp-db-1")
+        assert "is not the one trusted for it" in error
+        ((instance_id, key),) = presented.items()
+        offered = asyncssh.import_public_key(key).get_fingerprint()
+        assert f"offered {offered}" in error
+        pinned = dict((s, k) for s, _, k in cli.host_keys())[f"machine:moto/{instance_id}"]
+        params = json.loads(cli("params", "webapp", "--output", "json").stdout)
+        reported = {p["key"]: p["value"] for p in params["values"]}["db.1.host_keys"]
+        assert pinned in reported.splitlines() and pinned != key
 
 
 @pytest.mark.parametrize("machine", ["webapp-db-1", "webapp-lb-1"])

@@ -29,7 +29,8 @@ from provisor.services import hosts as host_service
 from provisor.services import importing, keys
 from provisor.services.context import Context
 from provisor.services.jobs import JobRunner, JobSpec, JobView, get_job, rekey_host, run_job
-from provisor.services.schemas import HostChanges, validate
+from provisor.services.schemas import HostChanges, HostSpec, validate
+from provisor.services.targets import resolve_target
 from provisor.store import Store
 from provisor.testing.pytest_plugin import Testbed
 
@@ -336,8 +337,112 @@ def test_changed_host_key_is_refused_for_that_host_only(testbed: Testbed, ctx: C
 
 
 def _known_key(ctx: Context, host: SandboxHost) -> str:
-    keys = DatabaseHostKeys(ctx.store, ctx.tenant_id())
-    return keys.trusted(host.address, host.port) or ""
+    return _trusted(ctx, host.name) or ""
+
+
+def _trusted(ctx: Context, name: str) -> str | None:
+    """The key the tenant trusts for the inventory host `name`."""
+    (endpoint,) = resolve_target(ctx, name)
+    return DatabaseHostKeys(ctx.store, ctx.tenant_id()).trusted(endpoint)
+
+
+def _key_rows(ctx: Context) -> list[tuple[str, int | None, str]]:
+    """(subject, host id, key type and blob) of every trusted key, in subject order."""
+    from provisor.store.models import KnownHostKey
+
+    with ctx.store.session() as session:
+        rows = session.query(KnownHostKey.subject, KnownHostKey.host_id, KnownHostKey.key)
+        return sorted((s, h, " ".join(k.split()[:2])) for s, h, k in rows)
+
+
+def _add(ctx: Context, name: str, host: SandboxHost) -> int:
+    """`host` added to the inventory as `name`; the new host's id."""
+    host_service.add_host(
+        ctx,
+        validate(
+            HostSpec,
+            {
+                "name": name,
+                "address": host.address,
+                "port": host.port,
+                "user": host.user,
+                "credentials": f"key:{host.client_key}",
+            },
+        ),
+    )
+    (endpoint,) = resolve_target(ctx, name)
+    assert endpoint.host_id is not None
+    return endpoint.host_id
+
+
+def test_a_host_removed_and_another_added_at_its_address_is_trusted_anew(
+    testbed: Testbed, ctx: Context
+) -> None:
+    """Keys belong to hosts, not addresses: the new host at a recycled address and port,
+    with another key, is trusted on first use, not refused as the old one changed."""
+    (server,) = testbed(1)
+    old_id = _add(ctx, "old", server)
+    assert asyncio.run(run_job(ctx, spec("run", "old", command="true"))).summary == {"ok": 1}
+    assert _key_rows(ctx) == [(f"host:{old_id}", old_id, server.host_public_key)]
+    recycled = asyncio.run(machines.rekey(server))  # another machine at the same address
+    host_service.remove_host(ctx, "old")
+    assert _key_rows(ctx) == []  # the key left the inventory with its host
+    new_id = _add(ctx, "new", recycled)
+    job = asyncio.run(run_job(ctx, spec("run", "new", command="hostname")))
+    assert job.summary == {"ok": 1}, get_job(ctx, job.id).results
+    assert _key_rows(ctx) == [(f"host:{new_id}", new_id, recycled.host_public_key)]
+
+
+def test_two_hosts_at_one_address_keep_a_key_each(testbed: Testbed, ctx: Context) -> None:
+    """Two inventory hosts at the same address and port (one re-added under another
+    name) share no key record: each is judged by the key it was trusted with."""
+    (server,) = testbed(1)
+    first, second = _add(ctx, "first", server), _add(ctx, "second", server)
+    assert asyncio.run(run_job(ctx, spec("run", "first", command="true"))).summary == {"ok": 1}
+    assert _trusted(ctx, "first") is not None and _trusted(ctx, "second") is None
+    rekeyed = asyncio.run(machines.rekey(server))
+    refused = asyncio.run(run_job(ctx, spec("run", "first,second", command="true")))
+    outcomes = {r.host: r.outcome for r in get_job(ctx, refused.id).results or []}
+    assert outcomes == {"first": "hostkey", "second": "ok"}
+    assert _key_rows(ctx) == [
+        (f"host:{first}", first, server.host_public_key),
+        (f"host:{second}", second, rekeyed.host_public_key),
+    ]
+    # An address outside the inventory has a record of its own, too.
+    direct = f"{server.user}@{server.address}:{server.port}"
+    key = str(server.client_key)
+    ok = asyncio.run(run_job(ctx, spec("run", direct, command="true", identity=key)))
+    assert ok.summary == {"ok": 1}
+    assert (f"addr:{server.address}:{server.port}", None, rekeyed.host_public_key) in _key_rows(ctx)
+    assert rekey_host(ctx, f"{server.address}:{server.port}") is True
+    assert rekey_host(ctx, "first") is True
+    assert [subject for subject, _, _ in _key_rows(ctx)] == [f"host:{second}"]
+
+
+def test_ask_pass_goes_only_to_hosts_whose_key_is_trusted(testbed: Testbed, ctx: Context) -> None:
+    """With -A, a host never seen before is not connected to at all (its key would be
+    trusted on first use, and the password handed to whoever answers): outcome hostkey.
+    Once its key is trusted, -A works there."""
+    (server,) = testbed(1)
+    _add(ctx, "fresh", server)
+
+    async def job(password: str | None) -> tuple[JobView, int]:
+        runner = JobRunner()
+        try:
+            done = await runner.run(ctx, spec("run", "fresh", command="id -un"), password=password)
+            return done, runner.handshakes
+        finally:
+            await runner.close()
+
+    refused, handshakes = asyncio.run(job("never-sent"))
+    (result,) = get_job(ctx, refused.id).results or []
+    assert (result.outcome, handshakes) == ("hostkey", 0)  # not even a TCP handshake
+    assert "not trusted yet" in (result.error or "") and "without -A" in (result.error or "")
+    assert _key_rows(ctx) == []
+    trusted, _ = asyncio.run(job(None))
+    assert trusted.summary == {"ok": 1}
+    again, handshakes = asyncio.run(job("never-sent"))
+    assert again.summary == {"ok": 1} and handshakes == 1
 
 
 def test_jump_host_carries_the_connection(testbed: Testbed, ctx: Context) -> None:
@@ -521,10 +626,11 @@ def test_tenants_jobs_at_once_each_judge_host_keys_by_their_own(
         importing.import_hosts(ctx, inventory([host], "shared"), source="shared.ini")
         with_stored_key(ctx, [host])
     impostor = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
-    DatabaseHostKeys(alpha.store, alpha.tenant_id()).pin({(host.address, host.port): impostor})
+    (alpha_host,) = resolve_target(alpha, host.name)
+    DatabaseHostKeys(alpha.store, alpha.tenant_id()).pin({alpha_host: impostor})
 
     def keys_of(ctx: Context) -> str | None:
-        return DatabaseHostKeys(ctx.store, ctx.tenant_id()).trusted(host.address, host.port)
+        return _trusted(ctx, host.name)
 
     tokens = {
         t: token_for(alpha.store, f"{t}-operator", role="operator", tenants=(t,))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import urllib.request
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from provisor.providers.local import LocalProvider
 from provisor.testing import crash
 from provisor_cli import Provisor
 
@@ -44,8 +46,8 @@ def webapp_serves(provisor: Provisor, *up_options: str) -> dict[str, object]:
 
 def test_webapp_serves_through_its_load_balancer(provisor: Provisor) -> None:
     status = webapp_serves(provisor)
-    outputs = status["outputs"]
-    assert isinstance(outputs, dict)
+    outputs, machines = status["outputs"], status["machines"]
+    assert isinstance(outputs, dict) and isinstance(machines, list)
     params = json.loads(provisor("params", "webapp", "--output", "json").stdout)
     values = {p["key"]: p["value"] for p in params["values"]}
     assert values["db.1.ready"] == "true" and values["lb.1.address"] in str(outputs["url"])
@@ -57,7 +59,20 @@ def test_webapp_serves_through_its_load_balancer(provisor: Provisor) -> None:
         "webapp-lb-1.tar.gz",
     ]
     deployment_id = provisor.deployment_id("webapp")
+    # Each machine's key was pinned at launch, for its instance, and the `run` above was
+    # judged by it (nothing trusted on first use besides).
+    hosts = json.loads(provisor("hosts", "list", "--output", "json").stdout)
+    provider = LocalProvider(
+        provisor.home / "local-provider", network=provisor.env["PROVISOR_LOCAL_NETWORK"]
+    )
+    launched = asyncio.run(provider.describe(tags={"provisor:deployment": str(deployment_id)}))
+    keys = {m.id: m.host_key for m in launched}
+    assert [(subject, key) for subject, _, key in provisor.host_keys()] == sorted(
+        (f"machine:local/{m['provider_id']}", keys[m["provider_id"]]) for m in machines
+    )
+    assert len({host for _, host, _ in provisor.host_keys()}) == len(hosts) == 4
     provisor("down", "webapp")
+    assert provisor.host_keys() == []  # terminated: a later machine at their addresses is new
     assert {m["state"] for m in provisor.machines_of(deployment_id)} == {"terminated"}
     listed = json.loads(provisor("deployments", "list", "--output", "json").stdout)
     assert listed == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import glob
 import json
 import ssl
 import urllib.error
@@ -29,6 +30,7 @@ from provisor.store import Store
 from provisor.store.orchestration import ParameterWait, RuntimeParameter
 
 SECRET = b"k" * 32
+FORGED = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDsa7rJ4hG8J7lDq3cQ7SxZkh7mL3n0wJYfWb0q9b6cN"
 
 
 @pytest.fixture
@@ -202,3 +204,72 @@ def test_the_endpoint_is_plain_http_only_on_loopback() -> None:
     assert _loopback("127.0.0.1") and _loopback("127.5.0.9") and _loopback("::1")
     assert not _loopback("10.0.0.5") and not _loopback("0.0.0.0")
     assert not _loopback("controller.example")  # a name may lead anywhere: HTTPS
+
+
+def test_host_keys_are_reported_once_with_their_own_token(
+    store: Store, deployment_id: int, tmp_path: Path
+) -> None:
+    """The first-boot report (the very commands a machine's user data runs) reaches the
+    endpoint over HTTPS, trusting its certificate alone; the first report stands, another
+    is refused; the report token does nothing else, and no other token reports."""
+    from provisor.fleet.knownhosts import preferred_key, public_keys
+    from provisor.orchestrator.key_report import host_keys_token, report_commands
+
+    tls = _pinned(tmp_path)
+    on_this_computer = "\n".join(
+        Path(p).read_text().strip() for p in sorted(glob.glob("/etc/ssh/ssh_host_*_key.pub"))
+    )
+    if not on_this_computer:
+        pytest.skip("no SSH host keys in /etc/ssh to report")
+
+    async def scenario() -> None:
+        board = ParameterBoard(store)
+        board.open_deployment(deployment_id)
+        server = ParameterServer(board, SECRET, parameter_tls(tmp_path))
+        url = await server.start()
+        instance = instance_of(store, deployment_id)
+        report = host_keys_token(SECRET, instance, "shop-db-1")
+        db = machine_token(SECRET, instance, "shop-db-1")
+
+        async def call(token: str, path: str, body: dict[str, str]) -> tuple[int, str]:
+            return await asyncio.to_thread(_call, url, tls, token, path, body)
+
+        try:
+            waiting = asyncio.ensure_future(
+                board.wait(deployment_id, "db.1.host_keys", 30, waiter="provisor")
+            )
+            commands = report_commands(url, parameter_certificate(tmp_path), report)
+            ran = await asyncio.create_subprocess_exec(
+                "sh", "-c", commands, stdout=asyncio.subprocess.PIPE
+            )
+            output, _ = await ran.communicate()
+            assert "SSH host keys reported" in output.decode()
+            reported = await waiting
+            assert reported == "\n".join(public_keys(on_this_computer))
+            assert preferred_key(reported.splitlines()).startswith("ssh-ed25519 ")
+            with store.session() as session:
+                row = session.scalars(
+                    select(RuntimeParameter).where(RuntimeParameter.key == "db.1.host_keys")
+                ).one()
+            assert row.set_by == "shop-db-1"
+            # The same report again (a retry): fine. Another one: refused, the first stays.
+            assert await call(report, "/host-keys", {"keys": on_this_computer}) == (200, "ok")
+            forged = (
+                "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDsa7rJ4hG8J7lDq3cQ7SxZkh7mL3n0wJYfWb0q9b6cN"
+            )
+            status, message = await call(report, "/host-keys", {"keys": forged})
+            assert status == 409 and "shop-db-1" in message
+            assert get_parameter(store, deployment_id, "db.1.host_keys") == reported
+            # Each token does its own thing only.
+            assert (await call(db, "/host-keys", {"keys": forged}))[0] == 401
+            assert (await call(report, "/set", {"key": "ready", "value": "x"}))[0] == 401
+            refused = await call(db, "/set", {"key": "host_keys", "value": forged})
+            assert refused[0] == 400 and "reported once" in refused[1]
+            other = host_keys_token(SECRET, instance, "shop-app-1")
+            bad = await call(other, "/host-keys", {"keys": "ssh-ed25519 not-a-key"})
+            assert bad[0] == 400 and "not an OpenSSH public key" in bad[1]
+            assert (await call(other, "/host-keys", {"keys": ""}))[0] == 400
+        finally:
+            await server.stop()
+
+    asyncio.run(scenario())

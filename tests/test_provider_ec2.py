@@ -13,14 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from ec2_fixtures import MotoEc2
 from provisor.providers import IngressRule, MachineSpec, MachineState, ProviderError, VolumeSpec
-from provisor.providers.ec2 import USER_DATA_DONE, Ec2Provider, Ec2Settings
+from provisor.providers.ec2 import USER_DATA_DONE, Ec2Provider, Ec2Settings, wrap_user_data
 from provisor.testing import crash
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDsa7rJ4hG8J7lDq3cQ7SxZkh7mL3n0wJYfWb0q9b6cN test"
 DEPLOYMENT = {"provisor:deployment": "7", "provisor:tenant": "1"}
+CONTROLLER = "192.0.2.10"  # where the machines know the controller (PROVISOR_PARAMETER_ADDRESS)
 
 
 def provider(moto: MotoEc2, **settings: Any) -> Ec2Provider:
@@ -36,6 +38,7 @@ def provider(moto: MotoEc2, **settings: Any) -> Ec2Provider:
         Ec2Settings.parse(values),
         secret_access_key="testing",
         controller="test",
+        controller_address=CONTROLLER,
         launch_timeout=60.0,
     )
 
@@ -85,7 +88,7 @@ async def test_freenest_runbook_leaves_nothing_behind(moto: MotoEc2) -> None:
         for p in group["IpPermissions"]
     }
     assert rules == {
-        ("tcp", 22, 22, "0.0.0.0/0"),
+        ("tcp", 22, 22, f"{CONTROLLER}/32"),  # SSH from the controller alone by default
         ("tcp", 80, 80, "0.0.0.0/0"),
         ("icmp", -1, -1, "10.0.0.0/8"),
     }
@@ -148,6 +151,57 @@ async def test_freenest_runbook_leaves_nothing_behind(moto: MotoEc2) -> None:
     assert own(ec2, "describe_key_pairs", "KeyPairs") == []
     assert all(i["ImageId"] != image.id for i in ec2.describe_images(Owners=["self"])["Images"])
     assert all(s["SnapshotId"] != backup for s in ec2.describe_snapshots()["Snapshots"])
+
+
+def _ingress(ec2: Any) -> list[tuple[str, int, int, list[str], list[str]]]:
+    """The deployment's security group rules: protocol, ports, IPv4 and IPv6 sources."""
+    (group,) = own(ec2, "describe_security_groups", "SecurityGroups")
+    return [
+        (
+            p["IpProtocol"],
+            p.get("FromPort"),
+            p.get("ToPort"),
+            [r["CidrIp"] for r in p.get("IpRanges", [])],
+            [r["CidrIpv6"] for r in p.get("Ipv6Ranges", [])],
+        )
+        for p in group["IpPermissions"]
+    ]
+
+
+async def test_ssh_is_open_to_the_configured_source_only(moto: MotoEc2) -> None:
+    """Port 22 answers `ssh_source` exactly; without one, the controller's own address;
+    the whole internet never, unless a blueprint's rule says so."""
+    ec2 = moto.client(direct=True)
+    machine = spec("nest-ssh", tags={**DEPLOYMENT, "provisor:machine": "nest-ssh"})
+    default = provider(moto)
+    await default.launch(machine)
+    assert _ingress(ec2) == [("tcp", 22, 22, [f"{CONTROLLER}/32"], [])]
+    (group,) = own(ec2, "describe_security_groups", "SecurityGroups")
+    assert "0.0.0.0/0" not in str(group["IpPermissions"])  # (egress is EC2's default: all)
+    for info in await default.describe(tags=DEPLOYMENT):
+        await default.terminate(info.id)
+    await default.clean_up(DEPLOYMENT)
+
+    for source, ranges in (
+        ("198.51.100.0/24", (["198.51.100.0/24"], [])),
+        ("2001:db8::/32", ([], ["2001:db8::/32"])),
+    ):
+        configured = provider(moto, ssh_source=source)
+        info = await configured.launch(machine)
+        assert _ingress(ec2) == [("tcp", 22, 22, *ranges)]
+        await configured.terminate(info.id)
+        await configured.clean_up(DEPLOYMENT)
+
+    settings = {"region": moto.region, "endpoint": moto.proxy_url, "access_key_id": "testing"}
+    nowhere = Ec2Provider("moto", Ec2Settings.parse(settings), secret_access_key="testing")
+    with pytest.raises(ProviderError, match="no ssh_source for deployment 7") as info:
+        await nowhere.launch(machine)
+    assert "--ssh-source" in info.value.message
+    assert "PROVISOR_PARAMETER_ADDRESS" in info.value.message
+    live = [
+        i for i in own(ec2, "describe_instances", "Instances") if i["State"]["Name"] != "terminated"
+    ]
+    assert live == []  # refused before anything ran
 
 
 async def test_clean_up_refuses_while_machines_live(moto: MotoEc2) -> None:
@@ -253,3 +307,20 @@ def test_killed_after_run_instances_makes_no_second_instance(moto: MotoEc2) -> N
     info = asyncio.run(provider(moto).launch(spec("nest-web")))
     assert info.id == first["InstanceId"]
     assert [i["InstanceId"] for i in own(ec2, "describe_instances", "Instances")] == [info.id]
+
+
+def test_user_data_reports_the_host_keys_before_the_nodes_own() -> None:
+    report = "python3 - <<'X' || true\nprint('keys')\nX\n"
+    assert wrap_user_data(None) is None
+    assert wrap_user_data(None, report) == f"#!/bin/sh\n{report}"
+    script = wrap_user_data("#!/bin/sh\necho hi\n", report) or ""
+    assert script.index("print('keys')") < script.index("echo hi") < script.index(USER_DATA_DONE)
+    document = "#cloud-config\nruncmd:\n  - echo hi\nfinal_message: done  # a comment\n"
+    config = wrap_user_data(document, report) or ""
+    assert config.startswith("#cloud-config\n")
+    assert yaml.safe_load(config) == {"runcmd": [report, "echo hi"], "final_message": "done"}
+    assert wrap_user_data(document) == document  # nothing to report: as it was
+    with pytest.raises(ProviderError, match="machine m: #cloud-config user data is not valid"):
+        wrap_user_data("#cloud-config\nruncmd: [\n", report, machine="m")
+    with pytest.raises(ProviderError, match="runcmd a list"):
+        wrap_user_data("#cloud-config\nruncmd: echo hi\n", report, machine="m")

@@ -86,6 +86,7 @@ def test_add_list_show_remove(pctx: Context) -> None:
     )
     assert added.settings["region"] == "us-east-1" and added.settings["login_user"] == "root"
     assert "2x4096" in added.settings["instance_types"]  # defaults filled in
+    assert added.settings["ssh_source"] is None  # the controller's address, never the world
     listed = service.list_providers(pctx)
     assert [(p.name, p.kind) for p in listed] == [("local", "local"), ("lab", "ec2")]
     assert service.get_provider(pctx, "lab") == added
@@ -118,6 +119,8 @@ def _events(ctx: Context) -> list[Any]:
             "instance_types",
             "invalid size 'big'",
         ),
+        ("lab", "ec2", ec2_settings(ssh_source="10.0.0.5/24"), "ssh_source", "host bits set"),
+        ("lab", "ec2", ec2_settings(ssh_source="anywhere"), "ssh_source", "invalid CIDR"),
         ("lab", "ec2", ec2_settings(colour="red"), "colour", "Extra inputs"),
         ("lab", "ec2", ec2_settings(region=None), "region", "Field required"),
         ("lab", "gce", ec2_settings(), "type", "unknown provider type 'gce'"),
@@ -414,6 +417,7 @@ def test_cli_secret_only_from_the_environment(home: Path) -> None:
         (["--instance-type", "big=m5.large"], "error: instance_types: invalid size 'big'"),
         (["--instance-type", "2x4096"], "error: instance_types: expected CPUxMEMORY_MB=TYPE"),
         (["--address", "elastic"], "error: address: "),
+        (["--ssh-source", "10.0.0.300"], "error: ssh_source: invalid CIDR '10.0.0.300'"),
         (["--type", "gce"], "error: type: unknown provider type 'gce'"),
     ],
 )
@@ -536,6 +540,7 @@ def test_api_crud(client: TestClient, store: Store) -> None:
             "instance_types",
             "invalid size",
         ),
+        (lab_body(settings=ec2_settings(ssh_source="::1/64")), 400, "ssh_source", "::/64"),
         (lab_body(kind="gce"), 422, "kind", "unknown provider type"),
         (lab_body(name="local"), 409, "name", "built-in"),
         (lab_body(secret_access_key=None), 400, "secret_access_key", "give its"),

@@ -122,10 +122,15 @@ def test_rekey_changes_the_host_key(testbed: Testbed, ssh: Ssh) -> None:
     (host,) = testbed(1)
     old_pin = machines.known_hosts_entry(host)
     out(ssh(host, "setsid nohup sleep 3173 >/dev/null 2>&1 < /dev/null &"))
+    # /etc/ssh holds the host's own key pair, as a server's does; the machine's are hidden.
+    show = "ls /etc/ssh | grep ssh_host_; cat /etc/ssh/ssh_host_*_key.pub"
+    listed = "ssh_host_ed25519_key\nssh_host_ed25519_key.pub"
+    assert out(ssh(host, show)) == f"{listed}\n{host.host_public_key}"
 
     rekeyed = asyncio.run(machines.rekey(host))
 
     assert rekeyed.host_public_key != host.host_public_key
+    assert out(ssh(rekeyed, show)) == f"{listed}\n{rekeyed.host_public_key}"
     refused = ssh(rekeyed, "hostname", pinned=old_pin)
     assert refused.returncode == 255
     assert "Host key verification failed" in refused.stderr

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import func, inspect, select
 
 from provisor.core.errors import Conflict, InvalidInput, NotFound
 from provisor.services import events, groups, hosts, importing
@@ -11,6 +11,7 @@ from provisor.services.context import Context
 from provisor.services.schemas import GroupSpec, HostChanges, HostSpec, validate
 from provisor.store import Event, Store, migrate
 from provisor.store.db import current_revision, head_revision
+from provisor.store.models import Host
 
 
 def host(name: str, **kw: object) -> HostSpec:
@@ -162,3 +163,68 @@ def test_import_is_all_or_nothing(ctx: Context, store: Store) -> None:
     with store.session() as session:
         outcomes = [e.outcome for e in session.scalars(select(Event).order_by(Event.id))]
     assert outcomes == ["failed", "ok", "failed", "ok"]
+
+
+def test_host_keys_move_from_addresses_to_what_they_identify(ctx: Context, store: Store) -> None:
+    """Migration 0008: a key of an address that inventory hosts have goes to each of them
+    (to the machine, for a live machine's host); a key of an address no host has stays
+    with the address. Downgrading keeps one key per address again."""
+    from alembic import command
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import text, update
+
+    from db_rows import add_deployment
+    from provisor.store import Base
+    from provisor.store.db import _alembic_config
+    from provisor.store.models import KnownHostKey
+    from provisor.store.orchestration import Machine
+
+    web = hosts.add_host(ctx, host("web", address="10.0.0.1"))
+    again = hosts.add_host(ctx, host("web-again", address="10.0.0.1"))
+    machine = hosts.add_host(ctx, host("shop-app-1", address="10.0.0.3"))
+    hosts.add_host(ctx, host("other-port", address="10.0.0.1", port=2222))
+    add_deployment(store, "shop", machines=[("app", 1)])
+    with store.session() as session:
+        session.execute(update(Machine).values(provider_id="i-0abc", state="ready"))
+        ids = {name: id_ for name, id_ in session.execute(select(Host.name, Host.id))}
+        tenant = session.scalar(select(Host.tenant_id).where(Host.name == web.name))
+    config = _alembic_config(store.engine)
+    command.downgrade(config, "0006")
+    with store.engine.begin() as connection:
+        for address, key in (("10.0.0.1", "k-web"), ("10.0.0.3", "k-app"), ("10.9.9.9", "k-x")):
+            connection.execute(
+                text(
+                    "INSERT INTO known_host_keys (tenant_id, address, port, key, first_seen) "
+                    "VALUES (:t, :a, 22, :k, CURRENT_TIMESTAMP)"
+                ),
+                {"t": tenant, "a": address, "k": key},
+            )
+    command.upgrade(config, "head")
+    with store.session() as session:
+        moved = sorted(
+            (subject, host_id, key)
+            for subject, host_id, key in session.execute(
+                select(KnownHostKey.subject, KnownHostKey.host_id, KnownHostKey.key)
+            )
+        )
+    assert moved == sorted(
+        [
+            (f"host:{ids[web.name]}", ids[web.name], "k-web"),
+            (f"host:{ids[again.name]}", ids[again.name], "k-web"),
+            ("machine:local/i-0abc", ids[machine.name], "k-app"),
+            ("addr:10.9.9.9:22", None, "k-x"),
+        ]
+    )
+    with store.engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert [d for d in diff if "known_host_keys" in repr(d)] == []
+    hosts.remove_host(ctx, web.name)  # its key goes with it
+    with store.session() as session:
+        assert session.scalar(select(func.count()).select_from(KnownHostKey)) == 3
+    command.downgrade(config, "0006")
+    with store.engine.connect() as connection:
+        rows = connection.execute(text("SELECT address, port, key FROM known_host_keys"))
+        back = sorted((address, port, key) for address, port, key in rows)
+    assert back == [("10.0.0.1", 22, "k-web"), ("10.0.0.3", 22, "k-app"), ("10.9.9.9", 22, "k-x")]
+    command.upgrade(config, "head")

@@ -213,7 +213,11 @@ def rm(names: Annotated[list[str], typer.Argument(help="one or more host names")
 
 
 @app.command("rekey")
-def rekey(name: str) -> None:
+def rekey(
+    name: Annotated[
+        str, typer.Argument(help="an inventory host, or ADDRESS[:PORT] of one outside it")
+    ],
+) -> None:
     """Forget a host's trusted SSH host key; the next connection trusts the new one."""
     from provisor.services import jobs
 

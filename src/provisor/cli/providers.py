@@ -118,7 +118,12 @@ def add(
         typer.Option("--address-map", help="JSON file {instance id: address} (NAT, labs)"),
     ] = None,
     ssh_source: Annotated[
-        str | None, typer.Option("--ssh-source", help="CIDR allowed to reach port 22")
+        str | None,
+        typer.Option(
+            "--ssh-source",
+            help="CIDR allowed to reach port 22 (default: the controller's "
+            "PROVISOR_PARAMETER_ADDRESS alone)",
+        ),
     ] = None,
     instance_type: Annotated[
         list[str] | None,

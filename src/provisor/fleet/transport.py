@@ -18,7 +18,13 @@ from provisor.fleet.results import Outcome
 
 @dataclass(frozen=True)
 class Endpoint:
-    """How to reach one host. `name` is what reports call it."""
+    """How to reach one host. `name` is what reports call it.
+
+    `trust_id` says whose host key this is, so a key is never judged by another
+    identity's: an inventory host's (`host_trust_id`) or a deployment machine's
+    (`machine_trust_id`); None for an endpoint outside the inventory, whose key is then
+    that of its address and port. `host_id` is the inventory host it is, if any.
+    """
 
     name: str
     address: str
@@ -27,10 +33,15 @@ class Endpoint:
     identity: str | None = None  # private key file; None: the pool's default keys
     proxy_jump: str | None = None  # "[user@]host[:port]" of a bastion
     client_key: str | None = field(default=None, repr=False)  # a stored private key itself
+    trust_id: str | None = None
+    host_id: int | None = None
 
     @property
-    def key(self) -> tuple[str, int, str | None, str | None, str | None, str | None]:
+    def key(self) -> tuple[str, str, int, str | None, str | None, str | None, str | None]:
+        # The identity too: a connection verified for one host never serves another
+        # that happens to share its address.
         return (
+            self.trusts,
             self.address,
             self.port,
             self.user,
@@ -38,6 +49,26 @@ class Endpoint:
             self.proxy_jump,
             self.client_key,
         )
+
+    @property
+    def trusts(self) -> str:
+        """The identity whose trusted key this endpoint is judged by."""
+        return self.trust_id or address_trust_id(self.address, self.port)
+
+
+def host_trust_id(host_id: int) -> str:
+    """The identity of an inventory host: its id, never its address."""
+    return f"host:{host_id}"
+
+
+def machine_trust_id(provider: str, instance_id: str) -> str:
+    """The identity of a deployment's machine: its provider's instance id."""
+    return f"machine:{provider}/{instance_id}"
+
+
+def address_trust_id(address: str, port: int) -> str:
+    """The identity of an endpoint outside the inventory: its address and port."""
+    return f"addr:{address}:{port}"
 
 
 # AES-GCM first: one call into OpenSSL per packet, where asyncssh's
@@ -59,9 +90,13 @@ class HostKeys(Protocol):
         """Whose keys these are; a connection verified in one scope serves no other."""
         ...
 
-    def trusted(self, address: str, port: int) -> str | None: ...
+    def trusted(self, endpoint: Endpoint) -> str | None:
+        """The key trusted for the endpoint's identity (`Endpoint.trusts`), if any."""
+        ...
 
-    def remember(self, address: str, port: int, key: str) -> None: ...
+    def remember(self, endpoint: Endpoint, key: str) -> None:
+        """Trust `key` for the endpoint's identity from now on (first use)."""
+        ...
 
 
 class TransportError(Exception):
@@ -85,19 +120,32 @@ class _Client(asyncssh.SSHClient):
         self, host: str, addr: str, port: int, key: asyncssh.SSHKey
     ) -> bool:
         presented = key.export_public_key("openssh").decode().strip()
-        known = self._keys.trusted(self._endpoint.address, self._endpoint.port)
+        known = self._keys.trusted(self._endpoint)
         if known is None:
-            self._keys.remember(self._endpoint.address, self._endpoint.port, presented)
+            self._keys.remember(self._endpoint, presented)
             return True
         if _same_key(known, presented):
             return True
         old = asyncssh.import_public_key(known).get_fingerprint()
         self.refused = (
-            f"host key of {self._endpoint.name} ({self._endpoint.address}:{self._endpoint.port}) "
-            f"changed: trusted {old}, offered {key.get_fingerprint()}; if the change is "
-            f"expected, run: provisor hosts rekey {self._endpoint.name}"
+            f"host key of {_where(self._endpoint)} is not the one trusted for it: trusted "
+            f"{old}, offered {key.get_fingerprint()}; if the change is expected, run: "
+            f"provisor hosts rekey {_rekey_name(self._endpoint)}"
         )
         return False
+
+
+def _where(endpoint: Endpoint) -> str:
+    return f"{endpoint.name} ({endpoint.address}:{endpoint.port})"
+
+
+def _rekey_name(endpoint: Endpoint) -> str:
+    """What `provisor hosts rekey` takes for this endpoint: an inventory host's name, or
+    the address and port of an endpoint outside the inventory."""
+    if endpoint.trust_id is not None:
+        return endpoint.name
+    address = f"[{endpoint.address}]" if ":" in endpoint.address else endpoint.address
+    return f"{address}:{endpoint.port}"
 
 
 def _same_key(a: str, b: str) -> bool:
@@ -251,11 +299,20 @@ class SSHPool:
 
     async def _open(self, endpoint: Endpoint, job: ScopedPool) -> asyncssh.SSHClientConnection:
         client = _Client(job.host_keys, endpoint)
+        trusted = job.host_keys.trusted(endpoint)
+        if trusted is None and job.password is not None:
+            # -A: a password goes only to a host that proved it is the one trusted before;
+            # trusting a stranger's key on first use would hand it the password.
+            raise TransportError(
+                Outcome.hostkey,
+                f"host key of {_where(endpoint)} is not trusted yet, and a password (-A) "
+                "is sent only to hosts whose key is: connect once without -A (its key is "
+                "then trusted on first use) or have its key pinned, then run again",
+            )
         tunnel: asyncssh.SSHClientConnection | None = None
         if endpoint.proxy_jump:
             tunnel = await self._connect(_jump_endpoint(endpoint.proxy_jump, endpoint), job)
         keys = self._keys_for(endpoint, job)
-        trusted = job.host_keys.trusted(endpoint.address, endpoint.port)
         algorithms: list[str] = []
         if trusted is not None:
             try:

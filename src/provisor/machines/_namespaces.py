@@ -14,6 +14,7 @@ import functools
 import os
 import shutil
 import signal
+import stat
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -151,6 +152,7 @@ def _prepare_disk(
     short = hostname.split(".")[0]
     names = hostname if short == hostname else f"{hostname}\t{short}"
     (etc / "hosts").write_text(hosts.rstrip("\n") + f"\n{address}\t{names}\n")
+    _own_host_keys(directory)
     _fresh_root_home(directory)
     ssh_dir = directory / "upper" / "root" / ".ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
@@ -158,6 +160,27 @@ def _prepare_disk(
     lines = [client_public + " provisor-sandbox-client", *(k.strip() for k in keys)]
     authorized.write_text("\n".join(lines) + "\n")
     authorized.chmod(0o600)
+
+
+def _own_host_keys(directory: Path) -> None:
+    """Give the host's /etc/ssh its own host key, as a server's has, not the machine's.
+
+    The machine's host keys are hidden (overlayfs whiteouts): its private keys are not
+    the host's to read. The host's key pair is linked from its directory, which is bound
+    at the same path inside it, so a rekey shows there at once: what a program on the
+    host reads in /etc/ssh/ssh_host_*_key.pub (cloud-init, provisor's first-boot key
+    report) is the key its sshd presents.
+    """
+    ssh = directory / "upper" / "etc" / "ssh"
+    ssh.mkdir(mode=0o755, exist_ok=True)
+    for lower in Path("/etc/ssh").glob("ssh_host_*"):
+        whiteout = ssh / lower.name
+        whiteout.unlink(missing_ok=True)
+        os.mknod(whiteout, stat.S_IFCHR, os.makedev(0, 0))
+    for name in (HOST_KEY, f"{HOST_KEY}.pub"):
+        link = ssh / name
+        link.unlink(missing_ok=True)
+        link.symlink_to(directory / name)
 
 
 # Debian's own defaults for root's dot files (base-files), else the skeleton.

@@ -11,7 +11,7 @@ import asyncio
 import shlex
 import sys
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from dbos import DBOS
@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from provisor.core.blueprint import (
     AUTOMATIC_KEYS,
+    HOST_KEYS,
     MachinePlan,
     expand,
     load_blueprint,
@@ -29,9 +30,11 @@ from provisor.core.blueprint import (
 from provisor.core.masking import Masker
 from provisor.core.names import deployment_group
 from provisor.events import record_event
+from provisor.fleet.knownhosts import preferred_key
 from provisor.fleet.results import HostResult
-from provisor.fleet.transport import Endpoint
-from provisor.orchestrator import machine_ops, reports
+from provisor.fleet.transport import Endpoint, machine_trust_id
+from provisor.orchestrator import key_report, machine_ops, reports
+from provisor.orchestrator.key_report import host_keys_token
 from provisor.orchestrator.params import (
     expected_setter,
     machine_token,
@@ -186,14 +189,16 @@ def _plans(deployment: Deployment) -> dict[str, Any]:
         return cached
 
 
-def _endpoint(machine: Machine) -> Endpoint:
-    assert machine.address is not None
+def _endpoint(deployment: Deployment, machine: Machine) -> Endpoint:
+    """How the controller reaches a machine; its host key is that of its instance."""
+    assert machine.address is not None and machine.provider_id is not None
     return Endpoint(
         name=machine.name,
         address=machine.address,
         port=machine.port,
         user=machine.login_user,
         identity=str(runtime().controller_key),
+        trust_id=machine_trust_id(deployment.provider, machine.provider_id),
     )
 
 
@@ -278,6 +283,10 @@ async def _launch(
     """The machine with this token: the provider launches it once, and completes a launch
     a crash interrupted (its volumes, its address) when asked again."""
     rt = runtime()
+    report = None
+    if rt.param_url:  # where the machine reports its host keys, if the provider cannot
+        token = host_keys_token(rt.signing_key, deployment.instance, machine.name)
+        report = key_report.report_commands(rt.param_url, rt.param_certificate, token)
     spec = MachineSpec(
         token=machine.token,
         name=machine.name,
@@ -296,6 +305,7 @@ async def _launch(
             IngressRule(rule.protocol, rule.ports or (0, 0), rule.source) for rule in plan.ingress
         ),
         public_address=plan.public_address,
+        host_key_report=report,
     )
     info = await provider.launch(spec)
     _boundary(f"launch-called:{machine.name}")  # after the API call, before the checkpoint
@@ -359,13 +369,21 @@ def _launched(deployment: Deployment, launched: list[tuple[Machine, MachineInfo]
                 select(group_members.c.host_id).where(group_members.c.group_id == group_id)
             )
         )
-        joining = [{"group_id": group_id, "host_id": i} for i in host_ids if i not in members]
+        joining = [
+            {"group_id": group_id, "host_id": i} for i in host_ids.values() if i not in members
+        ]
         if joining:
             session.execute(insert(group_members), joining)
         rt.host_keys(deployment.tenant_id).pin(
-            {
-                (info.address, info.port): info.host_key  # pinned: no trust-on-first-use
-                for _, info in launched
+            {  # pinned from the provider: no trust on first use
+                Endpoint(
+                    name=machine.name,
+                    address=info.address,
+                    port=info.port,
+                    trust_id=machine_trust_id(deployment.provider, info.id),
+                    host_id=host_ids[machine.name],
+                ): info.host_key
+                for machine, info in launched
                 if info.address and info.host_key
             },
             session=session,
@@ -395,8 +413,9 @@ def _deployment_group(session: Session, deployment: Deployment) -> int:
 
 def _record_hosts(
     session: Session, deployment: Deployment, launched: list[tuple[Machine, MachineInfo]]
-) -> list[int]:
-    """The machines as inventory hosts (new ones added, known ones updated); their ids."""
+) -> dict[str, int]:
+    """The machines as inventory hosts (new ones added, known ones updated); their ids
+    by name."""
     known = {
         name: (host_id, facts)
         for name, host_id, facts in session.execute(
@@ -431,9 +450,10 @@ def _record_hosts(
             )
     if changed:
         session.execute(update(Host), changed)
-    ids = [host_id for host_id, _ in known.values()]
+    ids = {name: host_id for name, (host_id, _) in known.items()}
     if fresh:
-        ids += session.scalars(insert(Host).returning(Host.id), fresh).all()
+        added = session.execute(insert(Host).returning(Host.name, Host.id), fresh)
+        ids.update({name: host_id for name, host_id in added})
     return ids
 
 
@@ -465,7 +485,7 @@ def _failures(
 
 @DBOS.step()
 async def reachability_step(deployment_id: int, names: list[str]) -> list[tuple[str, str, str]]:
-    """Every machine answers an SSH command (all at once); the failures, if any.
+    """Every machine answers SSH (all at once), its key pinned first; the failures, if any.
 
     One checkpoint for all: probing again after a crash is harmless.
     """
@@ -473,13 +493,40 @@ async def reachability_step(deployment_id: int, names: list[str]) -> list[tuple[
     deployment, machines = await asyncio.to_thread(
         _load, deployment_id, names, step="waiting for SSH"
     )
-    pool = rt.pool(deployment.tenant_id)
     results = await asyncio.gather(
-        *(machine_ops.probe(pool, _endpoint(m), timeout=REACHABLE_TIMEOUT) for m in machines),
-        return_exceptions=True,
+        *(_reach(deployment, m) for m in machines), return_exceptions=True
     )
     masker = await asyncio.to_thread(rt.masker, deployment)
     return _failures(machines, results, "reachable", masker)
+
+
+async def _reach(deployment: Deployment, machine: Machine) -> None:
+    """SSH answers, with the machine's host key pinned before the first connection: from
+    the provider at launch, or else as the machine reported it at first boot."""
+    rt = runtime()
+    endpoint = _endpoint(deployment, machine)
+    keys = rt.host_keys(deployment.tenant_id)
+    if keys.trusted(endpoint) is None:
+        parameter = f"{machine.node}.{machine.index}.{HOST_KEYS}"
+        reported = await rt.board.wait(
+            deployment.id, parameter, REACHABLE_TIMEOUT, waiter="provisor"
+        )
+        if reported is None:
+            raise _Failed(
+                "reachable",
+                f"its SSH host keys were not reported within {REACHABLE_TIMEOUT:g}s (its "
+                "user data sends them at first boot, and they are pinned before the first "
+                "SSH connection; see its console log)",
+            )
+        host_id = await asyncio.to_thread(_host_id, deployment.tenant_id, machine.name)
+        pinned = preferred_key(reported.splitlines())
+        await asyncio.to_thread(keys.pin, {replace(endpoint, host_id=host_id): pinned})
+    await machine_ops.probe(rt.pool(deployment.tenant_id), endpoint, timeout=REACHABLE_TIMEOUT)
+
+
+def _host_id(tenant_id: int, name: str) -> int | None:
+    with runtime().store.session() as session:
+        return session.scalar(select(Host.id).where(Host.tenant_id == tenant_id, Host.name == name))
 
 
 def _script_done(
@@ -496,7 +543,7 @@ async def _configure(deployment: Deployment, machine: Machine, plan: Any) -> Non
     """User data finished, then the node's waits, then its scripts in order."""
     rt = runtime()
     name, deployment_id = machine.name, deployment.id
-    endpoint, pool = _endpoint(machine), rt.pool(deployment.tenant_id)
+    endpoint, pool = _endpoint(deployment, machine), rt.pool(deployment.tenant_id)
     own = f"{machine.node}.{machine.index}"
     # The values provisor published that the machine reads most (its own, and the ones
     # it waits for) never change: the machine answers them itself.

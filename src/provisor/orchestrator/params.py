@@ -31,14 +31,17 @@ import uvicorn
 from sqlalchemy import bindparam, delete, insert, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import TextClause
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from provisor.core.blueprint import AUTOMATIC_KEYS
+from provisor.core.blueprint import AUTOMATIC_KEYS, HOST_KEYS
 from provisor.core.masking import Masker
+from provisor.fleet.knownhosts import public_keys
 from provisor.orchestrator import secrets
+from provisor.orchestrator.key_report import host_keys_token
 from provisor.store import Store
 from provisor.store.models import utcnow
 from provisor.store.orchestration import Deployment, Machine, ParameterWait, RuntimeParameter
@@ -57,27 +60,38 @@ def machine_token(key: bytes, instance: str, machine: str) -> str:
     return f"{instance}.{machine}.{digest[:32]}"
 
 
-def _caller(key: bytes, header: str) -> tuple[str, str] | None:
-    """(deployment instance, machine) of a token signed with `key`; None otherwise."""
+TokenOf = Callable[[bytes, str, str], str]  # (key, instance, machine) -> token
+
+
+def _caller(key: bytes, header: str, token_of: TokenOf = machine_token) -> tuple[str, str] | None:
+    """(deployment instance, machine) of a token that `token_of` makes with `key`; None
+    otherwise."""
     token = header.removeprefix("Bearer ").strip()
     try:
         instance, machine, _ = token.split(".", 2)
     except ValueError:
         return None
-    expected = machine_token(key, instance, machine)
+    expected = token_of(key, instance, machine)
     return (instance, machine) if hmac.compare_digest(expected, token) else None
 
 
 # Insert or replace, in the syntax SQLite and PostgreSQL share; written out rather than
 # built per call: a parameter is set for every machine, and building the statement
 # cost ten times what running it does.
-_UPSERT = text(
-    f"INSERT INTO {RuntimeParameter.__tablename__}"
-    ' (deployment_id, "key", "value", set_by, updated_at)'
-    " VALUES (:deployment_id, :key, :value, :set_by, :updated_at)"
-    ' ON CONFLICT (deployment_id, "key") DO UPDATE SET "value" = excluded."value",'
-    " set_by = excluded.set_by, updated_at = excluded.updated_at"
-).bindparams(bindparam("updated_at", type_=RuntimeParameter.__table__.c.updated_at.type))
+def _insert(on_conflict: str) -> TextClause:
+    return text(
+        f"INSERT INTO {RuntimeParameter.__tablename__}"
+        ' (deployment_id, "key", "value", set_by, updated_at)'
+        " VALUES (:deployment_id, :key, :value, :set_by, :updated_at)"
+        f' ON CONFLICT (deployment_id, "key") {on_conflict}'
+    ).bindparams(bindparam("updated_at", type_=RuntimeParameter.__table__.c.updated_at.type))
+
+
+_UPSERT = _insert(
+    'DO UPDATE SET "value" = excluded."value", set_by = excluded.set_by,'
+    " updated_at = excluded.updated_at"
+)
+_INSERT_FIRST = _insert("DO NOTHING")  # a value set once: the first one stays
 
 
 def set_parameters(
@@ -228,6 +242,39 @@ class ParameterBoard:
                 set_parameter(connection, deployment_id, key, stored, set_by)
 
         await asyncio.to_thread(save)
+        self._wake(deployment_id, key, value)
+
+    async def publish_first(self, deployment_id: int, key: str, value: str, set_by: str) -> str:
+        """Set `key` unless it is set already; the value it has now (the first one set).
+        For what is never secret (host public keys): stored as given."""
+
+        def save() -> str:
+            with self.store.engine.begin() as connection:
+                connection.execute(
+                    _INSERT_FIRST,
+                    {
+                        "deployment_id": deployment_id,
+                        "key": key,
+                        "value": value,
+                        "set_by": set_by,
+                        "updated_at": utcnow(),
+                    },
+                )
+                stored = connection.scalar(
+                    select(RuntimeParameter.value).where(
+                        RuntimeParameter.deployment_id == deployment_id,
+                        RuntimeParameter.key == key,
+                    )
+                )
+                assert stored is not None  # inserted, or there before
+                return stored
+
+        stored = await asyncio.to_thread(save)
+        self._wake(deployment_id, key, stored)
+        return stored
+
+    def _wake(self, deployment_id: int, key: str, value: str) -> None:
+        """A value was stored: keep it, and wake whoever waits for it in this process."""
         self._keep(self._values, deployment_id, key, value)
         with self._lock:
             waiting = list(self._waiters.get((deployment_id, key), ()))
@@ -394,11 +441,13 @@ class ParameterServer:
         signing_key: bytes,
         tls: Path | None = None,
         host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         self.board = board
         self._key = signing_key
         self._tls = tls
         self._host = host
+        self._port = port
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
         self.url = ""
@@ -408,20 +457,26 @@ class ParameterServer:
             routes=[
                 Route("/set", self._set, methods=["POST"]),
                 Route("/get", self._get, methods=["GET"]),
+                Route("/host-keys", self._host_keys, methods=["POST"]),
             ]
         )
 
-    async def _authorized(self, request: Request) -> tuple[int, str] | None:
-        """(deployment id, machine) of the caller's token, if it is valid and its
-        deployment has not ended."""
-        signed = _caller(self._key, request.headers.get("authorization", ""))
+    async def _authorized(
+        self, request: Request, token_of: TokenOf = machine_token
+    ) -> tuple[int, str] | None:
+        """(deployment id, machine) of the caller's token (as `token_of` makes them), if it
+        is valid and its deployment has not ended."""
+        signed = _caller(self._key, request.headers.get("authorization", ""), token_of)
         if signed is None:
             return None
         instance, machine = signed
         deployment_id = await asyncio.to_thread(self.board.live_deployment, instance)
         return None if deployment_id is None else (deployment_id, machine)
 
-    async def _set(self, request: Request) -> Response:
+    async def _body(
+        self, request: Request, token_of: TokenOf, fields: str
+    ) -> tuple[int, str, dict[str, object]] | Response:
+        """The caller (by a token `token_of` makes) and its JSON object, or the refusal."""
         if "transfer-encoding" in request.headers:
             return PlainTextResponse("send the body with a content-length", status_code=400)
         try:
@@ -432,18 +487,28 @@ class ParameterServer:
             return PlainTextResponse(
                 f"a request body is at most {_MAX_BODY} bytes", status_code=413
             )
-        caller = await self._authorized(request)
+        caller = await self._authorized(request, token_of)
         if caller is None:
             return PlainTextResponse(_REFUSED, status_code=401)
-        deployment_id, machine = caller
         try:
             data = json.loads(await request.body())
         except ValueError:
             data = None
         if not isinstance(data, dict):
-            return PlainTextResponse(
-                "the body must be a JSON object with key and value", status_code=400
-            )
+            return PlainTextResponse(f"the body must be a JSON object with {fields}", 400)
+        return caller[0], caller[1], data
+
+    async def _prefix(self, deployment_id: int, machine: str) -> str | None:
+        prefix = self.board.known_prefix(deployment_id, machine)
+        if prefix is None:
+            prefix = await asyncio.to_thread(self.board.prefix, deployment_id, machine)
+        return prefix
+
+    async def _set(self, request: Request) -> Response:
+        body = await self._body(request, machine_token, "key and value")
+        if isinstance(body, Response):
+            return body
+        deployment_id, machine, data = body
         name, value = str(data.get("key", "")), str(data.get("value", ""))
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,62}", name):
             return PlainTextResponse(f"invalid parameter name {name!r}", status_code=400)
@@ -451,12 +516,39 @@ class ParameterServer:
             return PlainTextResponse(
                 f"{name} is set by provisor, machines cannot set it", status_code=400
             )
-        prefix = self.board.known_prefix(deployment_id, machine)
+        if name == HOST_KEYS:
+            return PlainTextResponse(
+                f"{name} is reported once, at first boot (POST /host-keys); it cannot be set",
+                status_code=400,
+            )
+        prefix = await self._prefix(deployment_id, machine)
         if prefix is None:
-            prefix = await asyncio.to_thread(self.board.prefix, deployment_id, machine)
-            if prefix is None:
-                return PlainTextResponse(f"unknown machine {machine}", status_code=403)
+            return PlainTextResponse(f"unknown machine {machine}", status_code=403)
         await self.board.publish(deployment_id, f"{prefix}.{name}", value, machine)
+        return PlainTextResponse("ok")
+
+    async def _host_keys(self, request: Request) -> Response:
+        """A machine's SSH host public keys, reported at first boot; the first report
+        stands (the workflow pins from it), a different one later is refused."""
+        body = await self._body(request, host_keys_token, "keys")
+        if isinstance(body, Response):
+            return body
+        deployment_id, machine, data = body
+        try:
+            keys = "\n".join(public_keys(str(data.get("keys", ""))))
+        except ValueError as exc:
+            return PlainTextResponse(f"invalid host keys: {exc}", status_code=400)
+        prefix = await self._prefix(deployment_id, machine)
+        if prefix is None:
+            return PlainTextResponse(f"unknown machine {machine}", status_code=403)
+        stored = await self.board.publish_first(
+            deployment_id, f"{prefix}.{HOST_KEYS}", keys, machine
+        )
+        if stored != keys:
+            return PlainTextResponse(
+                f"the host keys of {machine} were reported before, and were others",
+                status_code=409,
+            )
         return PlainTextResponse("ok")
 
     async def _get(self, request: Request) -> Response:
@@ -482,11 +574,17 @@ class ParameterServer:
         return PlainTextResponse(value)
 
     async def start(self) -> str:
-        """Serve on a free port; returns the URL machines use."""
+        """Serve on `port` (when given and free), else on a free port; returns the URL
+        machines use."""
         ipv6 = ":" in self._host
         sock = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self._host, 0))
+        try:
+            sock.bind((self._host, self._port))
+        except OSError:
+            if not self._port:
+                raise
+            sock.bind((self._host, 0))  # taken meanwhile: machines told the old URL retry
         port = sock.getsockname()[1]
         config = uvicorn.Config(
             self._app(), log_level="warning", lifespan="off", ssl_certfile=self._tls

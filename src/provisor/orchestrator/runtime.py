@@ -31,6 +31,7 @@ class Runtime:
     store: Store
     home: Path
     local_network: str = "127.100.0.0/16"
+    parameter_address: str | None = None  # the controller's address in the machines' network
     param_url: str = ""
     board: ParameterBoard = field(init=False)
     plans: dict[int, Any] = field(default_factory=dict)  # deployment id -> machine plans
@@ -57,7 +58,12 @@ class Runtime:
         key = (None if name == BUILT_IN else tenant_id, name)
         if key not in self._providers:
             self._providers[key] = provider_for(
-                self.store, self.home, self.local_network, tenant_id, name
+                self.store,
+                self.home,
+                self.local_network,
+                tenant_id,
+                name,
+                controller_address=self.parameter_address,
             )
         return self._providers[key]
 
@@ -156,12 +162,19 @@ def _configured(
 
 
 def provider_for(
-    store: Store, home: Path, local_network: str, tenant_id: int | None, name: str
+    store: Store,
+    home: Path,
+    local_network: str,
+    tenant_id: int | None,
+    name: str,
+    *,
+    controller_address: str | None = None,
 ) -> Provider:
     """The provider object a deployment of `tenant_id` names: local, or a configured one.
 
     The secret is unsealed here, just before the provider is built, and kept only
-    by the provider object.
+    by the provider object. `controller_address` is where the machines know the
+    controller (PROVISOR_PARAMETER_ADDRESS): a cloud opens SSH to it by default.
     """
     if name == BUILT_IN:
         return registry.build(BUILT_IN, name, {}, None, home=home, local_network=local_network)
@@ -179,6 +192,7 @@ def provider_for(
         home=home,
         local_network=local_network,
         controller=controller.hexdigest()[:12],  # tags this controller's resources
+        controller_address=controller_address,
     )
 
 

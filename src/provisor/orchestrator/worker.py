@@ -22,10 +22,11 @@ from typing import IO, Any
 
 from provisor import __version__
 from provisor.core.errors import ProvisorError
-from provisor.files import file_lock, open_private, private_file, private_home
+from provisor.files import file_lock, open_private, private_file, private_home, write_private
 from provisor.settings import Settings
 
 QUEUE = "deployments"
+PARAMETER_PORT_FILE = "parameter-port"  # in the home: the parameter endpoint's last port
 log = logging.getLogger(__name__)
 
 
@@ -134,6 +135,15 @@ def cancel(settings: Settings, workflow_id: str) -> None:
         client.destroy()
 
 
+def _port(port_file: Path) -> int:
+    """The port the parameter endpoint had last time, or 0 (any)."""
+    try:
+        port = int(port_file.read_text().strip())
+    except (OSError, ValueError):
+        return 0
+    return port if 0 < port < 65536 else 0
+
+
 def _loopback(address: str) -> bool:
     try:
         return ipaddress.ip_address(address).is_loopback
@@ -179,13 +189,20 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
                 Store(settings.effective_database_url),
                 settings.home,
                 local_network=settings.local_network,
+                parameter_address=settings.parameter_address,
             )
         )
         # HTTPS wherever the machines' calls cross a network; on a loopback address
         # they never leave this computer, and a TLS handshake per call costs ~1 ms.
         tls = None if _loopback(settings.parameter_address) else rt.param_tls
-        server = ParameterServer(rt.board, rt.signing_key, tls, host=settings.parameter_address)
+        port_file = settings.home / PARAMETER_PORT_FILE
+        server = ParameterServer(
+            rt.board, rt.signing_key, tls, host=settings.parameter_address, port=_port(port_file)
+        )
         rt.param_url = await server.start()
+        # The same port after a restart: a machine's first-boot host-key report (in its
+        # user data, which cannot change) still finds the controller that resumes.
+        write_private(port_file, (rt.param_url.rsplit(":", 1)[1] + "\n").encode())
         dbos = DBOS(config=dbos_config(settings))  # type: ignore[arg-type]
         with _dbos_migration(settings):
             DBOS.launch()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -35,6 +36,22 @@ def capacity(size_key: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
+def source_cidr(value: str) -> str:
+    """A CIDR traffic may come from, as EC2 takes it; a bare address is that address alone."""
+    try:
+        network = ipaddress.ip_network(value.strip(), strict=True)
+    except ValueError as exc:
+        detail = str(exc)
+        if "has host bits set" in detail:
+            loose = ipaddress.ip_network(value.strip(), strict=False)
+            single = value.strip().split("/")[0] + ("/128" if loose.version == 6 else "/32")
+            detail = f"host bits set: the network is {loose}, the address alone {single}"
+        raise ValueError(
+            f"invalid CIDR {value!r} ({detail}): use an address or a network, e.g. 203.0.113.7/32"
+        ) from None
+    return str(network)
+
+
 class Ec2Settings(BaseModel):
     """What `provisor providers add NAME --type ec2` records (no secret in here)."""
 
@@ -62,8 +79,10 @@ class Ec2Settings(BaseModel):
         description="a JSON file {instance id: address} to reach machines at instead "
         "(NAT, labs, tests); machines not in it have no address yet",
     )
-    ssh_source: str = Field(
-        default="0.0.0.0/0", description="CIDR allowed to reach port 22 (the controller's)"
+    ssh_source: str | None = Field(
+        default=None,
+        description="CIDR allowed to reach port 22: where the controller connects from; "
+        "none: the controller's own address (PROVISOR_PARAMETER_ADDRESS) alone",
     )
     instance_types: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_INSTANCE_TYPES),
@@ -93,6 +112,13 @@ class Ec2Settings(BaseModel):
         if value != "nova" and not _REGION.fullmatch(value):
             raise ValueError(f"invalid region {value!r}: e.g. us-east-1 (or nova)")
         return value
+
+    @field_validator("ssh_source")
+    @classmethod
+    def _ssh_source(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return source_cidr(value)
 
     @field_validator("instance_types")
     @classmethod

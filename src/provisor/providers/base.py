@@ -77,6 +77,10 @@ class MachineSpec:
     tags: Mapping[str, str] = field(default_factory=dict)
     ingress: tuple[IngressRule, ...] = ()  # for providers with firewalls
     public_address: bool = False  # an elastic / floating address of its own
+    # Shell commands that send the machine's SSH host public keys to the controller. A
+    # provider that cannot tell a machine's `host_key` itself runs them once, at first
+    # boot, before the user data: the controller pins the key before it connects.
+    host_key_report: str | None = None
 
 
 @dataclass(frozen=True)

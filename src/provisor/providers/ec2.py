@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from provisor.providers._ec2_api import (
     Ec2Api,
     Ec2Error,
@@ -30,7 +32,7 @@ from provisor.providers._ec2_api import (
     tags_from,
     value_filters,
 )
-from provisor.providers._ec2_settings import Ec2Settings
+from provisor.providers._ec2_settings import Ec2Settings, source_cidr
 from provisor.providers._ec2_storage import Ec2Storage
 from provisor.providers.base import (
     USER_DATA_DONE,
@@ -54,28 +56,57 @@ STATES = {
 }
 
 
-def wrap_user_data(user_data: str | None) -> str | None:
-    """A shell script records its exit status where the orchestrator looks for it.
+def wrap_user_data(
+    user_data: str | None, host_key_report: str | None = None, *, machine: str = ""
+) -> str | None:
+    """The user data as the instance gets it: the host-key report first, then the node's.
 
     cloud-init runs a `#!` user data once at first boot; wrapped, its output goes to
-    /var/log/provisor-user-data.log and its status to USER_DATA_DONE. `#cloud-config`
-    is left as it is (cloud-init's own boot-finished marks it done).
+    /var/log/provisor-user-data.log and its status to USER_DATA_DONE. A `#cloud-config`
+    keeps its meaning (cloud-init's own boot-finished marks it done), with the report
+    as its first `runcmd`. The report's output goes to the console log.
     """
-    if not user_data or not user_data.startswith("#!"):
-        return user_data
-    fence = "PROVISOR_USER_DATA_" + secrets.token_hex(8)
-    return (
-        "#!/bin/sh\n"
-        "mkdir -p /var/lib/provisor\n"
-        f"cat > /var/lib/provisor/user-data <<'{fence}'\n"
-        f"{user_data.rstrip(chr(10))}\n"
-        f"{fence}\n"
-        "chmod 0700 /var/lib/provisor/user-data\n"
-        "/var/lib/provisor/user-data > /var/log/provisor-user-data.log 2>&1\n"
-        "status=$?\n"
-        f"echo $status > {USER_DATA_DONE}\n"
-        "exit $status\n"
-    )
+    if user_data and user_data.startswith("#cloud-config"):
+        return _cloud_config_with(user_data, host_key_report, machine)
+    if user_data and not user_data.startswith("#!"):
+        return user_data  # not ours to change (cloud-init reads other formats itself)
+    lines = ["#!/bin/sh"]
+    if host_key_report:
+        lines.append(host_key_report.rstrip("\n"))
+    if user_data:
+        fence = "PROVISOR_USER_DATA_" + secrets.token_hex(8)
+        lines += [
+            "mkdir -p /var/lib/provisor",
+            f"cat > /var/lib/provisor/user-data <<'{fence}'",
+            user_data.rstrip("\n"),
+            fence,
+            "chmod 0700 /var/lib/provisor/user-data",
+            "/var/lib/provisor/user-data > /var/log/provisor-user-data.log 2>&1",
+            "status=$?",
+            f"echo $status > {USER_DATA_DONE}",
+            "exit $status",
+        ]
+    return "\n".join(lines) + "\n" if len(lines) > 1 else None
+
+
+def _cloud_config_with(document: str, command: str | None, machine: str) -> str:
+    """A #cloud-config whose `runcmd` starts with `command` (its meaning otherwise kept;
+    YAML comments are not)."""
+    if command is None:
+        return document
+    try:
+        config = yaml.safe_load(document)
+    except yaml.YAMLError as exc:
+        raise ProviderError(
+            f"#cloud-config user data is not valid YAML: {exc}", machine=machine
+        ) from None
+    config = {} if config is None else config
+    if not isinstance(config, dict) or not isinstance(config.get("runcmd") or [], list):
+        raise ProviderError(
+            "#cloud-config user data must be a mapping, its runcmd a list", machine=machine
+        )
+    config["runcmd"] = [command, *(config.get("runcmd") or [])]
+    return "#cloud-config\n" + yaml.safe_dump(config, sort_keys=False)
 
 
 class Ec2Provider:
@@ -100,11 +131,13 @@ class Ec2Provider:
         *,
         secret_access_key: str | None = None,
         controller: str = "",
+        controller_address: str | None = None,
         launch_timeout: float = LAUNCH_TIMEOUT,
     ) -> None:
         self.name = name
         self.settings = settings
         self.controller = controller
+        self.controller_address = controller_address
         self.launch_timeout = launch_timeout
         self._api = Ec2Api(
             name, settings, secret_access_key=secret_access_key, controller=controller
@@ -230,7 +263,7 @@ class Ec2Provider:
                 {"ResourceType": "instance", "Tags": tag_list({**tags, "Name": spec.hostname})},
             ],
         }
-        user_data = wrap_user_data(spec.user_data)
+        user_data = wrap_user_data(spec.user_data, spec.host_key_report, machine=spec.name)
         if user_data:
             params["UserData"] = user_data
         if self.settings.zone:
@@ -297,9 +330,10 @@ class Ec2Provider:
             if self.settings.subnet:
                 subnets = await self._api.call("DescribeSubnets", SubnetIds=[self.settings.subnet])
                 params["VpcId"] = subnets["Subnets"][0]["VpcId"]
+            ssh = IngressRule("tcp", (22, 22), self._ssh_source(group))
             created = await self._api.call("CreateSecurityGroup", **params)
             group_id = created["GroupId"]
-            rules = [IngressRule("tcp", (22, 22), self.settings.ssh_source), *ingress]
+            rules = [ssh, *ingress]
             await self._api.call(
                 "AuthorizeSecurityGroupIngress",
                 GroupId=group_id,
@@ -307,6 +341,20 @@ class Ec2Provider:
             )
             self._made[f"group:{name}"] = group_id
             return group_id
+
+    def _ssh_source(self, group: str) -> str:
+        """Who may reach port 22: the settings' `ssh_source`, else the controller alone.
+        Never the whole internet by default."""
+        if self.settings.ssh_source:
+            return self.settings.ssh_source
+        if self.controller_address:
+            return source_cidr(self.controller_address)
+        raise ProviderError(
+            f"no ssh_source for deployment {group}'s security group: set the provider's "
+            "ssh_source (--ssh-source CIDR, where the controller connects from) or "
+            "PROVISOR_PARAMETER_ADDRESS (the controller's address)",
+            call="CreateSecurityGroup",
+        )
 
     def _setup_lock(self, key: str) -> asyncio.Lock:
         return self._setup_locks.setdefault(key, asyncio.Lock())
@@ -427,10 +475,11 @@ def _group_tags(tags: Mapping[str, str]) -> dict[str, str]:
 def _permissions(rules: Sequence[IngressRule]) -> list[dict[str, Any]]:
     permissions = []
     for rule in rules:
-        permission: dict[str, Any] = {
-            "IpProtocol": rule.protocol,
-            "IpRanges": [{"CidrIp": rule.source}],
-        }
+        permission: dict[str, Any] = {"IpProtocol": rule.protocol}
+        if ":" in rule.source:
+            permission["Ipv6Ranges"] = [{"CidrIpv6": rule.source}]
+        else:
+            permission["IpRanges"] = [{"CidrIp": rule.source}]
         if rule.protocol == "icmp":
             permission.update(FromPort=-1, ToPort=-1)
         else:

@@ -35,10 +35,12 @@ def build(
     home: Path,
     local_network: str,
     controller: str = "",
+    controller_address: str | None = None,
 ) -> Provider:
     """A provider object for a configured (or the built-in local) provider.
 
-    `controller` names this controller in what a cloud provider tags (see ec2).
+    `controller` names this controller in what a cloud provider tags (see ec2);
+    `controller_address` is its address as the machines know it.
     """
     if kind == BUILT_IN:
         from provisor.providers.local import LocalProvider
@@ -48,6 +50,10 @@ def build(
         from provisor.providers.ec2 import Ec2Provider, Ec2Settings
 
         return Ec2Provider(
-            name, Ec2Settings.parse(settings), secret_access_key=secret, controller=controller
+            name,
+            Ec2Settings.parse(settings),
+            secret_access_key=secret,
+            controller=controller,
+            controller_address=controller_address,
         )
     raise InvalidInput(f"unknown provider type {kind!r}: use {', '.join(KINDS)}", field="type")

@@ -278,9 +278,12 @@ def parameters(ctx: Context, name: str) -> ParametersView:
 
 
 async def remove_deployment(ctx: Context, settings: Settings, name: str) -> DeploymentView:
-    """Stop its workflow, terminate every machine it has (even unrecorded), forget it.
+    """Stop its workflow, terminate every machine it has (even unrecorded), forget it and
+    its machines' host keys.
 
     An operator or admin removes any of the tenant's; a requester its own."""
+    from provisor.fleet.knownhosts import forget_host_keys
+    from provisor.fleet.transport import machine_trust_id
     from provisor.orchestrator.runtime import Runtime
 
     view = await asyncio.to_thread(get_deployment, ctx, name)
@@ -296,7 +299,12 @@ async def remove_deployment(ctx: Context, settings: Settings, name: str) -> Depl
         deployment.state, deployment.step = "terminating", "terminating machines"
     if workflow_id and view.state in ACTIVE:
         await asyncio.to_thread(worker.cancel, settings, workflow_id)
-    rt = Runtime(ctx.store, ctx.home, local_network=settings.local_network)
+    rt = Runtime(
+        ctx.store,
+        ctx.home,
+        local_network=settings.local_network,
+        parameter_address=settings.parameter_address,
+    )
     provider = rt.provider(view.provider, ctx.tenant_id())
     # By tag as well as by record: a machine launched just before a crash has no row yet.
     found = await provider.describe(tags={"provisor:deployment": str(deployment_id)})
@@ -307,9 +315,17 @@ async def remove_deployment(ctx: Context, settings: Settings, name: str) -> Depl
     with audited(ctx, "deployment.terminated", name) as (session, audit):
         deployment = _find(session, ctx, name)
         names = [m.name for m in deployment.machines]
-        session.execute(
-            delete(Host).where(Host.tenant_id == deployment.tenant_id, Host.name.in_(names))
+        hosts = session.scalars(
+            select(Host.id).where(Host.tenant_id == deployment.tenant_id, Host.name.in_(names))
+        ).all()
+        # The machines are gone: a later machine at one of their addresses is a stranger.
+        forget_host_keys(
+            session,
+            deployment.tenant_id,
+            host_ids=hosts,
+            subjects=[machine_trust_id(view.provider, machine_id) for machine_id in ids],
         )
+        session.execute(delete(Host).where(Host.id.in_(hosts)))
         session.execute(
             delete(Group).where(
                 Group.tenant_id == deployment.tenant_id, Group.name == deployment_group(name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, selectinload
 
 from provisor.core.access import Action
@@ -12,7 +12,7 @@ from provisor.core.errors import Conflict, InvalidInput, NotFound
 from provisor.services.context import Context, audited
 from provisor.services.keys import is_stored_reference
 from provisor.services.schemas import HostChanges, HostSpec, HostView
-from provisor.store.models import Host
+from provisor.store.models import Host, KnownHostKey
 
 
 def check_credentials(ctx: Context, credentials: str | None) -> None:
@@ -154,8 +154,12 @@ def update_host(ctx: Context, name: str, changes: HostChanges) -> HostView:
 
 
 def remove_host(ctx: Context, name: str) -> None:
+    """Remove a host; its trusted host keys go with it (a host added later at its address
+    is a stranger, trusted on first use)."""
     ctx.require(Action.inventory_write)
     with audited(ctx, "host.removed", name) as (session, audit):
         host = find_host(session, ctx.tenant_id(), name)
         audit.details = {"address": host.address, "groups": sorted(g.name for g in host.groups)}
+        # The foreign key drops them too; said here so it does not rest on that alone.
+        session.execute(delete(KnownHostKey).where(KnownHostKey.host_id == host.id))
         session.delete(host)

@@ -25,16 +25,18 @@ from sqlalchemy.orm import selectinload
 
 from provisor import logmask
 from provisor.core.access import Action
-from provisor.core.errors import InvalidInput, NotFound
+from provisor.core.errors import InvalidInput, NotFound, ProvisorError
+from provisor.core.hostfiles import parse_pssh_hosts
 from provisor.core.masking import NO_SECRETS, Masker
 from provisor.core.nodeset import natural_key
 from provisor.events import record_event
 from provisor.files import private_dir, write_private
-from provisor.fleet.knownhosts import DatabaseHostKeys, forget_host_key
+from provisor.fleet.knownhosts import DatabaseHostKeys, forget_host_keys
+from provisor.fleet.transport import address_trust_id
 from provisor.services.context import Context, audited
 from provisor.services.hosts import find_host
 from provisor.services.results import HostResult
-from provisor.services.targets import resolve_target
+from provisor.services.targets import host_trust, machine_trust_ids, resolve_target
 from provisor.store.models import Job, JobResult
 from provisor.store.orchestration import Deployment, Machine
 
@@ -472,13 +474,38 @@ def get_job(ctx: Context, job_id: int, *, with_results: bool = True) -> JobView:
 
 
 def rekey_host(ctx: Context, name: str) -> bool:
-    """Forget a host's trusted key; the next connection trusts the key it is offered."""
+    """Forget a host's trusted key; the next connection trusts the key it is offered.
+
+    `name` is an inventory host (its keys, whatever identity they were recorded under),
+    or `ADDRESS[:PORT]` of an endpoint outside the inventory (the key of that address).
+    """
     ctx.require(Action.inventory_write)
     with audited(ctx, "host.rekeyed", name) as (session, audit):
-        host = find_host(session, ctx.tenant_id(), name)
-        forgotten = forget_host_key(session, ctx.tenant_id(), host.address, host.port)
-        audit.details = {"address": host.address, "port": host.port, "had_key": forgotten}
-        return forgotten
+        tenant_id = ctx.tenant_id()
+        try:
+            host = find_host(session, tenant_id, name)
+        except NotFound:
+            address, port = _direct_endpoint(name)
+            forgotten = forget_host_keys(
+                session, tenant_id, subjects=[address_trust_id(address, port)]
+            )
+            audit.details = {"address": address, "port": port, "had_key": bool(forgotten)}
+            return bool(forgotten)
+        trust = host_trust(host, machine_trust_ids(session, tenant_id))
+        forgotten = forget_host_keys(session, tenant_id, host_ids=[host.id], subjects=[trust])
+        audit.details = {"address": host.address, "port": host.port, "had_key": bool(forgotten)}
+        return bool(forgotten)
+
+
+def _direct_endpoint(name: str) -> tuple[str, int]:
+    """`HOST[:PORT]` (`[IPV6]:PORT`) of an endpoint outside the inventory."""
+    try:
+        (entry,) = parse_pssh_hosts(name, source="name").hosts
+    except (ProvisorError, ValueError):
+        raise NotFound(
+            f"no host named {name!r}, and it is no ADDRESS[:PORT] either", field="name"
+        ) from None
+    return entry.address, entry.port or 22
 
 
 __all__ = [

@@ -12,12 +12,13 @@ from provisor.core.errors import InvalidInput, NotFound
 from provisor.core.hostfiles import parse_pssh_hosts
 from provisor.core.names import deployment_group
 from provisor.core.targets import HostRef, evaluate, parse_target
-from provisor.fleet.transport import Endpoint
+from provisor.fleet.transport import Endpoint, host_trust_id, machine_trust_id
 from provisor.services.context import Context
 from provisor.services.groups import resolve_members
 from provisor.services.hosts import tenant_hosts
 from provisor.services.keys import is_stored_reference, private_keys
 from provisor.store.models import Group, Host
+from provisor.store.orchestration import Deployment, Machine
 
 
 class _InventoryResolver:
@@ -104,6 +105,31 @@ def _ref(host: Host) -> HostRef:
     return HostRef(host.name, host.address, host.port, host.user)
 
 
+def machine_trust_ids(session: Session, tenant_id: int) -> dict[str, str]:
+    """The identity whose key each live machine of the tenant's deployments is judged by
+    (its provider's instance id), by its inventory host's name."""
+    rows = session.execute(
+        select(Machine.name, Deployment.provider, Machine.provider_id)
+        .join(Deployment, Deployment.id == Machine.deployment_id)
+        .where(
+            Deployment.tenant_id == tenant_id,
+            Machine.provider_id.is_not(None),
+            Machine.state != "terminated",
+        )
+        .order_by(Machine.id)
+    )
+    return {
+        name: machine_trust_id(provider, instance)
+        for name, provider, instance in rows
+        if instance is not None  # for mypy: the query takes only these
+    }
+
+
+def host_trust(host: Host, machines: dict[str, str]) -> str:
+    """The identity whose key an inventory host is judged by: the machine it is, or itself."""
+    return machines.get(host.name) or host_trust_id(host.id)
+
+
 def resolve_target(
     ctx: Context, target: str, *, user: str | None = None, identity: str | None = None
 ) -> list[Endpoint]:
@@ -117,6 +143,7 @@ def resolve_target(
     endpoints = []
     with ctx.store.session() as session:
         resolver = _InventoryResolver(session, ctx.tenant_id(), files_allowed=ctx.is_local)
+        machines = machine_trust_ids(session, ctx.tenant_id())
         selected = evaluate(expression, resolver)
         stored = private_keys(
             session,
@@ -130,7 +157,7 @@ def resolve_target(
         )
         for ref in selected:
             host = resolver.hosts.get(ref.name)
-            key_file, client_key, jump = None, None, None
+            key_file, client_key, jump, trust_id, host_id = None, None, None, None, None
             if host is not None and ref.address == host.address:
                 credentials = host.credentials or ""
                 if is_stored_reference(credentials):
@@ -144,6 +171,8 @@ def resolve_target(
                 elif credentials.startswith("key:"):
                     key_file = credentials.removeprefix("key:")
                 jump = resolver.proxy_jump(host)
+                if (ref.port or 22) == host.port:  # the host itself, not another port of it
+                    trust_id, host_id = host_trust(host, machines), host.id
             endpoints.append(
                 Endpoint(
                     name=ref.name,
@@ -153,6 +182,8 @@ def resolve_target(
                     identity=key_file or (None if client_key else identity),
                     proxy_jump=jump,
                     client_key=client_key,
+                    trust_id=trust_id,
+                    host_id=host_id,
                 )
             )
     return endpoints

@@ -175,16 +175,24 @@ class JobResult(Base):
 
 class KnownHostKey(Base):
     """provisor's own known-hosts store, one per tenant: trusted on first use (or pinned
-    from the provider), refused on change."""
+    from the provider), refused on change.
+
+    A key belongs to what it identifies (`subject`): an inventory host (`host:<id>`), a
+    deployment's machine (`machine:<provider>/<instance id>`), or an endpoint outside the
+    inventory (`addr:<address>:<port>`); never to an address a later machine may get.
+    `host_id` ties it to its inventory host: the key goes when the host does.
+    """
 
     __tablename__ = "known_host_keys"
-    __table_args__ = (
-        UniqueConstraint("tenant_id", "address", "port", name="uq_host_keys_tenant_endpoint"),
-    )
+    __table_args__ = (UniqueConstraint("tenant_id", "subject", name="uq_host_keys_tenant_subject"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"))
-    address: Mapped[str] = mapped_column(String(255))
+    subject: Mapped[str] = mapped_column(String(300))
+    host_id: Mapped[int | None] = mapped_column(
+        ForeignKey("hosts.id", ondelete="CASCADE"), index=True
+    )
+    address: Mapped[str] = mapped_column(String(255))  # where it was seen (or pinned for)
     port: Mapped[int] = mapped_column(Integer)
     key: Mapped[str] = mapped_column(Text)  # OpenSSH public key line
     first_seen: Mapped[datetime] = mapped_column(default=utcnow)

@@ -35,7 +35,7 @@ from typing import Any
 
 from provisor.core.errors import ProvisorError
 from provisor.machines import validate_hostname
-from provisor.providers.base import MachineSpec, MachineState
+from provisor.providers.base import MachineInfo, MachineSpec, MachineState
 from provisor.providers.local import LocalProvider
 from provisor.testing._background import Background
 from provisor.testing.moto import ec2_client
@@ -78,7 +78,11 @@ class DataPlane(Background):
         map_file: Path,
         *,
         interval: float = POLL_INTERVAL,
+        on_launched: Callable[[str, MachineInfo], Awaitable[None]] | None = None,
     ) -> None:
+        """`on_launched(instance id, machine)` runs once an instance's machine is up, before
+        the map names it (so before provisor can reach it): tests change the machine there."""
+        self.on_launched = on_launched
         self.moto_url = moto_url
         self.region = region
         self.provider = local_provider
@@ -236,6 +240,8 @@ class DataPlane(Background):
                 f"instance {instance_id}: local machine {info.id} is on port "
                 f"{info.port}; the map only carries addresses (port 22)"
             )
+        if self.on_launched is not None:
+            await self.on_launched(instance_id, info)
         with self._lock:
             self._machines[instance_id] = _Machine(info.id, info.address)
             self.mapped_addresses.add(info.address)

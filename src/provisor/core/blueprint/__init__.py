@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from provisor.core.blueprint.checks import output_references
 from provisor.core.blueprint.expansion import MachinePlan, expand, node_order
-from provisor.core.blueprint.fields import AUTOMATIC_KEYS, MAX_COUNT
+from provisor.core.blueprint.fields import AUTOMATIC_KEYS, HOST_KEYS, MAX_COUNT
 from provisor.core.blueprint.inputs import node_counts, resolve_inputs
 from provisor.core.blueprint.loading import MAX_ERRORS, load_blueprint
 from provisor.core.blueprint.outputs import estimate_cost, render_outputs
@@ -46,6 +46,7 @@ from provisor.core.blueprint.schema import Blueprint, json_schema, schema_text, 
 
 __all__ = [
     "AUTOMATIC_KEYS",
+    "HOST_KEYS",
     "MAX_COUNT",
     "MAX_ERRORS",
     "Blueprint",

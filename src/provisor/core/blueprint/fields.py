@@ -18,6 +18,10 @@ AUTOMATIC_KEYS = ("address", "hostname")
 """Runtime parameters provisor publishes for every machine at launch: they never change
 afterwards, and machines cannot set them."""
 
+HOST_KEYS = "host_keys"
+"""The runtime parameter a machine reports its SSH host public keys in at first boot
+(providers that cannot tell them: EC2), once; scripts cannot set it."""
+
 MAX_COUNT = 1000
 """The most machines one node may have."""
 
@@ -75,6 +79,8 @@ def _key(value: str) -> str:
         )
     if value in AUTOMATIC_KEYS:
         raise ValueError(f"{value!r} is published automatically by every machine; do not list it")
+    if value == HOST_KEYS:
+        raise ValueError(f"{value!r} is reported by each machine at first boot; do not list it")
     return value
 
 

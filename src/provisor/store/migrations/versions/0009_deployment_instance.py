@@ -5,7 +5,7 @@ highest id), so machine tokens, workflow ids and launch tokens bound to it could
 outlive it. Each deployment gets a random `instance` instead; existing ones too.
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-12-07
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

@@ -89,6 +89,13 @@ class Provisor:
             rows = db.execute("SELECT subject, host_id, key FROM known_host_keys").fetchall()
         return sorted((subject, host, " ".join(key.split()[:2])) for subject, host, key in rows)
 
+    def reports(self, name: str) -> Path:
+        """Where the deployment `name` (the one there is now) keeps its reports."""
+        with sqlite3.connect(self.home / "provisor.db") as db:
+            row = db.execute("SELECT instance FROM deployments WHERE name = ?", (name,)).fetchone()
+        assert row is not None
+        return self.home / "deployments" / f"{name}.{row[0]}" / "reports"
+
     def deployment_id(self, name: str) -> int:
         with sqlite3.connect(self.home / "provisor.db") as db:
             row = db.execute("SELECT id FROM deployments WHERE name = ?", (name,)).fetchone()

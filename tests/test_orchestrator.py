@@ -51,7 +51,7 @@ def test_webapp_serves_through_its_load_balancer(provisor: Provisor) -> None:
     params = json.loads(provisor("params", "webapp", "--output", "json").stdout)
     values = {p["key"]: p["value"] for p in params["values"]}
     assert values["db.1.ready"] == "true" and values["lb.1.address"] in str(outputs["url"])
-    reports = provisor.home / "deployments" / "webapp" / "reports"
+    reports = provisor.reports("webapp")
     assert sorted(p.name for p in reports.iterdir()) == [
         "webapp-app-1.tar.gz",
         "webapp-app-2.tar.gz",
@@ -189,7 +189,7 @@ def test_parameter_wait_timeout_names_the_parameter_and_the_machine(
     assert status["state"] == "failed"
     error = str(status["error"])
     assert "stuck-b-1" in error and "a.1.ready" in error and "stuck-a-1" in error
-    reports = provisor.home / "deployments" / "stuck" / "reports"
+    reports = provisor.reports("stuck")
     assert (reports / "stuck-b-1.tar.gz").is_file()
 
 

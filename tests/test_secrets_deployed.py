@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -29,6 +30,7 @@ from provisor.orchestrator import secrets as sealing
 from provisor.store import Store
 from provisor.store.orchestration import Deployment
 from provisor_cli import Provisor, open_to_others
+from servers import start_server
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
 
@@ -152,7 +154,7 @@ def test_a_planted_secret_surfaces_nowhere(provisor: Provisor, tmp_path: Path) -
     values = {p["key"]: p["value"] for p in json.loads(params.stdout)["values"]}
     assert values["a.1.leaked"] == MASK
     # The machine got the values (their digest is no secret), and the report masks them.
-    report = provisor.home / "deployments" / "vault" / "reports" / "vault-a-1.tar.gz"
+    report = provisor.reports("vault") / "vault-a-1.tar.gz"
     with tarfile.open(report) as archive:
         member = archive.extractfile("vault-a-1/script-01.stdout")
         assert member is not None
@@ -183,6 +185,7 @@ def test_a_planted_secret_surfaces_nowhere(provisor: Provisor, tmp_path: Path) -
     ):
         surfaces.cli(provisor(*command), " ".join(command))
     _wait("done", lambda: _worker_gone(provisor.home))  # worker.log is complete
+    _through_the_api(provisor, surfaces)
 
     assert b"DEBUG:" in (provisor.home / "worker.log").read_bytes()  # it logged all it could
     assert list((provisor.home / "jobs" / "1").iterdir())
@@ -190,6 +193,37 @@ def test_a_planted_secret_surfaces_nowhere(provisor: Provisor, tmp_path: Path) -
         assert surfaces.hits(secret) == []
     assert surfaces.hits(digest)  # the search finds what is there
     assert open_to_others(provisor.home) == []  # after a deployment and a job
+
+
+def _through_the_api(provisor: Provisor, surfaces: Surfaces) -> None:
+    """Every answer a `provisor server` on the same data gives about the deployments and
+    the job, to an admin of the tenant (report archives opened)."""
+    provisor("users", "add", "auditor", "--tenant", "default", "--role", "admin")
+    token = provisor("tokens", "add", "auditor").stdout.strip()
+    with start_server(provisor.home) as (url, _):
+        auth = {"Authorization": f"Bearer {token}"}
+        for path in (
+            "/deployments",
+            "/deployments/vault",
+            "/deployments/vault/parameters",
+            "/deployments/vault/events",
+            "/deployments/broken",
+            "/deployments/broken/events",
+            "/jobs",
+            "/jobs/1",
+            "/jobs/1/events",
+            "/events?limit=10000",
+        ):
+            answer = httpx.get(f"{url}/api/v1{path}", headers=auth, timeout=60)
+            assert answer.status_code == 200, (path, answer.text)
+            surfaces.add(f"GET {path}", answer.text)
+        report = httpx.get(f"{url}/api/v1/deployments/vault/reports/vault-a-1", headers=auth)
+        assert report.status_code == 200
+        with tarfile.open(fileobj=io.BytesIO(report.content), mode="r:gz") as archive:
+            for member in archive.getmembers():
+                content = archive.extractfile(member)
+                if content is not None:
+                    surfaces.add(f"GET report {member.name}", content.read().decode())
 
 
 TINY = """\

@@ -228,3 +228,20 @@ def test_host_keys_move_from_addresses_to_what_they_identify(ctx: Context, store
         back = sorted((address, port, key) for address, port, key in rows)
     assert back == [("10.0.0.1", 22, "k-web"), ("10.0.0.3", 22, "k-app"), ("10.9.9.9", 22, "k-x")]
     command.upgrade(config, "head")
+
+
+def test_migrating_a_table_keeps_the_rows_that_point_at_it(store: Store) -> None:
+    """SQLite changes a table by copying it: the machines of a deployment (pointing at it,
+    deleted with it) survive a migration of the deployments table both ways."""
+    from alembic import command
+
+    from db_rows import add_deployment
+    from provisor.store.db import _alembic_config
+    from provisor.store.orchestration import Machine
+
+    add_deployment(store, "shop", machines=[("app", 1), ("db", 1)])
+    config = _alembic_config(store.engine)
+    command.downgrade(config, "0008")  # 0009 changes the deployments table
+    command.upgrade(config, "head")
+    with store.session() as session:
+        assert session.scalar(select(func.count()).select_from(Machine)) == 2

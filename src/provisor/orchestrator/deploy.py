@@ -534,7 +534,8 @@ def _script_done(
 ) -> None:
     """Keep a script's output; after the last one succeeded, the machine is ready."""
     rt = runtime()
-    reports.save_script_output(rt.home, deployment.name, name, number, result)
+    base = reports.deployment_dir(rt.home, deployment.name, deployment.instance)
+    reports.save_script_output(base, name, number, result)
     if last and result.ok:
         _update_machine(deployment.id, name, state="ready")
 
@@ -657,8 +658,7 @@ async def reports_step(deployment_id: int) -> str:
     masker = await asyncio.to_thread(rt.masker, deployment)
     directory = await asyncio.to_thread(
         reports.write_reports,
-        rt.home,
-        deployment.name,
+        reports.deployment_dir(rt.home, deployment.name, deployment.instance),
         [m.name for m in machines],
         consoles,
         masker,

@@ -18,14 +18,16 @@ from provisor.files import open_private, private_dir, write_private
 from provisor.fleet.results import HostResult
 
 
-def deployment_dir(home: Path, deployment: str) -> Path:
-    return home / "deployments" / deployment
+def deployment_dir(home: Path, name: str, instance: str) -> Path:
+    """Where one deployment's logs and reports are kept: by its name, for people, and by
+    its instance, which is never reused (two tenants' deployments may share a name, and a
+    name comes back after `down`)."""
+    return home / "deployments" / f"{name}.{instance}"
 
 
-def save_script_output(
-    home: Path, deployment: str, machine: str, number: int, result: HostResult
-) -> None:
-    directory = private_dir(deployment_dir(home, deployment) / "logs" / machine)
+def save_script_output(base: Path, machine: str, number: int, result: HostResult) -> None:
+    """Keep one script's output under `base` (the deployment's `deployment_dir`)."""
+    directory = private_dir(base / "logs" / machine)
     write_private(directory / f"script-{number:02d}.stdout", result.stdout)
     write_private(directory / f"script-{number:02d}.stderr", result.stderr)
     status = result.exit_code if result.exit_code is not None else result.outcome.value
@@ -33,14 +35,10 @@ def save_script_output(
 
 
 def write_reports(
-    home: Path,
-    deployment: str,
-    machines: list[str],
-    consoles: Mapping[str, str],
-    masker: Masker,
+    base: Path, machines: list[str], consoles: Mapping[str, str], masker: Masker
 ) -> Path:
-    """`reports/<machine>.tar.gz` for every machine, success or failure."""
-    base = deployment_dir(home, deployment)
+    """`reports/<machine>.tar.gz` under `base` (the deployment's `deployment_dir`) for
+    every machine, success or failure."""
     reports = private_dir(base / "reports")
     for machine in machines:
         target = reports / f"{machine}.tar.gz"

@@ -378,10 +378,12 @@ def report(ctx: Context, name: str, machine: str) -> bytes:
 
     `machine` is looked up among the deployment's machines, never used as a path."""
     with ctx.store.session() as session:
-        names = [m.name for m in _find(session, ctx, name).machines]
+        deployment = _find(session, ctx, name)
+        names = [m.name for m in deployment.machines]
+        base = reports.deployment_dir(ctx.home, name, deployment.instance)
     if machine not in names:
         raise NotFound(f"deployment {name!r} has no machine {machine!r}", field="machine")
-    path = reports.deployment_dir(ctx.home, name) / "reports" / f"{machine}.tar.gz"
+    path = base / "reports" / f"{machine}.tar.gz"
     try:
         return path.read_bytes()
     except FileNotFoundError:

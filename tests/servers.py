@@ -1,0 +1,66 @@
+"""A real `provisor server` for a test: uvicorn on a free port of 127.0.0.1, with a data
+directory of its own (or a test's), stopped afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def start_server(
+    home: Path,
+    *args: str,
+    scheme: str = "http",
+    ca: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`provisor server` on a free port of 127.0.0.1, with a data directory of its own;
+    (its URL, its process) once it answers, stopped afterwards."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PROVISOR_HOME": str(home),
+        "PROVISOR_LOCAL_NETWORK": "127.141.0.0/16",
+        **(env or {}),
+    }
+    for variable in ("PROVISOR_DATABASE_URL", "PROVISOR_TOKEN", "PROVISOR_ALLOWED_HOSTS"):
+        env.pop(variable, None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "provisor", "server", "--port", str(port), *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"{scheme}://127.0.0.1:{port}"
+    trust = ssl.create_default_context(cafile=str(ca)) if ca else True
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/api/v1/health", timeout=2, verify=trust).is_success:
+                    break
+            if process.poll() is not None or time.monotonic() > deadline:
+                stderr = process.stderr.read().decode() if process.stderr else ""
+                raise RuntimeError(f"the server did not start: {stderr[-2000:]}")
+            time.sleep(0.2)
+        yield url, process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import tarfile
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -205,3 +207,25 @@ def _private_key() -> str:
     from provisor._asyncssh import asyncssh
 
     return asyncssh.generate_private_key("ssh-ed25519").export_private_key().decode()
+
+
+def test_deployments_of_one_name_in_two_tenants_keep_their_own_reports(server: Server) -> None:
+    from provisor.core.masking import NO_SECRETS
+    from provisor.orchestrator import reports
+    from provisor.store.orchestration import Deployment
+
+    for tenant in ("alpha", "beta"):
+        deployment_id = add_deployment(server.store, "same", tenant=tenant, machines=[("web", 1)])
+        with server.store.session() as session:
+            instance = session.get(Deployment, deployment_id).instance  # type: ignore[union-attr]
+        base = reports.deployment_dir(server.home, "same", instance)
+        reports.write_reports(
+            base, ["same-web-1"], {"same-web-1": f"{tenant}'s console"}, NO_SECRETS
+        )
+    for tenant in ("alpha", "beta"):
+        with server.client("admin", tenant) as api:
+            archive = api.get("/deployments/same/reports/same-web-1")
+        assert archive.status_code == 200
+        with tarfile.open(fileobj=io.BytesIO(archive.content), mode="r:gz") as opened:
+            console = opened.extractfile("same-web-1/console.log")
+            assert console is not None and console.read().decode() == f"{tenant}'s console"

@@ -49,12 +49,15 @@ def start_server(
         stderr=subprocess.PIPE,
     )
     url = f"{scheme}://127.0.0.1:{port}"
-    trust = ssl.create_default_context(cafile=str(ca)) if ca else True
     deadline = time.monotonic() + 60
     try:
         while True:
+            # `ca` may be one the server makes as it starts: trusted once it is there.
+            ready = ca is None or ca.exists()
+            trust = ssl.create_default_context(cafile=str(ca)) if ca and ready else True
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/api/v1/health", timeout=2, verify=trust).is_success:
+                answer = httpx.get(f"{url}/api/v1/health", timeout=2, verify=trust)
+                if ready and answer.is_success:
                     break
             if process.poll() is not None or time.monotonic() > deadline:
                 stderr = process.stderr.read().decode() if process.stderr else ""

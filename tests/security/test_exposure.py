@@ -138,3 +138,22 @@ def test_the_server_speaks_https_with_the_given_certificate(tmp_path: Path) -> N
         assert httpx.get(f"{url}/api/v1/health", verify=trust).is_success
         with pytest.raises(httpx.ConnectError):  # not trusted without the certificate
             httpx.get(f"{url}/api/v1/health")
+
+
+def test_a_self_signed_certificate_is_made_kept_and_its_fingerprint_shown(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    public = home / "server_cert.pem"
+    shown = []
+    for _ in range(2):  # made once, then kept: the same fingerprint after a restart
+        with start_server(home, "--tls-self-signed", scheme="https", ca=public) as (url, process):
+            trust = ssl.create_default_context(cafile=str(public))
+            assert httpx.get(f"{url}/api/v1/health", verify=trust).is_success
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(f"{url}/api/v1/health")
+        assert process.stderr is not None
+        shown.append(process.stderr.read().decode())
+    fingerprints = [line for text in shown for line in text.splitlines() if "SHA-256" in line]
+    assert len(fingerprints) == 2 and fingerprints[0] == fingerprints[1]
+    assert "BEGIN CERTIFICATE" in public.read_text()
+    assert "PRIVATE KEY" not in public.read_text()  # what clients get has no key
+    assert oct((home / "server_tls.pem").stat().st_mode & 0o777) == "0o600"

@@ -87,6 +87,14 @@ def server(
         Path | None, typer.Option("--tls-cert", help="certificate (PEM) for HTTPS")
     ] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="its private key (PEM)")] = None,
+    tls_self_signed: Annotated[
+        bool,
+        typer.Option(
+            "--tls-self-signed",
+            help="HTTPS with a certificate made (and kept) in the data directory; "
+            "its fingerprint is printed",
+        ),
+    ] = False,
     insecure_http: Annotated[
         bool,
         typer.Option(
@@ -117,10 +125,12 @@ def server(
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         raise ProvisorError(f"invalid address {host!r}: an IP address", field="host") from None
-    if not loopback and tls_cert is None and not insecure_http:
+    if tls_self_signed and tls_cert is not None:
+        raise ProvisorError("give --tls-cert or --tls-self-signed, not both", field="tls-cert")
+    if not loopback and tls_cert is None and not tls_self_signed and not insecure_http:
         raise ProvisorError(
-            f"listening on {host} needs HTTPS: give --tls-cert and --tls-key "
-            "(or --insecure-http to send tokens in clear on purpose)",
+            f"listening on {host} needs HTTPS: give --tls-cert and --tls-key, or "
+            "--tls-self-signed (or --insecure-http to send tokens in clear on purpose)",
             field="host",
         )
     if insecure_http and not loopback:
@@ -130,6 +140,17 @@ def server(
             highlight=False,
         )
     names = [n for n in (host, *(allowed_host or [])) if n not in ("0.0.0.0", "::")]  # noqa: S104
+    if tls_self_signed:
+        from provisor.cli._context import settings
+        from provisor.services import system
+
+        tls_cert, public, fingerprint = system.server_certificate(settings(), [*names, "localhost"])
+        err_console.print(
+            f"HTTPS with a self-signed certificate, SHA-256 fingerprint {fingerprint}\n"
+            f"clients trust {public} (e.g. SSL_CERT_FILE={public}) once they have checked "
+            "that fingerprint",
+            highlight=False,
+        )
     given = os.environ.get("PROVISOR_ALLOWED_HOSTS", "")
     os.environ["PROVISOR_ALLOWED_HOSTS"] = ",".join(n for n in (given, *names) if n)
     # Named, not imported: the CLI and the API are two faces over services, and neither

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import datetime
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from provisor._asyncssh import asyncssh
 from provisor.core.errors import ProvisorError
 from provisor.core.masking import Masker
-from provisor.files import create_once, keep_private
+from provisor.files import create_once, keep_private, write_private
 
 _SEALED = "sealed:"  # sealed with the master key itself (before the split)
 _SEALED_V2 = "sealed:v2:"  # sealed with the derived sealing key
@@ -143,19 +143,60 @@ def parameter_certificate(home: Path) -> str:
     return text[text.index("-----BEGIN CERTIFICATE-----") :]
 
 
-def _self_signed() -> bytes:
+def server_tls(home: Path, names: list[str]) -> tuple[Path, Path, str]:
+    """The API server's self-signed key and certificate (one PEM file) for `names` (host
+    names and addresses clients use), the certificate alone (what clients trust), and
+    its SHA-256 fingerprint. Made once and kept; made anew only when the names change
+    (a new fingerprint, then)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    path = home / "server_tls.pem"
+    wanted = sorted(set(names))
+    if path.exists():
+        certificate = x509.load_pem_x509_certificate(_read_private(path))
+        try:
+            held = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+            have = sorted(str(n.value) for n in held.value)
+        except x509.ExtensionNotFound:
+            have = []
+        if have != wanted:
+            path.unlink()
+    if not path.exists():
+        create_once(path, _self_signed("provisor server", wanted))
+    keep_private(path)
+    text = _read_private(path)
+    certificate = x509.load_pem_x509_certificate(text)
+    public = home / "server_cert.pem"
+    write_private(public, text[text.index(b"-----BEGIN CERTIFICATE-----") :])
+    return path, public, certificate.fingerprint(hashes.SHA256()).hex(":")
+
+
+def _self_signed(
+    common_name: str = "provisor parameter endpoint", names: Sequence[str] = ()
+) -> bytes:
+    import ipaddress
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "provisor parameter endpoint")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
     public = key.public_key()
+    alternatives: list[x509.GeneralName] = []
+    for entry in names:  # addresses as IP names, the rest as DNS names
+        try:
+            alternatives.append(x509.IPAddress(ipaddress.ip_address(entry)))
+        except ValueError:
+            alternatives.append(x509.DNSName(entry))
+    builder = x509.CertificateBuilder()
+    if alternatives:
+        builder = builder.add_extension(x509.SubjectAlternativeName(alternatives), critical=False)
     certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
+        builder.subject_name(name)
         .issuer_name(name)
         .public_key(public)
         .serial_number(x509.random_serial_number())

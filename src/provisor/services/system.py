@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from provisor import __version__
-from provisor.services.context import Store
+from provisor.services.context import Settings, Store
 from provisor.services.jobs import JobRunner
 
 
@@ -37,4 +38,13 @@ def health(store: Store, runner: JobRunner) -> Health:
     )
 
 
-__all__ = ["Health", "PoolStats", "health"]
+def server_certificate(settings: Settings, names: list[str]) -> tuple[Path, Path, str]:
+    """A self-signed certificate for the API server under `names`: the file with its key
+    (for the server), the certificate alone (for clients), and its SHA-256 fingerprint
+    (for clients to check), all in the data directory."""
+    from provisor.orchestrator import secrets
+
+    return secrets.server_tls(settings.home, names)
+
+
+__all__ = ["Health", "PoolStats", "health", "server_certificate"]

@@ -16,7 +16,14 @@ from provisor.services import identity, keys
 from provisor.services.events import list_events
 from provisor.store.identity import ApiToken
 
-SAMPLE = {"name": "x", "value": "x", "machine": "x", "token_id": "1", "job_id": "1"}
+SAMPLE = {
+    "name": "x",
+    "value": "x",
+    "machine": "x",
+    "token_id": "1",
+    "job_id": "1",
+    "upload_id": "x",
+}
 PUBLIC = {"/api/v1/health", "/api/v1/openapi.json", "/api/v1/docs", "/api/v1/docs/oauth2-redirect"}
 
 
@@ -49,6 +56,7 @@ def _refused(server: Server, token: str) -> httpx.Response:
 def test_unknown_malformed_expired_and_revoked_tokens_are_refused(server: Server) -> None:
     good = server.token("operator")
     assert _refused(server, good).status_code == 200
+    assert httpx.get(f"{server.url}/api/v1/hosts").status_code == 401  # no token at all
     prefix, token_id, secret = good.split("_", 2)
     for bad in (
         "nonsense",

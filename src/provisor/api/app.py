@@ -17,6 +17,7 @@ from provisor.api import (
     keys,
     providers,
     routes,
+    uploads,
 )
 from provisor.api.auth import SignInGuard
 from provisor.api.guards import RequestGuard
@@ -68,4 +69,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(blueprints.router, prefix="/api/v1")
     app.include_router(providers.router, prefix="/api/v1")
     app.include_router(deployments.router, prefix="/api/v1")
+    app.include_router(uploads.router, prefix="/api/v1")
     return app

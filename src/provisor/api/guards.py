@@ -10,7 +10,7 @@ from, and the size of its body.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -50,11 +50,17 @@ class RequestGuard:
     """Host allow-list, same-site check and body limit, as one ASGI middleware."""
 
     def __init__(
-        self, app: ASGIApp, *, allowed_hosts: Iterable[str], max_body: int = MAX_BODY
+        self,
+        app: ASGIApp,
+        *,
+        allowed_hosts: Iterable[str],
+        max_body: int = MAX_BODY,
+        larger: Mapping[str, int] | None = None,
     ) -> None:
         self.app = app
         self.allowed = {name.lower() for name in allowed_hosts}
         self.max_body = max_body
+        self.larger = dict(larger or {})  # path -> its own limit (uploads)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,13 +74,14 @@ class RequestGuard:
         if origin is not None and _host_name(urlsplit(origin).netloc) not in self.allowed:
             await _refuse(send, 403, "cross-site requests are refused")
             return
+        limit = self.larger.get(scope.get("path", ""), self.max_body)
         declared = _header(scope, b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
-            await _refuse(send, 413, f"the request body is over {self.max_body:,} bytes")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await _refuse(send, 413, f"the request body is over {limit:,} bytes")
             return
-        await self._limited(scope, receive, send)
+        await self._limited(scope, receive, send, limit)
 
-    async def _limited(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _limited(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         """Run the app with the body counted as it arrives. Past the limit the app is told
         the client went away, its answer (if any) is dropped, and 413 goes out instead."""
         seen, exceeded, started = 0, False, False
@@ -86,7 +93,7 @@ class RequestGuard:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_body:
+                if seen > limit:
                     exceeded = True
                     return {"type": "http.disconnect"}
             return message
@@ -104,4 +111,4 @@ class RequestGuard:
             if not exceeded:
                 raise
         if exceeded and not started:
-            await _refuse(send, 413, f"the request body is over {self.max_body:,} bytes")
+            await _refuse(send, 413, f"the request body is over {limit:,} bytes")

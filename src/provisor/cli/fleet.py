@@ -70,6 +70,30 @@ def _spec(
     )
 
 
+def _uploaded(server: str, spec: JobSpec) -> JobSpec:
+    """A copy through a server sends each file's content first, and copies it by id: the
+    server never reads a path of ours (nor of its own)."""
+    from provisor.cli.remote import ServerClient
+    from provisor.services import uploads
+
+    api = ServerClient(server, server_token(server), current_tenant())
+    ids = []
+    for source in map(Path, spec.sources):
+        if not source.is_file():
+            raise InvalidInput(
+                f"{source}: through a server, copy sends files (make an archive of a "
+                "directory first)",
+                field="paths",
+            )
+        if source.stat().st_size > uploads.MAX_UPLOAD:
+            raise InvalidInput(
+                f"{source}: through a server, a file is at most {uploads.MAX_UPLOAD:,} bytes",
+                field="paths",
+            )
+        ids.append(api.upload(read_input_file(source, field="paths"), source.name))
+    return spec.model_copy(update={"sources": [], "uploads": ids})
+
+
 def _mode(requested: str | None, hosts: int) -> str:
     if requested is None:
         return "fold" if hosts > 10 else "stream"
@@ -103,6 +127,8 @@ def _run(
             )
         from provisor.cli.remote import run_remote
 
+        if spec.kind == "copy":
+            spec = _uploaded(server, spec)
         finished = run_remote(
             server,
             spec.model_dump(mode="json"),

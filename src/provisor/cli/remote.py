@@ -101,6 +101,23 @@ class ServerClient:
         _raise_for(answer, self.server)
         return answer.json() if answer.content else None
 
+    def upload(self, data: bytes, name: str) -> str:
+        """Send a file's content (`POST /uploads`); its upload id."""
+        try:
+            answer = self._client.post(
+                "/api/v1/uploads",
+                params={"name": name},
+                content=data,
+                headers={"Content-Type": "application/octet-stream"},
+            )
+        except httpx.HTTPError as exc:
+            raise ServerError(
+                f"cannot reach provisor server {self.server}: {exc}", field="server"
+            ) from None
+        _raise_for(answer, self.server)
+        upload_id: str = answer.json()["id"]
+        return upload_id
+
     def close(self) -> None:
         self._client.close()
 

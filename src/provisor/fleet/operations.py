@@ -214,9 +214,10 @@ class Copy:
     sources: tuple[str, ...]
     destination: str
     kind: str = "copy"
+    label: str | None = None  # what the job says it copies, when not the sources' paths
 
     def describe(self) -> str:
-        return f"copy {' '.join(self.sources)} -> {self.destination}"
+        return f"copy {self.label or ' '.join(self.sources)} -> {self.destination}"
 
     async def __call__(
         self, connection: asyncssh.SSHClientConnection, endpoint: Endpoint

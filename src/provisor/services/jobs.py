@@ -33,6 +33,7 @@ from provisor.events import record_event
 from provisor.files import private_dir, write_private
 from provisor.fleet.knownhosts import DatabaseHostKeys, forget_host_keys
 from provisor.fleet.transport import address_trust_id
+from provisor.services import uploads
 from provisor.services.context import Context, audited
 from provisor.services.hosts import find_host
 from provisor.services.results import HostResult
@@ -98,7 +99,13 @@ class JobSpec(BaseModel):
     signal: str = Field(default="TERM", description="kill: TERM, KILL, HUP, 9, ...")
     sources: list[str] = Field(
         default_factory=list,
-        description="copy: files and directories to send; fetch: the one path on the hosts",
+        max_length=1000,
+        description="copy (CLI): files and directories to send; fetch: the one path on the hosts",
+    )
+    uploads: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="copy (API): ids of uploaded files to send (POST /uploads)",
     )
     destination: str | None = Field(
         default=None, description="copy: path on the hosts; fetch: local directory"
@@ -122,13 +129,19 @@ class JobSpec(BaseModel):
             raise ValueError("a run job needs a command")
         if self.kind == "kill" and not self.pattern:
             raise ValueError("a kill job needs a pattern")
-        if self.kind == "copy" and (not self.sources or not self.destination):
-            raise ValueError("a copy job needs sources and a destination")
+        if self.kind == "copy" and (
+            not (self.sources or self.uploads) or bool(self.sources and self.uploads)
+        ):
+            raise ValueError("a copy job needs sources (or uploads, not both)")
+        if self.kind == "copy" and not self.destination:
+            raise ValueError("a copy job needs a destination")
+        if self.uploads and self.kind != "copy":
+            raise ValueError("uploads are for copy jobs")
         if self.kind == "fetch" and (len(self.sources) != 1 or not self.destination):
             raise ValueError("a fetch job needs one path on the hosts and a local directory")
         return self
 
-    def operation(self, *, sudo_password: str | None = None) -> Operation:
+    def operation(self, *, sudo_password: str | None = None, label: str | None = None) -> Operation:
         """What runs on each host (asyncssh loads here, not with the CLI)."""
         from provisor.fleet import operations
 
@@ -147,7 +160,7 @@ class JobSpec(BaseModel):
         assert self.destination is not None
         if self.kind == "fetch":
             return operations.Fetch(self.sources[0], self.destination)
-        return operations.Copy(tuple(self.sources), self.destination)
+        return operations.Copy(tuple(self.sources), self.destination, label=label)
 
 
 def _bounded(data: bytes) -> tuple[str, bool]:
@@ -234,11 +247,17 @@ def _only_what_a_remote_caller_may_name(spec: JobSpec) -> None:
             "stored keys (credentials key:NAME)",
             field="identity",
         )
-    if spec.kind in ("copy", "fetch"):
+    if spec.kind == "fetch":
         raise InvalidInput(
-            f"{spec.kind} moves files of the computer that runs provisor: run it from the "
-            "CLI (without --server)",
+            "fetch writes files on the computer that runs provisor: run it from the CLI "
+            "(without --server)",
             field="kind",
+        )
+    if spec.sources:
+        raise InvalidInput(
+            "sources name files of the server: over the API, upload each file "
+            "(POST /uploads) and copy it by its id (uploads)",
+            field="sources",
         )
 
 
@@ -308,10 +327,15 @@ class JobRunner:
         ctx.require(Action.jobs_run, spec.target)
         if not ctx.is_local:
             _only_what_a_remote_caller_may_name(spec)
+        label = None
+        if spec.uploads:  # the caller's own uploads, by id: never a path it names
+            found = await asyncio.to_thread(uploads.files, ctx, spec.uploads)
+            label = " ".join(f"upload:{Path(f).name}" for f in found)  # not the server's paths
+            spec = spec.model_copy(update={"sources": found, "uploads": []})
         from provisor.fleet.engine import execute
         from provisor.fleet.transport import SSHPool
 
-        operation = spec.operation(sudo_password=password)
+        operation = spec.operation(sudo_password=password, label=label)
         endpoints = await asyncio.to_thread(
             resolve_target, ctx, spec.target, user=spec.user, identity=spec.identity
         )

@@ -246,6 +246,7 @@ def read(
 ) -> tuple[dict[str, str], list[str]]:
     warnings: list[str] = []
     kw.setdefault("interactive", False)
+    kw.setdefault("environ", {})
     values = read_parameters(items, list(secret_names), warn=warnings.append, **kw)  # type: ignore[arg-type]
     return values, warnings
 
@@ -264,6 +265,26 @@ def test_values_from_a_file_and_from_standard_input(tmp_path: Path) -> None:
         "n": "3",
     }
     assert warnings == []
+
+
+def test_values_left_out_come_from_the_environment() -> None:
+    environ = {
+        "PROVISOR_INPUT_DB_PASSWORD": "from env",
+        "PROVISOR_INPUT_SIZE": "env size",
+        "PROVISOR_INPUT_OTHER": "another blueprint's",
+        "PROVISOR_INPUTS": "not an input",
+        "PROVISOR_PARAM_URL": "the machine channel's",
+        "HOME": "/root",
+    }
+    declared = ["db_password", "size"]
+    values, warnings = read(["size=3"], ["db_password"], environ=environ, declared=declared)
+    assert values == {"size": "3", "db_password": "from env"}  # -p wins; others left alone
+    assert warnings == []
+    # A blueprint only the server knows: every PROVISOR_INPUT_* goes, for it to check.
+    values, _ = read([], environ=environ)
+    assert values == {"db_password": "from env", "size": "env size", "other": "another blueprint's"}
+    with pytest.raises(InvalidInput, match=r"\$PROVISOR_INPUT_BIG holds more than"):
+        read([], environ={"PROVISOR_INPUT_BIG": "x" * (MAX_VALUE + 1)})
 
 
 def test_a_secret_on_the_command_line_is_warned_about() -> None:

@@ -135,8 +135,9 @@ def test_a_planted_secret_surfaces_nowhere(provisor: Provisor, tmp_path: Path) -
         input=other + "\n", env=debug,
     )  # fmt: skip
     surfaces.cli(up, "up vault")
+    # From the environment: the value reaches the script (its echo is masked below).
     failing = provisor(
-        "up", str(tmp_path / "broken.yaml"), "-p", f"token=@{tmp_path / 'token'}", env=debug
+        "up", str(tmp_path / "broken.yaml"), env={**debug, "PROVISOR_INPUT_TOKEN": token}
     )
     surfaces.cli(failing, "up broken")
     followed = provisor("status", "vault", "--wait")

@@ -4,14 +4,17 @@ off the command line (where `ps` and shell history show it to others).
 - `-p NAME=@FILE`: the contents of FILE (one final newline dropped); `@@` stands for
   a literal `@` at the start of a value;
 - `-p NAME=-`: standard input, read once (one final newline dropped);
+- a parameter left out: the environment variable `PROVISOR_INPUT_<NAME>` (upper-case;
+  parameter names are lower-case, so the mapping is one to one);
 - a secret parameter left out, on a terminal: asked for, without echo.
 """
 
 from __future__ import annotations
 
 import getpass
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,6 +22,7 @@ from provisor.core.errors import InvalidInput
 from provisor.core.names import check_tag_key
 
 MAX_VALUE = 64 * 1024  # bytes of a value read from a file or standard input
+ENV_PREFIX = "PROVISOR_INPUT_"
 
 
 def _text(data: bytes, where: str, name: str) -> str:
@@ -51,15 +55,22 @@ def read_parameters(
     items: Sequence[str],
     secrets: Sequence[str],
     *,
+    declared: Collection[str] | None = None,
+    environ: Mapping[str, str] | None = None,
     stdin: BinaryIO | None = None,
     interactive: bool | None = None,
     ask: Callable[[str], str] = getpass.getpass,
     warn: Callable[[str], None] | None = None,
 ) -> dict[str, str]:
-    """The values of `-p` options, then the missing `secrets` asked for (on a terminal).
+    """The values of `-p` options, then those left out from the environment, then the
+    missing `secrets` asked for (on a terminal).
 
-    `stdin`, `interactive`, `ask` and `warn` default to the process's standard input,
-    whether it is a terminal, `getpass` and a line on standard error.
+    `declared` names the blueprint's parameters when they are known here: a variable
+    for any other is left alone (it may be meant for another blueprint). Unknown (a
+    blueprint in a server's catalog), every `PROVISOR_INPUT_*` is sent for the server
+    to check. `environ`, `stdin`, `interactive`, `ask` and `warn` default to the
+    process's environment, standard input, whether it is a terminal, `getpass` and a
+    line on standard error.
     """
     source = stdin if stdin is not None else sys.stdin.buffer
     on_terminal = sys.stdin.isatty() if interactive is None else interactive
@@ -95,6 +106,12 @@ def read_parameters(
                     f"visible to other users (ps) and kept in shell history; use "
                     f"-p {name}=@FILE or -p {name}=-, or leave it out to be asked"
                 )
+    for variable, value in (os.environ if environ is None else environ).items():
+        name = variable.removeprefix(ENV_PREFIX).lower()
+        if not variable.startswith(ENV_PREFIX) or not name or name in values:
+            continue
+        if declared is None or name in declared:
+            values[name] = _text(value.encode(), f"${variable}", name)
     missing = [name for name in secrets if name not in values]
     if missing and on_terminal:  # getpass reads the terminal itself, not standard input
         for name in missing:
@@ -102,4 +119,4 @@ def read_parameters(
     return values
 
 
-__all__ = ["MAX_VALUE", "read_parameters"]
+__all__ = ["ENV_PREFIX", "MAX_VALUE", "read_parameters"]

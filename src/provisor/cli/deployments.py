@@ -128,8 +128,8 @@ def up(
             "--param",
             "-p",
             help="NAME=VALUE input, repeatable; NAME=@FILE reads a file, NAME=- standard "
-            "input (for secrets: kept out of `ps`); a secret left out is asked for on a "
-            "terminal",
+            "input (for secrets: kept out of `ps`); one left out is read from "
+            "$PROVISOR_INPUT_NAME, and a secret still missing is asked for on a terminal",
         ),
     ] = None,
     name: Annotated[str | None, typer.Option(help="deployment name (default: blueprint's)")] = None,
@@ -156,6 +156,7 @@ def up(
     inputs = read_parameters(
         param or [],
         [key for key, p in parameters.items() if p.type == "secret"],
+        declared=None if on_server else parameters.keys(),
         warn=lambda line: err_console.print(line, markup=False, highlight=False),
     )
     if server is not None:

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from provisor.cli import confirm
 from provisor.cli._context import context
 from provisor.cli.output import Format, console, emit_json, fields, table
 from provisor.core.errors import InvalidInput
@@ -145,9 +146,16 @@ def move(
 
 
 @app.command("rm")
-def rm(name: str) -> None:
-    """Remove a group (its hosts stay in the inventory)."""
+def rm(
+    names: Annotated[list[str], typer.Argument(help="one or more group names")],
+    yes: confirm.Yes = False,
+    dry_run: confirm.DryRun = False,
+) -> None:
+    """Remove groups (their hosts stay in the inventory).
+
+    More than one group is asked about on a terminal; without one, pass --yes."""
     from provisor.services import groups
 
-    groups.remove_group(context(), name)
-    console.print(f"removed group [bold]{name}[/]")
+    confirm.remove_each(
+        "group", names, lambda name: groups.remove_group(context(), name), yes=yes, dry_run=dry_run
+    )

@@ -8,19 +8,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.markup import escape
 
+from provisor.cli import confirm
 from provisor.cli._context import context
 from provisor.cli.output import (
     Format,
     console,
     emit_json,
-    err_console,
     fields,
     read_input_file,
     table,
 )
-from provisor.core.errors import InvalidInput, ProvisorError
+from provisor.core.errors import InvalidInput
 from provisor.core.names import parse_key_values
 
 if TYPE_CHECKING:  # the services load with the command that uses them
@@ -196,20 +195,19 @@ def set_(
 
 
 @app.command("rm")
-def rm(names: Annotated[list[str], typer.Argument(help="one or more host names")]) -> None:
-    """Remove hosts from the inventory (the servers themselves are not touched)."""
+def rm(
+    names: Annotated[list[str], typer.Argument(help="one or more host names")],
+    yes: confirm.Yes = False,
+    dry_run: confirm.DryRun = False,
+) -> None:
+    """Remove hosts from the inventory (the servers themselves are not touched).
+
+    More than one host is asked about on a terminal; without one, pass --yes."""
     from provisor.services import hosts
 
-    failed = 0
-    for name in names:
-        try:
-            hosts.remove_host(context(), name)
-            console.print(f"removed host [bold]{name}[/]")
-        except ProvisorError as exc:
-            failed += 1
-            err_console.print(f"[red]error[/]: {escape(name)}: {escape(exc.message)}")
-    if failed:
-        raise typer.Exit(1)
+    confirm.remove_each(
+        "host", names, lambda name: hosts.remove_host(context(), name), yes=yes, dry_run=dry_run
+    )
 
 
 @app.command("rekey")

@@ -23,7 +23,7 @@ from pathlib import Path
 from provisor.core.errors import ProvisorError
 from provisor.polling import poll_until
 
-from . import procs
+from . import _containment, procs
 from ._host import (
     CONSOLE_LOG,
     INIT_SCRIPT,
@@ -223,7 +223,29 @@ def _write_runtime_files(host: SandboxHost, init: bool) -> None:
         host_key=HOST_KEY,
         extra=extra,
     )
+    if host.contained:
+        # A contained host's root does not own "/" (the machine's, seen as nobody's):
+        # sshd's check of the path to authorized_keys would refuse every key.
+        config += "StrictModes no\n"
     (directory / CONFIG).write_text(config)
+    if host.contained:
+        _containment.prepare(directory)
+        (directory / FSTAB).write_text(_containment.fstab(directory, host.name, host.mounts))
+        _containment.write_config(
+            directory,
+            address=host.address,
+            port=host.port,
+            hostname=host.effective_hostname,
+            mounts=host.mounts,
+            cgroup=host.cgroup,
+            init_script=directory / INIT_SCRIPT if init else None,
+            log=directory / LOG,
+            console=directory / CONSOLE_LOG,
+            sshd=SSHD,
+            sshd_config=directory / CONFIG,
+            fstab_path=directory / FSTAB,
+        )
+        return
     (directory / FSTAB).write_text(_fstab(directory, host.name, host.mounts))
     cgroup = _BOOT_CGROUP.format(cgroup=host.cgroup) if host.cgroup is not None else ""
     boot = _BOOT_SCRIPT.format(
@@ -329,29 +351,37 @@ def _launch(
         hostname=options.hostname,
         mounts=tuple(options.mounts),
         cgroup=options.cgroup,
+        contained=_containment.available(base_dir),
     )
     _write_runtime_files(host, init=init.exists())
     log = directory / LOG
     with log.open("a") as f:
         f.write(f"--- provisor: boot {name} at {time.strftime('%Y-%m-%dT%H:%M:%S%z')} ---\n")
-    argv = [
-        unshare,
-        "--uts",
-        "--pid",
-        "--mount",
-        "--fork",
-        "--mount-proc",
-        "--propagation",
-        "private",
-        # If the top process dies, so does sshd (PID 1 inside), and with it the namespace.
-        "--kill-child=SIGKILL",
-        "--",
-        "/bin/sh",
-        str(directory / BOOT),
-        str(directory),
-        options.hostname,
-    ]
-    host = replace(host, pid=procs.spawn_detached(argv, log=log, cwd=directory))
+    argv = (
+        _containment.boot_argv(directory)
+        if host.contained
+        else [
+            unshare,
+            "--uts",
+            "--pid",
+            "--mount",
+            "--fork",
+            "--mount-proc",
+            "--propagation",
+            "private",
+            # If the top process dies, so does sshd (PID 1 inside), and with it the namespace.
+            "--kill-child=SIGKILL",
+            "--",
+            "/bin/sh",
+            str(directory / BOOT),
+            str(directory),
+            options.hostname,
+        ]
+    )
+    # A contained host's init is a fork of its top process: its environment (/proc/1/environ
+    # inside) must hold nothing of this process's, which may have secrets.
+    env = _containment.boot_environment() if host.contained else None
+    host = replace(host, pid=procs.spawn_detached(argv, log=log, cwd=directory, env=env))
     write_state(host)  # first, so that a host that fails to come up can still be stopped
     return host
 
@@ -405,8 +435,11 @@ async def stop(host: SandboxHost) -> None:
 
 
 async def rekey(host: SandboxHost, *, timeout: float) -> SandboxHost:
-    """New host key; a running sshd re-executes itself (SIGHUP) to load it."""
-    init = init_pid(host)
+    """New host key; a running sshd re-executes itself (SIGHUP) to load it.
+
+    A contained host starts an sshd per connection: the next one presents the new key.
+    """
+    init = None if host.contained else init_pid(host)
     log = host.directory / LOG
     offset = log.stat().st_size if log.exists() else 0
     line = new_host_key(host.directory)

@@ -215,3 +215,17 @@ async def test_without_containment_a_warning_says_so(
     assert (await local.run(info, "id -u")).stdout == "0\n"
     init = procs.children(host.pid)
     assert init and _uids(init[0])[0] == 0  # the real root: what the warning warns of
+
+
+async def test_links_a_machine_leaves_on_its_disk_are_not_followed_at_boot(
+    local: Local, outside: Path
+) -> None:
+    """What the computer's root writes into a machine's disk at boot (its account
+    files) is never written through the machine's symbolic links."""
+    info = await local.launch()
+    target = outside / "written-by-root"
+    command = f"rm -f /etc/gshadow && ln -s {target} /etc/gshadow"
+    assert (await local.run(info, command)).exit_status == 0
+    info = await local.provider.reboot(info.id)
+    assert not target.exists()
+    assert (await local.run(info, "readlink /etc/gshadow")).stdout == f"{target}\n"

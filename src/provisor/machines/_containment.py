@@ -97,38 +97,62 @@ def boot_argv(directory: Path) -> list[str]:
     return [sys.executable, "-I", "-S", str(SCRIPT), "boot", str(directory)]
 
 
-def _chown_like(path: Path, model: os.stat_result) -> None:
-    os.chown(path, model.st_uid, model.st_gid)
-    os.chmod(path, model.st_mode & 0o7777)
+def _create(path: Path, data: bytes, model: os.stat_result) -> None:
+    """A new file, never through a symbolic link: what is in the upper dirs is the
+    machine's to change, and this runs as the computer's root."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, data)
+        os.fchown(fd, model.st_uid, model.st_gid)
+        os.fchmod(fd, model.st_mode & 0o7777)
+    finally:
+        os.close(fd)
+
+
+def _read_own(path: Path, limit: int = 1024 * 1024) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
 
 
 def prepare(directory: Path) -> None:
-    """Make (idempotently) what a contained boot needs on the host's disk."""
+    """Make (idempotently) what a contained boot needs on the host's disk.
+
+    Only what is missing is made: whatever the machine put there (its own files, or
+    symbolic links to anywhere) is left alone and never followed.
+    """
     for lower in OWNED_SUBDIRS:
         if not os.path.isdir(lower):
             continue
         upper = directory / "upper" / lower.lstrip("/")
         for entry in os.scandir(lower):
-            if entry.is_dir(follow_symlinks=False) and not (upper / entry.name).exists():
-                (upper / entry.name).mkdir()
-                _chown_like(upper / entry.name, entry.stat(follow_symlinks=False))
+            target = upper / entry.name
+            if entry.is_dir(follow_symlinks=False) and not os.path.lexists(target):
+                target.mkdir()
+                model = entry.stat(follow_symlinks=False)
+                os.chown(target, model.st_uid, model.st_gid, follow_symlinks=False)
+                os.chmod(target, model.st_mode & 0o7777)
     etc = directory / "upper" / "etc"
     for name in _ACCOUNT_FILES:
         source, target = Path("/etc") / name, etc / name
-        if source.is_file() and not target.exists():
-            target.write_bytes(source.read_bytes())
-            _chown_like(target, source.stat())
+        if source.is_file() and not os.path.lexists(target):
+            _create(target, source.read_bytes(), source.stat())
     for name, accounts in _SHADOW_FILES.items():
         source, target = Path("/etc") / name, etc / name
-        if not source.is_file() or target.exists():
+        if not source.is_file() or os.path.lexists(target):
             continue
-        names = [line.split(":", 1)[0] for line in (etc / accounts).read_text().splitlines()]
+        try:
+            text = _read_own(etc / accounts).decode("utf-8", "replace")
+        except OSError:
+            continue
+        names = [line.split(":", 1)[0] for line in text.splitlines()]
         if name == "shadow":
             lines = [f"{n}:*:19000:0:99999:7:::" for n in names if n]
         else:
             lines = [f"{n}:*::" for n in names if n]
-        target.write_text("\n".join(lines) + "\n")
-        _chown_like(target, source.stat())
+        _create(target, ("\n".join(lines) + "\n").encode(), source.stat())
 
 
 def _views(directory: Path, mounts: Sequence[Mount]) -> list[tuple[str, str, str, bool]]:

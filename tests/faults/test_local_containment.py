@@ -39,14 +39,14 @@ class Local:
         self.hosts_dir = hosts_dir
         self.key = asyncssh.generate_private_key("ssh-ed25519")
 
-    async def launch(self, user_data: str | None = None) -> MachineInfo:
+    async def launch(self, user_data: str | None = None, image: str = "debian-12") -> MachineInfo:
         token = f"c-{secrets.token_hex(4)}"
         return await self.provider.launch(
             MachineSpec(
                 token=token,
                 name=token,
                 hostname=token,
-                image="debian-12",
+                image=image,
                 ssh_public_key=self.key.export_public_key().decode().strip(),
                 user_data=user_data,
             )
@@ -229,3 +229,28 @@ async def test_links_a_machine_leaves_on_its_disk_are_not_followed_at_boot(
     info = await local.provider.reboot(info.id)
     assert not target.exists()
     assert (await local.run(info, "readlink /etc/gshadow")).stdout == f"{target}\n"
+
+
+async def test_links_in_a_snapshot_are_not_followed_when_a_machine_is_made_from_it(
+    local: Local, outside: Path
+) -> None:
+    """A new machine's identity (hostname, hosts, root's keys and dot files) is written
+    into a disk the old machine's root filled: never through the links it left."""
+    info = await local.launch()
+    links = {
+        "/etc/hostname": outside / "hostname",
+        "/etc/hosts": outside / "hosts",
+        "/root/.ssh": outside / "ssh",
+        "/root/.profile": outside / "profile",
+    }
+    made = " && ".join(f"rm -rf {path} && ln -s {target} {path}" for path, target in links.items())
+    # The new machine must log in through its own .ssh: a link to `outside/ssh`, where
+    # this computer's root would write authorized_keys, must become a directory again.
+    (outside / "ssh").mkdir()
+    assert (await local.run(info, made)).exit_status == 0, made
+    snap = await local.provider.snapshot(info.id, "with-links")
+    copy = await local.launch(image=snap.id)
+    assert sorted(p.name for p in outside.iterdir()) == ["ssh"]
+    assert list((outside / "ssh").iterdir()) == []
+    hostname = await local.run(copy, "hostname -f; test -L /etc/hostname || echo plain")
+    assert hostname.stdout.splitlines()[-1] == "plain"

@@ -134,6 +134,7 @@ class BootOptions:
     mounts: tuple[Mount, ...] = ()
     cgroup: Path | None = None
     init_script: str | None = None  # None: keep the host's current one, if any
+    contain: bool = False  # its own user namespace, where the kernel can
 
 
 def default_isolation() -> Isolation:

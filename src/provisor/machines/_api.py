@@ -51,6 +51,7 @@ async def start(
     mounts: Sequence[Mount] | None = None,
     cgroup: Path | None = None,
     init_script: str | None = None,
+    contain: bool = False,
 ) -> SandboxHost:
     """Start (boot) a sandbox host; returns once its SSH port sends a banner.
 
@@ -67,6 +68,9 @@ async def start(
     - `init_script` (namespace mode): a shell script the host runs at every boot, in the
       background once its filesystems are mounted, detached, with its output appended
       to `console_log_path(host)`; its argument is the host directory.
+    - `contain` (namespace mode): the host's root is an unprivileged uid of this computer,
+      in a user namespace of its own (docs/testbed.md, "Containment"); where the kernel
+      cannot, a warning says so and the host boots uncontained.
     """
     validate_name(name)
     address = validate_address(address)
@@ -101,9 +105,9 @@ async def start(
         validate_mount(Mount(cgroup, cgroup.as_posix()))  # a plain absolute path
         if not (cgroup / "cgroup.procs").is_file():
             raise InvalidInput(f"{cgroup} is not a cgroup directory", field="cgroup")
-    if mode == "process" and (mounts or cgroup is not None or init_script is not None):
+    if mode == "process" and (mounts or cgroup is not None or init_script is not None or contain):
         raise InvalidInput(
-            "mounts, cgroup and init_script need namespace-mode isolation (root)",
+            "mounts, cgroup, init_script and contain need namespace-mode isolation (root)",
             field="isolation",
         )
     keys = tuple(authorized_keys)
@@ -119,6 +123,7 @@ async def start(
         mounts=tuple(mounts),
         cgroup=cgroup,
         init_script=init_script,
+        contain=contain,
     )
     if existing is not None:
         if existing.isolation != mode:

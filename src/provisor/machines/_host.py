@@ -87,6 +87,9 @@ class SandboxHost:
     hostname: str = ""  # what `hostname` answers on the host; "" means `name`
     mounts: tuple[Mount, ...] = ()  # namespace mode: mounted at every boot
     cgroup: Path | None = None  # namespace mode: the cgroup the host's processes join
+    # Namespace mode: root of the host is an unprivileged uid of the machine (its own user
+    # namespace); False on a kernel without user namespaces or idmapped mounts.
+    contained: bool = False
 
     @property
     def effective_hostname(self) -> str:
@@ -118,6 +121,7 @@ class SandboxHost:
             hostname=str(data.get("hostname") or ""),
             mounts=tuple(Mount.from_json(m) for m in data.get("mounts") or ()),
             cgroup=Path(data["cgroup"]) if data.get("cgroup") else None,
+            contained=bool(data.get("contained", False)),
         )
 
 
@@ -130,6 +134,7 @@ class BootOptions:
     mounts: tuple[Mount, ...] = ()
     cgroup: Path | None = None
     init_script: str | None = None  # None: keep the host's current one, if any
+    contain: bool = False  # its own user namespace, where the kernel can
 
 
 def default_isolation() -> Isolation:

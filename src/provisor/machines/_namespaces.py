@@ -23,7 +23,7 @@ from pathlib import Path
 from provisor.core.errors import ProvisorError
 from provisor.polling import poll_until
 
-from . import procs
+from . import _containment, procs
 from ._host import (
     CONSOLE_LOG,
     INIT_SCRIPT,
@@ -144,22 +144,40 @@ def _prepare_disk(
         os.chmod(upper, st.st_mode & 0o7777)
         (directory / "work" / lower.lstrip("/")).mkdir(parents=True, exist_ok=True)
     etc = directory / "upper" / "etc"
-    (etc / "hostname").write_text(hostname + "\n")
+    _write_anew(etc / "hostname", (hostname + "\n").encode())
     try:
         hosts = Path("/etc/hosts").read_text()
     except OSError:
         hosts = "127.0.0.1\tlocalhost\n"
     short = hostname.split(".")[0]
     names = hostname if short == hostname else f"{hostname}\t{short}"
-    (etc / "hosts").write_text(hosts.rstrip("\n") + f"\n{address}\t{names}\n")
+    _write_anew(etc / "hosts", (hosts.rstrip("\n") + f"\n{address}\t{names}\n").encode())
     _own_host_keys(directory)
     _fresh_root_home(directory)
-    ssh_dir = directory / "upper" / "root" / ".ssh"
-    ssh_dir.mkdir(mode=0o700, exist_ok=True)
-    authorized = ssh_dir / "authorized_keys"
+    ssh_dir = _directory_anew(directory / "upper" / "root" / ".ssh", 0o700)
     lines = [client_public + " provisor-sandbox-client", *(k.strip() for k in keys)]
-    authorized.write_text("\n".join(lines) + "\n")
-    authorized.chmod(0o600)
+    _write_anew(ssh_dir / "authorized_keys", ("\n".join(lines) + "\n").encode(), 0o600)
+
+
+# A disk restored from a snapshot holds what the machine's root left there, symbolic
+# links to this computer's files included: what this computer's root writes into it at
+# first boot replaces such entries and never goes through them.
+def _write_anew(path: Path, data: bytes, mode: int = 0o644) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        os.write(fd, data)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def _directory_anew(path: Path, mode: int) -> Path:
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        path.unlink()
+    path.mkdir(mode=mode, exist_ok=True)
+    return path
 
 
 def _own_host_keys(directory: Path) -> None:
@@ -171,8 +189,7 @@ def _own_host_keys(directory: Path) -> None:
     host reads in /etc/ssh/ssh_host_*_key.pub (cloud-init, provisor's first-boot key
     report) is the key its sshd presents.
     """
-    ssh = directory / "upper" / "etc" / "ssh"
-    ssh.mkdir(mode=0o755, exist_ok=True)
+    ssh = _directory_anew(directory / "upper" / "etc" / "ssh", 0o755)
     for lower in Path("/etc/ssh").glob("ssh_host_*"):
         whiteout = ssh / lower.name
         whiteout.unlink(missing_ok=True)
@@ -201,11 +218,11 @@ def _fresh_root_home(directory: Path) -> None:
     (directory / FRESH_LOWER / "root").mkdir(parents=True, mode=0o700, exist_ok=True)
     upper = directory / "upper" / "root"
     for name, sources in _ROOT_DOTFILES.items():
-        if (upper / name).exists():
+        if os.path.lexists(upper / name):
             continue
         for source in sources:
             if os.path.isfile(source):
-                shutil.copyfile(source, upper / name)
+                _write_anew(upper / name, Path(source).read_bytes())
                 break
 
 
@@ -223,7 +240,29 @@ def _write_runtime_files(host: SandboxHost, init: bool) -> None:
         host_key=HOST_KEY,
         extra=extra,
     )
+    if host.contained:
+        # A contained host's root does not own "/" (the machine's, seen as nobody's):
+        # sshd's check of the path to authorized_keys would refuse every key.
+        config += "StrictModes no\n"
     (directory / CONFIG).write_text(config)
+    if host.contained:
+        _containment.prepare(directory)
+        (directory / FSTAB).write_text(_containment.fstab(directory, host.name, host.mounts))
+        _containment.write_config(
+            directory,
+            address=host.address,
+            port=host.port,
+            hostname=host.effective_hostname,
+            mounts=host.mounts,
+            cgroup=host.cgroup,
+            init_script=directory / INIT_SCRIPT if init else None,
+            log=directory / LOG,
+            console=directory / CONSOLE_LOG,
+            sshd=SSHD,
+            sshd_config=directory / CONFIG,
+            fstab_path=directory / FSTAB,
+        )
+        return
     (directory / FSTAB).write_text(_fstab(directory, host.name, host.mounts))
     cgroup = _BOOT_CGROUP.format(cgroup=host.cgroup) if host.cgroup is not None else ""
     boot = _BOOT_SCRIPT.format(
@@ -329,29 +368,37 @@ def _launch(
         hostname=options.hostname,
         mounts=tuple(options.mounts),
         cgroup=options.cgroup,
+        contained=options.contain and _containment.available(base_dir),
     )
     _write_runtime_files(host, init=init.exists())
     log = directory / LOG
     with log.open("a") as f:
         f.write(f"--- provisor: boot {name} at {time.strftime('%Y-%m-%dT%H:%M:%S%z')} ---\n")
-    argv = [
-        unshare,
-        "--uts",
-        "--pid",
-        "--mount",
-        "--fork",
-        "--mount-proc",
-        "--propagation",
-        "private",
-        # If the top process dies, so does sshd (PID 1 inside), and with it the namespace.
-        "--kill-child=SIGKILL",
-        "--",
-        "/bin/sh",
-        str(directory / BOOT),
-        str(directory),
-        options.hostname,
-    ]
-    host = replace(host, pid=procs.spawn_detached(argv, log=log, cwd=directory))
+    argv = (
+        _containment.boot_argv(directory)
+        if host.contained
+        else [
+            unshare,
+            "--uts",
+            "--pid",
+            "--mount",
+            "--fork",
+            "--mount-proc",
+            "--propagation",
+            "private",
+            # If the top process dies, so does sshd (PID 1 inside), and with it the namespace.
+            "--kill-child=SIGKILL",
+            "--",
+            "/bin/sh",
+            str(directory / BOOT),
+            str(directory),
+            options.hostname,
+        ]
+    )
+    # A contained host's init is a fork of its top process: its environment (/proc/1/environ
+    # inside) must hold nothing of this process's, which may have secrets.
+    env = _containment.boot_environment() if host.contained else None
+    host = replace(host, pid=procs.spawn_detached(argv, log=log, cwd=directory, env=env))
     write_state(host)  # first, so that a host that fails to come up can still be stopped
     return host
 
@@ -405,8 +452,11 @@ async def stop(host: SandboxHost) -> None:
 
 
 async def rekey(host: SandboxHost, *, timeout: float) -> SandboxHost:
-    """New host key; a running sshd re-executes itself (SIGHUP) to load it."""
-    init = init_pid(host)
+    """New host key; a running sshd re-executes itself (SIGHUP) to load it.
+
+    A contained host starts an sshd per connection: the next one presents the new key.
+    """
+    init = None if host.contained else init_pid(host)
     log = host.directory / LOG
     offset = log.stat().st_size if log.exists() else 0
     line = new_host_key(host.directory)

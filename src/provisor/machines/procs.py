@@ -11,7 +11,7 @@ import signal
 import socket
 import subprocess
 import weakref
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -28,7 +28,9 @@ T = TypeVar("T")
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
-def spawn_detached(argv: Sequence[str], *, log: Path, cwd: Path) -> int:
+def spawn_detached(
+    argv: Sequence[str], *, log: Path, cwd: Path, env: Mapping[str, str] | None = None
+) -> int:
     """Start a process in its own session that outlives this one; output goes to `log`."""
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -37,6 +39,7 @@ def spawn_detached(argv: Sequence[str], *, log: Path, cwd: Path) -> int:
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=cwd,
+            env=env,
             close_fds=True,
             start_new_session=True,
         )

@@ -578,6 +578,7 @@ class LocalProvider:
                 mounts=_local_disk.mounts(directory, record.volumes),
                 cgroup=cgroup,
                 init_script=init,
+                contain=True,  # a blueprint's scripts run as root there
             )
         except ProvisorError as exc:
             raise ProviderError(exc.message, machine=record.id, call="launch") from exc
@@ -612,6 +613,7 @@ class LocalProvider:
                 port=PORT,
                 isolation="namespaces",
                 cgroup=cgroup,
+                contain=True,
             )
         except ProvisorError as exc:
             raise ProviderError(exc.message, machine=record.id, call=call) from exc

@@ -23,6 +23,7 @@ from provisor.core.blueprint.parts import (
     _convert,
     size_key,
 )
+from provisor.core.regex import RegexError, compile_regex
 from provisor.core.yamlpos import Path
 
 _OUTPUT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
@@ -130,9 +131,9 @@ def _parameter_problems(name: str, p: Parameter) -> list[_Problem]:
             )
         else:
             try:
-                re.compile(p.pattern)
-            except (re.error, OverflowError, RecursionError, ValueError) as exc:
-                found.append(_Problem((*at, "pattern"), f"invalid regular expression: {exc}"))
+                compile_regex(p.pattern)
+            except RegexError as exc:
+                found.append(_Problem((*at, "pattern"), exc.message))
                 return found
     if (p.min is not None or p.max is not None) and not (texty or p.type == "int"):
         which = "min" if p.min is not None else "max"

@@ -46,7 +46,7 @@ def load_blueprint(text: str, source: str = "<blueprint>") -> Blueprint:
     try:
         blueprint = Blueprint.model_validate(data)
     except ValidationError as exc:
-        located = located_errors(exc, document, source, Blueprint)
+        located = located_errors(exc, document, source, Blueprint, limit=MAX_ERRORS + 1)
         errors += [e for e in located if e.field is not None]  # the rest: cross checks below
     if blueprint is None:
         for problem in _partial_problems(data):

@@ -89,6 +89,24 @@ def wrap_user_data(
     return "\n".join(lines) + "\n" if len(lines) > 1 else None
 
 
+MAX_USER_DATA = 16 * 1024
+"""EC2's limit on an instance's user data, in bytes before base64."""
+
+
+def _check_size(user_data: str, given: str | None, machine: str) -> None:
+    """Refuse, before RunInstances, user data EC2 would refuse: the node's own and what
+    provisor adds to it (the host-key report, the deployment's variables)."""
+    size = len(user_data.encode())
+    if size > MAX_USER_DATA:
+        own = len(given.encode()) if given else 0
+        raise ProviderError(
+            f"user data is {size:,} bytes with what provisor adds to the node's "
+            f"{own:,}; EC2 takes at most {MAX_USER_DATA:,}: make the node's user data shorter",
+            machine=machine,
+            call="launch",
+        )
+
+
 def _cloud_config_with(document: str, command: str | None, machine: str) -> str:
     """A #cloud-config whose `runcmd` starts with `command` (its meaning otherwise kept;
     YAML comments are not)."""
@@ -265,6 +283,7 @@ class Ec2Provider:
         }
         user_data = wrap_user_data(spec.user_data, spec.host_key_report, machine=spec.name)
         if user_data:
+            _check_size(user_data, spec.user_data, spec.name)
             params["UserData"] = user_data
         if self.settings.zone:
             params["Placement"] = {"AvailabilityZone": self.settings.zone}

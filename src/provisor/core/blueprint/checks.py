@@ -179,8 +179,9 @@ def _node_problems(name: str, node: Node, scope: _Scope) -> list[_Problem]:
         found.append(
             _Problem(
                 at,
-                f"invalid node name {name!r}: lower-case letters, digits and '-', starting "
-                "with a letter, at most 32 ('params' is reserved)",
+                f"invalid node name {name!r}: a node name is a DNS label: lower-case "
+                "letters, digits and '-', starting with a letter, at most 32 characters "
+                "('params' is reserved)",
                 key=True,
             )
         )

@@ -310,7 +310,7 @@ def test_ast_constructors_refuse_what_cannot_round_trip() -> None:
         ('foo == "x"', 1, "unknown field 'foo'"),
         ("port == 1 and bogus.x == 1", 15, "unknown field 'bogus'"),
         ('name =~ "web[0-"', 13, "invalid regular expression"),
-        ('port == 1 or name =~ "("', 22, "invalid regular expression"),
+        ('port == 1 or name =~ "("', 23, "invalid regular expression"),
         ("name =~ 5", 9, "expected a quoted pattern after '=~', found number 5"),
         ('(name == "a"', 13, "expected ')' to close the '(' at column 1, found end of rule"),
         ('((name == "a")', 15, "expected ')' to close the '(' at column 1"),

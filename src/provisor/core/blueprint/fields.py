@@ -26,6 +26,15 @@ HOST_KEYS = "host_keys"
 MAX_COUNT = 1000
 """The most machines one node may have."""
 
+MAX_MACHINES = 2000
+"""The most machines one deployment may have, all nodes together."""
+
+MAX_NODES = 100
+"""The most nodes a blueprint may have."""
+
+MAX_PARAMETERS = 200
+"""The most parameters a blueprint may have."""
+
 
 _NODE = re.compile(r"[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?")
 _PARAM = re.compile(r"[a-z][a-z0-9_]{0,62}")

@@ -154,6 +154,7 @@ def _partial_problems(data: dict[str, Any]) -> list[_Problem]:
         param_names=param_names if param_names is not None else _Everything(),
         node_names=node_names if node_names is not None else _Everything(),
         broken=broken,
+        limit=MAX_ERRORS,
     )
 
 

@@ -261,6 +261,9 @@ class Ec2Provider:
         return await self._api.poll(what, addressed, timeout=self.launch_timeout, machine=spec.name)
 
     async def _run_instance(self, spec: MachineSpec) -> str:
+        user_data = wrap_user_data(spec.user_data, spec.host_key_report, machine=spec.name)
+        if user_data:  # refused before anything is made for it
+            _check_size(user_data, spec.user_data, spec.name)
         group = spec.tags.get("provisor:deployment", spec.name)
         key_name = await self._key_pair(group, spec.ssh_public_key, spec.tags)
         group_id = await self._security_group(group, spec.ingress, spec.tags)
@@ -281,9 +284,7 @@ class Ec2Provider:
                 {"ResourceType": "instance", "Tags": tag_list({**tags, "Name": spec.hostname})},
             ],
         }
-        user_data = wrap_user_data(spec.user_data, spec.host_key_report, machine=spec.name)
         if user_data:
-            _check_size(user_data, spec.user_data, spec.name)
             params["UserData"] = user_data
         if self.settings.zone:
             params["Placement"] = {"AvailabilityZone": self.settings.zone}

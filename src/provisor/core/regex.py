@@ -90,6 +90,8 @@ def _explained(pattern: str, exc: re2.error) -> RegexError:
     reason = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
     # RE2 ends most reasons with the fragment it stopped at: "missing ]: [a-".
     _, colon, fragment = reason.rpartition(": ")
+    if fragment == "(?P" and "(?P=" in pattern:  # RE2 names only the start of `(?P=name)`
+        fragment, reason = "(?P=", "invalid perl operator: (?P="
     offset = pattern.find(fragment) if colon and fragment else -1
     message = f"invalid regular expression (RE2 syntax): {reason}"
     for prefix, next_chars, hint in _HINTS:

@@ -134,8 +134,18 @@ def check_cloud_config(text: str) -> None:
         content = item.get("content", "")
         if not isinstance(content, str):
             raise UserDataError(_at(document, where, f"write_files[{index}].content must be text"))
+        encoding = str(item.get("encoding", "text"))
+        if encoding.lower() not in ENCODINGS:
+            raise UserDataError(
+                _at(
+                    document,
+                    (*where, "encoding"),
+                    f"write_files[{index}].encoding {encoding!r} is not supported: use one "
+                    f"of {', '.join(ENCODINGS)}",
+                )
+            )
         try:
-            left -= len(decode_content(content, str(item.get("encoding", "text")), left))
+            left -= len(decode_content(content, encoding, left))
         except UserDataError as exc:
             problem = str(exc)
             if isinstance(exc, TooLarge):

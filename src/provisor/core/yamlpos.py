@@ -61,6 +61,8 @@ Path: TypeAlias = tuple[str | int, ...]
 """Where a value is: mapping keys and sequence indexes from the root."""
 
 _JSON_SCALARS = (str, int, float, bool, type(None))
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+_MAX_NUMBER = 100  # characters of a plain scalar read as a number
 
 
 @dataclass(frozen=True)
@@ -276,6 +278,13 @@ class _Builder:
             )
         if not node.style:  # plain: None from PyYAML's parser, "" from libyaml's
             self.document.texts[path] = node.value
+        if node.tag in _NUMBER_TAGS and len(node.value) > _MAX_NUMBER:
+            # YAML 1.1 reads 1:2:3:... in base 60, in time that grows with the square
+            # of its length; no number anyone means is this long.
+            raise _Failure(
+                f"a number of more than {_MAX_NUMBER} characters (quote it if it is text)",
+                node.start_mark,
+            )
         try:
             value = self.constructor.construct_object(node, deep=True)
         except yaml.MarkedYAMLError as exc:

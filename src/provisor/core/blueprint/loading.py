@@ -71,9 +71,15 @@ def _collected(errors: list[InvalidInput], source: str) -> ParseErrors:
         unique.setdefault((error.line, error.column, error.field, error.message), error)
     ordered = sorted(unique.values(), key=lambda e: (e.line or 0, e.column or 0))
     if len(ordered) > MAX_ERRORS:
+        first_left_out = ordered[MAX_ERRORS]
         ordered = ordered[:MAX_ERRORS]
         ordered.append(
-            InvalidInput(f"too many errors: only the first {MAX_ERRORS} are shown", source=source)
+            InvalidInput(
+                f"too many errors: only the first {MAX_ERRORS} are shown; more from here on",
+                source=source,
+                line=first_left_out.line,
+                column=first_left_out.column,
+            )
         )
     if not ordered:  # cannot happen: a failed validation always says why
         ordered = [InvalidInput("invalid blueprint", source=source)]

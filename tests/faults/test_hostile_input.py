@@ -32,6 +32,7 @@ from provisor.core.names import check_deployment_name
 from provisor.core.rules import parse_rule
 from provisor.core.userdata import MAX_DECODED, MAX_USER_DATA
 from provisor.core.yamlpos import MAX_DEPTH, MAX_TEXT, MAX_VALUES
+from provisor.fleet.fetching import MAX_SKIPPED
 from provisor.machines import SandboxHost
 from provisor.orchestrator.params import (
     MAX_KEYS_PER_MACHINE,
@@ -434,4 +435,13 @@ def test_fetch_drops_special_bits_and_never_leaves_the_destination(
     assert up.summary == {"ok": 1}
     assert (tmp_path / "u" / host.name / "evil" / "suid").read_text() == "setuid"
     assert sorted(os.listdir(tmp_path / "u")) == [host.name]
+
+    # Entries not fetched are named up to a bound, then counted.
+    links = "mkdir -p /srv/links && cd /srv/links && for i in $(seq 150); do ln -sf / l$i; done"
+    assert _job(ctx, "run", command=links).summary == {"ok": 1}
+    many = _job(ctx, "fetch", sources=["/srv/links"], destination=str(tmp_path / "l"))
+    (listed,) = many.results or []
+    assert len(listed.details["skipped"]) == MAX_SKIPPED
+    assert listed.details["skipped_more"] == 150 - MAX_SKIPPED
+    assert listed.stderr.endswith(f"not fetched: {150 - MAX_SKIPPED} more\n")
     ctx.store.close()

@@ -38,13 +38,24 @@ class FetchRefused(Exception):
     """A name or a file that would take the fetch outside its destination."""
 
 
+MAX_SKIPPED = 100
+"""Entries not fetched that a report names; the rest are counted."""
+
+
 @dataclass
 class FetchReport:
-    """What one host's fetch wrote."""
+    """What one host's fetch wrote, and what it did not (named up to `MAX_SKIPPED`)."""
 
     bytes: int = 0
     files: int = 0
     skipped: list[str] = field(default_factory=list)  # "PATH: why", one per entry
+    more_skipped: int = 0
+
+    def skip(self, entry: str) -> None:
+        if len(self.skipped) < MAX_SKIPPED:
+            self.skipped.append(entry)
+        else:
+            self.more_skipped += 1
 
 
 def local_name(remote: str) -> str:
@@ -108,9 +119,9 @@ async def _entry(
     elif attrs.type == asyncssh.FILEXFER_TYPE_REGULAR:
         await _file(sftp, path, attrs, parent, name, report)
     elif attrs.type == asyncssh.FILEXFER_TYPE_SYMLINK:
-        report.skipped.append(f"{shown}: a symbolic link, not followed")
+        report.skip(f"{shown}: a symbolic link, not followed")
     else:
-        report.skipped.append(f"{shown}: not a regular file or a directory")
+        report.skip(f"{shown}: not a regular file or a directory")
 
 
 async def _directory(
@@ -131,7 +142,7 @@ async def _directory(
                 continue
             problem = _checked(child, os.fsdecode(path))
             if problem:
-                report.skipped.append(problem)
+                report.skip(problem)
                 continue
             # readdir gives what lstat would: a symbolic link is seen as one.
             await _entry(sftp, path + b"/" + child, entry.attrs, fd, child, report, depth + 1)

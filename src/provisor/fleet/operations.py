@@ -260,17 +260,21 @@ class Fetch:
             return failed(str(exc))
         finally:
             os.close(destination)
+        notes = [f"not fetched: {line}\n" for line in report.skipped]
+        if report.more_skipped:
+            notes.append(f"not fetched: {report.more_skipped} more\n")
+        details: dict[str, Any] = {"bytes": report.bytes, "files": report.files}
+        details["path"] = str(target)
+        if report.skipped:
+            details["skipped"] = report.skipped
+        if report.more_skipped:
+            details["skipped_more"] = report.more_skipped
         return HostResult(
             endpoint.name,
             endpoint.address,
             Outcome.ok,
-            stderr="".join(f"not fetched: {line}\n" for line in report.skipped).encode(),
-            details={
-                "bytes": report.bytes,
-                "files": report.files,
-                "path": str(target),
-                **({"skipped": report.skipped} if report.skipped else {}),
-            },
+            stderr="".join(notes).encode(),
+            details=details,
         )
 
 

@@ -541,7 +541,7 @@ async def test_cloud_config_writes_files_and_runs_commands(bed: Bed) -> None:
     ("user_data", "message"),
     [
         ("echo no shebang", "expected a script"),
-        ("#cloud-config\nruncmd: [", "not valid YAML"),
+        ("#cloud-config\nruncmd: [", "line 3, column 1: invalid YAML"),
         ("#cloud-config\nwrite_files:\n  - content: x\n", "absolute path"),
         ("#cloud-config\nruncmd: echo\n", "runcmd must be a list"),
     ],

@@ -40,7 +40,10 @@ class ShowFormat(StrEnum):
 
 
 def _read(path: Path) -> str:
-    data = read_input_file(path, field="file")
+    from provisor.core.yamlpos import MAX_TEXT  # here: the YAML reader loads on use
+
+    # A blueprint is at most MAX_TEXT characters, each at most 4 bytes of UTF-8.
+    data = read_input_file(path, field="file", limit=4 * MAX_TEXT)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -24,12 +24,17 @@ class Format(StrEnum):
     json = "json"
 
 
-def read_input_file(path: Path, *, field: str) -> bytes:
-    """A file the user named, or an error that says which and why."""
+def read_input_file(path: Path, *, field: str, limit: int | None = None) -> bytes:
+    """A file the user named (at most `limit` bytes when given: /dev/zero is a file
+    too), or an error that says which and why."""
     try:
-        return path.read_bytes()
+        with path.open("rb") as file:
+            data = file.read(-1 if limit is None else limit + 1)
     except OSError as exc:
         raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}", field=field) from None
+    if limit is not None and len(data) > limit:
+        raise InvalidInput(f"{path} is larger than {limit:,} bytes", field=field)
+    return data
 
 
 def to_json(value: BaseModel | Sequence[BaseModel]) -> str:

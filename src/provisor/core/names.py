@@ -10,6 +10,7 @@ from provisor.core.errors import InvalidInput
 _NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9_])?$")
 _DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _TAG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 
 
 def check_name(value: str, *, field: str = "name") -> str:
@@ -22,6 +23,23 @@ def check_name(value: str, *, field: str = "name") -> str:
         raise InvalidInput(
             f"invalid name {value!r}: use letters, digits, '.', '_' or '-' "
             "(at most 128, starting and ending with a letter or digit)",
+            field=field,
+        )
+    return value
+
+
+def check_deployment_name(value: str, *, field: str = "name") -> str:
+    """A new deployment's name: a DNS label (lower-case letters, digits and `-`, at most
+    63, not starting or ending with `-`).
+
+    It goes into machine names, hostnames, tokens and runtime-parameter keys, where
+    a `.` or an upper-case letter would be read differently. Deployments made before
+    this rule keep their names: only new ones are checked.
+    """
+    if not _LABEL.fullmatch(value):
+        raise InvalidInput(
+            f"invalid deployment name {value[:80]!r}: a deployment name is a DNS label: "
+            "lower-case letters, digits and '-' (not first or last), at most 63 characters",
             field=field,
         )
     return value

@@ -29,6 +29,7 @@ from typing import Any, TypeAlias
 from provisor.core._parsing import END, Parser, Syntax, Token
 from provisor.core.errors import InvalidInput
 from provisor.core.names import check_tag_key
+from provisor.core.regex import RegexError, UserRegex, compile_regex
 
 __all__ = [
     "FIELDS",
@@ -147,19 +148,18 @@ class Compare:
 
 @dataclass(frozen=True)
 class Regex:
-    """`field =~ "pattern"`: true when `re.search(pattern, value)` finds a match."""
+    """`field =~ "pattern"`: true when the RE2 pattern matches somewhere in the value
+    (`core.regex`: linear time, no backreferences or lookaround)."""
 
     field: Field
     pattern: str
-    _compiled: re.Pattern[str] = dataclasses.field(
-        init=False, repr=False, compare=False, hash=False
-    )
+    _compiled: UserRegex = dataclasses.field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         try:
-            compiled = re.compile(self.pattern)
-        except re.error as exc:
-            raise InvalidInput(f"invalid regular expression: {exc}", field="rule") from None
+            compiled = compile_regex(self.pattern)
+        except RegexError as exc:
+            raise InvalidInput(exc.message, field="rule") from None
         object.__setattr__(self, "_compiled", compiled)
 
 
@@ -239,7 +239,7 @@ def _evaluate(expr: Expr, host: Mapping[str, Any]) -> bool:
         return _truthy(expr.field.resolve(host))
     if isinstance(expr, Regex):
         value = expr.field.resolve(host)
-        return isinstance(value, str) and expr._compiled.search(value) is not None
+        return isinstance(value, str) and expr._compiled.search(value)
     return _compare(expr.op, expr.field.resolve(host), expr.value)
 
 
@@ -584,9 +584,14 @@ class _Parser(Parser[_Token]):
         self.advance()
         assert isinstance(token.value, str)
         try:
-            return Regex(target, token.value)
-        except InvalidInput as exc:
-            raise _error(exc.message, token.column) from None
+            compile_regex(token.value)
+        except RegexError as exc:
+            # Within the pattern when it is written without escapes, else at its quote.
+            column = token.column
+            if exc.offset is not None and token.text[1:-1] == token.value:
+                column += 1 + exc.offset
+            raise _error(exc.message, column) from None
+        return Regex(target, token.value)
 
     # field = "name" | "address" | "port" | "user" | "state"
     #       | "facts" key { key } | "tags" key

@@ -8,7 +8,10 @@ that data into `InvalidInput`s carrying `source`, `line`, `column` and the dotte
 path of the field.
 
 Only the safe YAML subset is read: unknown tags are errors, anchors and merge keys
-(`<<`) work, duplicate keys are errors, and the expansion of aliases is bounded.
+(`<<`) work, duplicate keys are errors, and the expansion of aliases is bounded:
+the values a document holds are counted before it is composed (each alias once) and
+again while it is built (each alias as often as it is used), and the characters of
+its scalars too, so neither an alias bomb nor a long scalar used many times gets past.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from provisor.core.errors import InvalidInput, ParseErrors
 
 __all__ = [
     "MAX_DEPTH",
+    "MAX_EXPANDED_TEXT",
     "MAX_TEXT",
     "MAX_VALUES",
     "Document",
@@ -45,13 +49,20 @@ MAX_TEXT = 1_000_000
 MAX_DEPTH = 64
 """How deeply mappings and sequences may nest."""
 
-MAX_VALUES = 200_000
-"""How many values a document may hold once aliases are expanded."""
+MAX_VALUES = 20_000
+"""How many values (scalars, mappings, sequences) a document may hold once aliases are
+expanded: a blueprint holds a few thousand at most, and reading costs about 10 µs
+per value, so the largest document allowed is read in a fraction of a second."""
+
+MAX_EXPANDED_TEXT = 2 * MAX_TEXT
+"""How many characters its scalars may hold once aliases are expanded."""
 
 Path: TypeAlias = tuple[str | int, ...]
 """Where a value is: mapping keys and sequence indexes from the root."""
 
 _JSON_SCALARS = (str, int, float, bool, type(None))
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+_MAX_NUMBER = 100  # characters of a plain scalar read as a number
 
 
 @dataclass(frozen=True)
@@ -205,8 +216,15 @@ def _check_depth(text: str) -> None:
 
 
 def _count_depth(text: str, loader: Any) -> None:
-    depth = 0
+    """Refuse deep nesting, and more values than allowed, as the parser meets them."""
+    depth = values = 0
     for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, yaml.NodeEvent):  # a scalar, an alias, or a collection's start
+            values += 1
+            if values > MAX_VALUES:
+                raise _Failure(
+                    f"the document holds more than {MAX_VALUES:,} values", event.start_mark
+                )
         if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
             depth += 1
             if depth > MAX_DEPTH:
@@ -222,6 +240,7 @@ class _Builder:
         self.document = document
         self.constructor = yaml.constructor.SafeConstructor()
         self.count = 0
+        self.characters = 0
         self.active: set[int] = set()  # collection nodes being built: an alias back is a loop
 
     def build(self, node: yaml.Node, path: Path) -> Any:
@@ -250,8 +269,22 @@ class _Builder:
             self.active.discard(id(node))
 
     def scalar(self, node: yaml.ScalarNode, path: Path) -> Any:
+        self.characters += len(node.value)
+        if self.characters > MAX_EXPANDED_TEXT:
+            raise _Failure(
+                f"the document's values hold more than {MAX_EXPANDED_TEXT:,} characters "
+                "(aliases expanded)",
+                node.start_mark,
+            )
         if not node.style:  # plain: None from PyYAML's parser, "" from libyaml's
             self.document.texts[path] = node.value
+        if node.tag in _NUMBER_TAGS and len(node.value) > _MAX_NUMBER:
+            # YAML 1.1 reads 1:2:3:... in base 60, in time that grows with the square
+            # of its length; no number anyone means is this long.
+            raise _Failure(
+                f"a number of more than {_MAX_NUMBER} characters (quote it if it is text)",
+                node.start_mark,
+            )
         try:
             value = self.constructor.construct_object(node, deep=True)
         except yaml.MarkedYAMLError as exc:
@@ -357,11 +390,19 @@ def _fields_at(model: type[BaseModel], path: Path) -> list[str]:
 
 
 def located_errors(
-    exc: ValidationError, document: Document, source: str, model: type[BaseModel]
+    exc: ValidationError,
+    document: Document,
+    source: str,
+    model: type[BaseModel],
+    *,
+    limit: int | None = None,
 ) -> list[InvalidInput]:
-    """One located `InvalidInput` per problem pydantic found in `document.data`."""
+    """One located `InvalidInput` per problem pydantic found in `document.data`, the
+    first `limit` of them when given (each costs a search for a close field name)."""
     errors: list[InvalidInput] = []
     for error in exc.errors():
+        if limit is not None and len(errors) >= limit:
+            break
         loc = [part for part in error["loc"] if part != "[key]"]
         path: list[str | int] = []
         value: Any = document.data

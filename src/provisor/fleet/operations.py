@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import shlex
 from collections.abc import Awaitable, Callable
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from provisor._asyncssh import asyncssh
+from provisor.fleet import fetching
 from provisor.fleet.results import HostResult, Outcome
 from provisor.fleet.transport import Endpoint
 
@@ -188,25 +190,21 @@ class Kill:
         return result
 
 
-async def _transfer(
+async def _upload(
     connection: asyncssh.SSHClientConnection,
     endpoint: Endpoint,
     move: Callable[[asyncssh.SFTPClient], Awaitable[None]],
-    counted: Path | tuple[str, ...],
-    **details: Any,
+    sources: tuple[str, ...],
 ) -> HostResult:
-    """One SFTP transfer (copy or fetch), recursive and keeping modes and times: `ok`
-    with the bytes moved, or `failed` with the reason SFTP or the local side gave."""
+    """One SFTP upload (copy), recursive and keeping modes and times: `ok` with the
+    bytes sent, or `failed` with the reason SFTP or the local side gave."""
     try:
         async with connection.start_sftp_client() as sftp:
             await move(sftp)
     except (asyncssh.SFTPError, OSError) as exc:
         return HostResult(endpoint.name, endpoint.address, Outcome.failed, error=str(exc))
-    paths = [counted] if isinstance(counted, Path) else [Path(p) for p in counted]
-    size = await asyncio.to_thread(lambda: sum(_tree_size(p) for p in paths))
-    return HostResult(
-        endpoint.name, endpoint.address, Outcome.ok, details={"bytes": size, **details}
-    )
+    size = await asyncio.to_thread(lambda: sum(_tree_size(Path(p)) for p in sources))
+    return HostResult(endpoint.name, endpoint.address, Outcome.ok, details={"bytes": size})
 
 
 @dataclass(frozen=True)
@@ -225,11 +223,14 @@ class Copy:
         async def put(sftp: asyncssh.SFTPClient) -> None:
             await sftp.put(list(self.sources), self.destination, recurse=True, preserve=True)
 
-        return await _transfer(connection, endpoint, put, self.sources)
+        return await _upload(connection, endpoint, put, self.sources)
 
 
 @dataclass(frozen=True)
 class Fetch:
+    """A file or tree of the host into `local_dir/<host>/`, written safely (see
+    `fleet.fetching`): nothing lands outside it, no setuid/setgid/sticky bit is kept."""
+
     remote: str
     local_dir: str
     kind: str = "fetch"
@@ -241,12 +242,40 @@ class Fetch:
         self, connection: asyncssh.SSHClientConnection, endpoint: Endpoint
     ) -> HostResult:
         target = Path(self.local_dir) / endpoint.name
-        await asyncio.to_thread(target.mkdir, parents=True, exist_ok=True)
+        report = fetching.FetchReport()
 
-        async def get(sftp: asyncssh.SFTPClient) -> None:
-            await sftp.get(self.remote, str(target), recurse=True, preserve=True)
+        def failed(error: str) -> HostResult:
+            return HostResult(endpoint.name, endpoint.address, Outcome.failed, error=error)
 
-        return await _transfer(connection, endpoint, get, target, path=str(target))
+        try:
+            fetching.local_name(self.remote)  # before anything is made
+            await asyncio.to_thread(Path(self.local_dir).mkdir, parents=True, exist_ok=True)
+            destination = await asyncio.to_thread(fetching.open_directory, None, str(target))
+        except (fetching.FetchRefused, OSError) as exc:
+            return failed(str(exc))
+        try:
+            async with connection.start_sftp_client() as sftp:
+                await fetching.fetch(sftp, self.remote, destination, report)
+        except (asyncssh.SFTPError, OSError, fetching.FetchRefused) as exc:
+            return failed(str(exc))
+        finally:
+            os.close(destination)
+        notes = [f"not fetched: {line}\n" for line in report.skipped]
+        if report.more_skipped:
+            notes.append(f"not fetched: {report.more_skipped} more\n")
+        details: dict[str, Any] = {"bytes": report.bytes, "files": report.files}
+        details["path"] = str(target)
+        if report.skipped:
+            details["skipped"] = report.skipped
+        if report.more_skipped:
+            details["skipped_more"] = report.more_skipped
+        return HostResult(
+            endpoint.name,
+            endpoint.address,
+            Outcome.ok,
+            stderr="".join(notes).encode(),
+            details=details,
+        )
 
 
 def _tree_size(path: Path) -> int:

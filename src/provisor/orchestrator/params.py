@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import uvicorn
-from sqlalchemy import bindparam, delete, insert, select, text
+from sqlalchemy import bindparam, delete, func, insert, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import TextClause
@@ -52,6 +52,17 @@ KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}\.[0-9]{1,5}\.[A-Za-z_][A-Za-z0-9_.-]{0
 # worker running its deployment).
 _POLL_SECONDS = 3.0
 ENDED = ("terminating", "terminated")  # a token of a deployment in these states is refused
+
+MAX_KEYS_PER_MACHINE = 256
+"""The most runtime parameters one machine may set (a deployment's total is bounded by
+its machines): a machine that loops over new names cannot fill the database."""
+
+MAX_VALUE_BYTES = 64 * 1024
+"""The longest value a machine may set, in bytes (UTF-8)."""
+
+
+class TooManyParameters(Exception):
+    """A machine has set as many runtime parameters as it may."""
 
 
 def machine_token(key: bytes, instance: str, machine: str) -> str:
@@ -235,10 +246,23 @@ class ParameterBoard:
             return secrets.unseal(self.home, value)
         return value
 
-    async def publish(self, deployment_id: int, key: str, value: str, set_by: str) -> None:
+    async def publish(
+        self,
+        deployment_id: int,
+        key: str,
+        value: str,
+        set_by: str,
+        *,
+        max_keys: int | None = None,
+    ) -> None:
+        """Store a value and wake its waiters. With `max_keys`, a key `set_by` has not
+        set before is refused (`TooManyParameters`) once it has set that many."""
+
         def save() -> None:
             stored = self._sealed(deployment_id, value)
             with self.store.engine.begin() as connection:  # no ORM session needed
+                if max_keys is not None and self.known(deployment_id, key) is None:
+                    _check_room(connection, deployment_id, key, set_by, max_keys)
                 set_parameter(connection, deployment_id, key, stored, set_by)
 
         await asyncio.to_thread(save)
@@ -403,6 +427,30 @@ class ParameterBoard:
                 self._note_wait(False, deployment_id, key, waiter)
 
 
+def _check_room(
+    connection: Connection, deployment_id: int, key: str, set_by: str, limit: int
+) -> None:
+    """Refuse a new key of `set_by` once it has set `limit` keys (a key it sets again
+    replaces its value and is always allowed)."""
+    exists = connection.scalar(
+        select(RuntimeParameter.id).where(
+            RuntimeParameter.deployment_id == deployment_id, RuntimeParameter.key == key
+        )
+    )
+    if exists is not None:
+        return
+    count = connection.scalar(
+        select(func.count()).where(
+            RuntimeParameter.deployment_id == deployment_id, RuntimeParameter.set_by == set_by
+        )
+    )
+    if count is not None and count >= limit:
+        raise TooManyParameters(
+            f"{set_by} has set {count} runtime parameters, the most a machine may set "
+            f"({limit}); set one of them again rather than a new name"
+        )
+
+
 def _record_waits(
     connection: Connection, batch: list[tuple[bool, int, str, str, datetime]]
 ) -> None:
@@ -521,10 +569,25 @@ class ParameterServer:
                 f"{name} is reported once, at first boot (POST /host-keys); it cannot be set",
                 status_code=400,
             )
+        try:
+            size = len(value.encode())
+        except UnicodeEncodeError:  # JSON may carry lone surrogates, which no text holds
+            return PlainTextResponse(f"the value of {name} is not valid text", status_code=400)
+        if size > MAX_VALUE_BYTES:
+            return PlainTextResponse(
+                f"the value of {name} is {size:,} bytes; a runtime parameter holds at most "
+                f"{MAX_VALUE_BYTES:,}",
+                status_code=413,
+            )
         prefix = await self._prefix(deployment_id, machine)
         if prefix is None:
             return PlainTextResponse(f"unknown machine {machine}", status_code=403)
-        await self.board.publish(deployment_id, f"{prefix}.{name}", value, machine)
+        try:
+            await self.board.publish(
+                deployment_id, f"{prefix}.{name}", value, machine, max_keys=MAX_KEYS_PER_MACHINE
+            )
+        except TooManyParameters as exc:
+            return PlainTextResponse(str(exc), status_code=403)
         return PlainTextResponse("ok")
 
     async def _host_keys(self, request: Request) -> Response:

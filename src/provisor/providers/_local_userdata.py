@@ -17,8 +17,6 @@ ignored with a note.
 from __future__ import annotations
 
 import base64
-import binascii
-import gzip
 import shlex
 import socket
 import sys
@@ -28,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from provisor.core.userdata import UserDataError, check_cloud_config, decode_content
 from provisor.providers.base import USER_DATA_DONE, ProviderError
 
 STATE_DIR = "/var/lib/provisor"  # inside the machine
@@ -59,6 +58,10 @@ def to_script(user_data: str) -> str:
 
 
 def _cloud_config_script(document: str) -> str:
+    try:
+        check_cloud_config(document)  # bounded first: aliases, depth, what files decode to
+    except UserDataError as exc:
+        raise _fail(str(exc)) from None
     try:
         config = yaml.safe_load(document)
     except yaml.YAMLError as exc:
@@ -123,22 +126,12 @@ def _say(message: str) -> str:
 
 def _content(index: int, item: Mapping[str, Any]) -> bytes:
     content = item.get("content", "")
-    raw = content.encode() if isinstance(content, str) else content
-    if not isinstance(raw, bytes):
+    if not isinstance(content, str | bytes):
         raise _fail(f"write_files[{index}].content must be a string")
-    encoding = str(item.get("encoding", "text")).lower()
     try:
-        if encoding in ("b64", "base64"):
-            return base64.b64decode(raw, validate=False)
-        if encoding in ("gz", "gzip"):
-            return gzip.decompress(raw)
-        if encoding in ("gz+b64", "gzip+base64", "gz+base64", "gzip+b64"):
-            return gzip.decompress(base64.b64decode(raw))
-    except (binascii.Error, OSError, EOFError) as exc:
-        raise _fail(f"write_files[{index}].content is not valid {encoding}: {exc}") from exc
-    if encoding not in ("text", "text/plain"):
-        raise _fail(f"write_files[{index}].encoding {encoding!r} is not supported")
-    return raw
+        return decode_content(content, str(item.get("encoding", "text")))
+    except UserDataError as exc:
+        raise _fail(f"write_files[{index}].content: {exc}") from None
 
 
 def _write_file(index: int, item: object) -> list[str]:

@@ -89,6 +89,24 @@ def wrap_user_data(
     return "\n".join(lines) + "\n" if len(lines) > 1 else None
 
 
+MAX_USER_DATA = 16 * 1024
+"""EC2's limit on an instance's user data, in bytes before base64."""
+
+
+def _check_size(user_data: str, given: str | None, machine: str) -> None:
+    """Refuse, before RunInstances, user data EC2 would refuse: the node's own and what
+    provisor adds to it (the host-key report, the deployment's variables)."""
+    size = len(user_data.encode())
+    if size > MAX_USER_DATA:
+        own = len(given.encode()) if given else 0
+        raise ProviderError(
+            f"user data is {size:,} bytes with what provisor adds to the node's "
+            f"{own:,}; EC2 takes at most {MAX_USER_DATA:,}: make the node's user data shorter",
+            machine=machine,
+            call="launch",
+        )
+
+
 def _cloud_config_with(document: str, command: str | None, machine: str) -> str:
     """A #cloud-config whose `runcmd` starts with `command` (its meaning otherwise kept;
     YAML comments are not)."""
@@ -243,6 +261,9 @@ class Ec2Provider:
         return await self._api.poll(what, addressed, timeout=self.launch_timeout, machine=spec.name)
 
     async def _run_instance(self, spec: MachineSpec) -> str:
+        user_data = wrap_user_data(spec.user_data, spec.host_key_report, machine=spec.name)
+        if user_data:  # refused before anything is made for it
+            _check_size(user_data, spec.user_data, spec.name)
         group = spec.tags.get("provisor:deployment", spec.name)
         key_name = await self._key_pair(group, spec.ssh_public_key, spec.tags)
         group_id = await self._security_group(group, spec.ingress, spec.tags)
@@ -263,7 +284,6 @@ class Ec2Provider:
                 {"ResourceType": "instance", "Tags": tag_list({**tags, "Name": spec.hostname})},
             ],
         }
-        user_data = wrap_user_data(spec.user_data, spec.host_key_report, machine=spec.name)
         if user_data:
             params["UserData"] = user_data
         if self.settings.zone:

@@ -14,7 +14,7 @@ from provisor.core.access import Action
 from provisor.core.blueprint import Blueprint, expand, load_blueprint, resolve_inputs
 from provisor.core.errors import Conflict, InvalidInput, NotFound
 from provisor.core.masking import MASK
-from provisor.core.names import check_name, deployment_group
+from provisor.core.names import check_deployment_name, deployment_group
 from provisor.events import EventView, query_events
 from provisor.orchestrator import reports, secrets, worker
 from provisor.services.blueprints import load_stored_blueprint
@@ -160,7 +160,7 @@ def request_deployment(
     """Validate everything, record the deployment and queue its workflow."""
     ctx.require(Action.deployments_request)
     blueprint = load_blueprint(text, source=source)
-    deployment_name = check_name(name or blueprint.name, field="name")
+    deployment_name = check_deployment_name(name or blueprint.name, field="name")
     inputs = resolve_inputs(blueprint, parameters)
     plans = expand(blueprint, inputs, deployment=deployment_name, completion=completion)
     provider = provider or blueprint.provider or "local"  # --provider, the blueprint's, local

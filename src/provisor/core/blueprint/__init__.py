@@ -28,7 +28,14 @@ from __future__ import annotations
 
 from provisor.core.blueprint.checks import output_references
 from provisor.core.blueprint.expansion import MachinePlan, expand, node_order
-from provisor.core.blueprint.fields import AUTOMATIC_KEYS, HOST_KEYS, MAX_COUNT
+from provisor.core.blueprint.fields import (
+    AUTOMATIC_KEYS,
+    HOST_KEYS,
+    MAX_COUNT,
+    MAX_MACHINES,
+    MAX_NODES,
+    MAX_PARAMETERS,
+)
 from provisor.core.blueprint.inputs import node_counts, resolve_inputs
 from provisor.core.blueprint.loading import MAX_ERRORS, load_blueprint
 from provisor.core.blueprint.outputs import estimate_cost, render_outputs
@@ -49,6 +56,9 @@ __all__ = [
     "HOST_KEYS",
     "MAX_COUNT",
     "MAX_ERRORS",
+    "MAX_MACHINES",
+    "MAX_NODES",
+    "MAX_PARAMETERS",
     "Blueprint",
     "Cost",
     "Ingress",

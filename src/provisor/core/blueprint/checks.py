@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from provisor.core.blueprint.cycles import _cycles
-from provisor.core.blueprint.fields import _NODE, _PARAM, _WAIT, AUTOMATIC_KEYS
+from provisor.core.blueprint.fields import (
+    _NODE,
+    _PARAM,
+    _WAIT,
+    AUTOMATIC_KEYS,
+    MAX_MACHINES,
+    MAX_NODES,
+    MAX_PARAMETERS,
+)
 from provisor.core.blueprint.parts import (
     Cost,
     Node,
@@ -23,6 +31,7 @@ from provisor.core.blueprint.parts import (
     _convert,
     size_key,
 )
+from provisor.core.regex import RegexError, compile_regex
 from provisor.core.yamlpos import Path
 
 _OUTPUT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
@@ -48,6 +57,25 @@ def _suggest(word: str, known: Collection[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+MAX_SUGGESTIONS = 10
+"""Unknown names per blueprint given a "did you mean": each costs a comparison with
+every known name, and a hostile blueprint could hold thousands of unknown names."""
+
+
+class _Suggester:
+    """`_suggest` for the first `MAX_SUGGESTIONS` distinct words, nothing after."""
+
+    def __init__(self) -> None:
+        self._said: dict[tuple[str, int], str] = {}
+
+    def __call__(self, word: str, known: Collection[str]) -> str:
+        said = self._said.get((word, id(known)))
+        if said is None:
+            said = _suggest(word, known) if len(self._said) < MAX_SUGGESTIONS else ""
+            self._said[(word, id(known))] = said
+        return said
+
+
 @dataclass(frozen=True)
 class _Scope:
     """What cross-field checks look things up in.
@@ -64,6 +92,7 @@ class _Scope:
     param_names: Collection[str]
     node_names: Collection[str]
     broken: Mapping[str, Collection[str]] = field(default_factory=dict)
+    suggest: _Suggester = field(default_factory=_Suggester)
 
     def sure(self, section: str, name: str, field_name: str) -> bool:
         return field_name not in self.broken.get(f"{section}.{name}", ())
@@ -78,8 +107,10 @@ def _problems(
     param_names: Collection[str] | None = None,
     node_names: Collection[str] | None = None,
     broken: Mapping[str, Collection[str]] | None = None,
+    limit: int | None = None,
 ) -> list[_Problem]:
-    """Everything wrong between fields (see `_Scope` for the keyword arguments)."""
+    """Everything wrong between fields (see `_Scope` for the keyword arguments); with
+    `limit`, it stops looking once more than that many problems are found."""
     scope = _Scope(
         params,
         nodes,
@@ -88,16 +119,52 @@ def _problems(
         nodes.keys() if node_names is None else node_names,
         broken or {},
     )
-    problems: list[_Problem] = []
-    for name, parameter in params.items():
-        if not scope.broken.get(f"parameters.{name}"):
-            problems += _parameter_problems(name, parameter)
-    for name, node in nodes.items():
-        problems += _node_problems(name, node, scope)
-    problems += _cycle_problems(nodes)
-    for name, template in outputs.items():
-        problems += _output_problems(name, template, scope)
+    problems = _size_problems(scope)
+    if problems:  # checking more would cost more than a blueprint may
+        return problems
+    enough = limit if limit is not None else len(params) + len(nodes) + len(outputs) + 1
+
+    def checked() -> Iterator[list[_Problem]]:
+        for name, parameter in params.items():
+            if not scope.broken.get(f"parameters.{name}"):
+                yield _parameter_problems(name, parameter)
+        for name, node in nodes.items():
+            yield _node_problems(name, node, scope)
+        yield _cycle_problems(nodes)
+        for name, template in outputs.items():
+            yield _output_problems(name, template, scope)
+
+    for found in checked():
+        problems += found
+        if len(problems) > enough:
+            break
     return problems
+
+
+def _size_problems(scope: _Scope) -> list[_Problem]:
+    """Too many nodes, parameters or machines (counting those given as numbers)."""
+    found: list[_Problem] = []
+    if len(scope.node_names) > MAX_NODES:
+        found.append(
+            _Problem(
+                ("nodes",), f"{len(scope.node_names)} nodes: a blueprint has at most {MAX_NODES}"
+            )
+        )
+    if len(scope.param_names) > MAX_PARAMETERS:
+        found.append(
+            _Problem(
+                ("parameters",),
+                f"{len(scope.param_names)} parameters: a blueprint has at most {MAX_PARAMETERS}",
+            )
+        )
+    fixed = sum(n.count for n in scope.nodes.values() if isinstance(n.count, int))
+    if fixed > MAX_MACHINES:
+        found.append(
+            _Problem(
+                ("nodes",), f"{fixed} machines in all: a deployment has at most {MAX_MACHINES}"
+            )
+        )
+    return found
 
 
 def _parameter_problems(name: str, p: Parameter) -> list[_Problem]:
@@ -130,9 +197,9 @@ def _parameter_problems(name: str, p: Parameter) -> list[_Problem]:
             )
         else:
             try:
-                re.compile(p.pattern)
-            except (re.error, OverflowError, RecursionError, ValueError) as exc:
-                found.append(_Problem((*at, "pattern"), f"invalid regular expression: {exc}"))
+                compile_regex(p.pattern)
+            except RegexError as exc:
+                found.append(_Problem((*at, "pattern"), exc.message))
                 return found
     if (p.min is not None or p.max is not None) and not (texty or p.type == "int"):
         which = "min" if p.min is not None else "max"
@@ -178,8 +245,9 @@ def _node_problems(name: str, node: Node, scope: _Scope) -> list[_Problem]:
         found.append(
             _Problem(
                 at,
-                f"invalid node name {name!r}: lower-case letters, digits and '-', starting "
-                "with a letter, at most 32 ('params' is reserved)",
+                f"invalid node name {name!r}: a node name is a DNS label: lower-case "
+                "letters, digits and '-', starting with a letter, at most 32 characters "
+                "('params' is reserved)",
                 key=True,
             )
         )
@@ -190,7 +258,7 @@ def _node_problems(name: str, node: Node, scope: _Scope) -> list[_Problem]:
                 _Problem(
                     (*at, "count"),
                     f"count refers to unknown parameter {node.count!r}"
-                    + _suggest(node.count, scope.param_names),
+                    + scope.suggest(node.count, scope.param_names),
                 )
             )
         elif counted is not None and counted.type != "int":
@@ -207,7 +275,9 @@ def _node_problems(name: str, node: Node, scope: _Scope) -> list[_Problem]:
         if other == name:
             found.append(_Problem(where, f"node {name!r} cannot depend on itself"))
         elif other not in node_names:
-            found.append(_Problem(where, f"unknown node {other!r}" + _suggest(other, node_names)))
+            found.append(
+                _Problem(where, f"unknown node {other!r}" + scope.suggest(other, node_names))
+            )
         elif other in seen:
             found.append(_Problem(where, f"{other!r} is listed twice"))
         seen.add(other)
@@ -244,7 +314,9 @@ def _wait_problem(name: str, ref: str, scope: _Scope) -> str | None:
     assert match is not None  # checked by the field validator
     target, index, key = match.group(1), match.group(2), match.group(3)
     if target not in scope.node_names:
-        return f"{ref!r} refers to unknown node {target!r}" + _suggest(target, scope.node_names)
+        return f"{ref!r} refers to unknown node {target!r}" + scope.suggest(
+            target, scope.node_names
+        )
     if target == name and key not in AUTOMATIC_KEYS:
         return (
             f"node {name!r} cannot wait for its own runtime parameter {key!r}; "
@@ -375,7 +447,7 @@ def _output_problems(name: str, template: str, scope: _Scope) -> list[_Problem]:
         if param is not None:
             if param not in param_names:
                 found.append(
-                    _Problem(at, f"unknown parameter {param!r}" + _suggest(param, param_names))
+                    _Problem(at, f"unknown parameter {param!r}" + scope.suggest(param, param_names))
                 )
             elif param in params and params[param].type == "secret":
                 found.append(_Problem(at, f"parameter {param!r} is a secret: outputs are shown"))
@@ -383,7 +455,9 @@ def _output_problems(name: str, template: str, scope: _Scope) -> list[_Problem]:
         if target not in node_names:
             found.append(
                 _Problem(
-                    at, f"{ref!r} refers to unknown node {target!r}" + _suggest(target, node_names)
+                    at,
+                    f"{ref!r} refers to unknown node {target!r}"
+                    + scope.suggest(target, node_names),
                 )
             )
         elif int(index) < 1:

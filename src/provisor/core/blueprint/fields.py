@@ -13,6 +13,7 @@ from typing import Any
 
 from provisor.core.errors import InvalidInput
 from provisor.core.names import check_name
+from provisor.core.userdata import check_user_data
 
 AUTOMATIC_KEYS = ("address", "hostname")
 """Runtime parameters provisor publishes for every machine at launch: they never change
@@ -24,6 +25,15 @@ HOST_KEYS = "host_keys"
 
 MAX_COUNT = 1000
 """The most machines one node may have."""
+
+MAX_MACHINES = 2000
+"""The most machines one deployment may have, all nodes together."""
+
+MAX_NODES = 100
+"""The most nodes a blueprint may have."""
+
+MAX_PARAMETERS = 200
+"""The most parameters a blueprint may have."""
 
 
 _NODE = re.compile(r"[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?")
@@ -86,7 +96,10 @@ def _key(value: str) -> str:
 
 def _node_ref(value: str) -> str:
     if not _NODE.fullmatch(value):
-        raise ValueError(f"invalid node name {value!r}")
+        raise ValueError(
+            f"invalid node name {value!r}: a DNS label (lower-case letters, digits and '-', "
+            "starting with a letter, at most 32 characters)"
+        )
     return value
 
 
@@ -139,6 +152,8 @@ def _user_data(value: str | None) -> str | None:
             "user data must be a cloud-init file (first line #cloud-config) "
             "or a script (first line #!/bin/sh or another interpreter)"
         )
+    if value is not None:
+        check_user_data(value)  # its size, and what a #cloud-config decodes to
     return value
 
 

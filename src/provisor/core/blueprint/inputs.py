@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from provisor.core.blueprint.checks import _suggest
-from provisor.core.blueprint.fields import MAX_COUNT
+from provisor.core.blueprint.checks import _Suggester
+from provisor.core.blueprint.fields import MAX_COUNT, MAX_MACHINES
 from provisor.core.blueprint.parts import _check_value, _convert
 from provisor.core.blueprint.schema import Blueprint
 from provisor.core.errors import InvalidInput, ParseErrors, ProvisorError
@@ -21,12 +21,13 @@ def _input_errors(
 ) -> tuple[dict[str, Any], list[InvalidInput]]:
     values: dict[str, Any] = {}
     errors: list[InvalidInput] = []
+    suggest = _Suggester()
     for name in given:
         if name not in bp.parameters:
             known = ", ".join(bp.parameters) or "none"
             errors.append(
                 InvalidInput(
-                    f"unknown parameter {name!r}{_suggest(name, bp.parameters)}; "
+                    f"unknown parameter {name!r}{suggest(name, bp.parameters)}; "
                     f"the blueprint's parameters: {known}",
                     field=f"parameters.{name}",
                 )
@@ -93,6 +94,13 @@ def node_counts(bp: Blueprint, inputs: Mapping[str, Any]) -> dict[str, int]:
             )
             continue
         counts[name] = value
+    total = sum(counts.values())
+    if total > MAX_MACHINES and not errors:
+        errors.append(
+            InvalidInput(
+                f"{total} machines in all: a deployment has at most {MAX_MACHINES}", field="nodes"
+            )
+        )
     if errors:
         raise ParseErrors(errors)
     return counts

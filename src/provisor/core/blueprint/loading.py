@@ -46,7 +46,7 @@ def load_blueprint(text: str, source: str = "<blueprint>") -> Blueprint:
     try:
         blueprint = Blueprint.model_validate(data)
     except ValidationError as exc:
-        located = located_errors(exc, document, source, Blueprint)
+        located = located_errors(exc, document, source, Blueprint, limit=MAX_ERRORS + 1)
         errors += [e for e in located if e.field is not None]  # the rest: cross checks below
     if blueprint is None:
         for problem in _partial_problems(data):
@@ -71,9 +71,15 @@ def _collected(errors: list[InvalidInput], source: str) -> ParseErrors:
         unique.setdefault((error.line, error.column, error.field, error.message), error)
     ordered = sorted(unique.values(), key=lambda e: (e.line or 0, e.column or 0))
     if len(ordered) > MAX_ERRORS:
+        first_left_out = ordered[MAX_ERRORS]
         ordered = ordered[:MAX_ERRORS]
         ordered.append(
-            InvalidInput(f"too many errors: only the first {MAX_ERRORS} are shown", source=source)
+            InvalidInput(
+                f"too many errors: only the first {MAX_ERRORS} are shown; more from here on",
+                source=source,
+                line=first_left_out.line,
+                column=first_left_out.column,
+            )
         )
     if not ordered:  # cannot happen: a failed validation always says why
         ordered = [InvalidInput("invalid blueprint", source=source)]
@@ -154,6 +160,7 @@ def _partial_problems(data: dict[str, Any]) -> list[_Problem]:
         param_names=param_names if param_names is not None else _Everything(),
         node_names=node_names if node_names is not None else _Everything(),
         broken=broken,
+        limit=MAX_ERRORS,
     )
 
 

@@ -50,6 +50,7 @@ from provisor.core.blueprint.fields import (
     _user_data,
     _wait_ref,
 )
+from provisor.core.regex import compile_regex
 
 
 class _Model(BaseModel):
@@ -78,7 +79,8 @@ class Parameter(_Model):
         default=None, description="the value when none is given; without one it is required"
     )
     pattern: str | None = Field(
-        default=None, description="string and secret: a regular expression the whole value matches"
+        default=None,
+        description="string and secret: a regular expression (RE2 syntax) the whole value matches",
     )
     min: int | None = Field(default=None, description="int: lowest value; string/secret: length")
     max: int | None = Field(default=None, description="int: highest value; string/secret: length")
@@ -258,6 +260,6 @@ def _check_value(p: Parameter, value: Any) -> str | None:
         return f"{shown} is shorter than {p.min} characters"
     if p.max is not None and len(text) > p.max:
         return f"{shown} is longer than {p.max} characters"
-    if p.pattern is not None and re.fullmatch(p.pattern, text) is None:
+    if p.pattern is not None and not compile_regex(p.pattern).fullmatch(text):
         return f"{shown} does not match the pattern {p.pattern!r}"
     return None

@@ -64,9 +64,10 @@ class Blueprint(_Model):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        problems = _problems(self.parameters, self.nodes, self.outputs, self.cost)
+        # The loader finds and locates them all again; here the first few say enough.
+        problems = _problems(self.parameters, self.nodes, self.outputs, self.cost, limit=20)
         if problems:
-            raise ValueError("; ".join(f"{dotted(p.path)}: {p.message}" for p in problems))
+            raise ValueError("; ".join(f"{dotted(p.path)}: {p.message}" for p in problems[:20]))
         return self
 
     @property

@@ -254,3 +254,19 @@ async def test_links_in_a_snapshot_are_not_followed_when_a_machine_is_made_from_
     assert list((outside / "ssh").iterdir()) == []
     hostname = await local.run(copy, "hostname -f; test -L /etc/hostname || echo plain")
     assert hostname.stdout.splitlines()[-1] == "plain"
+
+
+async def test_sudo_works_with_the_machines_own_policy(local: Local) -> None:
+    """sudo reads only root-owned policy: the machine has its own, and its drop-ins count."""
+    info = await local.launch()
+    script = (
+        "sudo -n id -u"
+        " && useradd -m alice"
+        " && echo 'alice ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/alice"
+        " && chmod 0440 /etc/sudoers.d/alice"
+        " && su alice -c 'sudo -n id -u'"
+    )
+    result = await local.run(info, script)
+    assert result.exit_status == 0, result.stderr
+    assert result.stdout == "0\n0\n"
+    assert "owned by" not in result.stderr, result.stderr  # sudo's complaint of a file

@@ -8,9 +8,11 @@ uncontained namespace mode, and a warning says so once per process and base dir.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -36,8 +38,23 @@ IDMAPPED_DIRS = ("/usr",)
 OWNED_SUBDIRS = ("/etc", "/var")
 # Copies the host's root owns, so that useradd and the like work; shadow files are made
 # afresh, every account locked: the machine's password hashes are not the host's to read.
-_ACCOUNT_FILES = ("passwd", "group")
+_ACCOUNT_FILES = ("passwd", "group", "subuid", "subgid")
+# Readable by every user of the computer, and refused by the programs that read them
+# unless root owns them (sudo, cron): root-owned copies.
+_ROOT_COPIES = ("sudo.conf", "crontab")
+# Opened for writing by useradd and its kin: made afresh, empty.
+_FRESH_FILES = (".pwd.lock",)
 _SHADOW_FILES = {"shadow": "passwd", "gshadow": "group"}
+_SUDOERS = """\
+# provisor: this machine's own sudo policy (Debian's default)
+Defaults\tenv_reset
+Defaults\tmail_badpass
+Defaults\tsecure_path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+Defaults\tuse_pty
+root\tALL=(ALL:ALL) ALL
+%sudo\tALL=(ALL:ALL) ALL
+@includedir /etc/sudoers.d
+"""
 OFF_VARIABLE = "PROVISOR_MACHINE_CONTAINMENT"  # "off": never contain (the fallback)
 
 _checked: dict[str, str | None] = {}  # base dir -> None (available) or why not
@@ -135,10 +152,14 @@ def prepare(directory: Path) -> None:
                 os.chown(target, model.st_uid, model.st_gid, follow_symlinks=False)
                 os.chmod(target, model.st_mode & 0o7777)
     etc = directory / "upper" / "etc"
-    for name in _ACCOUNT_FILES:
+    for name in (*_ACCOUNT_FILES, *_ROOT_COPIES):
         source, target = Path("/etc") / name, etc / name
         if source.is_file() and not os.path.lexists(target):
             _create(target, source.read_bytes(), source.stat())
+    for name in _FRESH_FILES:
+        source, target = Path("/etc") / name, etc / name
+        if source.is_file() and not os.path.lexists(target):
+            _create(target, b"", source.stat())
     for name, accounts in _SHADOW_FILES.items():
         source, target = Path("/etc") / name, etc / name
         if not source.is_file() or os.path.lexists(target):
@@ -153,6 +174,29 @@ def prepare(directory: Path) -> None:
         else:
             lines = [f"{n}:*::" for n in names if n]
         _create(target, ("\n".join(lines) + "\n").encode(), source.stat())
+    for name in (*_ACCOUNT_FILES, *_SHADOW_FILES):
+        # The backups (passwd- and the like) useradd replaces: the machine's own too.
+        source, target = Path("/etc") / f"{name}-", etc / f"{name}-"
+        if source.is_file() and not os.path.lexists(target):
+            with contextlib.suppress(OSError):
+                _create(target, _read_own(etc / name), source.stat())
+    _own_sudoers(etc)
+
+
+def _own_sudoers(etc: Path) -> None:
+    """sudo reads only root-owned policy, and the computer's (0440) is not the machine's
+    to read: the machine gets Debian's default, and the computer's drop-ins are hidden
+    (overlayfs whiteouts) from its /etc/sudoers.d, which it may fill itself."""
+    host = Path("/etc/sudoers")
+    if host.is_file() and not os.path.lexists(etc / "sudoers"):
+        _create(etc / "sudoers", _SUDOERS.encode(), host.stat())
+    drop_ins = etc / "sudoers.d"
+    if not drop_ins.is_dir() or drop_ins.is_symlink():
+        return
+    for entry in os.scandir("/etc/sudoers.d"):
+        target = drop_ins / entry.name
+        if not os.path.lexists(target):
+            os.mknod(target, stat.S_IFCHR, os.makedev(0, 0))
 
 
 def _views(directory: Path, mounts: Sequence[Mount]) -> list[tuple[str, str, str, bool]]:

@@ -43,15 +43,16 @@ MaxOutput = Annotated[
     typer.Option(
         "--max-output",
         help="bytes of each host's stdout and stderr kept and shown, e.g. 64K, 1M; the rest "
-        "is counted, and -o/-e files get all of it [default: max_output setting, 1M]",
+        "is counted, and -o/-e files get all of it",
+        show_default="max_output setting, 1M",
     ),
 ]
 StallTimeout = Annotated[
     str | None,
     typer.Option(
         "--stall-timeout",
-        help="stop a host's transfer after this long without data moving, e.g. 30s, 5m "
-        "[default: stall_timeout setting, 60s]",
+        help="stop a host's transfer after this long without data moving, e.g. 30s, 5m",
+        show_default="stall_timeout setting, 60s",
     ),
 ]
 OutputMode = Annotated[
@@ -209,8 +210,8 @@ def run(
         typer.Option(
             "--timeout",
             "-t",
-            help="how long the command may run per host before it is killed, e.g. 90, 30s, "
-            "15m, 2h [default: command_timeout setting, 1h]",
+            help="how long the command may run per host before it is killed, e.g. 90, 30s, 15m, 2h",
+            show_default="command_timeout setting, 1h",
         ),
     ] = None,
     connect_timeout: ConnectTimeout = 10.0,

@@ -305,12 +305,13 @@ async def _transfer(
 
 
 async def _stop(task: asyncio.Future[None], connection: asyncssh.SSHClientConnection) -> None:
-    """Cancel a stalled transfer; if it cannot even close its SFTP session (the link is
-    stuck), cut the connection under it."""
-    task.cancel()
+    """End a stalled transfer by cutting its connection (a stuck link is no use to later
+    work either): SFTP then fails every request it has in flight and returns. Cancelling
+    it instead would leave asyncssh's own request tasks failing unheard."""
+    connection.abort()
     done, _ = await asyncio.wait({task}, timeout=_ABORT_WAIT)
     if not done:
-        connection.abort()
+        task.cancel()
         done, _ = await asyncio.wait({task}, timeout=_ABORT_WAIT)
     if done and not task.cancelled():
         task.exception()  # what the cut connection raised: the timeout says it all

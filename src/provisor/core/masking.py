@@ -99,37 +99,46 @@ class StreamMasker:
     """Masks a stream piece by piece, finding a secret split across two pieces too.
 
     The last bytes of each piece that could still begin a secret are held back until
-    the next piece (or `end`) shows how they go on; one byte more than the longest form,
-    so a short secret's "no word character after it" is judged on what follows it.
+    the next piece (or `end`) shows how they go on: one byte more than the longest form,
+    so a short secret's "no word character after it" is judged on what follows it. The
+    byte before them is kept too, for "no word character before it".
     """
 
     def __init__(self, pattern: re.Pattern[bytes] | None, reach: int) -> None:
         self._pattern = pattern
         self._hold = reach + 1
+        self._before = b""  # the byte before the held ones, as it was (for lookbehind)
         self._pending = b""
 
     def feed(self, piece: bytes) -> bytes:
         """What of the stream so far can be passed on, masked."""
         if self._pattern is None:
             return piece
-        data = self._pending + piece
-        safe = len(data) - self._hold  # a match starting before this is wholly in `data`
-        out: list[bytes] = []
-        done = 0
-        for match in self._pattern.finditer(data):
-            if match.start() >= safe:
-                break
-            out += (data[done : match.start()], _MASK_BYTES)
-            done = match.end()
-        keep = max(done, safe)
-        out.append(data[done:keep])
-        self._pending = data[keep:]
-        return b"".join(out)
+        return self._masked(self._pending + piece, len(self._pending + piece) - self._hold)
 
     def end(self) -> bytes:
         """The rest of the stream, masked, once it has ended."""
-        rest, self._pending = self._pending, b""
-        return self._pattern.sub(_MASK_BYTES, rest) if self._pattern is not None else rest
+        if self._pattern is None:
+            return b""
+        return self._masked(self._pending, len(self._pending))
+
+    def _masked(self, data: bytes, safe: int) -> bytes:
+        """`data` masked up to `safe` (a match starting before it lies wholly in `data`),
+        or to the end of a match that runs past it; the rest is held back."""
+        assert self._pattern is not None
+        text = self._before + data
+        start = len(self._before)
+        out: list[bytes] = []
+        done = start
+        for match in self._pattern.finditer(text, start):
+            if match.start() >= start + safe:
+                break
+            out += (text[done : match.start()], _MASK_BYTES)
+            done = match.end()
+        keep = max(done, start + safe)
+        out.append(text[done:keep])
+        self._before, self._pending = text[keep - 1 : keep], text[keep:]
+        return b"".join(out)
 
 
 _MASK_BYTES = MASK.encode()

@@ -2,7 +2,7 @@
 
 The next `provisor jobs show` finds the job's heartbeat too old and marks it
 `interrupted`: the hosts that had answered keep their exact outcomes, the others are
-`unknown`, and an event says so. The bound (60s by default) is 3s here, by setting.
+`unknown`, and an event says so. The bound (60s by default) is 5s here, by setting.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from provisor_cli import Provisor
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
 
-STALE_AFTER = 3  # seconds without a heartbeat before a running job is interrupted
+STALE_AFTER = 5  # seconds without a heartbeat before a running job is interrupted
 
 
 def inventory(hosts: list[SandboxHost], group: str) -> str:

@@ -68,6 +68,7 @@ def test_files_get_every_byte_masked_and_private(tmp_path: Path) -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert capture.head == expected[:1024]
     assert capture.dropped == len(expected) - 1024
+    assert capture.saved
 
 
 def test_a_file_that_cannot_be_written_is_an_error_naming_it(tmp_path: Path) -> None:
@@ -78,7 +79,7 @@ def test_a_file_that_cannot_be_written_is_an_error_naming_it(tmp_path: Path) -> 
     capture.write(b" world")  # the head is still kept; the file is given up
     capture.close()
     assert capture.head == b"hello world"
-    assert not os.path.exists(missing)
+    assert not os.path.exists(missing) and not capture.saved
 
 
 def test_nothing_printed_makes_no_file(tmp_path: Path) -> None:
@@ -88,14 +89,18 @@ def test_nothing_printed_makes_no_file(tmp_path: Path) -> None:
     assert not path.exists() and capture.head == b"" and capture.dropped == 0
 
 
-def test_a_truncated_result_says_how_much_is_missing() -> None:
+def test_a_truncated_result_says_how_much_is_missing_and_where_it_is() -> None:
     result = HostResult("web01", "127.0.0.1", Outcome.ok, stdout=b"a" * 1024, stdout_dropped=5000)
     assert result.truncated and result.size("stdout") == 6024
     assert result.text("stdout") == "a" * 1024 + (
         "\n[provisor: stdout truncated: 5,000 more bytes not kept after the first 1 KiB "
-        "(--max-output); the job's output files hold all of it]\n"
+        "(--max-output)]\n"
     )
     assert result.text("stderr") == "" and result.size("stderr") == 0
+    result.output_saved = True  # the job's files have every byte
+    assert result.text("stdout").endswith(
+        "(--max-output); the job's output files hold all of it]\n"
+    )
 
 
 @pytest.mark.parametrize(

@@ -77,6 +77,7 @@ def _output(out: Capture, err: Capture) -> dict[str, Any]:
         "stderr": err.head,
         "stdout_dropped": out.dropped,
         "stderr_dropped": err.dropped,
+        "output_saved": out.saved and err.saved,
     }
 
 

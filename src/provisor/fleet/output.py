@@ -51,12 +51,19 @@ class Capture:
         self._head = bytearray()
         self.dropped = 0
         self._paths = list(paths)
+        self._had_paths = bool(paths)
+        self._failed = False
         self._files: list[BinaryIO] | None = None  # opened with the first byte
         self._mask = masker.stream()
 
     @property
     def head(self) -> bytes:
         return bytes(self._head)
+
+    @property
+    def saved(self) -> bool:
+        """Whether every byte so far is in files (none to write to, or one failed: no)."""
+        return self._had_paths and not self._failed
 
     def write(self, piece: bytes) -> None:
         self._take(self._mask.feed(piece))
@@ -69,6 +76,7 @@ class Capture:
                 try:
                     file.flush()
                 except OSError as exc:
+                    self._failed = True
                     raise OutputFileError(f"cannot write {path}: {exc.strerror or exc}") from None
         finally:
             self._stop_writing()
@@ -90,6 +98,7 @@ class Capture:
                 try:
                     fd = open_private(path, os.O_WRONLY | os.O_TRUNC)
                 except ProvisorError as exc:  # its message names the file
+                    self._failed = True
                     self._stop_writing()
                     raise OutputFileError(exc.message) from None
                 self._files.append(os.fdopen(fd, "wb"))
@@ -97,6 +106,7 @@ class Capture:
             try:
                 file.write(data)
             except OSError as exc:
+                self._failed = True
                 self._stop_writing()
                 raise OutputFileError(f"cannot write {path}: {exc.strerror or exc}") from None
 

@@ -33,6 +33,7 @@ class HostResult:
     stderr: bytes = b""
     stdout_dropped: int = 0  # bytes printed past the limit: counted, not kept here
     stderr_dropped: int = 0
+    output_saved: bool = False  # all of stdout and stderr went to files too
     details: dict[str, Any] = field(default_factory=dict)
     connect_seconds: float | None = None
     run_seconds: float | None = None
@@ -74,15 +75,16 @@ class HostResult:
         )
         text = data.decode("utf-8", errors="replace")
         if dropped:
-            text += truncation_marker(stream, len(data), dropped)
+            text += truncation_marker(stream, len(data), dropped, saved=self.output_saved)
         return text
 
 
-def truncation_marker(stream: str, kept: int, dropped: int) -> str:
+def truncation_marker(stream: str, kept: int, dropped: int, *, saved: bool) -> str:
     """The line that stands for the bytes of a stream not kept."""
+    where = "; the job's output files hold all of it" if saved else ""
     return (
         f"\n[provisor: {stream} truncated: {dropped:,} more bytes not kept after the first "
-        f"{format_size(kept)} (--max-output); the job's output files hold all of it]\n"
+        f"{format_size(kept)} (--max-output){where}]\n"
     )
 
 

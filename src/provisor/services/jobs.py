@@ -449,6 +449,7 @@ class JobRunner:
             if directory is not None:
                 directory.mkdir(parents=True, exist_ok=True)
         tenant_id = ctx.tenant_id()
+        await asyncio.to_thread(interrupt_stale_jobs, ctx.store, self.limits.stale_after)
         masker = Masker.of(password) + await asyncio.to_thread(_deployment_secrets, ctx, endpoints)
         job = await asyncio.to_thread(_create_job, ctx, spec.target, described, endpoints, masker)
         job_dir = private_dir(Path(job.output_dir or "."))

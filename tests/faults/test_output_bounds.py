@@ -9,7 +9,6 @@ of the CLI process and of the server process stays under 300 MB.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -80,19 +79,41 @@ def home(tmp_path: Path, fleet: list[SandboxHost]) -> Iterator[Path]:
         shutil.rmtree(tmp_path, ignore_errors=True)
 
 
+# Runs the CLI and reports its exit status and peak RSS. A child's peak counts the image
+# it was forked from, so the CLI is forked from this small process, not from pytest.
+_MEASURED = """
+import os, subprocess, sys
+report, out, err, *command = sys.argv[1:]
+with open(out, "wb") as stdout, open(err, "wb") as stderr:
+    child = subprocess.Popen(command, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+with open(report, "w") as f:
+    f.write(f"{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}")
+"""
+
+
 def peak_rss_of_run(args: list[str], env: dict[str, str], out: Path) -> tuple[int, int]:
-    """Exit status and peak RSS (bytes) of one CLI process, its output to files."""
-    with (out / "stdout").open("wb") as stdout, (out / "stderr").open("wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "provisor", *args],
-            stdout=stdout,
-            stderr=stderr,
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
-        _, status, usage = os.wait4(process.pid, 0)  # this process's own rusage
-        process.returncode = os.waitstatus_to_exitcode(status)
-    return process.returncode, usage.ru_maxrss * 1024  # kilobytes on Linux
+    """Exit status and peak RSS (bytes) of one CLI process, its output in `out`."""
+    report = out / "measured"
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _MEASURED,
+            str(report),
+            str(out / "stdout"),
+            str(out / "stderr"),
+            sys.executable,
+            "-m",
+            "provisor",
+            *args,
+        ],
+        env=env,
+        check=True,
+        timeout=600,
+    )
+    status, kilobytes = map(int, report.read_text().split())
+    return status, kilobytes * 1024  # ru_maxrss is in kilobytes on Linux
 
 
 def test_the_cli_keeps_the_cap_and_the_files_keep_everything(home: Path, tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ from provisor.core.nodeset import natural_key
 from provisor.events import record_event
 from provisor.files import private_dir, write_private
 from provisor.fleet.knownhosts import DatabaseHostKeys, forget_host_keys
+from provisor.fleet.output import DEFAULT_MAX_OUTPUT, MAX_MAX_OUTPUT
 from provisor.fleet.transport import address_trust_id
 from provisor.services import uploads
 from provisor.services.context import Context, audited
@@ -53,7 +54,6 @@ if TYPE_CHECKING:  # asyncssh loads with the first job, not with the CLI
 
 log = logging.getLogger(__name__)
 
-MAX_MAX_OUTPUT = 64 * 1024 * 1024  # the most of each stream a job may keep per host
 PENDING = "pending"  # a host's outcome until it answers
 _FLUSH_SECONDS = 0.5
 _NAMES_PER_QUERY = 500  # host names looked up at once (bound parameters per statement)
@@ -66,7 +66,7 @@ class JobLimits:
 
     command_timeout: float = 3600.0
     stall_timeout: float = 60.0
-    max_output: int = 1024 * 1024
+    max_output: int = DEFAULT_MAX_OUTPUT
     stale_after: float = 60.0
 
     @classmethod
@@ -256,7 +256,9 @@ class _ResultWriter:
     """Saves results in batches (one transaction per batch): each host's row, made
     `pending` when the job started, gets its outcome."""
 
-    def __init__(self, ctx: Context, job_id: int, out_dir: Path | None, err_dir: Path | None):
+    def __init__(
+        self, ctx: Context, job_id: int, out_dir: Path | None, err_dir: Path | None
+    ) -> None:
         self._ctx = ctx
         self._job_id = job_id
         self._out_dir = out_dir

@@ -231,14 +231,20 @@ def test_faults_each_get_their_outcome_and_nobody_is_missing(
     outcome = {r.host: r.outcome for r in results}
     assert len(outcome) == 100  # no host missing
     expected = {h.name: "ok" for h in hosts}
-    expected.update({h.name: "unreachable" for h in stopped + silent})
+    expected.update({h.name: "unreachable" for h in stopped})
+    expected.update({h.name: "timeout" for h in silent})  # the connect timeout
     expected.update({h.name: "auth" for h in keyless})
     expected.update({h.name: "timeout" for h in hanging})
     expected.update({h.name: "error" for h in dropped})
     assert outcome == expected
     errors = {r.host: r.error or "" for r in results}
     assert {errors[h.name] for h in stopped} == {"connection refused"}
-    assert {errors[h.name] for h in silent} == {"connect timeout: no SSH handshake in time"}
+    assert {errors[h.name] for h in silent} == {
+        "connect timeout: no SSH handshake within 3s (--connect-timeout)"
+    }
+    limits = {r.host: r.details.get("limit") for r in results}
+    assert {limits[h.name] for h in silent} == {"connect"}
+    assert {limits[h.name] for h in hanging} == {"command"}
     assert all("connection lost" in errors[h.name] for h in dropped), [
         errors[h.name] for h in dropped
     ]

@@ -16,7 +16,11 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from provisor.core.sizes import parse_size
+from provisor.core.timespec import parse_seconds
+
 LogLevel = Literal["debug", "info", "warning", "error"]
+MAX_SECONDS = 30 * 24 * 3600.0  # every wait has a bound: a month is the longest
 
 
 def default_home() -> Path:
@@ -58,6 +62,54 @@ class Settings(BaseSettings):
         description="comma-separated names the server answers to besides localhost and "
         "the address it listens on (the Host header; anything else is refused)",
     )
+
+    # Fleet jobs: limits that keep one job from holding memory or a host forever.
+    command_timeout: float = Field(
+        default=3600.0,
+        gt=0,
+        le=MAX_SECONDS,
+        description="seconds a job's command may run on a host before it is killed "
+        "(`provisor run -t` overrides it); 30, 90s, 15m, 2h",
+    )
+    stall_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        le=MAX_SECONDS,
+        description="seconds a copy or fetch may move no data before it is stopped",
+    )
+    max_output: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="bytes of each host's stdout and of its stderr a job keeps (the rest "
+        "is counted; -o/-e files and the job's directory get all of it); 512K, 1M, 8M",
+    )
+    job_stale_after: float = Field(
+        default=60.0,
+        ge=1,
+        le=MAX_SECONDS,
+        description="a running job whose process has not shown a sign of life for this "
+        "long is marked interrupted",
+    )
+    job_live_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        le=MAX_SECONDS,
+        description="seconds the server keeps a finished job's results in memory for "
+        "followers; after that they are read from the database",
+    )
+
+    @field_validator(
+        "command_timeout", "stall_timeout", "job_stale_after", "job_live_seconds", mode="before"
+    )
+    @classmethod
+    def _seconds(cls, value: object) -> object:
+        return parse_seconds(value) if isinstance(value, str) else value
+
+    @field_validator("max_output", mode="before")
+    @classmethod
+    def _size(cls, value: object) -> object:
+        return parse_size(value) if isinstance(value, str) else value
 
     @field_validator("parameter_address")
     @classmethod

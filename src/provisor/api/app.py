@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.jobs = ServerJobs()
+        app.state.jobs = ServerJobs(settings, app.state.store)
         yield
         await app.state.jobs.close()
         app.state.store.close()

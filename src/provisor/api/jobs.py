@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Coroutine
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from provisor.api.auth import Ctx, Id
 from provisor.services import jobs
-from provisor.services.context import Context
-from provisor.services.jobs import JobRunner, JobSpec, JobView
+from provisor.services.context import Context, Settings, Store
+from provisor.services.jobs import JobLimits, JobRunner, JobSpec, JobView
 from provisor.services.results import HostResult, result_json
 
 router = APIRouter(tags=["jobs"])
@@ -46,12 +47,28 @@ class _Live:
 
 
 class ServerJobs:
-    """The server's jobs: one warm runner, and the running jobs' results for followers."""
+    """The server's jobs: one warm runner, and the running jobs' results for followers.
 
-    def __init__(self) -> None:
-        self.runner = JobRunner()
+    A finished job's results stay in memory `live_seconds` for followers that come late,
+    then only in the database (where /events replays them from): memory holds the jobs
+    running now and the last few minutes' only. Every `stale_after / 2` seconds, jobs
+    whose process died (a CLI killed, another server) are marked interrupted.
+    """
+
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.runner = JobRunner(JobLimits.of(settings))
         self.live: dict[int, _Live] = {}
+        self._live_seconds = settings.job_live_seconds
         self._tasks: set[asyncio.Task[None]] = set()
+        self._spawn(jobs.watch_stale_jobs(store, settings.job_stale_after))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _forget_later(self, job_id: int) -> None:
+        asyncio.get_running_loop().call_later(self._live_seconds, self.live.pop, job_id, None)
 
     async def start(self, ctx: Context, spec: JobSpec) -> JobView:
         started: asyncio.Future[JobView] = asyncio.get_running_loop().create_future()
@@ -67,11 +84,18 @@ class ServerJobs:
             except BaseException as exc:
                 if not started.done():
                     started.set_exception(exc)
+                else:  # followers hear the end from the database, not never
+                    job_id = started.result().id
+                    with contextlib.suppress(Exception):
+                        live.finish(
+                            await asyncio.to_thread(jobs.get_job, ctx, job_id, with_results=False)
+                        )
                 raise
+            finally:
+                if started.done() and not started.cancelled() and started.exception() is None:
+                    self._forget_later(started.result().id)
 
-        task = asyncio.create_task(run())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(run())
         return await started
 
     async def close(self) -> None:

@@ -27,7 +27,8 @@ router = APIRouter()
 @router.get("/health", response_model=system.Health, tags=["system"])
 def health(request: Request) -> system.Health:
     """Whether the server and its database answer; the only route without a token."""
-    return system.health(request.app.state.store, request.app.state.jobs.runner)
+    jobs = request.app.state.jobs
+    return system.health(request.app.state.store, jobs.runner, len(jobs.live))
 
 
 # hosts

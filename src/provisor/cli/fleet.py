@@ -24,7 +24,10 @@ jobs_app = typer.Typer(help="Past fleet jobs and their per-host results.", no_ar
 
 Parallel = Annotated[int, typer.Option("--parallel", "-p", help="hosts worked on at once")]
 ConnectTimeout = Annotated[
-    float, typer.Option("--connect-timeout", help="seconds to get an SSH session")
+    float,
+    typer.Option(
+        "--connect-timeout", min=0.1, max=3600, help="seconds to get an SSH session per host"
+    ),
 ]
 User = Annotated[
     str | None, typer.Option("--user", "-l", help="login user for hosts that name none")
@@ -34,6 +37,23 @@ Identity = Annotated[
 ]
 AskPass = Annotated[
     bool, typer.Option("--ask-pass", "-A", help="ask once for a password used on every host")
+]
+MaxOutput = Annotated[
+    str | None,
+    typer.Option(
+        "--max-output",
+        help="bytes of each host's stdout and stderr kept and shown, e.g. 64K, 1M; the rest "
+        "is counted, and -o/-e files get all of it",
+        show_default="max_output setting, 1M",
+    ),
+]
+StallTimeout = Annotated[
+    str | None,
+    typer.Option(
+        "--stall-timeout",
+        help="stop a host's transfer after this long without data moving, e.g. 30s, 5m",
+        show_default="stall_timeout setting, 60s",
+    ),
 ]
 OutputMode = Annotated[
     str | None,
@@ -68,6 +88,32 @@ def _spec(
             **fields,
         },
     )
+
+
+def _seconds(text: str | None, field: str) -> float | None:
+    """`90`, `90s`, `15m`, `2h` as seconds; None stays None (the configured default)."""
+    if text is None:
+        return None
+    from provisor.core.timespec import parse_seconds
+
+    try:
+        seconds = parse_seconds(text)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field=field) from None
+    if not 0 < seconds <= 30 * 24 * 3600:
+        raise InvalidInput(f"{field} must be more than 0 and at most 30 days", field=field)
+    return seconds
+
+
+def _size(text: str | None, field: str) -> int | None:
+    if text is None:
+        return None
+    from provisor.core.sizes import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field=field) from None
 
 
 def _uploaded(server: str, spec: JobSpec) -> JobSpec:
@@ -160,9 +206,16 @@ def run(
     command: Annotated[list[str], typer.Argument(help="the command, after --")],
     parallel: Parallel = 64,
     timeout: Annotated[
-        float | None, typer.Option("--timeout", "-t", help="seconds per host for the command")
+        str | None,
+        typer.Option(
+            "--timeout",
+            "-t",
+            help="how long the command may run per host before it is killed, e.g. 90, 30s, 15m, 2h",
+            show_default="command_timeout setting, 1h",
+        ),
     ] = None,
     connect_timeout: ConnectTimeout = 10.0,
+    max_output: MaxOutput = None,
     user: User = None,
     identity: Identity = None,
     ask_pass: AskPass = False,
@@ -180,8 +233,6 @@ def run(
     server: Server = None,
 ) -> None:
     """Run a command on every host of TARGET (pssh)."""
-    if timeout is not None and timeout <= 0:
-        raise InvalidInput("timeout must be positive", field="timeout")
     data = read_input_file(stdin, field="stdin") if stdin is not None else None
     spec = _spec(
         "run",
@@ -192,7 +243,8 @@ def run(
         identity,
         command=" ".join(command),
         stdin=data,
-        timeout=timeout,
+        timeout=_seconds(timeout, "timeout"),
+        max_output=_size(max_output, "max_output"),
         sudo=sudo,
     )
     _run(spec, output, ask_pass=ask_pass, out_dir=out_dir, err_dir=err_dir, server=server)
@@ -203,6 +255,7 @@ def copy(
     paths: Annotated[list[Path], typer.Argument(help="SRC... DEST (DEST is on the hosts)")],
     parallel: Parallel = 64,
     connect_timeout: ConnectTimeout = 10.0,
+    stall_timeout: StallTimeout = None,
     user: User = None,
     identity: Identity = None,
     ask_pass: AskPass = False,
@@ -226,6 +279,7 @@ def copy(
         identity,
         sources=sent,
         destination=str(destination),
+        stall_timeout=_seconds(stall_timeout, "stall_timeout"),
     )
     _run(spec, output, ask_pass=ask_pass, server=server)
 
@@ -236,6 +290,7 @@ def fetch(
     local_dir: Annotated[Path, typer.Argument(help="local directory; a subdirectory per host")],
     parallel: Parallel = 64,
     connect_timeout: ConnectTimeout = 10.0,
+    stall_timeout: StallTimeout = None,
     user: User = None,
     identity: Identity = None,
     ask_pass: AskPass = False,
@@ -251,6 +306,7 @@ def fetch(
         identity,
         sources=[remote],
         destination=str(local_dir),
+        stall_timeout=_seconds(stall_timeout, "stall_timeout"),
     )
     _run(spec, output, ask_pass=ask_pass)
 
@@ -261,6 +317,7 @@ def kill(
     signal: Annotated[str, typer.Option("--signal", "-s", help="TERM, KILL, HUP, ...")] = "TERM",
     parallel: Parallel = 64,
     connect_timeout: ConnectTimeout = 10.0,
+    max_output: MaxOutput = None,
     user: User = None,
     identity: Identity = None,
     ask_pass: AskPass = False,
@@ -271,7 +328,15 @@ def kill(
     if not pattern:
         raise InvalidInput("the pattern must not be empty", field="pattern")
     spec = _spec(
-        "kill", target, parallel, connect_timeout, user, identity, pattern=pattern, signal=signal
+        "kill",
+        target,
+        parallel,
+        connect_timeout,
+        user,
+        identity,
+        pattern=pattern,
+        signal=signal,
+        max_output=_size(max_output, "max_output"),
     )
     _run(spec, output, ask_pass=ask_pass, server=server)
 
@@ -289,19 +354,30 @@ def jobs_list(
         emit_json(found)
         return
     table(
-        ["id", "kind", "target", "command", "hosts", "summary", "created"],
+        ["id", "kind", "target", "command", "state", "hosts", "summary", "created"],
         [
             (
                 j.id,
                 j.kind,
                 j.target,
                 j.command,
+                j.state,
                 j.host_count,
                 j.summary,
                 j.created_at.strftime("%Y-%m-%d %H:%M:%S"),
             )
             for j in found
         ],
+    )
+
+
+def _state_text(job: Any) -> str:
+    if job.state != "interrupted":
+        return str(job.state)
+    seen = job.heartbeat_at or job.created_at
+    return (
+        "interrupted: the process running it stopped (last sign of life "
+        f"{seen:%Y-%m-%d %H:%M:%S} UTC); hosts without a result are unknown"
     )
 
 
@@ -324,7 +400,7 @@ def jobs_show(
             ("target", job.target),
             ("command", job.command),
             ("by", job.actor),
-            ("state", job.state),
+            ("state", _state_text(job)),
             ("summary", job.summary),
             ("output files", job.output_dir),
         ]

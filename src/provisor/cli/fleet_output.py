@@ -14,9 +14,10 @@ from provisor.services.results import HostResult, Outcome, result_json
 CONNECTION_PROBLEMS = {Outcome.unreachable, Outcome.auth, Outcome.hostkey, Outcome.error}
 
 
-def exit_status(counts: Counter[str]) -> int:
-    """0 all ok; 1 a command failed or timed out; 3 a host could not be worked on."""
-    if any(counts.get(o.value) for o in CONNECTION_PROBLEMS):
+def exit_status(counts: Counter[str], *, unconnected: int = 0) -> int:
+    """0 all ok; 1 a command failed or timed out; 3 a host could not be worked on (among
+    them `unconnected` hosts whose SSH connection timed out)."""
+    if unconnected or any(counts.get(o.value) for o in CONNECTION_PROBLEMS):
         return 3
     if counts.get(Outcome.failed.value) or counts.get(Outcome.timeout.value):
         return 1
@@ -105,23 +106,31 @@ class Reporter:
             self._fold()
         if self.mode != "json":
             self._summary(job_id)
-        return exit_status(self.counts)
+        unconnected = sum(1 for r in self.results if r.details.get("limit") == "connect")
+        return exit_status(self.counts, unconnected=unconnected)
 
     def _fold(self) -> None:
-        groups: dict[tuple[str, str, bytes, bytes], list[str]] = defaultdict(list)
-        for r in self.results:
-            groups[(_status_text(r), r.outcome.value, r.stdout, r.stderr)].append(r.host)
-        for (status, _outcome, stdout, stderr), hosts in sorted(
+        groups: dict[tuple[str, str, bytes, bytes, int, int], list[HostResult]] = defaultdict(list)
+        for r in self.results:  # the kept bytes themselves: no copy per host
+            key = (
+                _status_text(r),
+                r.outcome.value,
+                r.stdout,
+                r.stderr,
+                r.stdout_dropped,
+                r.stderr_dropped,
+            )
+            groups[key].append(r)
+        for (status, _outcome, *_), results in sorted(
             groups.items(),
-            key=lambda item: (item[0][1] != "ok", -len(item[1]), natural_key(item[1][0])),
+            key=lambda item: (item[0][1] != "ok", -len(item[1]), natural_key(item[1][0].host)),
         ):
             self.out.write("-" * 15 + "\n")
-            self.out.write(f"{fold(hosts)} ({len(hosts)}): {status}\n")
+            self.out.write(f"{fold([r.host for r in results])} ({len(results)}): {status}\n")
             self.out.write("-" * 15 + "\n")
-            if stdout:
-                self.out.write(stdout.decode("utf-8", errors="replace").rstrip("\n") + "\n")
-            if stderr:
-                self.out.write(stderr.decode("utf-8", errors="replace").rstrip("\n") + "\n")
+            for stream in ("stdout", "stderr"):
+                if results[0].size(stream):
+                    self.out.write(results[0].text(stream).rstrip("\n") + "\n")
         self.out.flush()
 
     def _summary(self, job_id: int | None) -> None:

@@ -47,12 +47,14 @@ class Masker:
     secrets: frozenset[str] = frozenset()
     _text: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
     _data: re.Pattern[bytes] | None = field(init=False, repr=False, compare=False)
+    _reach: int = field(init=False, repr=False, compare=False)  # longest form, in bytes
 
     def __post_init__(self) -> None:
         forms = set().union(*(_forms(s) for s in self.secrets if s)) if self.secrets else set()
         pattern = _pattern(forms)
         object.__setattr__(self, "_text", re.compile(pattern) if pattern else None)
         object.__setattr__(self, "_data", re.compile(pattern.encode("utf-8")) if pattern else None)
+        object.__setattr__(self, "_reach", max((len(f.encode()) for f in forms), default=0))
 
     @classmethod
     def of(cls, *values: str | None) -> Masker:
@@ -74,6 +76,10 @@ class Masker:
     def data(self, value: bytes) -> bytes:
         return self._data.sub(MASK.encode(), value) if self._data is not None else value
 
+    def stream(self) -> StreamMasker:
+        """A masker for one byte stream that arrives in pieces (a command's output)."""
+        return StreamMasker(self._data, self._reach)
+
     def value(self, value: Any) -> Any:
         """Strings and bytes masked, inside dicts, lists and tuples too (keys as well)."""
         if self._text is None:
@@ -89,6 +95,53 @@ class Masker:
         return value
 
 
+class StreamMasker:
+    """Masks a stream piece by piece, finding a secret split across two pieces too.
+
+    The last bytes of each piece that could still begin a secret are held back until
+    the next piece (or `end`) shows how they go on: one byte more than the longest form,
+    so a short secret's "no word character after it" is judged on what follows it. The
+    byte before them is kept too, for "no word character before it".
+    """
+
+    def __init__(self, pattern: re.Pattern[bytes] | None, reach: int) -> None:
+        self._pattern = pattern
+        self._hold = reach + 1
+        self._before = b""  # the byte before the held ones, as it was (for lookbehind)
+        self._pending = b""
+
+    def feed(self, piece: bytes) -> bytes:
+        """What of the stream so far can be passed on, masked."""
+        if self._pattern is None:
+            return piece
+        return self._masked(self._pending + piece, len(self._pending + piece) - self._hold)
+
+    def end(self) -> bytes:
+        """The rest of the stream, masked, once it has ended."""
+        if self._pattern is None:
+            return b""
+        return self._masked(self._pending, len(self._pending))
+
+    def _masked(self, data: bytes, safe: int) -> bytes:
+        """`data` masked up to `safe` (a match starting before it lies wholly in `data`),
+        or to the end of a match that runs past it; the rest is held back."""
+        assert self._pattern is not None
+        text = self._before + data
+        start = len(self._before)
+        out: list[bytes] = []
+        done = start
+        for match in self._pattern.finditer(text, start):
+            if match.start() >= start + safe:
+                break
+            out += (text[done : match.start()], _MASK_BYTES)
+            done = match.end()
+        keep = max(done, start + safe)
+        out.append(text[done:keep])
+        self._before, self._pending = text[keep - 1 : keep], text[keep:]
+        return b"".join(out)
+
+
+_MASK_BYTES = MASK.encode()
 NO_SECRETS = Masker()
 
-__all__ = ["MASK", "NO_SECRETS", "SHORT", "Masker"]
+__all__ = ["MASK", "NO_SECRETS", "SHORT", "Masker", "StreamMasker"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -26,6 +27,17 @@ def parse_duration(text: str, *, units: str = "smhdw") -> timedelta:
         return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
     except OverflowError:
         raise ValueError(f"duration {_shown(text)} is too long") from None
+
+
+def parse_seconds(text: str) -> float:
+    """`90` or `90s`, `15m`, `2h`, `1d` as seconds. Raises ValueError for anything else."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        return parse_duration(text, units="smhd").total_seconds()
+    if not math.isfinite(seconds):
+        raise ValueError(f"invalid duration {_shown(text)}: a number of seconds, or e.g. 15m")
+    return seconds
 
 
 def _shown(text: str) -> str:

@@ -56,7 +56,13 @@ async def _on_host(endpoint: Endpoint, operation: Operation, pool: ScopedPool) -
             connection = await pool.connect(endpoint)
         except TransportError as exc:
             return _finish(
-                HostResult(endpoint.name, endpoint.address, exc.outcome, error=exc.message),
+                HostResult(
+                    endpoint.name,
+                    endpoint.address,
+                    exc.outcome,
+                    error=exc.message,
+                    details=dict(exc.details),
+                ),
                 started_at,
                 start,
                 None,
@@ -64,6 +70,8 @@ async def _on_host(endpoint: Endpoint, operation: Operation, pool: ScopedPool) -
         connected = time.monotonic()
         try:
             result = await operation(connection, endpoint)
+            if result.details.get("limit") == "progress":
+                pool.forget(endpoint)  # a link that stalled is not one to reuse
         except asyncssh.ChannelOpenError as exc:
             pool.forget(endpoint)
             if reused and attempt == 1:

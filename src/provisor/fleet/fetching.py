@@ -22,6 +22,7 @@ import os
 import posixpath
 import secrets
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from provisor._asyncssh import asyncssh
@@ -50,6 +51,9 @@ class FetchReport:
     files: int = 0
     skipped: list[str] = field(default_factory=list)  # "PATH: why", one per entry
     more_skipped: int = 0
+    # Called on every answer from the host (an entry listed, a block read): the stall
+    # timeout of the transfer counts from the last one.
+    on_progress: Callable[[], None] = lambda: None
 
     def skip(self, entry: str) -> None:
         if len(self.skipped) < MAX_SKIPPED:
@@ -111,6 +115,7 @@ async def _entry(
     report: FetchReport,
     depth: int,
 ) -> None:
+    report.on_progress()
     shown = os.fsdecode(path)
     if attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY:
         if depth >= MAX_DEPTH:
@@ -167,6 +172,7 @@ async def _file(
                 async for offset, data in await remote.read_parallel():
                     os.pwrite(fd, data, offset)
                     report.bytes += len(data)
+                    report.on_progress()
             _keep_attributes(fd, attrs)
         finally:
             os.close(fd)

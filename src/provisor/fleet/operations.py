@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shlex
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +15,14 @@ from typing import Any, Protocol
 
 from provisor._asyncssh import asyncssh
 from provisor.fleet import fetching
+from provisor.fleet.output import Capture, OutputFileError, OutputPolicy
 from provisor.fleet.results import HostResult, Outcome
 from provisor.fleet.transport import Endpoint
+
+KEEP_DEFAULT = OutputPolicy()  # the default limit, no files, no secrets
+DEFAULT_STALL_TIMEOUT = 60.0  # copy, fetch: seconds without data moving before giving up
+_READ_SIZE = 256 * 1024
+_ABORT_WAIT = 5.0  # seconds a stalled transfer gets to stop before its connection is cut
 
 
 class Operation(Protocol):
@@ -30,38 +38,49 @@ class Operation(Protocol):
     ) -> HostResult: ...
 
 
-def _exit_result(endpoint: Endpoint, completed: asyncssh.SSHCompletedProcess) -> HostResult:
-    stdout = completed.stdout if isinstance(completed.stdout, bytes) else b""
-    stderr = completed.stderr if isinstance(completed.stderr, bytes) else b""
-    if completed.exit_status is None and completed.exit_signal is None:
+def _exit_result(
+    endpoint: Endpoint,
+    process: asyncssh.SSHClientProcess[bytes],
+    out: Capture,
+    err: Capture,
+) -> HostResult:
+    output = _output(out, err)
+    if process.exit_status is None and process.exit_signal is None:
         return HostResult(
             endpoint.name,
             endpoint.address,
             Outcome.error,
             error="connection lost during the command (exit status unknown)",
-            stdout=stdout,
-            stderr=stderr,
+            **output,
         )
-    if completed.exit_signal is not None:
-        signal_name = completed.exit_signal[0]
+    if process.exit_signal is not None:
+        signal_name = process.exit_signal[0]
         return HostResult(
             endpoint.name,
             endpoint.address,
             Outcome.failed,
-            exit_code=completed.returncode,
+            exit_code=process.returncode,
             error=f"killed by signal {signal_name}",
-            stdout=stdout,
-            stderr=stderr,
+            **output,
         )
-    code = completed.exit_status
+    code = process.exit_status
     return HostResult(
         endpoint.name,
         endpoint.address,
         Outcome.ok if code == 0 else Outcome.failed,
         exit_code=code,
-        stdout=stdout,
-        stderr=stderr,
+        **output,
     )
+
+
+def _output(out: Capture, err: Capture) -> dict[str, Any]:
+    return {
+        "stdout": out.head,
+        "stderr": err.head,
+        "stdout_dropped": out.dropped,
+        "stderr_dropped": err.dropped,
+        "output_saved": out.saved and err.saved,
+    }
 
 
 # Each command carries a token in its environment, inherited by everything it
@@ -85,29 +104,66 @@ async def run_command(
     *,
     stdin: bytes | None = None,
     timeout: float | None = None,
+    output: OutputPolicy = KEEP_DEFAULT,
 ) -> HostResult:
-    """Run one command; past `timeout` the remote processes it started are killed."""
+    """Run one command; past `timeout` the remote processes it started are killed.
+
+    Its output is read as it arrives, kept and written as `output` says: memory holds at
+    most `output.max_output` bytes of each stream, whatever the host prints.
+    """
     token = secrets.token_hex(8) if timeout is not None else None
     remote = _marked(command, token) if token else command
-    process = await connection.create_process(remote, encoding=None)
-    if stdin:
-        process.stdin.write(stdin)
-    process.stdin.write_eof()
+    out = output.capture(endpoint.name, "stdout")
+    err = output.capture(endpoint.name, "stderr")
     try:
-        completed = await process.wait(timeout=timeout)
-    except asyncssh.TimeoutError as exc:
-        assert token is not None
-        killed = await _kill_marked(connection, process, token)
-        return HostResult(
-            endpoint.name,
-            endpoint.address,
-            Outcome.timeout,
-            error=f"command still running after {timeout:g}s; "
-            + ("killed" if killed else "could not kill it"),
-            stdout=exc.stdout if isinstance(exc.stdout, bytes) else b"",
-            stderr=exc.stderr if isinstance(exc.stderr, bytes) else b"",
-        )
-    return _exit_result(endpoint, completed)
+        process = await connection.create_process(remote, encoding=None)
+        if stdin:
+            process.stdin.write(stdin)
+        process.stdin.write_eof()
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(_pump(process.stdout, out), _pump(process.stderr, err))
+                await process.wait_closed()
+            out.close()
+            err.close()
+        except TimeoutError:
+            assert token is not None and timeout is not None
+            killed = await _kill_marked(connection, process, token)
+            _close_quietly(out, err)
+            return HostResult(
+                endpoint.name,
+                endpoint.address,
+                Outcome.timeout,
+                error=f"command timeout: still running after {timeout:g}s (-t); "
+                + ("killed" if killed else "could not kill it"),
+                details={"limit": "command", "seconds": timeout},
+                **_output(out, err),
+            )
+        except OutputFileError as exc:
+            process.close()
+            _close_quietly(out, err)
+            return HostResult(
+                endpoint.name,
+                endpoint.address,
+                Outcome.error,
+                error=f"output not saved, command stopped: {exc}",
+                **_output(out, err),
+            )
+        return _exit_result(endpoint, process, out, err)
+    finally:
+        _close_quietly(out, err)
+
+
+def _close_quietly(*captures: Capture) -> None:
+    """Close captures whose file errors no longer matter (the result says what did)."""
+    for capture in captures:
+        with contextlib.suppress(OutputFileError):
+            capture.close()
+
+
+async def _pump(reader: asyncssh.SSHReader[bytes], capture: Capture) -> None:
+    while piece := await reader.read(_READ_SIZE):
+        capture.write(piece)
 
 
 async def _kill_marked(
@@ -132,6 +188,7 @@ class Run:
     timeout: float | None = None
     sudo: bool = False
     sudo_password: str | None = None
+    output: OutputPolicy = KEEP_DEFAULT
     kind: str = "run"
 
     def describe(self) -> str:
@@ -151,7 +208,12 @@ class Run:
         if self.sudo and self.sudo_password is not None:
             stdin = self.sudo_password.encode() + b"\n" + (stdin or b"")
         return await run_command(
-            connection, endpoint, self.remote_command(), stdin=stdin, timeout=self.timeout
+            connection,
+            endpoint,
+            self.remote_command(),
+            stdin=stdin,
+            timeout=self.timeout,
+            output=self.output,
         )
 
 
@@ -166,6 +228,7 @@ class Kill:
     pattern: str
     signal: str = "TERM"
     timeout: float | None = 30.0
+    output: OutputPolicy = KEEP_DEFAULT
     kind: str = "kill"
 
     def describe(self) -> str:
@@ -181,6 +244,7 @@ class Kill:
             script,
             stdin=self.pattern.encode() + b"\n",
             timeout=self.timeout,
+            output=self.output,
         )
         killed = [line for line in result.text().splitlines() if " killed (pid " in line]
         result.details = {"signalled": len(killed), "signal": self.signal}
@@ -190,21 +254,64 @@ class Kill:
         return result
 
 
-async def _upload(
+Move = Callable[[asyncssh.SFTPClient, Callable[..., None]], Awaitable[None]]
+
+
+async def _transfer(
     connection: asyncssh.SSHClientConnection,
     endpoint: Endpoint,
-    move: Callable[[asyncssh.SFTPClient], Awaitable[None]],
-    sources: tuple[str, ...],
-) -> HostResult:
-    """One SFTP upload (copy), recursive and keeping modes and times: `ok` with the
-    bytes sent, or `failed` with the reason SFTP or the local side gave."""
-    try:
+    move: Move,
+    stall_timeout: float,
+    **details: Any,
+) -> HostResult | None:
+    """One SFTP transfer (copy or fetch): None once it is done, else a `failed` result
+    with the reason SFTP or the local side gave, or `timeout` when no data moved for
+    `stall_timeout` seconds (a large transfer that keeps moving is never cut short)."""
+    last_progress = [time.monotonic()]
+
+    def moved(*_: object) -> None:
+        last_progress[0] = time.monotonic()
+
+    async def session() -> None:
         async with connection.start_sftp_client() as sftp:
-            await move(sftp)
-    except (asyncssh.SFTPError, OSError) as exc:
+            moved()
+            await move(sftp, moved)
+
+    task = asyncio.ensure_future(session())
+    try:
+        while not task.done():
+            left = last_progress[0] + stall_timeout - time.monotonic()
+            if left <= 0:
+                await _stop(task, connection)
+                return HostResult(
+                    endpoint.name,
+                    endpoint.address,
+                    Outcome.timeout,
+                    error=f"no progress: no data moved for {stall_timeout:g}s "
+                    "(--stall-timeout); transfer stopped",
+                    details={"limit": "progress", "seconds": stall_timeout, **details},
+                )
+            await asyncio.wait({task}, timeout=left)
+        task.result()
+    except (asyncssh.SFTPError, OSError, fetching.FetchRefused) as exc:
         return HostResult(endpoint.name, endpoint.address, Outcome.failed, error=str(exc))
-    size = await asyncio.to_thread(lambda: sum(_tree_size(Path(p)) for p in sources))
-    return HostResult(endpoint.name, endpoint.address, Outcome.ok, details={"bytes": size})
+    finally:
+        if not task.done():  # this host's work was cancelled from outside
+            task.cancel()
+    return None
+
+
+async def _stop(task: asyncio.Future[None], connection: asyncssh.SSHClientConnection) -> None:
+    """End a stalled transfer by cutting its connection (a stuck link is no use to later
+    work either): SFTP then fails every request it has in flight and returns. Cancelling
+    it instead would leave asyncssh's own request tasks failing unheard."""
+    connection.abort()
+    done, _ = await asyncio.wait({task}, timeout=_ABORT_WAIT)
+    if not done:
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=_ABORT_WAIT)
+    if done and not task.cancelled():
+        task.exception()  # what the cut connection raised: the timeout says it all
 
 
 @dataclass(frozen=True)
@@ -213,6 +320,7 @@ class Copy:
     destination: str
     kind: str = "copy"
     label: str | None = None  # what the job says it copies, when not the sources' paths
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT
 
     def describe(self) -> str:
         return f"copy {self.label or ' '.join(self.sources)} -> {self.destination}"
@@ -220,10 +328,20 @@ class Copy:
     async def __call__(
         self, connection: asyncssh.SSHClientConnection, endpoint: Endpoint
     ) -> HostResult:
-        async def put(sftp: asyncssh.SFTPClient) -> None:
-            await sftp.put(list(self.sources), self.destination, recurse=True, preserve=True)
+        async def put(sftp: asyncssh.SFTPClient, moved: Callable[..., None]) -> None:
+            await sftp.put(
+                list(self.sources),
+                self.destination,
+                recurse=True,
+                preserve=True,
+                progress_handler=moved,
+            )
 
-        return await _upload(connection, endpoint, put, self.sources)
+        failure = await _transfer(connection, endpoint, put, self.stall_timeout)
+        if failure is not None:
+            return failure
+        size = await asyncio.to_thread(lambda: sum(_tree_size(Path(p)) for p in self.sources))
+        return HostResult(endpoint.name, endpoint.address, Outcome.ok, details={"bytes": size})
 
 
 @dataclass(frozen=True)
@@ -234,6 +352,7 @@ class Fetch:
     remote: str
     local_dir: str
     kind: str = "fetch"
+    stall_timeout: float = DEFAULT_STALL_TIMEOUT
 
     def describe(self) -> str:
         return f"fetch {self.remote} -> {self.local_dir}/<host>/"
@@ -253,13 +372,19 @@ class Fetch:
             destination = await asyncio.to_thread(fetching.open_directory, None, str(target))
         except (fetching.FetchRefused, OSError) as exc:
             return failed(str(exc))
+
+        async def get(sftp: asyncssh.SFTPClient, moved: Callable[..., None]) -> None:
+            report.on_progress = moved
+            await fetching.fetch(sftp, self.remote, destination, report)
+
         try:
-            async with connection.start_sftp_client() as sftp:
-                await fetching.fetch(sftp, self.remote, destination, report)
-        except (asyncssh.SFTPError, OSError, fetching.FetchRefused) as exc:
-            return failed(str(exc))
+            failure = await _transfer(
+                connection, endpoint, get, self.stall_timeout, path=str(target)
+            )
         finally:
             os.close(destination)
+        if failure is not None:
+            return failure
         notes = [f"not fetched: {line}\n" for line in report.skipped]
         if report.more_skipped:
             notes.append(f"not fetched: {report.more_skipped} more\n")

@@ -8,16 +8,18 @@ from enum import StrEnum
 from typing import Any
 
 from provisor.core.masking import Masker
+from provisor.core.sizes import format_size
 
 
 class Outcome(StrEnum):
     ok = "ok"
     failed = "failed"  # the command ran and exited non-zero (or died of a signal)
-    timeout = "timeout"  # the command outlived -t and was killed
-    unreachable = "unreachable"  # refused, no route, or no SSH handshake in time
+    timeout = "timeout"  # a limit was reached (details["limit"]: connect, command, progress)
+    unreachable = "unreachable"  # refused, no route, or the connection lost in the handshake
     auth = "auth"  # the server rejected every key or password offered
     hostkey = "hostkey"  # the host key differs from the one trusted for this host
     error = "error"  # anything else, with the message
+    unknown = "unknown"  # the process running the job stopped before this host answered
 
 
 @dataclass
@@ -27,8 +29,11 @@ class HostResult:
     outcome: Outcome
     exit_code: int | None = None
     error: str | None = None
-    stdout: bytes = b""
+    stdout: bytes = b""  # the first bytes, up to the job's --max-output
     stderr: bytes = b""
+    stdout_dropped: int = 0  # bytes printed past the limit: counted, not kept here
+    stderr_dropped: int = 0
+    output_saved: bool = False  # all of stdout and stderr went to files too
     details: dict[str, Any] = field(default_factory=dict)
     connect_seconds: float | None = None
     run_seconds: float | None = None
@@ -51,9 +56,36 @@ class HostResult:
             details=masker.value(self.details),
         )
 
+    @property
+    def truncated(self) -> bool:
+        return bool(self.stdout_dropped or self.stderr_dropped)
+
+    def size(self, stream: str = "stdout") -> int:
+        """Bytes the stream printed in all, kept or not."""
+        if stream == "stdout":
+            return len(self.stdout) + self.stdout_dropped
+        return len(self.stderr) + self.stderr_dropped
+
     def text(self, stream: str = "stdout") -> str:
-        data = self.stdout if stream == "stdout" else self.stderr
-        return data.decode("utf-8", errors="replace")
+        """The stream as text, ending in a truncation marker when bytes were dropped."""
+        data, dropped = (
+            (self.stdout, self.stdout_dropped)
+            if stream == "stdout"
+            else (self.stderr, self.stderr_dropped)
+        )
+        text = data.decode("utf-8", errors="replace")
+        if dropped:
+            text += truncation_marker(stream, len(data), dropped, saved=self.output_saved)
+        return text
+
+
+def truncation_marker(stream: str, kept: int, dropped: int, *, saved: bool) -> str:
+    """The line that stands for the bytes of a stream not kept."""
+    where = "; the job's output files hold all of it" if saved else ""
+    return (
+        f"\n[provisor: {stream} truncated: {dropped:,} more bytes not kept after the first "
+        f"{format_size(kept)} (--max-output){where}]\n"
+    )
 
 
 def result_json(result: HostResult) -> dict[str, Any]:
@@ -66,6 +98,9 @@ def result_json(result: HostResult) -> dict[str, Any]:
         "error": result.error,
         "stdout": result.text("stdout"),
         "stderr": result.text("stderr"),
+        "stdout_bytes": result.size("stdout"),
+        "stderr_bytes": result.size("stderr"),
+        "truncated": result.truncated,
         "details": result.details,
         "connect_seconds": result.connect_seconds,
         "run_seconds": result.run_seconds,

@@ -102,10 +102,13 @@ class HostKeys(Protocol):
 class TransportError(Exception):
     """A connection problem, already classified into a host outcome."""
 
-    def __init__(self, outcome: Outcome, message: str) -> None:
+    def __init__(
+        self, outcome: Outcome, message: str, details: dict[str, object] | None = None
+    ) -> None:
         super().__init__(message)
         self.outcome = outcome
         self.message = message
+        self.details = details or {}
 
 
 class _Client(asyncssh.SSHClient):
@@ -173,7 +176,9 @@ def classify(exc: BaseException, refused: str | None = None) -> TransportError:
     if isinstance(exc, asyncssh.PermissionDenied):
         return TransportError(Outcome.auth, f"authentication failed: {exc.reason}")
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
-        return TransportError(Outcome.unreachable, "connect timeout: no SSH handshake in time")
+        return TransportError(
+            Outcome.timeout, "connect timeout: no SSH handshake in time", {"limit": "connect"}
+        )
     if isinstance(exc, ConnectionRefusedError):
         return TransportError(Outcome.unreachable, "connection refused")
     if isinstance(exc, socket.gaierror):
@@ -346,6 +351,13 @@ class SSHPool:
             except BaseException as exc:
                 if isinstance(exc, asyncio.CancelledError):
                     raise
+                if isinstance(exc, TimeoutError) and client.refused is None:
+                    raise TransportError(
+                        Outcome.timeout,
+                        f"connect timeout: no SSH handshake within {job.connect_timeout:g}s "
+                        "(--connect-timeout)",
+                        {"limit": "connect", "seconds": job.connect_timeout},
+                    ) from None
                 if tunnel is not None and isinstance(exc, asyncssh.ChannelOpenError):
                     raise TransportError(
                         Outcome.unreachable,

@@ -12,16 +12,19 @@ its password (-A), and the secret inputs of the deployments whose machines it ru
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
-from sqlalchemy import select
-from sqlalchemy.orm import selectinload
+from sqlalchemy import CursorResult, bindparam, func, insert, select, update
+from sqlalchemy.orm import Session, selectinload
 
 from provisor import logmask
 from provisor.core.access import Action
@@ -32,22 +35,53 @@ from provisor.core.nodeset import natural_key
 from provisor.events import record_event
 from provisor.files import private_dir, write_private
 from provisor.fleet.knownhosts import DatabaseHostKeys, forget_host_keys
+from provisor.fleet.output import DEFAULT_MAX_OUTPUT, MAX_MAX_OUTPUT
 from provisor.fleet.transport import address_trust_id
 from provisor.services import uploads
 from provisor.services.context import Context, audited
 from provisor.services.hosts import find_host
-from provisor.services.results import HostResult
+from provisor.services.results import HostResult, Outcome
 from provisor.services.targets import host_trust, machine_trust_ids, resolve_target
-from provisor.store.models import Job, JobResult
+from provisor.settings import Settings, get_settings
+from provisor.store import Store
+from provisor.store.models import Job, JobResult, Tenant
 from provisor.store.orchestration import Deployment, Machine
 
 if TYPE_CHECKING:  # asyncssh loads with the first job, not with the CLI
     from provisor.fleet.operations import Operation
+    from provisor.fleet.output import OutputPolicy, Stream
     from provisor.fleet.transport import Endpoint, SSHPool
 
-MAX_STORED_OUTPUT = 64 * 1024  # bytes of each stream kept in the database per host
+log = logging.getLogger(__name__)
+
+PENDING = "pending"  # a host's outcome until it answers
 _FLUSH_SECONDS = 0.5
 _NAMES_PER_QUERY = 500  # host names looked up at once (bound parameters per statement)
+_MAX_HEARTBEAT_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class JobLimits:
+    """The configured limits a job takes when its spec names none (see `Settings`)."""
+
+    command_timeout: float = 3600.0
+    stall_timeout: float = 60.0
+    max_output: int = DEFAULT_MAX_OUTPUT
+    stale_after: float = 60.0
+
+    @classmethod
+    def of(cls, settings: Settings) -> JobLimits:
+        return cls(
+            command_timeout=settings.command_timeout,
+            stall_timeout=settings.stall_timeout,
+            max_output=settings.max_output,
+            stale_after=settings.job_stale_after,
+        )
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        """How often a running job shows it lives: well inside `stale_after`."""
+        return max(0.2, min(_MAX_HEARTBEAT_SECONDS, self.stale_after / 4))
 
 
 class JobResultView(BaseModel):
@@ -59,6 +93,8 @@ class JobResultView(BaseModel):
     stdout: str
     stderr: str
     truncated: bool
+    stdout_bytes: int | None = None
+    stderr_bytes: int | None = None
     details: dict[str, Any]
     connect_seconds: float | None
     run_seconds: float | None
@@ -76,6 +112,7 @@ class JobView(BaseModel):
     output_dir: str | None
     created_at: datetime
     finished_at: datetime | None
+    heartbeat_at: datetime | None = None
     results: list[JobResultView] | None = None
 
 
@@ -93,7 +130,26 @@ class JobSpec(BaseModel):
     target: str = Field(min_length=1, description="target expression, e.g. group:web")
     command: str | None = Field(default=None, description="run: the command")
     stdin: bytes | None = Field(default=None, description="run: text fed to standard input")
-    timeout: float | None = Field(default=None, gt=0, description="run: seconds per host")
+    timeout: float | None = Field(
+        default=None,
+        gt=0,
+        le=30 * 24 * 3600,
+        description="run: seconds the command may run per host (default: command_timeout)",
+    )
+    stall_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        le=30 * 24 * 3600,
+        description="copy, fetch: seconds without data moving before a host's transfer "
+        "stops (default: stall_timeout)",
+    )
+    max_output: int | None = Field(
+        default=None,
+        ge=1024,
+        le=MAX_MAX_OUTPUT,
+        description="run, kill: bytes of each host's stdout and stderr kept; the rest is "
+        "counted (default: max_output)",
+    )
     sudo: bool = Field(default=False, description="run: through sudo")
     pattern: str | None = Field(default=None, description="kill: pkill -f pattern")
     signal: str = Field(default="TERM", description="kill: TERM, KILL, HUP, 9, ...")
@@ -141,101 +197,151 @@ class JobSpec(BaseModel):
             raise ValueError("a fetch job needs one path on the hosts and a local directory")
         return self
 
-    def operation(self, *, sudo_password: str | None = None, label: str | None = None) -> Operation:
-        """What runs on each host (asyncssh loads here, not with the CLI)."""
+    def operation(
+        self,
+        *,
+        sudo_password: str | None = None,
+        label: str | None = None,
+        limits: JobLimits | None = None,
+        output: OutputPolicy | None = None,
+    ) -> Operation:
+        """What runs on each host (asyncssh loads here, not with the CLI); the limits the
+        spec leaves open are `limits`', and `output` says where output goes."""
         from provisor.fleet import operations
+        from provisor.fleet.output import OutputPolicy
 
+        limits = limits or JobLimits()
+        output = output or OutputPolicy()
         if self.kind == "run":
             assert self.command is not None
             return operations.Run(
                 self.command,
                 stdin=self.stdin,
-                timeout=self.timeout,
+                timeout=self.timeout or limits.command_timeout,
                 sudo=self.sudo,
                 sudo_password=sudo_password if self.sudo else None,
+                output=output,
             )
         if self.kind == "kill":
             assert self.pattern is not None
-            return operations.Kill(self.pattern, self.signal)
+            return operations.Kill(self.pattern, self.signal, output=output)
         assert self.destination is not None
+        stall = self.stall_timeout or limits.stall_timeout
         if self.kind == "fetch":
-            return operations.Fetch(self.sources[0], self.destination)
-        return operations.Copy(tuple(self.sources), self.destination, label=label)
-
-
-def _bounded(data: bytes) -> tuple[str, bool]:
-    if len(data) <= MAX_STORED_OUTPUT:
-        return data.decode("utf-8", errors="replace"), False
-    return data[:MAX_STORED_OUTPUT].decode("utf-8", errors="replace"), True
+            return operations.Fetch(self.sources[0], self.destination, stall_timeout=stall)
+        return operations.Copy(
+            tuple(self.sources), self.destination, label=label, stall_timeout=stall
+        )
 
 
 def _safe_file_name(name: str) -> str:
     return name.replace("/", "_")
 
 
+def _output_files(
+    job_dir: Path, out_dir: Path | None, err_dir: Path | None
+) -> Callable[[str, Stream], list[Path]]:
+    """Where all of each host's output goes as it arrives: `<host>.stdout` and
+    `<host>.stderr` in the job's directory, and pssh's `-o`/`-e` file per host."""
+
+    def files(host: str, stream: Stream) -> list[Path]:
+        name = _safe_file_name(host)
+        extra = out_dir if stream == "stdout" else err_dir
+        return [job_dir / f"{name}.{stream}", *([extra / name] if extra is not None else [])]
+
+    return files
+
+
 class _ResultWriter:
-    """Saves results in batches (one transaction per batch) and per-host files."""
+    """Saves results in batches (one transaction per batch): each host's row, made
+    `pending` when the job started, gets its outcome."""
 
     def __init__(
-        self, ctx: Context, job_id: int, job_dir: Path, out_dir: Path | None, err_dir: Path | None
+        self, ctx: Context, job_id: int, out_dir: Path | None, err_dir: Path | None
     ) -> None:
         self._ctx = ctx
         self._job_id = job_id
-        self._job_dir = job_dir
         self._out_dir = out_dir
         self._err_dir = err_dir
         self._pending: list[HostResult] = []
-        self._last_flush = time.monotonic()
         self.counts: Counter[str] = Counter()
 
     def add(self, result: HostResult) -> None:
         self.counts[result.outcome.value] += 1
         self._pending.append(result)
 
-    def due(self) -> bool:
-        return bool(self._pending) and time.monotonic() - self._last_flush >= _FLUSH_SECONDS
-
-    def flush(self) -> None:
+    def take(self) -> list[HostResult]:
+        """The results not saved yet (in the event loop: one flusher at a time)."""
         batch, self._pending = self._pending, []
-        self._last_flush = time.monotonic()
+        return batch
+
+    def save(self, batch: list[HostResult]) -> None:
+        """Each host's row gets its result, in one transaction (in a thread)."""
         if not batch:
             return
-        rows = []
         for result in batch:
-            self._write_files(result)
-            stdout, cut_out = _bounded(result.stdout)
-            stderr, cut_err = _bounded(result.stderr)
-            rows.append(
-                JobResult(
-                    job_id=self._job_id,
-                    host=result.host,
-                    address=result.address,
-                    outcome=result.outcome.value,
-                    exit_code=result.exit_code,
-                    error=result.error,
-                    stdout=stdout,
-                    stderr=stderr,
-                    truncated=cut_out or cut_err,
-                    details=result.details,
-                    connect_seconds=result.connect_seconds,
-                    run_seconds=result.run_seconds,
-                    started_at=result.started_at,
-                    finished_at=result.finished_at,
-                )
-            )
+            self._empty_files(result)
+        rows = [
+            {
+                "job": self._job_id,
+                "name": result.host,
+                "v_address": result.address,
+                "v_outcome": result.outcome.value,
+                "v_exit_code": result.exit_code,
+                "v_error": result.error,
+                "v_stdout": result.text("stdout"),  # the kept head, a marker for the rest
+                "v_stderr": result.text("stderr"),
+                "v_truncated": result.truncated,
+                "v_stdout_bytes": result.size("stdout"),
+                "v_stderr_bytes": result.size("stderr"),
+                "v_details": result.details,
+                "v_connect_seconds": result.connect_seconds,
+                "v_run_seconds": result.run_seconds,
+                "v_started_at": result.started_at,
+                "v_finished_at": result.finished_at,
+            }
+            for result in batch
+        ]
         with self._ctx.store.session() as session:
-            session.add_all(rows)
+            session.connection().execute(_SAVE_RESULT, rows)
 
-    def _write_files(self, result: HostResult) -> None:
+    def _empty_files(self, result: HostResult) -> None:
+        """pssh's -o/-e give every host a file, even one that printed nothing (the
+        output itself was written as it arrived)."""
         name = _safe_file_name(result.host)
-        for data, suffix, extra_dir in (
-            (result.stdout, "stdout", self._out_dir),
-            (result.stderr, "stderr", self._err_dir),
+        for size, directory in (
+            (result.size("stdout"), self._out_dir),
+            (result.size("stderr"), self._err_dir),
         ):
-            if data:
-                write_private(self._job_dir / f"{name}.{suffix}", data)
-            if extra_dir is not None:
-                write_private(extra_dir / name, data)  # pssh -o/-e: a file per host, even empty
+            if directory is not None and not size:
+                write_private(directory / name, b"")
+
+
+_SAVE_RESULT = (
+    update(JobResult)
+    .where(JobResult.job_id == bindparam("job"), JobResult.host == bindparam("name"))
+    .values(
+        {
+            column: bindparam(f"v_{column}")
+            for column in (
+                "address",
+                "outcome",
+                "exit_code",
+                "error",
+                "stdout",
+                "stderr",
+                "truncated",
+                "stdout_bytes",
+                "stderr_bytes",
+                "details",
+                "connect_seconds",
+                "run_seconds",
+                "started_at",
+                "finished_at",
+            )
+        }
+    )
+)
 
 
 def _only_what_a_remote_caller_may_name(spec: JobSpec) -> None:
@@ -295,8 +401,9 @@ class JobRunner:
     one tenant is never used by another's job.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limits: JobLimits | None = None) -> None:
         self._pool: SSHPool | None = None
+        self.limits = limits or JobLimits.of(get_settings())
 
     @property
     def connections(self) -> int:
@@ -333,9 +440,10 @@ class JobRunner:
             label = " ".join(f"upload:{Path(f).name}" for f in found)  # not the server's paths
             spec = spec.model_copy(update={"sources": found, "uploads": []})
         from provisor.fleet.engine import execute
+        from provisor.fleet.output import OutputPolicy
         from provisor.fleet.transport import SSHPool
 
-        operation = spec.operation(sudo_password=password, label=label)
+        described = spec.operation(label=label, limits=self.limits)
         endpoints = await asyncio.to_thread(
             resolve_target, ctx, spec.target, user=spec.user, identity=spec.identity
         )
@@ -343,11 +451,20 @@ class JobRunner:
             if directory is not None:
                 directory.mkdir(parents=True, exist_ok=True)
         tenant_id = ctx.tenant_id()
+        await asyncio.to_thread(interrupt_stale_jobs, ctx.store, self.limits.stale_after)
         masker = Masker.of(password) + await asyncio.to_thread(_deployment_secrets, ctx, endpoints)
-        job = await asyncio.to_thread(
-            _create_job, ctx, spec.target, operation, len(endpoints), masker
-        )
+        job = await asyncio.to_thread(_create_job, ctx, spec.target, described, endpoints, masker)
         job_dir = private_dir(Path(job.output_dir or "."))
+        operation = spec.operation(
+            sudo_password=password,
+            label=label,
+            limits=self.limits,
+            output=OutputPolicy(
+                max_output=spec.max_output or self.limits.max_output,
+                files=_output_files(job_dir, out_dir, err_dir),
+                masker=masker,
+            ),
+        )
         if on_start is not None:
             on_start(job)
         host_keys = await asyncio.to_thread(DatabaseHostKeys, ctx.store, tenant_id)
@@ -359,24 +476,26 @@ class JobRunner:
             connect_timeout=spec.connect_timeout,
             server_credentials=ctx.is_local,
         )
-        writer = _ResultWriter(ctx, job.id, job_dir, out_dir, err_dir)
+        writer = _ResultWriter(ctx, job.id, out_dir, err_dir)
 
-        async def collect(result: HostResult) -> None:
-            result = result.masked(masker)  # before it is shown or kept
+        def collect(result: HostResult) -> None:
+            result = result.masked(masker)  # errors and details too, before shown or kept
             writer.add(result)
             if on_result is not None:
                 on_result(result)
-            if writer.due():
-                await asyncio.to_thread(writer.flush)
 
         scope = f"job:{job.id}"
         logmask.remember(scope, masker)  # log lines of this process, while the job runs
+        ended = asyncio.Event()
+        keeper = asyncio.create_task(_keep_up(writer, ctx.store, job.id, self.limits, ended))
         try:
             await execute(
                 endpoints, operation, connections, parallel=spec.parallel, on_result=collect
             )
         finally:
-            await asyncio.to_thread(writer.flush)
+            ended.set()  # the keeper ends its round (a save under way completes) and stops
+            await asyncio.gather(keeper, return_exceptions=True)
+            await asyncio.to_thread(writer.save, writer.take())
             try:
                 await asyncio.to_thread(host_keys.flush)
                 finished = await asyncio.to_thread(_finish_job, ctx, job.id, dict(writer.counts))
@@ -415,9 +534,16 @@ def _deployment_secrets(ctx: Context, endpoints: list[Endpoint]) -> Masker:
 
 
 def _create_job(
-    ctx: Context, target: str, operation: Operation, host_count: int, masker: Masker
+    ctx: Context,
+    target: str,
+    operation: Operation,
+    endpoints: list[Endpoint],
+    masker: Masker,
 ) -> JobView:
+    """The job's row, `running` with a first heartbeat, and a `pending` row per host: if
+    the process dies, whoever notices knows which hosts never answered."""
     with audited(ctx, "job.started", target) as (session, audit):
+        now = datetime.now(UTC)
         job = Job(
             tenant_id=ctx.tenant_id(),
             actor=ctx.actor,
@@ -426,35 +552,168 @@ def _create_job(
             command=masker.text(operation.describe()),  # a password typed into it too
             parameters={},
             state="running",
-            host_count=host_count,
+            host_count=len(endpoints),
             summary={},
+            heartbeat_at=now,
         )
         session.add(job)
         session.flush()
         job.output_dir = str(ctx.home / "jobs" / str(job.id))
-        audit.details = {"job": job.id, "kind": job.kind, "hosts": host_count}
+        if endpoints:
+            session.execute(
+                insert(JobResult),
+                [
+                    {
+                        "job_id": job.id,
+                        "host": e.name,
+                        "address": e.address,
+                        "outcome": PENDING,
+                        "stdout": "",
+                        "stderr": "",
+                        "truncated": False,
+                        "details": {},
+                    }
+                    for e in endpoints
+                ],
+            )
+        audit.details = {"job": job.id, "kind": job.kind, "hosts": len(endpoints)}
         return _view(job)
 
 
+async def _keep_up(
+    writer: _ResultWriter, store: Store, job_id: int, limits: JobLimits, ended: asyncio.Event
+) -> None:
+    """Until `ended`: results saved within half a second of arriving (a killed process
+    loses no more), and a heartbeat every few seconds that says the process lives. A
+    missed beat (a busy database) is no harm: the bound is several beats long."""
+    last_beat = time.monotonic()
+    while not ended.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ended.wait(), _FLUSH_SECONDS)
+        try:
+            batch = writer.take()
+            if batch:
+                await asyncio.to_thread(writer.save, batch)
+            if time.monotonic() - last_beat >= limits.heartbeat_seconds:
+                await asyncio.to_thread(_beat, store, job_id)
+                last_beat = time.monotonic()
+        except Exception as exc:  # the job goes on; the next round tries again
+            log.warning("job %s: results or heartbeat not recorded yet: %s", job_id, exc)
+
+
+def _beat(store: Store, job_id: int) -> None:
+    with store.session() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state == "running")
+            .values(heartbeat_at=datetime.now(UTC))
+        )
+
+
 def _finish_job(ctx: Context, job_id: int, summary: dict[str, int]) -> JobView:
+    """`done` with its summary; `interrupted` if it ended (Ctrl-C, a server shutting
+    down) before every host answered, those hosts `unknown`."""
     with ctx.store.session() as session:
         job = session.get(Job, job_id)
         assert job is not None
-        job.state = "done"
-        job.summary = summary
+        unanswered = _mark_unknown(session, job_id)
+        job.state = "interrupted" if unanswered else "done"
+        job.summary = {**summary, **({Outcome.unknown.value: unanswered} if unanswered else {})}
         job.finished_at = datetime.now(UTC)
-        failed = sum(n for outcome, n in summary.items() if outcome != "ok")
+        failed = sum(n for outcome, n in job.summary.items() if outcome != "ok")
         record_event(
             session,
             actor=ctx.actor,
             tenant=ctx.tenant,
-            kind="job.finished",
+            kind="job.interrupted" if unanswered else "job.finished",
             subject=job.target,
             outcome="ok" if not failed else "failed",
-            details={"job": job.id, "kind": job.kind, **summary},
+            details={"job": job.id, "kind": job.kind, **job.summary},
         )
         session.flush()
         return _view(job)
+
+
+def _mark_unknown(session: Session, job_id: int) -> int:
+    """Hosts of the job still `pending` become `unknown`; how many there were."""
+    marked: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+        update(JobResult)
+        .where(JobResult.job_id == job_id, JobResult.outcome == PENDING)
+        .values(
+            outcome=Outcome.unknown.value,
+            error="no result: the process running the job stopped before this host answered",
+        )
+    )
+    return int(marked.rowcount or 0)
+
+
+def interrupt_stale_jobs(store: Store, stale_after: float) -> list[int]:
+    """Jobs still `running` whose process has shown no sign of life for `stale_after`
+    seconds (killed, its terminal lost) become `interrupted`: the hosts that answered
+    keep their outcomes, the others are `unknown`, and an event says so. Any process may
+    call this (the CLI, the server, a worker); a job is interrupted once. Its ids."""
+    cutoff = datetime.now(UTC) - timedelta(seconds=stale_after)
+    with store.session() as session:
+        stale = session.execute(
+            select(Job.id, Tenant.name)
+            .join(Tenant, Tenant.id == Job.tenant_id)
+            .where(
+                Job.state == "running",
+                func.coalesce(Job.heartbeat_at, Job.created_at) < cutoff,
+            )
+        ).all()
+    interrupted = []
+    for job_id, tenant in stale:
+        with store.session() as session:
+            claimed: CursorResult[Any] = session.execute(  # type: ignore[assignment]
+                # the state check makes one caller the one
+                update(Job)
+                .where(Job.id == job_id, Job.state == "running")
+                .values(state="interrupted", finished_at=datetime.now(UTC))
+            )
+            if not claimed.rowcount:
+                continue
+            _mark_unknown(session, job_id)
+            job = session.get(Job, job_id)
+            assert job is not None
+            counts = session.execute(
+                select(JobResult.outcome, func.count())
+                .where(JobResult.job_id == job_id)
+                .group_by(JobResult.outcome)
+            ).all()
+            job.summary = {outcome: n for outcome, n in counts}
+            record_event(
+                session,
+                actor="provisor",
+                tenant=tenant,
+                kind="job.interrupted",
+                subject=job.target,
+                outcome="failed",
+                details={
+                    "job": job_id,
+                    "kind": job.kind,
+                    "last_heartbeat": (job.heartbeat_at or job.created_at).isoformat(),
+                    **job.summary,
+                },
+            )
+        interrupted.append(job_id)
+    return interrupted
+
+
+async def watch_stale_jobs(store: Store, stale_after: float) -> None:
+    """Until cancelled, every `stale_after / 2` seconds: `interrupt_stale_jobs` (what the
+    server and workers do beside their work)."""
+    while True:
+        try:
+            await asyncio.to_thread(interrupt_stale_jobs, store, stale_after)
+        except Exception as exc:  # the database may be busy: the next round retries
+            log.warning("could not look for interrupted jobs: %s", exc)
+        await asyncio.sleep(stale_after / 2)
+
+
+def _interrupt_stale(ctx: Context) -> None:
+    """Before showing jobs: none is shown `running` that nobody runs."""
+    interrupt_stale_jobs(ctx.store, get_settings().job_stale_after)
 
 
 def _view(job: Job, results: list[JobResult] | None = None) -> JobView:
@@ -470,6 +729,7 @@ def _view(job: Job, results: list[JobResult] | None = None) -> JobView:
         output_dir=job.output_dir,
         created_at=job.created_at,
         finished_at=job.finished_at,
+        heartbeat_at=job.heartbeat_at,
         results=None
         if results is None
         else [
@@ -481,6 +741,7 @@ def _view(job: Job, results: list[JobResult] | None = None) -> JobView:
 
 def list_jobs(ctx: Context, *, limit: int = 50) -> list[JobView]:
     ctx.require(Action.jobs_read)
+    _interrupt_stale(ctx)
     with ctx.store.session() as session:
         jobs = session.scalars(
             select(Job).where(Job.tenant_id == ctx.tenant_id()).order_by(Job.id.desc()).limit(limit)
@@ -490,6 +751,7 @@ def list_jobs(ctx: Context, *, limit: int = 50) -> list[JobView]:
 
 def get_job(ctx: Context, job_id: int, *, with_results: bool = True) -> JobView:
     ctx.require(Action.jobs_read)
+    _interrupt_stale(ctx)
     with ctx.store.session() as session:
         job = session.get(Job, job_id, options=[selectinload(Job.results)])
         if job is None or job.tenant_id != ctx.tenant_id():
@@ -534,12 +796,15 @@ def _direct_endpoint(name: str) -> tuple[str, int]:
 
 __all__ = [
     "JobKind",
+    "JobLimits",
     "JobResultView",
     "JobRunner",
     "JobSpec",
     "JobView",
     "get_job",
+    "interrupt_stale_jobs",
     "list_jobs",
     "rekey_host",
     "run_job",
+    "watch_stale_jobs",
 ]

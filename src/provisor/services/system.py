@@ -23,9 +23,14 @@ class Health(BaseModel):
     version: str
     database: str
     pool: PoolStats
+    jobs_in_memory: int = Field(
+        default=0,
+        description="jobs whose results the server holds for followers: the running ones "
+        "and those finished within job_live_seconds (the rest are read from the database)",
+    )
 
 
-def health(store: Store, runner: JobRunner) -> Health:
+def health(store: Store, runner: JobRunner, jobs_in_memory: int = 0) -> Health:
     """Answers only when the database does (a query, not a cached flag). Asked without a
     token, so it tells nothing of any tenant."""
     with store.session() as session:
@@ -35,6 +40,7 @@ def health(store: Store, runner: JobRunner) -> Health:
         version=__version__,
         database=store.engine.dialect.name,
         pool=PoolStats(connections=runner.connections, handshakes=runner.handshakes),
+        jobs_in_memory=jobs_in_memory,
     )
 
 

@@ -7,6 +7,7 @@ orchestrator.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 
@@ -47,10 +48,20 @@ def ensure_worker(settings: Settings, *, here: bool) -> bool:
 
 
 async def serve(settings: Settings, *, until_idle: bool) -> None:
-    """Be the worker: resume unfinished workflows, then take new ones from the queue."""
+    """Be the worker: resume unfinished workflows, then take new ones from the queue;
+    meanwhile, mark interrupted the fleet jobs whose process died."""
     from provisor.orchestrator import worker
+    from provisor.services.jobs import watch_stale_jobs
+    from provisor.store import Store
 
-    await worker.serve(settings, until_idle=until_idle)
+    store = Store(settings.effective_database_url)
+    watcher = asyncio.create_task(watch_stale_jobs(store, settings.job_stale_after))
+    try:
+        await worker.serve(settings, until_idle=until_idle)
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        store.close()
 
 
 __all__ = ["ensure_worker", "serve", "start_background_worker", "worker_running"]

@@ -60,7 +60,14 @@ def _private_sqlite(path: Path) -> None:
     """The database file exists, 0600, before SQLite opens it: SQLite would make it
     0644 (less the umask), and it gives the -wal and -shm files the database's mode."""
     make_dirs(path.parent)
-    private_file(path)
+    if path.exists():
+        # Only chmod, never open and close it: closing any descriptor of the file drops
+        # the POSIX locks this process's SQLite connections hold on it (a second Store of
+        # one database in a process, as a worker has), and another process may then take
+        # the WAL from under them: "disk I/O error".
+        keep_private(path)
+    else:
+        private_file(path)
     for suffix in ("-wal", "-shm", "-journal"):  # an older install's, made 0644
         keep_private(path.with_name(path.name + suffix))
 

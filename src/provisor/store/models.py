@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Column,
     DateTime,
     ForeignKey,
@@ -138,12 +139,15 @@ class Job(Base):
     target: Mapped[str] = mapped_column(Text)
     command: Mapped[str] = mapped_column(Text)  # what ran, for people; secrets never included
     parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    state: Mapped[str] = mapped_column(String(16), default="running")  # running, done
+    # running, done, or interrupted: its process stopped (heartbeat too old) before the end
+    state: Mapped[str] = mapped_column(String(16), default="running")
     host_count: Mapped[int] = mapped_column(Integer, default=0)
     summary: Mapped[dict[str, Any]] = mapped_column(default=dict)  # outcome -> count
     output_dir: Mapped[str | None] = mapped_column(Text)  # full per-host output files
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column()
+    # Last sign of life of the process running the job, every few seconds while it runs.
+    heartbeat_at: Mapped[datetime | None] = mapped_column()
 
     results: Mapped[list[JobResult]] = relationship(
         back_populates="job", cascade="all, delete-orphan", order_by="JobResult.host"
@@ -158,12 +162,14 @@ class JobResult(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     host: Mapped[str] = mapped_column(String(300))
     address: Mapped[str] = mapped_column(String(255))
-    outcome: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(16))  # "pending" until the host answers
     exit_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     stdout: Mapped[str] = mapped_column(Text, default="")  # bounded; full text in files
     stderr: Mapped[str] = mapped_column(Text, default="")
     truncated: Mapped[bool] = mapped_column(default=False)
+    stdout_bytes: Mapped[int | None] = mapped_column(BigInteger)  # printed in all, kept or not
+    stderr_bytes: Mapped[int | None] = mapped_column(BigInteger)
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)  # e.g. processes killed
     connect_seconds: Mapped[float | None] = mapped_column()
     run_seconds: Mapped[float | None] = mapped_column()

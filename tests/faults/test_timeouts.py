@@ -148,3 +148,31 @@ def test_a_copy_whose_link_stops_moving_times_out_on_progress(
     assert result["error"] == (
         "no progress: no data moved for 2s (--stall-timeout); transfer stopped"
     )
+
+
+def test_a_fetch_whose_link_stops_moving_times_out_on_progress(
+    testbed: Testbed, tmp_path: Path
+) -> None:
+    (host,) = testbed(1)
+    payload = tmp_path / "big.bin"
+    payload.write_bytes(b"y" * (8 * 1024 * 1024))
+    # The link brings the SSH handshake and the first megabyte back, then nothing more.
+    with SlowLink((host.address, host.port), stall_after_received=1024 * 1024) as stuck:
+        cli = with_inventory(
+            tmp_path,
+            [
+                entry("near", host, host.address, host.port),
+                entry("far", host, "127.0.0.1", stuck.port),
+            ],
+        )
+        cli("copy", "near", str(payload), "/tmp/big.bin")
+        fetched = cli(
+            "fetch", "far", "/tmp/big.bin", str(tmp_path / "back"),
+            "--stall-timeout", "2s", "--output", "json",
+            check=False,
+        )  # fmt: skip
+    assert fetched.returncode == 1, fetched.stderr
+    result = results(fetched.stdout)["far"]
+    assert result["outcome"] == "timeout" and result["details"]["limit"] == "progress"
+    # What came before the stall is not left behind under the file's own name.
+    assert not (tmp_path / "back" / "far" / "big.bin").exists()

@@ -25,7 +25,8 @@ _CHUNK = 16 * 1024
 class SlowLink(Background):
     """Forwards to `target`; `rate` bytes per second each way (None: as fast as it
     goes); after `stall_after` bytes towards the target on a connection (0: at once,
-    None: never) nothing more is forwarded either way, and the connection stays open."""
+    None: never), or after `stall_after_received` bytes from it (a fetch), nothing more
+    is forwarded either way, and the connection stays open."""
 
     def __init__(
         self,
@@ -33,10 +34,12 @@ class SlowLink(Background):
         *,
         rate: float | None = None,
         stall_after: int | None = None,
+        stall_after_received: int | None = None,
     ) -> None:
         self.target = target
         self.rate = rate
         self.stall_after = stall_after
+        self.stall_after_received = stall_after_received
         self.forwarded = 0  # bytes sent towards the target, all connections
         self.port = 0
         self._loop = asyncio.new_event_loop()
@@ -114,8 +117,9 @@ class SlowLink(Background):
             if stuck.is_set():
                 await asyncio.Event().wait()  # held until the link is stopped
             limit = _CHUNK
-            if upstream and self.stall_after is not None:
-                limit = min(limit, self.stall_after - sent)
+            budget = self.stall_after if upstream else self.stall_after_received
+            if budget is not None:
+                limit = min(limit, budget - sent)
                 if limit <= 0:
                     stuck.set()
                     continue

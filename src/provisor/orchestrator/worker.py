@@ -13,10 +13,13 @@ import contextlib
 import fcntl
 import gc
 import ipaddress
+import json
 import logging
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -61,11 +64,40 @@ def dbos_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+WORKER_LOCK = "worker.lock"
+
+
+def now_text() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def describe_holder(handle: IO[str], since: str | None = None, **more: object) -> None:
+    """Write who holds a lock into its file: pid, since when (UTC), and `more`."""
+    handle.seek(0)
+    handle.truncate()
+    since = since or now_text()
+    handle.write(json.dumps({"pid": os.getpid(), "since": since, **more}) + "\n")
+    handle.flush()
+
+
+def read_holder(path: Path) -> dict[str, object]:
+    """What `describe_holder` wrote (a bare pid from an older version: just the pid)."""
+    try:
+        text = path.read_text()[:4096].strip()
+    except OSError:
+        return {}
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return {"pid": int(text)} if text.isdigit() else {}
+    return found if isinstance(found, dict) else {}
+
+
 @contextlib.contextmanager
 def worker_lock(home: Path) -> Iterator[IO[str] | None]:
     """Yields the held lock, or None when another process is the worker."""
     private_home(home)
-    handle = os.fdopen(open_private(home / "worker.lock", os.O_RDWR), "r+")
+    handle = os.fdopen(open_private(home / WORKER_LOCK, os.O_RDWR), "r+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -73,10 +105,7 @@ def worker_lock(home: Path) -> Iterator[IO[str] | None]:
         yield None
         return
     try:
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+        describe_holder(handle)
         yield handle
     finally:
         handle.close()
@@ -85,6 +114,27 @@ def worker_lock(home: Path) -> Iterator[IO[str] | None]:
 def worker_running(home: Path) -> bool:
     with worker_lock(home) as held:
         return held is None
+
+
+def pending_work(settings: Settings) -> bool:
+    """Whether any deployment workflow is queued or unfinished (a worker has work)."""
+    from dbos import DBOS, DBOSClient
+
+    logging.getLogger("dbos").setLevel(logging.WARNING)
+    with _dbos_migration(settings):
+        DBOS.migrate(system_database_url(settings))
+    client = DBOSClient(system_database_url=system_database_url(settings))
+    try:
+        found = client.list_workflows(
+            status=["PENDING", "ENQUEUED"],
+            app_version=__version__,
+            load_input=False,
+            load_output=False,
+            limit=1,
+        )
+    finally:
+        client.destroy()
+    return bool(found)
 
 
 def enqueue_deployment(settings: Settings, deployment_id: int, workflow_id: str) -> str:
@@ -180,9 +230,11 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
 
     with worker_lock(settings.home) as held:
         if held is None:
+            holder = read_holder(settings.home / WORKER_LOCK)
             raise ProvisorError(
                 f"another provisor worker is running for {settings.home} "
-                f"(pid {(settings.home / 'worker.lock').read_text().strip()})"
+                f"(pid {holder.get('pid', '?')}, since {holder.get('since', '?')}): "
+                "`provisor worker status` says more"
             )
         rt = install(
             Runtime(
@@ -211,12 +263,22 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
         # out of the cycle collector's way, a full collection scans only what work made
         # (it was ~80 ms per collection, a few ms per deployed machine).
         gc.freeze()
+        # SIGTERM (`provisor worker stop`) ends the worker as idleness does; what it was
+        # doing is checkpointed, and the next worker resumes it.
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stopping.set)
         try:
             if not until_idle:
-                await asyncio.Event().wait()  # until the worker is stopped (cancelled)
+                await stopping.wait()
+                return
             idle = 0
             while True:
-                await asyncio.sleep(0.5)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), 0.5)
+                if stopping.is_set():
+                    log.warning("worker pid %d stopped by SIGTERM", os.getpid())
+                    return
                 if _running_here(dbos):  # busy: the database need not be asked
                     idle = 0
                     continue
@@ -224,6 +286,7 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
                 if idle >= 2:
                     return
         finally:
+            loop.remove_signal_handler(signal.SIGTERM)
             gc.unfreeze()
             DBOS.destroy(destroy_registry=False)
             await server.stop()

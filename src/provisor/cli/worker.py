@@ -52,6 +52,9 @@ def status(output: Annotated[Format, typer.Option("--output")] = Format.table) -
     else:
         state = "not running"
     fields([("worker", state), ("log", view.log)])
+    if not view.deployments:
+        console.print("no deployment in progress")
+        return
     table(
         ["deployment", "tenant", "state", "step", "updated"],
         [
@@ -102,7 +105,8 @@ def stop(
 def supervise(
     lock_fd: Annotated[int | None, typer.Option("--lock-fd", help="the lock, already held")] = None,
 ) -> None:
-    """The background worker's supervisor (started by `ensure_worker`)."""
+    """The background worker's supervisor, which `up`, `approve`, `reject` and `worker
+    start` run: it runs `provisor worker --until-idle` and starts it again when it dies."""
     from provisor.services import workers
 
     raise typer.Exit(workers.supervise(settings(), lock_fd))

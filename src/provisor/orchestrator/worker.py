@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
@@ -267,26 +268,33 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
         # doing is checkpointed, and the next worker resumes it.
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, stopping.set)
+        handles_sigterm = threading.current_thread() is threading.main_thread()
+        if handles_sigterm:  # (a worker in another thread leaves signals to its process)
+            loop.add_signal_handler(signal.SIGTERM, stopping.set)
         try:
             if not until_idle:
                 await stopping.wait()
                 return
-            idle = 0
+            idle = ticks = 0
             while True:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), 0.5)
                 if stopping.is_set():
                     log.warning("worker pid %d stopped by SIGTERM", os.getpid())
                     return
-                if _running_here(dbos):  # busy: the database need not be asked
+                ticks += 1
+                # Busy: the database need not be asked every time. But now and then: a
+                # workflow cancelled by `down` while it waits for approval stays in
+                # DBOS's wait here, though it is no longer pending.
+                if _running_here(dbos) and ticks % 10:
                     idle = 0
                     continue
                 idle = idle + 1 if await asyncio.to_thread(_pending, DBOS) == 0 else 0
                 if idle >= 2:
                     return
         finally:
-            loop.remove_signal_handler(signal.SIGTERM)
+            if handles_sigterm:
+                loop.remove_signal_handler(signal.SIGTERM)
             gc.unfreeze()
             DBOS.destroy(destroy_registry=False)
             await server.stop()

@@ -58,6 +58,10 @@ class Provisor:
             assert result.returncode == 0, f"{args}: {result.stdout}\n{result.stderr}"
         return result
 
+    def command(self, *args: str) -> list[str]:
+        """The command line of `provisor ARGS` (for a test that starts it its own way)."""
+        return [sys.executable, *self.program, *args]
+
     def popen(self, *args: str) -> subprocess.Popen[str]:
         """The CLI started in the background, its output piped."""
         return subprocess.Popen(

@@ -124,7 +124,8 @@ def follow(
     try:
         while True:
             try:
-                view = progress(fetch(), shown)
+                view = fetch()  # kept before it is printed: Ctrl-C may come meanwhile
+                progress(view, shown)
             except ProvisorError as exc:
                 if exc.status != 404:
                     raise

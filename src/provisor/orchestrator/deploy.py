@@ -371,6 +371,7 @@ async def _launch(
         public_address=plan.public_address,
         host_key_report=report,
     )
+    _boundary(f"launching:{machine.name}")  # the provider not called yet
     info = await provider.launch(spec)
     _boundary(f"launch-called:{machine.name}")  # after the API call, before the checkpoint
     return info

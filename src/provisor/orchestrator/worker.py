@@ -186,6 +186,21 @@ def cancel(settings: Settings, workflow_id: str) -> None:
         client.destroy()
 
 
+class _CancelledIsNoError(logging.Filter):
+    """A workflow cancelled by `down` is no error: one line, not DBOS's error and
+    traceback (which would send whoever reads worker.log looking for a fault)."""
+
+    CANCELLED = ("DBOSAwaitedWorkflowCancelledError", "DBOSWorkflowCancelledError")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and type(error).__name__ in self.CANCELLED:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = f"cancelled: {error}", None
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def _port(port_file: Path) -> int:
     """The port the parameter endpoint had last time, or 0 (any)."""
     try:
@@ -259,6 +274,8 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
         dbos = DBOS(config=dbos_config(settings))  # type: ignore[arg-type]
         with _dbos_migration(settings):
             DBOS.launch()
+        quiet = _CancelledIsNoError()
+        logging.getLogger("dbos").addFilter(quiet)
         await DBOS.register_queue_async(QUEUE, worker_concurrency=16, polling_interval_sec=1.0)
         # What start-up made (modules, DBOS, the endpoint) lives as long as the worker:
         # out of the cycle collector's way, a full collection scans only what work made
@@ -296,6 +313,7 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
             if handles_sigterm:
                 loop.remove_signal_handler(signal.SIGTERM)
             gc.unfreeze()
+            logging.getLogger("dbos").removeFilter(quiet)
             DBOS.destroy(destroy_registry=False)
             await server.stop()
             rt.board.write_waits()  # the last waits' records (DBOS's threads are gone)

@@ -136,3 +136,19 @@ def test_worker_status_and_stop(provisor: Provisor, tmp_path: Path) -> None:
     assert "a worker is running already" in provisor("worker", "start").stdout
     assert _worker(provisor)["running"] is True
     provisor("down", "slowish")
+
+
+def test_down_while_awaiting_approval_lets_the_worker_end(
+    provisor: Provisor, tmp_path: Path
+) -> None:
+    """Its workflow stays in DBOS's wait for a decision even when cancelled: the worker
+    must not count it as work, or it would run for the 30 days of that wait."""
+    provisor("up", str(_blueprint(tmp_path, GATED)))
+    _until(provisor, "gated", {"awaiting_approval"})
+    assert _worker(provisor)["running"] is True  # the workflow waits in it
+    provisor("down", "gated")
+    deadline = time.monotonic() + 120
+    while _worker(provisor)["running"]:
+        assert time.monotonic() < deadline, "the worker kept running for a removed deployment"
+        time.sleep(0.5)
+    assert "no work left; stopped" in (provisor.home / "worker.log").read_text()

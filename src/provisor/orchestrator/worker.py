@@ -304,7 +304,6 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
                 # workflow cancelled by `down` while it waits for approval stays in
                 # DBOS's wait here, though it is no longer pending.
                 if _running_here(dbos) and ticks % 10:
-                    idle = 0
                     continue
                 idle = idle + 1 if await asyncio.to_thread(_pending, DBOS) == 0 else 0
                 if idle >= 2:

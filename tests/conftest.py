@@ -93,10 +93,13 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 @pytest.fixture
 def provisor(tmp_path: Path) -> Iterator[Provisor]:
-    """The CLI in a private PROVISOR_HOME; its deployments are removed afterwards."""
+    """The CLI in a private PROVISOR_HOME; its deployments are removed afterwards, and
+    the background worker stopped (no process outlives the test)."""
     cli = Provisor(tmp_path / "home")
     yield cli
     listed = cli("deployments", "list", "--output", "json", check=False)
     if listed.returncode == 0:
         for deployment in json.loads(listed.stdout):
             cli("down", deployment["name"], check=False)
+    if (cli.home / "worker-supervisor.lock").exists() or (cli.home / "worker.lock").exists():
+        cli("worker", "stop", check=False)

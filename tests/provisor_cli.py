@@ -58,6 +58,10 @@ class Provisor:
             assert result.returncode == 0, f"{args}: {result.stdout}\n{result.stderr}"
         return result
 
+    def command(self, *args: str) -> list[str]:
+        """The command line of `provisor ARGS` (for a test that starts it its own way)."""
+        return [sys.executable, *self.program, *args]
+
     def popen(self, *args: str) -> subprocess.Popen[str]:
         """The CLI started in the background, its output piped."""
         return subprocess.Popen(
@@ -72,16 +76,21 @@ class Provisor:
         data: dict[str, object] = json.loads(self("status", name, "--output", "json").stdout)
         return data
 
-    def machines_of(self, deployment: str | int) -> list[dict[str, str]]:
-        """What the provider itself has for the deployment (not what provisor recorded)."""
-        deployment_id = (
-            deployment if isinstance(deployment, int) else self.deployment_id(deployment)
-        )
+    def machines_of(self, instance: str) -> list[dict[str, str]]:
+        """What the provider itself has for the deployment instance (not what provisor
+        recorded): its machines are tagged with it."""
         provider = LocalProvider(
             self.home / "local-provider", network=self.env["PROVISOR_LOCAL_NETWORK"]
         )
-        found = asyncio.run(provider.describe(tags={"provisor:deployment": str(deployment_id)}))
+        found = asyncio.run(provider.describe(tags={"provisor:deployment": instance}))
         return [{"id": m.id, "state": m.state.value, "name": m.name} for m in found]
+
+    def instance(self, name: str) -> str:
+        """The instance of the deployment `name` (the one there is now)."""
+        with sqlite3.connect(self.home / "provisor.db") as db:
+            row = db.execute("SELECT instance FROM deployments WHERE name = ?", (name,)).fetchone()
+        assert row is not None
+        return str(row[0])
 
     def host_keys(self) -> list[tuple[str, int | None, str]]:
         """(subject, host id, key type and blob) of every key the tenant trusts."""

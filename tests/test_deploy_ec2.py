@@ -4,13 +4,15 @@ moto runs no machines: `DataPlane` gives every instance a real OpenSSH test host
 and writes where it answers to the provider's address map. moto reports addresses
 of its own (public IPs in 54.214.0.0/16, elastic addresses in 127.0.0.0/8):
 provisor must never connect to one of them, which an audit hook in the CLI's
-process checks (tests/connect_guard.py).
+process checks (tests/guardsite/sitecustomize.py, in the CLI and in the background
+worker it starts).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import shlex
 import sqlite3
@@ -45,11 +47,20 @@ from test_orchestrator import EXAMPLES, Provisor, webapp_serves
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
 
-GUARD = Path(__file__).with_name("connect_guard.py")
+GUARD_SITE = Path(__file__).with_name("guardsite")
 
 
 class GuardedProvisor(Provisor):
-    program = (str(GUARD),)
+    """The CLI, and every process it starts, logging its connections."""
+
+    def __init__(self, home: Path) -> None:
+        super().__init__(home)
+        path = self.env.get("PYTHONPATH")
+        self.env["PYTHONPATH"] = f"{GUARD_SITE}{os.pathsep}{path}" if path else str(GUARD_SITE)
+
+    def crash_environment(self, step: str, once: Path) -> dict[str, str]:
+        """crash.environment, with the connection log still on (one sitecustomize does both)."""
+        return {**crash.environment(step, once=once), "PYTHONPATH": self.env["PYTHONPATH"]}
 
 
 OnLaunched = Callable[[str, MachineInfo], Awaitable[None]]
@@ -214,27 +225,27 @@ def test_a_machine_presenting_another_key_than_it_reported_is_refused(
 
 @pytest.mark.parametrize("machine", ["webapp-db-1", "webapp-lb-1"])
 def test_controller_killed_after_run_instances_resumes_with_one_instance(
-    cloud: tuple[GuardedProvisor, DataPlane, Path], moto: MotoEc2, machine: str
+    cloud: tuple[GuardedProvisor, DataPlane, Path], moto: MotoEc2, machine: str, tmp_path: Path
 ) -> None:
     """SIGKILL right after RunInstances answered, before the launch is checkpointed."""
     cli, _, _ = cloud
-    crashed = cli(
+    killed = tmp_path / "killed"
+    cli(
         "up",
         str(EXAMPLES / "webapp.yaml"),
         "--provider",
         "moto",
         "--wait",
-        env=crash.environment(f"ec2-run-instances:{machine}"),
-        check=False,
+        env=cli.crash_environment(f"ec2-run-instances:{machine}", killed),
     )
-    assert crashed.returncode == -9, crashed.stderr
+    assert killed.exists()  # killed after the call, before anything recorded it
+    assert "was killed by SIGKILL" in (cli.home / "worker.log").read_text()
     ec2 = moto.client(direct=True)
     by_tag = [{"Name": "tag:provisor:machine", "Values": [machine]}]
     made = [
         i for r in ec2.describe_instances(Filters=by_tag)["Reservations"] for i in r["Instances"]
     ]
-    assert len(made) == 1  # the call was made, and nothing recorded it
-    cli("worker", "--until-idle")
+    assert len(made) == 1  # its supervisor started the worker again: no second instance
     status = cli.status("webapp")
     assert status["state"] == "ready", status
     instances = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]

@@ -61,7 +61,7 @@ def request_deployment(ctx: Ctx, request: Request, body: DeploymentRequest) -> D
         completion=body.completion,
         provider=body.provider,
     )
-    workers.ensure_worker(settings, here=False)
+    workers.ensure_worker(settings)
     return view
 
 
@@ -96,7 +96,7 @@ def approve(ctx: Ctx, request: Request, name: str) -> DeploymentView:
     """Let a deployment that waits for approval go ahead (approver, admin)."""
     settings = _settings(request)
     view = deployments.decide(ctx, settings, name, approved=True)
-    workers.ensure_worker(settings, here=False)
+    workers.ensure_worker(settings)
     return view
 
 
@@ -105,7 +105,7 @@ def reject(ctx: Ctx, request: Request, name: str, body: Decision) -> DeploymentV
     """Refuse a deployment that waits for approval; `reason` is required."""
     settings = _settings(request)
     view = deployments.decide(ctx, settings, name, approved=False, reason=body.reason)
-    workers.ensure_worker(settings, here=False)
+    workers.ensure_worker(settings)
     return view
 
 

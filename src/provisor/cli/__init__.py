@@ -23,6 +23,7 @@ from provisor.cli import (
     identity,
     keys,
     providers,
+    worker,
 )
 from provisor.cli._context import set_tenant
 from provisor.cli.output import err_console
@@ -51,7 +52,7 @@ app.command("status")(deployments.status)
 app.command("approve")(deployments.approve)
 app.command("reject")(deployments.reject)
 app.command("params")(deployments.params)
-app.command("worker")(deployments.worker_command)
+app.add_typer(worker.worker_app, name="worker")
 app.add_typer(deployments.deployments_app, name="deployments")
 app.add_typer(providers.app, name="providers")
 app.add_typer(keys.app, name="keys")

@@ -1,26 +1,29 @@
-"""`provisor up|down|status|approve|reject|params|worker` and `provisor deployments`."""
+"""`provisor up|down|status|approve|reject|params` and `provisor deployments`."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from provisor.cli._context import Server, context, settings
 from provisor.cli._params import read_parameters
 from provisor.cli.output import Format, console, emit_json, err_console, fields, table
-from provisor.core.errors import InvalidInput
+from provisor.core.errors import InvalidInput, ProvisorError
+from provisor.core.timespec import parse_duration
 
 if TYPE_CHECKING:
     from provisor.services.deployments import DeploymentView
 
 deployments_app = typer.Typer(help="Deployments of blueprints.", no_args_is_help=True)
 
-FINAL = ("ready", "failed", "rejected", "terminated")
+ACTIVE_STATES = ("requested", "deploying")  # moving only while a worker runs
 
 
 def _is_file(reference: str) -> bool:
@@ -60,43 +63,145 @@ def progress(view: DeploymentView, shown: dict[str, str]) -> DeploymentView:
     return view
 
 
-def _progress(name: str, shown: dict[str, str]) -> DeploymentView:
-    from provisor.services import deployments
+# `--wait`'s exit status; docs/deployments.md says the same.
+WAIT_EXIT = {"ready": 0, "failed": 1, "rejected": 3, "terminating": 4, "terminated": 4}
+EXIT_REMOVED = 4
+EXIT_NO_WORKER = 5
+EXIT_TIMEOUT = 6
+EXIT_INTERRUPTED = 130
+WAIT_HELP = (
+    "follow progress until it ends; exit status 0 ready, 1 failed, 2 refused, 3 rejected, "
+    "4 removed, 5 no worker running, 6 --timeout reached, 130 interrupted (the "
+    "deployment goes on)"
+)
+TIMEOUT_HELP = "with --wait: stop waiting after this long (30s, 15m, 2h); the deployment goes on"
+_POLL = 0.5  # seconds between looks at a deployment on its way
+_ABSENT = 3  # looks without a worker before `--wait` says so
 
-    return progress(deployments.get_deployment(context(), name), shown)
+
+@dataclass
+class WaitEnd:
+    """How a `--wait` ended: the deployment as last seen, the exit status, and why it
+    stopped without `ready` (None when ready)."""
+
+    view: DeploymentView | None
+    code: int
+    reason: str | None
 
 
-def _follow(name: str, be_worker: bool) -> DeploymentView:
-    """Print progress until the deployment ends; be its worker too when none runs."""
+def _state_line(view: DeploymentView) -> str:
+    error = f": {view.error}" if view.error else ""
+    return f"deployment {view.name} is {view.state} (step: {view.step}){error}"
+
+
+def wait_end_of(view: DeploymentView) -> WaitEnd:
+    code = WAIT_EXIT[view.state]
+    return WaitEnd(view, code, None if code == 0 else _state_line(view))
+
+
+def wait_timeout(text: str, *, field: str = "timeout") -> float:
+    try:
+        return parse_duration(text).total_seconds()
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field=field) from None
+
+
+def follow(
+    name: str,
+    fetch: Callable[[], DeploymentView],
+    *,
+    timeout: float,
+    worker_gone: Callable[[], bool] | None = None,
+    again: str,
+) -> WaitEnd:
+    """Print progress until the deployment ends, is removed, has no worker to move it
+    (`worker_gone`, none asked while it waits for approval), the timeout passes or the
+    user presses Ctrl-C. `again` is the command that follows it once more."""
     shown: dict[str, str] = {}
-    failure: list[BaseException] = []
-    thread = None
-    if be_worker:
-        from provisor.services import workers
-
-        def work() -> None:
-            # Its own thread and loop: DBOS takes over the loop's default executor.
+    deadline = time.monotonic() + timeout
+    absent = 0
+    view: DeploymentView | None = None
+    try:
+        while True:
             try:
-                asyncio.run(workers.serve(settings(), until_idle=True))
-            except BaseException as exc:  # reported below, in the main thread
-                failure.append(exc)
+                view = fetch()  # kept before it is printed: Ctrl-C may come meanwhile
+                progress(view, shown)
+            except ProvisorError as exc:
+                if exc.status != 404:
+                    raise
+                return WaitEnd(view, EXIT_REMOVED, f"deployment {name} was removed: {exc.message}")
+            if view.state in WAIT_EXIT:
+                return wait_end_of(view)
+            waits_for_worker = worker_gone is not None and view.state != "awaiting_approval"
+            absent = absent + 1 if waits_for_worker and worker_gone() else 0  # type: ignore[misc]
+            if absent >= _ABSENT:
+                view = fetch()  # a last look: it may have ended just before its worker
+                if view.state in WAIT_EXIT:
+                    return wait_end_of(view)
+                return WaitEnd(
+                    view,
+                    EXIT_NO_WORKER,
+                    f"{_state_line(view)}, and no worker is running to move it (it was "
+                    "stopped, or gave up: see `provisor worker status` and its log); "
+                    f"`provisor worker start` resumes it",
+                )
+            if time.monotonic() >= deadline:
+                return WaitEnd(
+                    view,
+                    EXIT_TIMEOUT,
+                    f"stopped waiting after {timeout:g}s: {_state_line(view)}; it goes on: "
+                    f"`{again}`",
+                )
+            time.sleep(_POLL)
+    except KeyboardInterrupt:
+        where = f" ({view.state}: {view.step})" if view else ""
+        return WaitEnd(
+            view,
+            EXIT_INTERRUPTED,
+            f"stopped following {name}{where}; it goes on in the background: `{again}`",
+        )
 
-        thread = threading.Thread(target=work, name="provisor-worker", daemon=True)
-        thread.start()
-    while True:
-        view = _progress(name, shown)
-        if view.state in FINAL:
-            break
-        if thread is not None and not thread.is_alive():
-            if failure:
-                raise failure[0]
-            break
-        time.sleep(0.5)
-    if thread is not None:
-        thread.join()
-        if failure:
-            raise failure[0]
-    return _progress(name, shown)
+
+def finish(end: WaitEnd, output: Format) -> None:
+    """Show the deployment, say why the wait ended without `ready`, exit with its code."""
+    if end.view is not None:
+        if output is Format.json:
+            emit_json(end.view)
+        else:
+            show(end.view)
+            if end.code == 0:
+                console.print(
+                    f"\n[bold green]ready[/]. Run commands on it: `provisor run "
+                    f"deployment:{end.view.name} -- uptime`; remove it: "
+                    f"`provisor down {end.view.name}`"
+                )
+    if end.reason:
+        err_console.print(f"[red]{escape(end.reason)}[/]", highlight=False)
+    raise typer.Exit(end.code)
+
+
+def _follow_here(name: str, timeout: float) -> WaitEnd:
+    """`follow` a deployment of this data directory; its worker runs in the background."""
+    from provisor.services import deployments, workers
+
+    return follow(
+        name,
+        lambda: deployments.get_deployment(context(), name),
+        timeout=timeout,
+        worker_gone=lambda: not workers.worker_running(settings()),
+        again=f"provisor status {name} --wait",
+    )
+
+
+def _ensure_worker() -> None:
+    """A deployment was given work: make sure a worker will do it."""
+    from provisor.services import workers
+
+    if workers.ensure_worker(settings()):
+        err_console.print(
+            f"started the background worker (log: {workers.log_path(settings())})",
+            highlight=False,
+        )
 
 
 def show(view: DeploymentView) -> None:
@@ -140,14 +245,19 @@ def up(
         str | None,
         typer.Option(help="provider to deploy on (default: the blueprint's, else local)"),
     ] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="follow progress until it ends")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help=WAIT_HELP)] = False,
+    timeout: Annotated[str, typer.Option(help=TIMEOUT_HELP)] = "2h",
     output: Annotated[Format, typer.Option("--output")] = Format.table,
     server: Server = None,
 ) -> None:
-    """Deploy a blueprint: validate, (approval), launch, configure, deliver."""
+    """Deploy a blueprint: validate, (approval), launch, configure, deliver.
+
+    The work is done by the background worker (started if none runs), so the
+    deployment goes on when this command ends or is interrupted."""
     from provisor.core.blueprint import load_blueprint
     from provisor.services import deployments
 
+    limit = wait_timeout(timeout)
     # A file is read here (its secret parameters may be asked for); a blueprint in the
     # server's catalog is the server's to check.
     on_server = server is not None and not _is_file(blueprint)
@@ -170,6 +280,7 @@ def up(
             completion=hostname_completion,
             provider=provider,
             wait=wait,
+            timeout=limit,
             output=output,
         )
         return
@@ -183,9 +294,7 @@ def up(
         completion=hostname_completion,
         provider=provider,
     )
-    from provisor.services import workers
-
-    be_worker = workers.ensure_worker(settings(), here=wait)
+    _ensure_worker()
     if not wait:
         if output is Format.json:
             emit_json(view)
@@ -195,21 +304,14 @@ def up(
                 f"follow it with `provisor status {view.name} --wait`"
             )
         return
-    final = _follow(view.name, be_worker)
-    if output is Format.json:
-        emit_json(final)
-    else:
-        show(final)
-        if final.state == "ready":
-            console.print(
-                f"\n[bold green]ready[/]. Run commands on it: `provisor run deployment:{final.name}"
-                f" -- uptime`; remove it: `provisor down {final.name}`"
-            )
-    raise typer.Exit(0 if final.state == "ready" else 1)
+    finish(_follow_here(view.name, limit), output)
 
 
 def down(name: str, server: Server = None) -> None:
-    """Terminate every machine of a deployment and forget it."""
+    """Terminate every machine of a deployment and forget it.
+
+    A deployment still on its way is stopped first (a launch in progress is waited
+    for, then removed too); an interrupted `down` is finished by running it again."""
     if server is not None:
         from provisor.cli import remote_deployments
 
@@ -217,44 +319,61 @@ def down(name: str, server: Server = None) -> None:
         return
     from provisor.services import deployments
 
-    view = asyncio.run(deployments.remove_deployment(context(), settings(), name))
-    console.print(f"deployment [bold]{name}[/] removed ({len(view.machines)} machines terminated)")
+    def waiting(step: str) -> None:
+        err_console.print(
+            f"waiting for {name}'s worker to end its step ({step}) before removing it",
+            highlight=False,
+        )
+
+    view = asyncio.run(deployments.remove_deployment(context(), settings(), name, waiting=waiting))
+    console.print(removed_line(view))
+
+
+def removed_line(view: DeploymentView) -> str:
+    ended = sum(1 for m in view.machines if m.state == "terminated")
+    return f"deployment [bold]{view.name}[/] removed ({ended} machines terminated)"
 
 
 def status(
     name: str,
-    wait: Annotated[
-        bool,
-        typer.Option(
-            "--wait", help="follow progress until it ends (this process works when no worker runs)"
-        ),
-    ] = False,
+    wait: Annotated[bool, typer.Option("--wait", help=WAIT_HELP)] = False,
+    timeout: Annotated[str, typer.Option(help=TIMEOUT_HELP)] = "2h",
     output: Annotated[Format, typer.Option("--output")] = Format.table,
     server: Server = None,
 ) -> None:
-    """A deployment's machines, current step and outputs."""
+    """A deployment's machines, current step and outputs.
+
+    With --wait, a deployment in progress with no worker gets one."""
+    limit = wait_timeout(timeout)
     if server is not None:
         from provisor.cli import remote_deployments
 
-        remote_deployments.status(server, name, wait=wait, output=output)
+        remote_deployments.status(server, name, wait=wait, timeout=limit, output=output)
         return
-    from provisor.services import deployments
+    from provisor.services import deployments, workers
 
     view = deployments.get_deployment(context(), name)  # an unknown name fails here, at once
-    if wait and view.state not in FINAL:
-        from provisor.services import workers
-
-        view = _follow(name, workers.ensure_worker(settings(), here=True))
+    if wait and view.state not in WAIT_EXIT:
+        if view.state != "awaiting_approval":
+            _ensure_worker()
+        finish(_follow_here(name, limit), output)
+    if wait:
+        finish(wait_end_of(view), output)
     if output is Format.json:
         emit_json(view)
-    else:
-        show(view)
-    if wait:
-        raise typer.Exit(0 if view.state == "ready" else 1)
+        return
+    show(view)
+    if view.state in ACTIVE_STATES and not workers.worker_running(settings()):
+        err_console.print(
+            f"no worker is running to move {name}: `provisor worker start` (or "
+            f"`provisor status {name} --wait`) starts one",
+            highlight=False,
+        )
 
 
 def approve(name: str, server: Server = None) -> None:
-    """Let a deployment that waits for approval go ahead."""
+    """Let a deployment that waits for approval go ahead (the background worker, started
+    if none runs, deploys it)."""
     if server is not None:
         from provisor.cli import remote_deployments
 
@@ -264,6 +383,7 @@ def approve(name: str, server: Server = None) -> None:
 
     deployments.decide(context(), settings(), name, approved=True)
     console.print(f"approved [bold]{name}[/]")
+    _ensure_worker()
 
 
 def reject(
@@ -281,6 +401,7 @@ def reject(
 
     deployments.decide(context(), settings(), name, approved=False, reason=reason or None)
     console.print(f"rejected [bold]{name}[/]")
+    _ensure_worker()  # the workflow ends, recording the rejection
 
 
 def params(
@@ -306,17 +427,6 @@ def params(
             ["waiting machine", "for", "since"],
             [(w.waiter, w.key, w.since.strftime("%H:%M:%S")) for w in view.waiting],
         )
-
-
-def worker_command(
-    until_idle: Annotated[
-        bool, typer.Option("--until-idle", help="exit once no deployment is in progress")
-    ] = False,
-) -> None:
-    """Run deployment workflows (resumes unfinished ones first)."""
-    from provisor.services import workers
-
-    asyncio.run(workers.serve(settings(), until_idle=until_idle))
 
 
 @deployments_app.command("list")

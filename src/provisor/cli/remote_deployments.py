@@ -7,21 +7,24 @@ version the server already holds must have the same text); nothing names a file 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
-import typer
-
 from provisor.cli._context import current_tenant, server_token
-from provisor.cli.deployments import FINAL, progress, show
+from provisor.cli.deployments import (
+    WAIT_EXIT,
+    WaitEnd,
+    finish,
+    follow,
+    removed_line,
+    show,
+    wait_end_of,
+)
 from provisor.cli.output import Format, console, emit_json, read_input_file
 from provisor.cli.remote import ServerClient
 from provisor.core.errors import InvalidInput, ProvisorError
 from provisor.services.blueprints import validate_blueprint
 from provisor.services.deployments import DeploymentView, ParametersView
-
-_POLL = 1.0  # seconds between looks at a deployment that is still on its way
 
 
 def client(server: str) -> ServerClient:
@@ -54,25 +57,14 @@ def _catalog_reference(api: ServerClient, blueprint: str) -> tuple[str, str | No
     return parsed.name, parsed.version
 
 
-def follow(api: ServerClient, name: str) -> DeploymentView:
+def _follow(api: ServerClient, server: str, name: str, timeout: float) -> WaitEnd:
     """Print progress until the deployment ends (the server's worker does the work)."""
-    shown: dict[str, str] = {}
-    while True:
-        view = progress(
-            DeploymentView.model_validate(api.call("GET", f"/deployments/{name}")), shown
-        )
-        if view.state in FINAL:
-            return view
-        time.sleep(_POLL)
-
-
-def _finish(view: DeploymentView, output: Format, *, wait: bool) -> None:
-    if output is Format.json:
-        emit_json(view)
-    else:
-        show(view)
-    if wait:
-        raise typer.Exit(0 if view.state == "ready" else 1)
+    return follow(
+        name,
+        lambda: DeploymentView.model_validate(api.call("GET", f"/deployments/{name}")),
+        timeout=timeout,
+        again=f"provisor status {name} --wait --server {server}",
+    )
 
 
 def up(
@@ -84,6 +76,7 @@ def up(
     completion: str | None,
     provider: str | None,
     wait: bool,
+    timeout: float,
     output: Format,
 ) -> None:
     api = client(server)
@@ -106,15 +99,20 @@ def up(
                 f"`provisor status {view.name} --wait --server {server}`"
             )
         return
-    _finish(follow(api, view.name), output, wait=True)
+    finish(_follow(api, server, view.name, timeout), output)
 
 
-def status(server: str, name: str, *, wait: bool, output: Format) -> None:
+def status(server: str, name: str, *, wait: bool, timeout: float, output: Format) -> None:
     api = client(server)
     view = DeploymentView.model_validate(api.call("GET", f"/deployments/{name}"))
-    if wait and view.state not in FINAL:
-        view = follow(api, name)
-    _finish(view, output, wait=wait)
+    if wait and view.state not in WAIT_EXIT:
+        finish(_follow(api, server, name, timeout), output)
+    if wait:
+        finish(wait_end_of(view), output)
+    if output is Format.json:
+        emit_json(view)
+    else:
+        show(view)
 
 
 def decide(server: str, name: str, *, approved: bool, reason: str | None) -> None:
@@ -128,7 +126,7 @@ def decide(server: str, name: str, *, approved: bool, reason: str | None) -> Non
 
 def down(server: str, name: str) -> None:
     view = DeploymentView.model_validate(client(server).call("DELETE", f"/deployments/{name}"))
-    console.print(f"deployment [bold]{name}[/] removed ({len(view.machines)} machines terminated)")
+    console.print(removed_line(view))
 
 
 def parameters(server: str, name: str) -> ParametersView:

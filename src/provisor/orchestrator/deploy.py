@@ -3,16 +3,24 @@
 Every step is a DBOS step: its result is checkpointed, so a controller killed at
 any moment resumes where it stopped. Launches are idempotent: a provider launches
 a token once, and asked again returns that machine.
+
+Every step holds the deployment's lock and first checks that the deployment is still
+its workflow's and not being removed (`_owned`): `down` marks the deployment
+`terminating`, cancels the workflow (a step other than the launch is preempted within
+about a second) and takes the lock, so it sweeps only once no step is running, and
+no step runs afterwards.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import shlex
 import sys
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from dbos import DBOS
 from sqlalchemy import insert, select, update
@@ -33,7 +41,7 @@ from provisor.events import record_event
 from provisor.fleet.knownhosts import preferred_key
 from provisor.fleet.results import HostResult
 from provisor.fleet.transport import Endpoint, machine_trust_id
-from provisor.orchestrator import key_report, machine_ops, reports
+from provisor.orchestrator import deployment_lock, key_report, machine_ops, reports
 from provisor.orchestrator.key_report import host_keys_token
 from provisor.orchestrator.params import (
     expected_setter,
@@ -57,6 +65,9 @@ REACHABLE_TIMEOUT = 180.0
 SCRIPT_TIMEOUT = 1800.0
 WAIT_TIMEOUT = 600.0
 APPROVAL_TOPIC = "approval"
+LOCK_TIMEOUT = 900.0  # a step waits this long for `down` to let go of the deployment
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -73,10 +84,34 @@ class DeploymentFailed(Exception):
         super().__init__(f"{where}: {message}")
 
 
+class Removed(Exception):
+    """The deployment is being removed, or is gone: its workflow stops, touching nothing."""
+
+
 def _boundary(name: str) -> None:
     """A step boundary, raised as the audit event `provisor.step` (PEP 578): crash tests
     hook it to kill the controller exactly here (provisor.testing.crash)."""
     sys.audit("provisor.step", name)
+
+
+def _check_owned(deployment_id: int, workflow_id: str) -> None:
+    with runtime().store.session() as session:
+        deployment = session.get(Deployment, deployment_id)
+        if deployment is None or deployment.workflow_id != workflow_id:
+            raise Removed(f"deployment {deployment_id} of {workflow_id} was removed")
+        if deployment.state == "terminating":
+            raise Removed(f"deployment {deployment.name} is being removed")
+
+
+@contextlib.asynccontextmanager
+async def _owned(deployment_id: int) -> AsyncIterator[None]:
+    """Hold the deployment's lock, and go on only if it is still this workflow's and not
+    being removed (rows ids may be reused; the workflow id never is)."""
+    workflow_id = DBOS.workflow_id
+    assert workflow_id is not None
+    async with deployment_lock.hold(runtime().home, workflow_id, timeout=LOCK_TIMEOUT):
+        await asyncio.to_thread(_check_owned, deployment_id, workflow_id)
+        yield
 
 
 # Store helpers (run in threads)
@@ -94,6 +129,8 @@ def _set_state(
     with rt.store.session() as session:
         deployment = session.get(Deployment, deployment_id)
         assert deployment is not None
+        if deployment.state == "terminating":  # `down` took over between check and here
+            return
         if state is not None:
             deployment.state = state
         if step is not None:
@@ -109,7 +146,11 @@ def _set_state(
                 kind=event,
                 subject=deployment.name,
                 outcome="failed" if state == "failed" else "ok",
-                details={"step": deployment.step, **({"error": error} if error else {})},
+                details={
+                    "step": deployment.step,
+                    "instance": deployment.instance,
+                    **({"error": error} if error else {}),
+                },
             )
 
 
@@ -140,7 +181,7 @@ def _load(
     with runtime().store.session() as session:
         deployment = session.get(Deployment, deployment_id)
         assert deployment is not None
-        if step is not None:
+        if step is not None and deployment.state != "terminating":
             deployment.state, deployment.step = "deploying", step
         if names is None:
             machines = list(deployment.machines)
@@ -205,7 +246,30 @@ def _endpoint(deployment: Deployment, machine: Machine) -> Endpoint:
 # Steps
 
 
-@DBOS.step()
+def _step(
+    *, preemptible: bool = True
+) -> Callable[
+    [Callable[Concatenate[int, P], Awaitable[R]]], Callable[Concatenate[int, P], Awaitable[R]]
+]:
+    """A DBOS step of a deployment's workflow (its first argument the deployment id) that
+    runs `_owned`. Preemptible: cancelling the workflow stops it within about a second,
+    which only a launch must not be (a machine whose launch is cut short would be
+    neither recorded nor finished)."""
+
+    def wrap(
+        func: Callable[Concatenate[int, P], Awaitable[R]],
+    ) -> Callable[Concatenate[int, P], Awaitable[R]]:
+        @functools.wraps(func)
+        async def owned(deployment_id: int, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            async with _owned(deployment_id):
+                return await func(deployment_id, *args, **kwargs)
+
+        return DBOS.step(preemptible=preemptible)(owned)
+
+    return wrap
+
+
+@_step()
 async def plan_step(deployment_id: int) -> dict[str, Any]:
     """Expand the blueprint into machines and record them (once)."""
 
@@ -247,12 +311,12 @@ async def plan_step(deployment_id: int) -> dict[str, Any]:
     return await asyncio.to_thread(plan)
 
 
-@DBOS.step()
+@_step()
 async def set_state_step(deployment_id: int, state: str, step: str, event: str | None) -> None:
     await asyncio.to_thread(_set_state, deployment_id, state, step=step, event=event)
 
 
-@DBOS.step()
+@_step(preemptible=False)
 async def launch_step(deployment_id: int, names: list[str]) -> list[tuple[str, str, str]]:
     """Launch the machines at once and record them; the failures, if any.
 
@@ -296,8 +360,8 @@ async def _launch(
         size=Size(plan.size.cpu, plan.size.memory_mb, plan.size.flavor),
         volumes=tuple(VolumeSpec(v.size_gb, v.mount, v.device) for v in plan.volumes),
         user_data=_with_environment(plan.user_data, plan.env, plan.secret_env),
-        tags={
-            "provisor:deployment": str(deployment.id),
+        tags={  # the instance, never reused: `down` finds the machines by it
+            "provisor:deployment": deployment.instance,
             "provisor:machine": machine.name,
             "provisor:tenant": str(deployment.tenant_id),
         },
@@ -307,6 +371,7 @@ async def _launch(
         public_address=plan.public_address,
         host_key_report=report,
     )
+    _boundary(f"launching:{machine.name}")  # the provider not called yet
     info = await provider.launch(spec)
     _boundary(f"launch-called:{machine.name}")  # after the API call, before the checkpoint
     return info
@@ -483,7 +548,7 @@ def _failures(
     return failed
 
 
-@DBOS.step()
+@_step()
 async def reachability_step(deployment_id: int, names: list[str]) -> list[tuple[str, str, str]]:
     """Every machine answers SSH (all at once), its key pinned first; the failures, if any.
 
@@ -588,7 +653,7 @@ async def _configure(deployment: Deployment, machine: Machine, plan: Any) -> Non
     _boundary(f"configured:{name}")  # scripts ran, the step is not checkpointed yet
 
 
-@DBOS.step()
+@_step()
 async def configure_wave_step(
     deployment_id: int, names: list[str], nodes: list[str], boundary: str
 ) -> list[tuple[str, str, str]]:
@@ -618,7 +683,7 @@ async def configure_wave_step(
     return _failures(machines, results, boundary, masker)
 
 
-@DBOS.step()
+@_step()
 async def outputs_step(deployment_id: int) -> dict[str, str]:
     def render() -> dict[str, str]:
         rt = runtime()
@@ -643,7 +708,7 @@ async def outputs_step(deployment_id: int) -> dict[str, str]:
     return await asyncio.to_thread(render)
 
 
-@DBOS.step()
+@_step()
 async def reports_step(deployment_id: int) -> str:
     rt = runtime()
     deployment, machines = await asyncio.to_thread(_load, deployment_id)
@@ -676,8 +741,24 @@ def _fail_on(failures: list[tuple[str, str, str]] | list[list[str]]) -> None:
         raise DeploymentFailed(step, machine, message)
 
 
+async def _end(deployment_id: int, state: str, step: str, error: str, event: str) -> None:
+    """Record how the deployment ended (in the workflow, not a step: its error is
+    checkpointed already)."""
+    async with _owned(deployment_id):
+        await asyncio.to_thread(
+            _set_state, deployment_id, state, step=step, error=error, event=event
+        )
+
+
 @DBOS.workflow()
 async def deploy_workflow(deployment_id: int) -> str:
+    try:
+        return await _deploy(deployment_id)
+    except Removed:  # `down` took over: what was made is its to remove
+        return "removed"
+
+
+async def _deploy(deployment_id: int) -> str:
     plan = await plan_step(deployment_id)
     _boundary("planned")
     if plan["approval"]:
@@ -690,14 +771,7 @@ async def deploy_workflow(deployment_id: int) -> str:
         decision = await DBOS.recv_async(APPROVAL_TOPIC, timeout_seconds=30 * 24 * 3600)
         if not decision or not decision.get("approved"):
             reason = (decision or {}).get("reason") or "no decision within 30 days"
-            await asyncio.to_thread(
-                _set_state,
-                deployment_id,
-                "rejected",
-                step="rejected",
-                error=reason,
-                event="deployment.rejected",
-            )
+            await _end(deployment_id, "rejected", "rejected", reason, "deployment.rejected")
             return "rejected"
         await set_state_step(deployment_id, "deploying", "approved", "deployment.approved")
         _boundary("approved")
@@ -721,17 +795,12 @@ async def deploy_workflow(deployment_id: int) -> str:
             step = "outputs"
             await outputs_step(deployment_id)
             _boundary("outputs")
+        except Removed:
+            raise
         except Exception as exc:  # the deployment fails; the workflow itself completes
             message = str(exc) if isinstance(exc, DeploymentFailed) else f"{step}: {exc}"
             await reports_step(deployment_id)
-            await asyncio.to_thread(
-                _set_state,
-                deployment_id,
-                "failed",
-                step=f"failed at {step}",
-                error=message,
-                event="deployment.failed",
-            )
+            await _end(deployment_id, "failed", f"failed at {step}", message, "deployment.failed")
             return "failed"
         await reports_step(deployment_id)
         await set_state_step(deployment_id, "ready", "ready", "deployment.ready")
@@ -741,4 +810,4 @@ async def deploy_workflow(deployment_id: int) -> str:
         runtime().forget_deployment(deployment_id)
 
 
-__all__ = ["APPROVAL_TOPIC", "deploy_workflow"]
+__all__ = ["APPROVAL_TOPIC", "Removed", "deploy_workflow"]

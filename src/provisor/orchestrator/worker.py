@@ -13,10 +13,14 @@ import contextlib
 import fcntl
 import gc
 import ipaddress
+import json
 import logging
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -61,11 +65,40 @@ def dbos_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+WORKER_LOCK = "worker.lock"
+
+
+def now_text() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def describe_holder(handle: IO[str], since: str | None = None, **more: object) -> None:
+    """Write who holds a lock into its file: pid, since when (UTC), and `more`."""
+    handle.seek(0)
+    handle.truncate()
+    since = since or now_text()
+    handle.write(json.dumps({"pid": os.getpid(), "since": since, **more}) + "\n")
+    handle.flush()
+
+
+def read_holder(path: Path) -> dict[str, object]:
+    """What `describe_holder` wrote (a bare pid from an older version: just the pid)."""
+    try:
+        text = path.read_text()[:4096].strip()
+    except OSError:
+        return {}
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return {"pid": int(text)} if text.isdigit() else {}
+    return found if isinstance(found, dict) else {}
+
+
 @contextlib.contextmanager
 def worker_lock(home: Path) -> Iterator[IO[str] | None]:
     """Yields the held lock, or None when another process is the worker."""
     private_home(home)
-    handle = os.fdopen(open_private(home / "worker.lock", os.O_RDWR), "r+")
+    handle = os.fdopen(open_private(home / WORKER_LOCK, os.O_RDWR), "r+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -73,10 +106,7 @@ def worker_lock(home: Path) -> Iterator[IO[str] | None]:
         yield None
         return
     try:
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+        describe_holder(handle)
         yield handle
     finally:
         handle.close()
@@ -85,6 +115,27 @@ def worker_lock(home: Path) -> Iterator[IO[str] | None]:
 def worker_running(home: Path) -> bool:
     with worker_lock(home) as held:
         return held is None
+
+
+def pending_work(settings: Settings) -> bool:
+    """Whether any deployment workflow is queued or unfinished (a worker has work)."""
+    from dbos import DBOS, DBOSClient
+
+    logging.getLogger("dbos").setLevel(logging.WARNING)
+    with _dbos_migration(settings):
+        DBOS.migrate(system_database_url(settings))
+    client = DBOSClient(system_database_url=system_database_url(settings))
+    try:
+        found = client.list_workflows(
+            status=["PENDING", "ENQUEUED"],
+            app_version=__version__,
+            load_input=False,
+            load_output=False,
+            limit=1,
+        )
+    finally:
+        client.destroy()
+    return bool(found)
 
 
 def enqueue_deployment(settings: Settings, deployment_id: int, workflow_id: str) -> str:
@@ -135,6 +186,21 @@ def cancel(settings: Settings, workflow_id: str) -> None:
         client.destroy()
 
 
+class _CancelledIsNoError(logging.Filter):
+    """A workflow cancelled by `down` is no error: one line, not DBOS's error and
+    traceback (which would send whoever reads worker.log looking for a fault)."""
+
+    CANCELLED = ("DBOSAwaitedWorkflowCancelledError", "DBOSWorkflowCancelledError")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and type(error).__name__ in self.CANCELLED:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = f"cancelled: {error}", None
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def _port(port_file: Path) -> int:
     """The port the parameter endpoint had last time, or 0 (any)."""
     try:
@@ -180,9 +246,11 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
 
     with worker_lock(settings.home) as held:
         if held is None:
+            holder = read_holder(settings.home / WORKER_LOCK)
             raise ProvisorError(
                 f"another provisor worker is running for {settings.home} "
-                f"(pid {(settings.home / 'worker.lock').read_text().strip()})"
+                f"(pid {holder.get('pid', '?')}, since {holder.get('since', '?')}): "
+                "`provisor worker status` says more"
             )
         rt = install(
             Runtime(
@@ -206,25 +274,45 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
         dbos = DBOS(config=dbos_config(settings))  # type: ignore[arg-type]
         with _dbos_migration(settings):
             DBOS.launch()
+        quiet = _CancelledIsNoError()
+        logging.getLogger("dbos").addFilter(quiet)
         await DBOS.register_queue_async(QUEUE, worker_concurrency=16, polling_interval_sec=1.0)
         # What start-up made (modules, DBOS, the endpoint) lives as long as the worker:
         # out of the cycle collector's way, a full collection scans only what work made
         # (it was ~80 ms per collection, a few ms per deployed machine).
         gc.freeze()
+        # SIGTERM (`provisor worker stop`) ends the worker as idleness does; what it was
+        # doing is checkpointed, and the next worker resumes it.
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        handles_sigterm = threading.current_thread() is threading.main_thread()
+        if handles_sigterm:  # (a worker in another thread leaves signals to its process)
+            loop.add_signal_handler(signal.SIGTERM, stopping.set)
         try:
             if not until_idle:
-                await asyncio.Event().wait()  # until the worker is stopped (cancelled)
-            idle = 0
+                await stopping.wait()
+                return
+            idle = ticks = 0
             while True:
-                await asyncio.sleep(0.5)
-                if _running_here(dbos):  # busy: the database need not be asked
-                    idle = 0
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), 0.5)
+                if stopping.is_set():
+                    log.warning("worker pid %d stopped by SIGTERM", os.getpid())
+                    return
+                ticks += 1
+                # Busy: the database need not be asked every time. But now and then: a
+                # workflow cancelled by `down` while it waits for approval stays in
+                # DBOS's wait here, though it is no longer pending.
+                if _running_here(dbos) and ticks % 10:
                     continue
                 idle = idle + 1 if await asyncio.to_thread(_pending, DBOS) == 0 else 0
                 if idle >= 2:
                     return
         finally:
+            if handles_sigterm:
+                loop.remove_signal_handler(signal.SIGTERM)
             gc.unfreeze()
+            logging.getLogger("dbos").removeFilter(quiet)
             DBOS.destroy(destroy_registry=False)
             await server.stop()
             rt.board.write_waits()  # the last waits' records (DBOS's threads are gone)

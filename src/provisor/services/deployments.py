@@ -1,13 +1,24 @@
-"""Deployments: request one (`up`), decide on it, follow it, and remove it (`down`)."""
+"""Deployments: request one (`up`), decide on it, follow it, and remove it (`down`).
+
+States and the changes allowed between them (any other is refused, naming the state):
+
+    requested -> awaiting_approval -> deploying -> ready | failed
+                        |  (approve)
+                        +-> rejected (reject)
+    any state -> terminating -> removed (`down`; the row is deleted)
+
+`down` of a deployment that is `terminating` finishes an interrupted removal.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from provisor.core.access import Action
@@ -16,7 +27,7 @@ from provisor.core.errors import Conflict, InvalidInput, NotFound
 from provisor.core.masking import MASK
 from provisor.core.names import check_deployment_name, deployment_group
 from provisor.events import EventView, query_events
-from provisor.orchestrator import reports, secrets, worker
+from provisor.orchestrator import deployment_lock, reports, secrets, worker
 from provisor.services.blueprints import load_stored_blueprint
 from provisor.services.context import Context, audited
 from provisor.services.providers import provider_names
@@ -25,6 +36,7 @@ from provisor.store.models import Group, Host
 from provisor.store.orchestration import Deployment, ParameterWait, RuntimeParameter
 
 ACTIVE = ("requested", "awaiting_approval", "deploying")
+DOWN_TIMEOUT = 900.0  # how long `down` waits for a step in progress (a launch) to end
 
 
 class MachineView(BaseModel):
@@ -119,8 +131,21 @@ def _find(session: Session, ctx: Context, name: str) -> Deployment:
         .options(selectinload(Deployment.machines))
     )
     if deployment is None or not (_sees_all(ctx) or deployment.owner == ctx.actor):
-        raise NotFound(f"no deployment named {name!r}", field="name")
+        raise NotFound(f"no deployment named {name!r}{_removed(session, ctx, name)}", field="name")
     return deployment
+
+
+def _removed(session: Session, ctx: Context, name: str) -> str:
+    """`(removed at TIME by ACTOR)` when the audit log says the name was removed last
+    (for who may see every deployment of the tenant; empty otherwise)."""
+    if not ctx.allows(Action.deployments_read):
+        return ""
+    last = query_events(
+        session, tenant=ctx.tenant, kinds=["deployment.terminated"], subject=name, limit=1
+    )
+    if not last or last[0].outcome != "ok":
+        return ""
+    return f" (removed {last[0].time:%Y-%m-%d %H:%M:%S} UTC by {last[0].actor})"
 
 
 def _sealed_inputs(ctx: Context, blueprint: Blueprint, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -199,6 +224,7 @@ def request_deployment(
             "blueprint": f"{blueprint.name} {blueprint.version}",
             "machines": len(plans),
             "provider": provider,
+            "instance": deployment.instance,
         }
         view = _view(deployment)
         deployment_id = deployment.id
@@ -223,27 +249,56 @@ def list_deployments(ctx: Context) -> list[DeploymentView]:
         return [_view(d) for d in rows]
 
 
+def _not_awaiting(name: str, deployment: Deployment, verb: str) -> Conflict:
+    why = f": {deployment.error}" if deployment.state in ("rejected", "failed") else ""
+    return Conflict(
+        f"cannot {verb} deployment {name!r}: it is {deployment.state} ({deployment.step}{why}); "
+        "only a deployment awaiting approval can be approved or rejected",
+        field="name",
+    )
+
+
 def decide(
     ctx: Context, settings: Settings, name: str, *, approved: bool, reason: str | None = None
 ) -> DeploymentView:
-    """Approve or reject a deployment that waits for approval."""
+    """Approve or reject a deployment that waits for approval.
+
+    The state changes here, at once and only from `awaiting_approval` (a compare-and-set:
+    of two decisions at the same time one wins, the other is refused); the workflow
+    is told after."""
     ctx.require(Action.deployments_decide)
     kind = "deployment.approve" if approved else "deployment.reject"
+    verb = "approve" if approved else "reject"
     with audited(ctx, kind, name) as (session, audit):
         deployment = _find(session, ctx, name)
         if deployment.state != "awaiting_approval":
-            raise Conflict(
-                f"deployment {name!r} is {deployment.state}, not awaiting approval", field="name"
-            )
+            raise _not_awaiting(name, deployment, verb)
         if not approved and not reason:
             raise InvalidInput("say why it is rejected (--reason)", field="reason")
         audit.details = {"reason": reason} if reason else {}
+        audit.details["instance"] = deployment.instance
+        decided = (
+            {"state": "deploying", "step": f"approved by {ctx.actor}"}
+            if approved
+            else {"state": "rejected", "step": "rejected", "error": reason}
+        )
+        changed = session.execute(
+            update(Deployment)
+            .where(Deployment.id == deployment.id, Deployment.state == "awaiting_approval")
+            .values(**decided)
+            .execution_options(synchronize_session=False)
+        )
+        if changed.rowcount != 1:  # type: ignore[attr-defined]  # decided meanwhile
+            session.refresh(deployment)
+            raise _not_awaiting(name, deployment, verb)
+        session.refresh(deployment)
         workflow_id = deployment.workflow_id
         view = _view(deployment)
-    assert workflow_id is not None
-    worker.send_decision(
-        settings, workflow_id, {"approved": approved, "by": ctx.actor, "reason": reason}
-    )
+        assert workflow_id is not None
+        # Before the commit: if the workflow cannot be told, the state stays as it was.
+        worker.send_decision(
+            settings, workflow_id, {"approved": approved, "by": ctx.actor, "reason": reason}
+        )
     return view
 
 
@@ -277,9 +332,22 @@ def parameters(ctx: Context, name: str) -> ParametersView:
         )
 
 
-async def remove_deployment(ctx: Context, settings: Settings, name: str) -> DeploymentView:
+async def remove_deployment(
+    ctx: Context,
+    settings: Settings,
+    name: str,
+    *,
+    waiting: Callable[[str], None] | None = None,
+) -> DeploymentView:
     """Stop its workflow, terminate every machine it has (even unrecorded), forget it and
     its machines' host keys.
+
+    It is marked `terminating` first (no step starts after that), its workflow is
+    cancelled (a step in progress is stopped, a launch in progress finishes), and
+    then, holding the deployment's lock, everything at the provider tagged with its
+    instance is removed: machines whose launch was never recorded too. `waiting(step)`
+    is called when a step in progress must end first. An interrupted `down` is
+    finished by the next one.
 
     An operator or admin removes any of the tenant's; a requester its own."""
     from provisor.fleet.knownhosts import forget_host_keys
@@ -293,11 +361,16 @@ async def remove_deployment(ctx: Context, settings: Settings, name: str) -> Depl
             "only its owner or an operator may",
             name,
         )
-    with ctx.store.session() as session:
-        deployment = _find(session, ctx, name)
-        deployment_id, workflow_id = deployment.id, deployment.workflow_id
-        deployment.state, deployment.step = "terminating", "terminating machines"
-    if workflow_id and view.state in ACTIVE:
+
+    def mark() -> tuple[str, str | None]:
+        with ctx.store.session() as session:
+            deployment = _find(session, ctx, name)
+            deployment.state, deployment.step = "terminating", "terminating machines"
+            return deployment.instance, deployment.workflow_id
+
+    instance, workflow_id = await asyncio.to_thread(mark)
+    lock_name = workflow_id or f"deploy-{instance}"
+    if workflow_id:
         await asyncio.to_thread(worker.cancel, settings, workflow_id)
     rt = Runtime(
         ctx.store,
@@ -306,36 +379,62 @@ async def remove_deployment(ctx: Context, settings: Settings, name: str) -> Depl
         parameter_address=settings.parameter_address,
     )
     provider = rt.provider(view.provider, ctx.tenant_id())
-    # By tag as well as by record: a machine launched just before a crash has no row yet.
-    found = await provider.describe(tags={"provisor:deployment": str(deployment_id)})
-    ids = {m.provider_id for m in view.machines if m.provider_id} | {m.id for m in found}
-    await asyncio.gather(*(provider.terminate(machine_id) for machine_id in sorted(ids)))
-    # What launches made for the deployment besides machines (key pairs, firewall groups).
-    await provider.clean_up({"provisor:deployment": str(deployment_id)})
-    with audited(ctx, "deployment.terminated", name) as (session, audit):
-        deployment = _find(session, ctx, name)
-        names = [m.name for m in deployment.machines]
-        hosts = session.scalars(
-            select(Host.id).where(Host.tenant_id == deployment.tenant_id, Host.name.in_(names))
-        ).all()
-        # The machines are gone: a later machine at one of their addresses is a stranger.
-        forget_host_keys(
-            session,
-            deployment.tenant_id,
-            host_ids=hosts,
-            subjects=[machine_trust_id(view.provider, machine_id) for machine_id in ids],
-        )
-        session.execute(delete(Host).where(Host.id.in_(hosts)))
-        session.execute(
-            delete(Group).where(
-                Group.tenant_id == deployment.tenant_id, Group.name == deployment_group(name)
+    tags = {"provisor:deployment": instance}
+    async with deployment_lock.hold(
+        ctx.home,
+        lock_name,
+        timeout=DOWN_TIMEOUT,
+        waiting=(lambda: waiting(view.step)) if waiting is not None else None,
+    ):
+        # Recorded and tagged both: a launch cut short by a crash left only the tag.
+        recorded = await asyncio.to_thread(get_deployment, ctx, name)
+        found = await provider.describe(tags=tags)
+        ids = {m.provider_id for m in recorded.machines if m.provider_id} | {m.id for m in found}
+        await asyncio.gather(*(provider.terminate(machine_id) for machine_id in sorted(ids)))
+        # What launches made for the deployment besides machines (key pairs, firewall groups).
+        await provider.clean_up(tags)
+        with audited(ctx, "deployment.terminated", name) as (session, audit):
+            deployment = _find(session, ctx, name)
+            names = [m.name for m in deployment.machines]
+            hosts = session.scalars(
+                select(Host.id).where(Host.tenant_id == deployment.tenant_id, Host.name.in_(names))
+            ).all()
+            # The machines are gone: a later machine at one of their addresses is a stranger.
+            forget_host_keys(
+                session,
+                deployment.tenant_id,
+                host_ids=hosts,
+                subjects=[machine_trust_id(view.provider, machine_id) for machine_id in ids],
             )
+            session.execute(delete(Host).where(Host.id.in_(hosts)))
+            session.execute(
+                delete(Group).where(
+                    Group.tenant_id == deployment.tenant_id, Group.name == deployment_group(name)
+                )
+            )
+            audit.details = {"machines": len(ids), "instance": instance}
+            session.delete(deployment)
+        deployment_lock.forget(ctx.home, lock_name)
+    launched = {m.id: m.name for m in found}
+    machines = [
+        m.model_copy(update={"state": "terminated" if m.provider_id else "never launched"})
+        for m in recorded.machines
+    ]
+    known = {m.provider_id for m in recorded.machines}
+    machines += [  # launched, never recorded: found by the instance's tag
+        MachineView(
+            name=launched[i],
+            node="",
+            index=0,
+            hostname="",
+            address=None,
+            state="terminated",
+            provider_id=i,
+            error=None,
         )
-        audit.details = {"machines": len(ids)}
-        for machine in deployment.machines:
-            machine.state = "terminated"
-        session.delete(deployment)
-    return view.model_copy(update={"state": "terminated"})
+        for i in sorted(set(launched) - known)
+    ]
+    return recorded.model_copy(update={"state": "terminated", "machines": machines})
 
 
 def request_from_catalog(

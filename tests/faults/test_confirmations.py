@@ -61,3 +61,23 @@ def test_the_terminal_is_asked_and_no_means_nothing_done(provisor: Provisor) -> 
     yes = provisor.on_terminal("hosts", "rm", "web01", "web02", typed=["y"])
     assert yes.returncode == 0, yes.stderr
     assert _hosts(provisor) == ["web03"]
+
+
+def test_kill_on_many_hosts_asks_and_dry_run_names_them(provisor: Provisor) -> None:
+    refused = provisor("kill", "web01,web02", "sleep 99", check=False)
+    assert refused.returncode == 2
+    assert "kill processes matching 'sleep 99' on 2 hosts (web01, web02)" in refused.stderr
+    assert "--yes" in refused.stderr
+    shown = provisor("kill", "web0[1-3]", "sleep 99", "--dry-run")
+    assert shown.stdout.splitlines() == [
+        f"would kill processes matching 'sleep 99' on web0{i}" for i in (1, 2, 3)
+    ]
+    assert provisor("jobs", "list", "--output", "json").stdout.strip() == "[]"  # none ran
+
+
+def test_down_of_several_deployments_asks_first(provisor: Provisor) -> None:
+    refused = provisor("down", "shop", "blog", check=False)
+    assert refused.returncode == 2
+    assert "remove 2 deployments (shop, blog)" in refused.stderr and "--yes" in refused.stderr
+    unknown = provisor("down", "shop", "--dry-run", check=False)
+    assert unknown.returncode == 2 and "no deployment named 'shop'" in unknown.stderr

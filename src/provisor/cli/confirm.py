@@ -50,25 +50,34 @@ def _ask_terminal(question: str) -> bool | None:
     return answer.decode(errors="replace").strip().lower() in ("y", "yes")
 
 
-def go_ahead(verb: str, kind: str, objects: Sequence[str], *, yes: bool, dry_run: bool) -> bool:
+def go_ahead(
+    verb: str,
+    kind: str,
+    objects: Sequence[str],
+    *,
+    yes: bool,
+    dry_run: bool,
+    ask_for_one: bool = False,
+) -> bool:
     """Whether to `verb` these objects of `kind` (a plural noun, e.g. "hosts").
 
     False after a dry run or a "no" (the caller does nothing and exits 0 or 1); raises
     InvalidInput when many objects would be touched and nobody can be asked.
+    `ask_for_one`: one object that may stand for many (a target a server resolves).
     """
     if dry_run:
         for name in objects:
             console.print(f"would {verb} {escape(name)}", highlight=False)
         return False
-    if yes or len(objects) <= 1:
+    if yes or (len(objects) <= 1 and not ask_for_one):
         return True
-    question = f"{verb} {len(objects)} {kind} ({_listed(objects)})?"
-    answer = _ask_terminal(question)
+    many = len(objects) > 1
+    what = f"{len(objects)} {kind} ({_listed(objects)})" if many else objects[0]
+    answer = _ask_terminal(f"{verb} {what}?")
     if answer is None:
         raise InvalidInput(
-            f"not going to {verb} {len(objects)} {kind} without a confirmation, and there is "
-            "no terminal to ask on: pass --yes to go ahead, or --dry-run to see what "
-            "would be touched",
+            f"not going to {verb} {what} without a confirmation, and there is no terminal "
+            "to ask on: pass --yes to go ahead, or --dry-run to see what would be touched",
             field="--yes",
         )
     return answer

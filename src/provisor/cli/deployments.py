@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
+from provisor.cli import confirm
 from provisor.cli._context import Server, context, settings
 from provisor.cli._params import read_parameters
 from provisor.cli.output import Format, console, emit_json, err_console, fields, table
@@ -307,11 +308,52 @@ def up(
     finish(_follow_here(view.name, limit), output)
 
 
-def down(name: str, server: Server = None) -> None:
+def down(
+    names: Annotated[list[str], typer.Argument(help="one or more deployments")],
+    yes: confirm.Yes = False,
+    dry_run: confirm.DryRun = False,
+    server: Server = None,
+) -> None:
     """Terminate every machine of a deployment and forget it.
 
     A deployment still on its way is stopped first (a launch in progress is waited
-    for, then removed too); an interrupted `down` is finished by running it again."""
+    for, then removed too); an interrupted `down` is finished by running it again.
+    More than one deployment is asked about on a terminal; without one, pass --yes."""
+    if dry_run:
+        for name in names:
+            view = _current(name, server)
+            machines = ", ".join(m.name for m in view.machines) or "none"
+            console.print(
+                f"would remove deployment {escape(name)} ({view.state}; machines: {machines})",
+                highlight=False,
+            )
+        return
+    if not confirm.go_ahead("remove", "deployments", names, yes=yes, dry_run=False):
+        raise confirm.declined("remove")
+    failed = 0
+    for name in names:
+        try:
+            _down(name, server)
+        except ProvisorError as exc:
+            if len(names) == 1:
+                raise
+            failed += 1
+            err_console.print(f"[red]error[/]: {escape(name)}: {escape(str(exc))}")
+    if failed:
+        raise typer.Exit(2)
+
+
+def _current(name: str, server: str | None) -> DeploymentView:
+    if server is not None:
+        from provisor.cli import remote_deployments
+
+        return remote_deployments.get(server, name)
+    from provisor.services import deployments
+
+    return deployments.get_deployment(context(), name)
+
+
+def _down(name: str, server: str | None) -> None:
     if server is not None:
         from provisor.cli import remote_deployments
 

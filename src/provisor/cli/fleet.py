@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from provisor.cli import confirm
 from provisor.cli._context import Server, context, current_tenant, server_token
 from provisor.cli.fleet_output import Reporter
 from provisor.cli.output import Format, console, emit_json, fields, read_input_file, table
@@ -322,11 +323,27 @@ def kill(
     identity: Identity = None,
     ask_pass: AskPass = False,
     output: OutputMode = None,
+    yes: confirm.Yes = False,
+    dry_run: confirm.DryRun = False,
     server: Server = None,
 ) -> None:
-    """Signal matching processes on every host and count them per host (pnuke)."""
+    """Signal matching processes on every host and count them per host (pnuke).
+
+    More than one host is asked about on a terminal; without one, pass --yes. Through a
+    server, where the hosts are not known beforehand, it is always asked."""
     if not pattern:
         raise InvalidInput("the pattern must not be empty", field="pattern")
+    what = f"kill processes matching {pattern!r} on"
+    if server is not None:  # the server resolves the target: the hosts are not known here
+        hosts, unknown = [f"every host of {target} on {server}"], True
+    else:
+        from provisor.services import targets
+
+        hosts, unknown = [e.name for e in targets.resolve_target(context(), target)], False
+    if not confirm.go_ahead(what, "hosts", hosts, yes=yes, dry_run=dry_run, ask_for_one=unknown):
+        if dry_run:
+            return
+        raise confirm.declined("kill")
     spec = _spec(
         "kill",
         target,

@@ -124,6 +124,10 @@ def decide(server: str, name: str, *, approved: bool, reason: str | None) -> Non
     console.print(f"{'approved' if approved else 'rejected'} [bold]{name}[/] on {server}")
 
 
+def get(server: str, name: str) -> DeploymentView:
+    return DeploymentView.model_validate(client(server).call("GET", f"/deployments/{name}"))
+
+
 def down(server: str, name: str) -> None:
     view = DeploymentView.model_validate(client(server).call("DELETE", f"/deployments/{name}"))
     console.print(removed_line(view))

@@ -534,9 +534,7 @@ def _connection(
         slots.release()
 
 
-def _forward(
-    routes: list[tuple[socket.socket, int, tuple[str, int]]], home: int, config: Config
-) -> int:
+def _forward(routes: list[tuple[socket.socket, int, tuple[str, int]]], home: int) -> int:
     """The top process of a host with a network of its own, until the host's PID 1 ends:
     each route (a listening socket, the network namespace to connect in, where to) is
     forwarded, a thread per direction of each connection."""
@@ -727,7 +725,7 @@ def boot(directory: str) -> int:
     if os.waitstatus_to_exitcode(status) != 0:
         return 1
     if network >= 0:
-        return _forward(routes, home, config)
+        return _forward(routes, home)
     # The host's PID 1 is now this process's child (a subreaper): wait for it to end.
     while True:
         try:

@@ -28,6 +28,7 @@ from ._host import (
     validate_hostname,
     validate_mount,
     validate_name,
+    validate_network,
     validate_port,
 )
 
@@ -52,6 +53,9 @@ async def start(
     cgroup: Path | None = None,
     init_script: str | None = None,
     contain: bool = False,
+    network: str | None = None,
+    publish: Sequence[int] | None = None,
+    relays: Sequence[tuple[str, int]] | None = None,
 ) -> SandboxHost:
     """Start (boot) a sandbox host; returns once its SSH port sends a banner.
 
@@ -71,6 +75,13 @@ async def start(
     - `contain` (namespace mode): the host's root is an unprivileged uid of this computer,
       in a user namespace of its own (docs/testbed.md, "Containment"); where the kernel
       cannot, a warning says so and the host boots uncontained.
+    - `network` (contained hosts): the name of a network namespace the host shares with
+      the other contained hosts of that name under `base_dir`, with only a loopback
+      interface: every 127.x address is local there, nothing of this computer's is
+      reachable. `publish`: TCP ports of the host's address forwarded from this
+      computer's network into it (besides its SSH port); `relays`: (address, port)
+      endpoints of this computer reachable from inside at the same address and port.
+      The three are kept across boots unless new ones are given.
     """
     validate_name(name)
     address = validate_address(address)
@@ -92,6 +103,15 @@ async def start(
         mounts = existing.mounts if existing is not None else ()
     for mount in mounts:
         validate_mount(mount)
+    if network is None:
+        network = existing.network if existing is not None else ""
+    if publish is None:
+        publish = existing.publish if existing is not None else ()
+    if relays is None:
+        relays = existing.relays if existing is not None else ()
+    publish = tuple(sorted(set(publish)))
+    relays = tuple((str(h), int(p)) for h, p in relays)
+    validate_network(network, publish, relays)
     # The host's cgroup is kept unless it is gone (cgroups do not survive a restart of
     # the machine).
     if (
@@ -105,9 +125,11 @@ async def start(
         validate_mount(Mount(cgroup, cgroup.as_posix()))  # a plain absolute path
         if not (cgroup / "cgroup.procs").is_file():
             raise InvalidInput(f"{cgroup} is not a cgroup directory", field="cgroup")
-    if mode == "process" and (mounts or cgroup is not None or init_script is not None or contain):
+    if mode == "process" and (
+        mounts or cgroup is not None or init_script is not None or contain or network
+    ):
         raise InvalidInput(
-            "mounts, cgroup, init_script and contain need namespace-mode isolation (root)",
+            "mounts, cgroup, init_script, contain and network need namespace-mode isolation (root)",
             field="isolation",
         )
     keys = tuple(authorized_keys)
@@ -124,6 +146,9 @@ async def start(
         cgroup=cgroup,
         init_script=init_script,
         contain=contain,
+        network=network,
+        publish=publish,
+        relays=relays,
     )
     if existing is not None:
         if existing.isolation != mode:

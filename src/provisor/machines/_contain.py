@@ -36,6 +36,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -50,6 +51,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWNET = 0x40000000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
@@ -82,6 +84,13 @@ SYS_MOUNT_SETATTR = 442
 # Nothing of the launching process's environment (its secrets) reaches the host.
 _ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 MAX_SESSIONS = 1000  # sshd processes at once; beyond, a connection is closed at once
+MAX_FORWARDED = 256  # forwarded connections of one host at once; beyond, closed at once
+FORWARD_CHUNK = 65536  # bytes read at a time by a forwarding thread
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+HOLDER_SOCKET = "holder.sock"  # in a network's directory (see `network_directory`)
+HOLDER_LOCK = "holder.lock"
 
 
 def _check(result: int, what: str) -> int:
@@ -175,7 +184,8 @@ def probe(directory: str) -> None:
     if pid == 0:
         code = 1
         try:
-            _unshare(CLONE_NEWNS)
+            _unshare(CLONE_NEWNS | CLONE_NEWNET)
+            _loopback_up()
             _check(
                 _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None),
                 "mount --make-rprivate /",
@@ -188,7 +198,127 @@ def probe(directory: str) -> None:
         os._exit(code)
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
-        raise OSError(errno.EPERM, "the kernel refused a user namespace or an idmapped mount")
+        raise OSError(
+            errno.EPERM, "the kernel refused a user or network namespace, or an idmapped mount"
+        )
+
+
+# --- the machines' network ------------------------------------------------------------------
+#
+# The contained hosts of one network (the `local` provider's loopback block) share one
+# network namespace, held by a small process (`_contain.py network DIR`): in it only `lo`,
+# so every 127.x address is local there and nothing of this computer's is. Each host's top
+# process gets the namespace from the holder (its fd, over a Unix socket) and keeps the
+# connection open; the holder exits when the last one closes.
+
+
+def _loopback_up() -> None:
+    """Bring `lo` of this process's network namespace up (127.0.0.0/8 and ::1 with it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        request = bytearray(struct.pack("16sh22x", b"lo", 0))
+        fcntl.ioctl(s, SIOCGIFFLAGS, request)
+        flags = struct.unpack_from("h", request, 16)[0] | IFF_UP
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags))
+
+
+def _setns(fd: int) -> None:
+    _check(_libc.setns(fd, CLONE_NEWNET), "setns")
+
+
+def hold_network(directory: str) -> None:
+    """The holder: a new network namespace, handed to every host that connects."""
+    _unshare(CLONE_NEWNET)
+    _loopback_up()
+    namespace = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    path = os.path.join(directory, HOLDER_SOCKET)
+    # A Unix socket's path is reached through the file system, whatever the network; it
+    # gets its name once it listens, so a host never finds a socket that refuses it.
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(f"{path}.new")
+    server.bind(f"{path}.new")
+    server.listen(64)
+    os.replace(f"{path}.new", path)
+    server.setblocking(False)
+    selector = selectors.DefaultSelector()
+    selector.register(server, selectors.EVENT_READ)
+    clients = 0
+    lock = os.open(os.path.join(directory, HOLDER_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+    while True:
+        for key, _ in selector.select():
+            if key.fileobj is server:
+                with contextlib.suppress(BlockingIOError, InterruptedError):
+                    conn, _ = server.accept()
+                    socket.send_fds(conn, [b"n"], [namespace])
+                    selector.register(conn, selectors.EVENT_READ)
+                    clients += 1
+            else:  # a host's top process ended (or wrote, which it never does)
+                selector.unregister(key.fileobj)
+                key.fileobj.close()  # type: ignore[union-attr]
+                clients -= 1
+        if clients == 0:
+            # Under the lock a host takes to connect: one that connected meanwhile is
+            # in the backlog (served above on the next round); else nobody can come.
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                conn, _ = server.accept()
+            except BlockingIOError:
+                os.unlink(path)
+                return
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+            socket.send_fds(conn, [b"n"], [namespace])
+            selector.register(conn, selectors.EVENT_READ)
+            clients += 1
+
+
+def _join_network(directory: str) -> tuple[int, socket.socket]:
+    """(fd of the network's namespace, the connection to its holder, kept open while this
+    host runs); starts the holder when none runs."""
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    lock = os.open(os.path.join(directory, HOLDER_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            path = os.path.join(directory, HOLDER_SOCKET)
+            try:
+                conn.connect(path)
+            except (FileNotFoundError, ConnectionRefusedError):
+                _start_holder(directory)
+                conn.connect(path)
+        finally:
+            os.close(lock)  # before the holder answers: it takes the lock to exit
+        conn.settimeout(10.0)
+        _, fds, _, _ = socket.recv_fds(conn, 1, 1)
+        if not fds:
+            raise OSError(errno.EPROTO, f"the network holder of {directory} sent no namespace")
+        return fds[0], conn
+    except BaseException:
+        conn.close()
+        raise
+
+
+def _start_holder(directory: str) -> None:
+    """Start the holder, nobody's child here (a host's top process waits for all of its
+    children), and wait for its socket."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                os.chdir("/")  # not the host directory: its stop kills what refers to it
+                argv = [sys.executable, "-I", "-S", os.path.abspath(__file__), "network", directory]
+                os.execve(argv[0], argv, _ENV)  # noqa: S606 - this very script
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    path = os.path.join(directory, HOLDER_SOCKET)
+    deadline = time.monotonic() + 10.0
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise OSError(errno.ETIMEDOUT, f"the network holder of {directory} did not start")
+        time.sleep(0.005)
 
 
 def _stage_one(config: Config, userns: int) -> None:
@@ -298,23 +428,25 @@ def _spawn(argv: list[str], *, stdio: int, stderr: int, stdin: int | None = None
     return os.posix_spawn(argv[0], argv, _ENV, file_actions=actions, setsid=True)
 
 
-def _sessions(config: Config, listener: socket.socket, lifeline: int, log_fd: int) -> None:
+def _sessions(config: Config, listeners: list[socket.socket], lifeline: int, log_fd: int) -> None:
     """PID 1 of the host: an `sshd -i` per connection; reaps everything; ends with the top."""
     selector = selectors.DefaultSelector()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    selector.register(listener, selectors.EVENT_READ)
+    for listener in listeners:
+        selector.register(listener, selectors.EVENT_READ)
     selector.register(lifeline, selectors.EVENT_READ)
     selector.register(wake_r, selectors.EVENT_READ)
     sshd = [config["sshd"], "-i", "-e", "-f", config["sshd_config"]]
     running: set[int] = set()
     while True:
         for key, _ in selector.select():
-            if key.fileobj is listener:
+            if key.fileobj in listeners:
+                assert isinstance(key.fileobj, socket.socket)
                 with contextlib.suppress(BlockingIOError, InterruptedError, ConnectionAbortedError):
-                    conn, _ = listener.accept()
+                    conn, _ = key.fileobj.accept()
                     with conn:
                         if len(running) < MAX_SESSIONS:
                             running.add(_spawn(sshd, stdio=conn.fileno(), stderr=log_fd))
@@ -334,7 +466,7 @@ def _sessions(config: Config, listener: socket.socket, lifeline: int, log_fd: in
 
 
 def _init(
-    config: Config, listener: socket.socket, lifeline: int, console: int, log_fd: int
+    config: Config, listeners: list[socket.socket], lifeline: int, console: int, log_fd: int
 ) -> None:
     """PID 1 of the host, as its root: /proc, its hostname, its init script, sessions."""
     for source, target, kind, flags in (
@@ -356,7 +488,7 @@ def _init(
                 stdin=null.fileno(),
             )
     os.close(console)
-    _sessions(config, listener, lifeline, log_fd)
+    _sessions(config, listeners, lifeline, log_fd)
 
 
 def _mounts(config: Config) -> None:
@@ -368,6 +500,135 @@ def _mounts(config: Config) -> None:
         ["mount", "--no-canonicalize", "-a", "-T", config["fstab"]], check=True, env=_ENV
     )
     os.chdir("/")
+
+
+def _relay(source: socket.socket, target: socket.socket) -> None:
+    """Copy bytes from `source` to `target` until `source` ends; then end `target`'s way."""
+    with contextlib.suppress(OSError):
+        while data := source.recv(FORWARD_CHUNK):
+            target.sendall(data)
+    with contextlib.suppress(OSError):
+        target.shutdown(socket.SHUT_WR)
+
+
+def _connection(
+    client: socket.socket,
+    outgoing: socket.socket,
+    target: tuple[str, int],
+    slots: threading.BoundedSemaphore,
+) -> None:
+    """One forwarded connection: connect `outgoing` to `target`, relay both ways."""
+    try:
+        with client, outgoing:
+            outgoing.settimeout(10.0)
+            try:
+                outgoing.connect(target)
+            except OSError:
+                return  # closed: the client sees the refusal as a reset
+            outgoing.settimeout(None)
+            back = threading.Thread(target=_relay, args=(outgoing, client), daemon=True)
+            back.start()
+            _relay(client, outgoing)
+            back.join()
+    finally:
+        slots.release()
+
+
+def _forward(routes: list[tuple[socket.socket, int, tuple[str, int]]], home: int) -> int:
+    """The top process of a host with a network of its own, until the host's PID 1 ends:
+    each route (a listening socket, the network namespace to connect in, where to) is
+    forwarded, a thread per direction of each connection."""
+    selector = selectors.DefaultSelector()
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    selector.register(wake_r, selectors.EVENT_READ)
+    for listener, namespace, target in routes:
+        listener.setblocking(False)
+        selector.register(listener, selectors.EVENT_READ, (namespace, target))
+    slots = threading.BoundedSemaphore(MAX_FORWARDED)
+    while True:
+        while True:  # reap: the host is over when no child is left
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return 0
+            if pid == 0:
+                break
+        for key, _ in selector.select():
+            if key.fileobj == wake_r:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_r, 4096)
+                continue
+            server = key.fileobj
+            assert isinstance(server, socket.socket)
+            try:
+                client, _ = server.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                continue
+            if not slots.acquire(blocking=False):
+                client.close()
+                continue
+            namespace, target = key.data
+            client.setblocking(True)
+            _setns(namespace)  # a socket belongs to the network it was made in
+            try:
+                outgoing = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            finally:
+                _setns(home)
+            threading.Thread(
+                target=_connection, args=(client, outgoing, target, slots), daemon=True
+            ).start()
+
+
+def _listen(address: str, port: int, *, shared: bool = False) -> socket.socket:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if shared:  # every host of the network relays the endpoint, root's sockets only
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        listener.bind((address, port))
+        listener.listen(1024)
+    except BaseException:
+        listener.close()
+        raise
+    return listener
+
+
+def _routes(
+    config: Config, network: int, home: int
+) -> list[tuple[socket.socket, int, tuple[str, int]]]:
+    """The host's published ports (listening here, on its address, connecting inside its
+    network) and the relays of controller endpoints (listening inside, connecting here)."""
+    routes = []
+    address = config["address"]
+    try:
+        for port in config.get("publish") or ():
+            try:
+                routes.append((_listen(address, port), network, (address, port)))
+            except OSError as exc:
+                raise OSError(
+                    exc.errno, f"cannot publish {address}:{port}: {exc.strerror}"
+                ) from None
+        _setns(network)
+        try:
+            for host, port in config.get("relays") or ():
+                try:
+                    routes.append((_listen(host, port, shared=True), home, (host, port)))
+                except OSError as exc:
+                    raise OSError(
+                        exc.errno,
+                        f"cannot relay {host}:{port} into the machines' network "
+                        f"(taken there by another machine?): {exc.strerror}",
+                    ) from None
+        finally:
+            _setns(home)
+    except BaseException:
+        for listener, _, _ in routes:
+            listener.close()
+        raise
+    return routes
 
 
 def _log(fd: int, message: str) -> None:
@@ -395,6 +656,25 @@ def boot(directory: str) -> int:
         _log(log_fd, f"cannot listen on {config['address']}:{config['port']}: {exc.strerror}")
         return 1
     listener.setblocking(False)
+    listeners = [listener]  # SSH: here, and inside the host's network (from its peers)
+    network = home = -1
+    holder: socket.socket | None = None
+    routes: list[tuple[socket.socket, int, tuple[str, int]]] = []
+    if config.get("network"):
+        home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            # The connection to the holder stays open (unused) as long as this process.
+            network, holder = _join_network(config["network"])
+            routes = _routes(config, network, home)
+            _setns(network)
+            try:
+                listeners.append(_listen(config["address"], config["port"]))
+            finally:
+                _setns(home)
+            listeners[-1].setblocking(False)
+        except OSError as exc:
+            _log(log_fd, f"cannot join the machines' network: {exc}")
+            return 1
     held: list[int] = []  # the loop devices stay attached while these are open
     config["loop_devices"] = []
     for image, _ in config["loops"]:
@@ -409,6 +689,14 @@ def boot(directory: str) -> int:
         code = 1
         try:
             os.close(lifeline_w)
+            if network >= 0:  # as the computer's root: the host's root cannot
+                _setns(network)
+                for fd in (network, home):
+                    os.close(fd)
+                for route in routes:
+                    route[0].close()
+                if holder is not None:
+                    holder.close()
             _stage_one(config, userns)
             os.close(userns)
             _enter_user_namespace(CLONE_NEWNS, _write_maps)
@@ -417,7 +705,7 @@ def boot(directory: str) -> int:
             _enter_user_namespace(flags, _identity_maps)
             if os.fork() == 0:
                 try:
-                    _init(config, listener, lifeline_r, console, log_fd)
+                    _init(config, listeners, lifeline_r, console, log_fd)
                     os._exit(0)
                 except BaseException as exc:
                     _log(log_fd, f"host init failed: {exc!r}")
@@ -428,13 +716,16 @@ def boot(directory: str) -> int:
         os._exit(code)
     os.close(lifeline_r)
     os.close(userns)
-    listener.close()
+    for each in listeners:
+        each.close()
     os.close(console)
     _, status = os.waitpid(pid, 0)
     for fd in held:  # mounted by now (or never: then the devices go)
         os.close(fd)
     if os.waitstatus_to_exitcode(status) != 0:
         return 1
+    if network >= 0:
+        return _forward(routes, home)
     # The host's PID 1 is now this process's child (a subreaper): wait for it to end.
     while True:
         try:
@@ -446,9 +737,12 @@ def boot(directory: str) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[1] not in ("boot", "probe"):
-        print(f"usage: {argv[0]} boot|probe DIRECTORY", file=sys.stderr)
+    if len(argv) != 3 or argv[1] not in ("boot", "probe", "network"):
+        print(f"usage: {argv[0]} boot|probe|network DIRECTORY", file=sys.stderr)
         return 2
+    if argv[1] == "network":
+        hold_network(argv[2])
+        return 0
     if argv[1] == "probe":
         try:
             probe(argv[2])

@@ -103,6 +103,14 @@ def _why_not(base_dir: Path) -> str | None:
     return None
 
 
+NETWORKS = ".networks"  # in the base dir: a directory per network, for its holder
+
+
+def network_directory(base_dir: Path, network: str) -> Path:
+    """Where the holder of a network's namespace listens (see `_contain.py`)."""
+    return base_dir / NETWORKS / network
+
+
 def boot_environment() -> dict[str, str]:
     return {
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -285,6 +293,9 @@ def write_config(
     sshd: str,
     sshd_config: Path,
     fstab_path: Path,
+    network: str = "",
+    publish: Sequence[int] = (),
+    relays: Sequence[tuple[str, int]] = (),
 ) -> None:
     views = _views(directory, mounts)
     loops = []
@@ -310,5 +321,8 @@ def write_config(
         "sshd": sshd,
         "sshd_config": str(sshd_config),
         "init_script": str(init_script) if init_script is not None else None,
+        "network": str(network_directory(directory.parent, network)) if network else None,
+        "publish": list(publish),
+        "relays": [[host, port] for host, port in relays],
     }
     (directory / CONFIG).write_text(json.dumps(config, indent=2) + "\n")

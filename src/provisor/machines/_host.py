@@ -6,6 +6,7 @@ import ipaddress
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -90,6 +91,11 @@ class SandboxHost:
     # Namespace mode: root of the host is an unprivileged uid of the machine (its own user
     # namespace); False on a kernel without user namespaces or idmapped mounts.
     contained: bool = False
+    # Contained hosts: the network they share with the hosts of the same name (see
+    # `provisor.machines.start`), their published ports, the endpoints relayed into it.
+    network: str = ""
+    publish: tuple[int, ...] = ()
+    relays: tuple[tuple[str, int], ...] = ()
 
     @property
     def effective_hostname(self) -> str:
@@ -122,6 +128,9 @@ class SandboxHost:
             mounts=tuple(Mount.from_json(m) for m in data.get("mounts") or ()),
             cgroup=Path(data["cgroup"]) if data.get("cgroup") else None,
             contained=bool(data.get("contained", False)),
+            network=str(data.get("network") or ""),
+            publish=tuple(int(p) for p in data.get("publish") or ()),
+            relays=tuple((str(h), int(p)) for h, p in data.get("relays") or ()),
         )
 
 
@@ -135,6 +144,9 @@ class BootOptions:
     cgroup: Path | None = None
     init_script: str | None = None  # None: keep the host's current one, if any
     contain: bool = False  # its own user namespace, where the kernel can
+    network: str = ""  # contained: the network namespace shared by hosts of this name
+    publish: tuple[int, ...] = ()  # contained, in a network: TCP ports opened here
+    relays: tuple[tuple[str, int], ...] = ()  # contained, in a network: endpoints of here
 
 
 def default_isolation() -> Isolation:
@@ -212,6 +224,32 @@ def validate_address(address: str) -> str:
             field="address",
         )
     return str(ip)
+
+
+MAX_PUBLISHED = 100  # ports a host publishes; each is a listening socket of its top process
+_NETWORK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def validate_network(
+    network: str, publish: Sequence[int], relays: Sequence[tuple[str, int]]
+) -> None:
+    if network and not _NETWORK.match(network):
+        raise InvalidInput(
+            f"invalid network name {network!r}: use 1-64 letters, digits, '.', '_' and '-'",
+            field="network",
+        )
+    if (publish or relays) and not network:
+        raise InvalidInput("publish and relays need a network", field="network")
+    if len(publish) > MAX_PUBLISHED:
+        raise InvalidInput(
+            f"{len(publish)} ports to publish: a sandbox host publishes at most {MAX_PUBLISHED}",
+            field="publish",
+        )
+    for port in publish:
+        validate_port(port)
+    for host, port in relays:
+        validate_address(host)
+        validate_port(port)
 
 
 def validate_port(port: int) -> int:

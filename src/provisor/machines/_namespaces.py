@@ -261,6 +261,9 @@ def _write_runtime_files(host: SandboxHost, init: bool) -> None:
             sshd=SSHD,
             sshd_config=directory / CONFIG,
             fstab_path=directory / FSTAB,
+            network=host.network,
+            publish=host.publish,
+            relays=host.relays,
         )
         return
     (directory / FSTAB).write_text(_fstab(directory, host.name, host.mounts))
@@ -369,6 +372,9 @@ def _launch(
         mounts=tuple(options.mounts),
         cgroup=options.cgroup,
         contained=options.contain and _containment.available(base_dir),
+        network=options.network,
+        publish=options.publish,
+        relays=options.relays,
     )
     _write_runtime_files(host, init=init.exists())
     log = directory / LOG

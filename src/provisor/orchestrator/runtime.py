@@ -64,6 +64,7 @@ class Runtime:
                 tenant_id,
                 name,
                 controller_address=self.parameter_address,
+                parameter_url=self.param_url,
             )
         return self._providers[key]
 
@@ -169,6 +170,7 @@ def provider_for(
     name: str,
     *,
     controller_address: str | None = None,
+    parameter_url: str = "",
 ) -> Provider:
     """The provider object a deployment of `tenant_id` names: local, or a configured one.
 
@@ -177,7 +179,15 @@ def provider_for(
     controller (PROVISOR_PARAMETER_ADDRESS): a cloud opens SSH to it by default.
     """
     if name == BUILT_IN:
-        return registry.build(BUILT_IN, name, {}, None, home=home, local_network=local_network)
+        return registry.build(
+            BUILT_IN,
+            name,
+            {},
+            None,
+            home=home,
+            local_network=local_network,
+            parameter_url=parameter_url,
+        )
     if tenant_id is None:
         raise ProvisorError(
             f"provider {name!r} is configured per tenant: no tenant was given", field="provider"

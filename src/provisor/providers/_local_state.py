@@ -101,6 +101,7 @@ class MachineRecord:
     host_key: str | None = None
     cgroup: str | None = None  # its memory cgroup, when limits are enforced
     error: str | None = None  # why the last attempt to boot it failed
+    ports: list[int] = field(default_factory=list)  # TCP ports its ingress opens
     created_at: str = field(default_factory=now)
     terminated_at: str | None = None
 

@@ -24,6 +24,7 @@ import os
 import secrets
 import socket
 import threading
+import urllib.parse
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -45,6 +46,7 @@ from provisor.providers._local_state import (
 )
 from provisor.providers.base import (
     Capability,
+    IngressRule,
     MachineInfo,
     MachineSpec,
     MachineState,
@@ -84,6 +86,53 @@ def _network(value: str) -> ipaddress.IPv4Network:
     if network.num_addresses < 4:
         raise ProviderError(f"network {value} is too small: give at least a /30")
     return network
+
+
+MAX_PORTS = 100  # TCP ports a machine's ingress may open (each is a listening socket here)
+
+
+def _ingress_ports(rules: Sequence[IngressRule]) -> list[int]:
+    """The TCP ports a machine's ingress opens: published on its address on this computer.
+
+    Other protocols are not forwarded (only TCP is), and every source may connect: all
+    connections come from this computer.
+    """
+    ports: set[int] = set()
+    for rule in rules:
+        if rule.protocol != "tcp":
+            continue
+        first, last = rule.ports
+        if (first, last) == (0, 0):
+            first, last = 1, 65535
+        if last - first + 1 + len(ports) > MAX_PORTS:
+            raise ProviderError(
+                f"ingress opens more than {MAX_PORTS} TCP ports ({first}-{last}): the local "
+                "provider publishes each port on its own; open fewer",
+                call="launch",
+            )
+        ports.update(range(first, last + 1))
+    return sorted(ports)
+
+
+def _endpoint(url: str) -> list[tuple[str, int]]:
+    """The (address, port) of the controller's parameter endpoint, relayed to machines."""
+    if not url:
+        return []
+    parsed = urllib.parse.urlsplit(url)
+    host, port = parsed.hostname, parsed.port
+    if host is None or port is None:
+        raise ProviderError(f"parameter endpoint {url!r} has no address and port")
+    try:
+        loopback = ipaddress.ip_address(host) in _LOOPBACK
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ProviderError(
+            f"the parameter endpoint {host}:{port} is not on a loopback address: local "
+            "machines reach only 127.x addresses of this computer (set "
+            "PROVISOR_PARAMETER_ADDRESS to one)"
+        )
+    return [(host, port)]
 
 
 def _tail(path: Path, limit: int = CONSOLE_KEEP) -> str:
@@ -138,6 +187,7 @@ class LocalProvider:
         network: str = DEFAULT_NETWORK,
         hosts_dir: Path | None = None,
         volume_kind: VolumeKind = "dir",
+        parameter_url: str = "",
     ) -> None:
         self.state_dir = Path(os.path.abspath(state_dir or default_state_dir()))
         self.network = _network(network)
@@ -145,6 +195,15 @@ class LocalProvider:
         if volume_kind not in ("dir", "loop"):
             raise ProviderError(f"unknown volume kind {volume_kind!r}: expected dir or loop")
         self.volume_kind: VolumeKind = volume_kind
+        # The machines share one network of their own (see docs/providers.md, "Containment"):
+        # of this computer they reach only the controller's parameter endpoint.
+        self._network_name = str(self.network).replace("/", "-")
+        self._relays: list[tuple[str, int]] = []
+        self._relay_problem = ""  # said at launch: other calls need no endpoint
+        try:
+            self._relays = _endpoint(parameter_url)
+        except ProviderError as exc:
+            self._relay_problem = exc.message
         self.snapshot_dir = self.state_dir / "snapshots"
         self._console_dir = self.state_dir / "console"
         self._registry = Registry(self.state_dir)
@@ -375,6 +434,8 @@ class LocalProvider:
         if known is not None:
             return data.machines[known]
         self._require_root("launch")
+        if self._relay_problem:
+            raise ProviderError(self._relay_problem, call="launch")
         if not self._hosts_dir_checked:
             try:
                 await asyncio.to_thread(machines.check_namespace_base_dir, self.hosts_dir)
@@ -484,6 +545,7 @@ class LocalProvider:
             tags=dict(spec.tags),
             snapshot=snapshot.id if snapshot is not None else None,
             user_data=spec.user_data,
+            ports=_ingress_ports(spec.ingress),
         )
 
     async def _usable_snapshot(self, snapshot_id: str) -> SnapshotRecord:
@@ -579,6 +641,9 @@ class LocalProvider:
                 cgroup=cgroup,
                 init_script=init,
                 contain=True,  # a blueprint's scripts run as root there
+                network=self._network_name,
+                publish=record.ports,
+                relays=self._relays,
             )
         except ProvisorError as exc:
             raise ProviderError(exc.message, machine=record.id, call="launch") from exc
@@ -614,6 +679,11 @@ class LocalProvider:
                 isolation="namespaces",
                 cgroup=cgroup,
                 contain=True,
+                network=self._network_name,
+                publish=record.ports,
+                # The controller's endpoint now (a machine made by an older version of
+                # this provider or without a controller keeps its own).
+                relays=self._relays or None,
             )
         except ProvisorError as exc:
             raise ProviderError(exc.message, machine=record.id, call=call) from exc

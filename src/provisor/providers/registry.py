@@ -36,16 +36,20 @@ def build(
     local_network: str,
     controller: str = "",
     controller_address: str | None = None,
+    parameter_url: str = "",
 ) -> Provider:
     """A provider object for a configured (or the built-in local) provider.
 
     `controller` names this controller in what a cloud provider tags (see ec2);
-    `controller_address` is its address as the machines know it.
+    `controller_address` is its address as the machines know it; `parameter_url` its
+    runtime-parameter endpoint, which local machines reach through a relay.
     """
     if kind == BUILT_IN:
         from provisor.providers.local import LocalProvider
 
-        return LocalProvider(home / "local-provider", network=local_network)
+        return LocalProvider(
+            home / "local-provider", network=local_network, parameter_url=parameter_url
+        )
     if kind == "ec2":
         from provisor.providers.ec2 import Ec2Provider, Ec2Settings
 

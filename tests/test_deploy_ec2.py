@@ -79,7 +79,8 @@ def ec2_cloud(
     plane = DataPlane(
         moto.url,
         moto.region,
-        LocalProvider(tmp_path / "plane", network=plane_network),
+        # Cloud machines reach the controller over the network: not contained.
+        LocalProvider(tmp_path / "plane", network=plane_network, contain=False),
         controller_public_key(cli.home),
         tmp_path / "addresses.json",
         on_launched=on_launched,

@@ -191,8 +191,11 @@ def local_provider(tmp_path: Path) -> Iterator[LocalProvider]:
     hosts_dir.mkdir(parents=True)
     (hosts_dir / ".session-pid").write_text(f"{os.getpid()}\n")  # for `sandbox cleanup`
     try:
-        yield LocalProvider(
-            tmp_path / "local-provider", network=f"127.{block}.0.0/16", hosts_dir=hosts_dir
+        yield LocalProvider(  # cloud machines reach the controller: not contained
+            tmp_path / "local-provider",
+            network=f"127.{block}.0.0/16",
+            hosts_dir=hosts_dir,
+            contain=False,
         )
     finally:
         left = [p.name for p in hosts_dir.iterdir() if p.name.startswith("m-")]

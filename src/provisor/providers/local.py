@@ -188,6 +188,7 @@ class LocalProvider:
         hosts_dir: Path | None = None,
         volume_kind: VolumeKind = "dir",
         parameter_url: str = "",
+        contain: bool = True,
     ) -> None:
         self.state_dir = Path(os.path.abspath(state_dir or default_state_dir()))
         self.network = _network(network)
@@ -195,6 +196,9 @@ class LocalProvider:
         if volume_kind not in ("dir", "loop"):
             raise ProviderError(f"unknown volume kind {volume_kind!r}: expected dir or loop")
         self.volume_kind: VolumeKind = volume_kind
+        # False only for machines that stand for remote servers (the test bed's EC2
+        # plane): they reach the controller over the network, as cloud machines do.
+        self.contain = contain
         # The machines share one network of their own (see docs/providers.md, "Containment"):
         # of this computer they reach only the controller's parameter endpoint.
         self._network_name = str(self.network).replace("/", "-")
@@ -640,7 +644,7 @@ class LocalProvider:
                 mounts=_local_disk.mounts(directory, record.volumes),
                 cgroup=cgroup,
                 init_script=init,
-                contain=True,  # a blueprint's scripts run as root there
+                contain=self.contain,  # a blueprint's scripts run as root there
                 network=self._network_name,
                 publish=record.ports,
                 relays=self._relays,
@@ -678,7 +682,7 @@ class LocalProvider:
                 port=PORT,
                 isolation="namespaces",
                 cgroup=cgroup,
-                contain=True,
+                contain=self.contain,
                 network=self._network_name,
                 publish=record.ports,
                 # The controller's endpoint now (a machine made by an older version of

@@ -8,7 +8,8 @@ state: launched when the instance runs, stopped and started with it, terminated 
 it. It writes where each instance's SSH answers to a JSON map file,
 `{"i-0abc...": "127.101.0.2"}`, which the tests hand to the provider.
 
-    with DataPlane(moto.url, "us-east-1", LocalProvider(...), public_key, map_file) as plane:
+    with DataPlane(moto.url, "us-east-1", LocalProvider(..., contain=False), public_key,
+                   map_file) as plane:
         ...run instances through the provider...
         address = plane.wait_mapped(instance_id)
 

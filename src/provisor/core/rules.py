@@ -272,9 +272,8 @@ def _equal(actual: Any, literal: Value) -> bool:
 
 def _order(op: str, actual: Any, literal: Value) -> bool:
     """`<`, `<=`, `>`, `>=` between two numbers or two strings; anything else is false."""
-    if _is_number(actual) and _is_number(literal):
-        pass
-    elif not (isinstance(actual, str) and isinstance(literal, str)):
+    numbers = _is_number(actual) and _is_number(literal)
+    if not (numbers or (isinstance(actual, str) and isinstance(literal, str))):
         return False
     if op == "<":
         return bool(actual < literal)

@@ -6,7 +6,6 @@ import asyncio
 import fcntl
 import json
 import os
-import random
 import select
 import sqlite3
 import stat
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisor.providers.local import LocalProvider
+from provisor.testing.pytest_plugin import claim_test_block
 
 
 class Provisor:
@@ -27,7 +27,9 @@ class Provisor:
 
     def __init__(self, home: Path) -> None:
         self.home = home
-        block = random.randint(101, 199)
+        # Held as long as this object: no testbed, provider test or other CLI of any
+        # concurrent session gets the same block (a random one once collided).
+        block, self._block_lock = claim_test_block(range(101, 200))
         self.env = {
             **os.environ,
             "PROVISOR_HOME": str(home),

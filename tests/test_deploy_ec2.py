@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import shlex
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
@@ -43,6 +42,7 @@ from provisor.providers.local import LocalProvider
 from provisor.store import Store
 from provisor.testing import crash
 from provisor.testing.ec2plane import DataPlane
+from provisor.testing.pytest_plugin import claim_test_block
 from test_orchestrator import EXAMPLES, Provisor, webapp_serves
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
@@ -75,7 +75,8 @@ def ec2_cloud(
     log = tmp_path / "connections.log"
     log.touch()
     cli.env["PROVISOR_TEST_CONNECT_LOG"] = str(log)
-    plane_network = f"127.{random.randint(101, 199)}.0.0/16"
+    block, block_lock = claim_test_block(range(101, 200))
+    plane_network = f"127.{block}.0.0/16"
     plane = DataPlane(
         moto.url,
         moto.region,
@@ -101,7 +102,7 @@ def ec2_cloud(
         "testing",
         env={"PROVISOR_SECRET_ACCESS_KEY": "testing"},
     )
-    with plane:
+    with block_lock, plane:
         yield cli, plane, log
         listed = cli("deployments", "list", "--output", "json", check=False)
         if listed.returncode == 0:

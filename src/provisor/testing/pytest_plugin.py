@@ -70,6 +70,13 @@ def claim_block(
     raise RuntimeError(f"every 127.X.0.0/16 block (X in {min(blocks)}..{max(blocks)}) is in use")
 
 
+def claim_test_block(blocks: Iterable[int] = BLOCKS) -> tuple[int, IO[str]]:
+    """`claim_block` in the lock directory every test session of this user shares."""
+    if os.geteuid() == 0:
+        return claim_block(ROOT_TEST_DIR / ".blocks", blocks)
+    return claim_block(Path(tempfile.gettempdir()) / f"provisor-test-blocks-{os.geteuid()}", blocks)
+
+
 def _busy_blocks() -> set[int]:
     from provisor.machines import procs
 
@@ -89,13 +96,11 @@ class _Session:
             ROOT_TEST_DIR.mkdir(parents=True, exist_ok=True)
             self.base_dir = ROOT_TEST_DIR / secrets.token_hex(4)
             self.base_dir.mkdir(mode=0o755)
-            lock_dir = ROOT_TEST_DIR / ".blocks"
         else:
             self.base_dir = Path(tempfile.mkdtemp(prefix="provisor-test-"))
-            lock_dir = Path(tempfile.gettempdir()) / f"provisor-test-blocks-{os.geteuid()}"
         # Lets `python -m provisor.testing cleanup` tell a live session from a crashed one.
         (self.base_dir / ".session-pid").write_text(f"{os.getpid()}\n")
-        self.block, self._lock = claim_block(lock_dir)
+        self.block, self._lock = claim_test_block()
         self._next = 0
         self._mutex = threading.Lock()
 

@@ -91,6 +91,13 @@ class Settings(BaseSettings):
         description="a running job whose process has not shown a sign of life for this "
         "long is marked interrupted",
     )
+    worker_restart_pause: float = Field(
+        default=1.0,
+        ge=0,
+        le=3600,
+        description="seconds before the background worker is started again after it died; "
+        "doubled each time it dies again soon after",
+    )
     job_live_seconds: float = Field(
         default=600.0,
         ge=0,
@@ -100,7 +107,12 @@ class Settings(BaseSettings):
     )
 
     @field_validator(
-        "command_timeout", "stall_timeout", "job_stale_after", "job_live_seconds", mode="before"
+        "command_timeout",
+        "stall_timeout",
+        "job_stale_after",
+        "job_live_seconds",
+        "worker_restart_pause",
+        mode="before",
     )
     @classmethod
     def _seconds(cls, value: object) -> object:

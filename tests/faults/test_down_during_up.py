@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,6 +65,9 @@ def _worker_ended(provisor: Provisor) -> bool:
     return status["running"] is False
 
 
+WAITING = "waiting for pair's worker to end its step"
+
+
 def _down_during(
     provisor: Provisor, step: str, pause: Path, env: dict[str, str], *options: str
 ) -> str:
@@ -71,17 +75,32 @@ def _down_during(
     provisor("up", str(pause.parent / "pair.yaml"), *options, env=env)
     _wait_for(f"worker at {step}", (pause / "reached").exists)
     down = provisor.popen("down", "pair")
-    try:
-        stdout, stderr = down.communicate(timeout=15)
-        assert not step.startswith(INSIDE_A_STEP), f"down ended during a step: {stderr}"
-    except subprocess.TimeoutExpired:  # waiting for the step (or just slow): let it go
-        (pause / "release").touch()
-        stdout, stderr = down.communicate(timeout=300)
+    said: list[str] = []
+    waiting = threading.Event()  # down said it waits for the step, or ended
+
+    def read_stderr() -> None:
+        assert down.stderr is not None
+        for line in down.stderr:
+            said.append(line)
+            if WAITING in line:
+                waiting.set()
+        waiting.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    assert waiting.wait(timeout=180), f"down neither waited nor ended: {''.join(said)}"
+    if step.startswith(INSIDE_A_STEP):
+        assert down.poll() is None, f"down ended during a step: {''.join(said)}"
     (pause / "release").touch()
+    assert down.stdout is not None
+    stdout = down.stdout.read()
+    down.wait(timeout=300)
+    reader.join(timeout=60)
+    stderr = "".join(said)
     assert down.returncode == 0, stderr
     assert "deployment pair removed" in stdout
     if step.startswith(INSIDE_A_STEP):
-        assert "waiting for pair's worker to end its step" in stderr
+        assert WAITING in stderr
     # Let go, the workflow finds the deployment gone and stops: nothing launched late.
     _wait_for("the worker's end", lambda: _worker_ended(provisor))
     assert json.loads(provisor("deployments", "list", "--output", "json").stdout) == []

@@ -127,7 +127,8 @@ def test_a_worker_that_keeps_dying_is_reported(provisor: Provisor, tmp_path: Pat
         "up",
         str(_blueprint(tmp_path, GATED.replace("approval: required\n", ""))),
         "--wait",
-        env=crash.environment("planned"),
+        # Restarts 0.05 s apart, not the default 1 s doubling to 16 s: the same path, sooner.
+        env={**crash.environment("planned"), "PROVISOR_WORKER_RESTART_PAUSE": "0.05"},
         check=False,
     )
     assert result.returncode == 5, result.stderr

@@ -237,7 +237,7 @@ def supervise(settings: Settings, lock_fd: int | None) -> int:
                     "(`provisor worker start` tries again)"
                 )
                 return 1
-            pause = float(2 ** (failures - 1))
+            pause = settings.worker_restart_pause * 2 ** (failures - 1)
             boss.restarts += 1
             boss.note()
             _say(

@@ -8,11 +8,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import signal
 import sqlite3
 from pathlib import Path
 from typing import Any
 
-from alert_receivers import emit, webhook_receiver
+from alert_receivers import emit, smtp_server, webhook_receiver
+from provisor.testing import crash
 from provisor_cli import Provisor
 
 KEY = "hook-hmac-key-4f9a1c"  # the webhook's HMAC key: never in output, events or the db
@@ -228,3 +230,177 @@ def test_an_event_without_severity_is_a_warning_when_failed(provisor: Provisor) 
     provisor("alerts", "dispatch", "--once")
     (alert,) = _alerts(provisor)
     assert (alert["kind"], alert["severity"]) == ("provider.checked", "warning")
+
+
+# --- email --------------------------------------------------------------------------------
+
+SMTP_USER, SMTP_PASSWORD = "alerts", "smtp-pass-7d1e0b"
+
+
+def _email_notifier(provisor: Provisor, port: int, *extra: str) -> None:
+    provisor(
+        "notifiers", "add", "mail", "--type", "email", "--smtp-host", "127.0.0.1",
+        "--smtp-port", str(port), "--security", "none", "--username", SMTP_USER,
+        "--from", "provisor@example.com", "--to", "ops@example.com", *extra,
+        env={"PROVISOR_NOTIFIER_SECRET": SMTP_PASSWORD},
+    )  # fmt: skip
+    provisor("alerts", "rules", "add", "backups", "--kind", "backup.*", "--notify", "mail")
+
+
+def test_email_through_a_real_smtp_server_then_ack(provisor: Provisor) -> None:
+    with smtp_server(credentials=(SMTP_USER, SMTP_PASSWORD)) as smtp:
+        _email_notifier(provisor, smtp.port)
+        _failed_backup(provisor.home, 3, error="pg_dump: connection refused")
+        provisor("alerts", "dispatch", "--once")
+        (mail,) = smtp.wait_for(1)
+        subject = str(mail["Subject"])
+        assert "backup.failed" in subject and "shop" in subject and "db.1" in subject
+        assert "CRITICAL" in subject and "(opened)" in subject
+        body = mail.get_payload(decode=True)
+        assert isinstance(body, bytes)
+        text = body.decode()
+        assert "deployment: shop" in text and "machine: db.1" in text
+        assert "pg_dump: connection refused" in text
+        assert smtp.inbox.logins == [(SMTP_USER, SMTP_PASSWORD)]
+        assert all(SMTP_PASSWORD.encode() not in raw for raw in smtp.inbox.raw)
+        (alert,) = _alerts(provisor)
+        acked = provisor("alerts", "ack", str(alert["id"]))
+        assert f"alert {alert['id']} acknowledged" in acked.stdout
+        (alert,) = _alerts(provisor)
+        assert alert["acked_by"] and alert["state"] == "open"  # acked: still open
+        _resolved_backup(provisor.home)
+        provisor("alerts", "dispatch", "--once")
+        assert "(resolved)" in str(smtp.wait_for(2)[1]["Subject"])
+        events = provisor("events", "--limit", "1000", "--output", "json").stdout
+        assert SMTP_PASSWORD not in events
+
+
+def test_email_retried_while_the_smtp_server_is_down_then_sent(provisor: Provisor) -> None:
+    with smtp_server(started=False) as smtp:
+        provisor(
+            "notifiers", "add", "mail", "--type", "email", "--smtp-host", "127.0.0.1",
+            "--smtp-port", str(smtp.port), "--security", "none",
+            "--from", "provisor@example.com", "--to", "ops@example.com", "--timeout", "5",
+        )  # fmt: skip
+        provisor("alerts", "rules", "add", "backups", "--kind", "backup.*", "--notify", "mail")
+        _failed_backup(provisor.home)
+        retry_now = {"PROVISOR_ALERT_RETRY_SECONDS": "0"}  # the backoff, made nil
+        for _attempt in (1, 2):
+            down = provisor("alerts", "dispatch", "--once", check=False, env=retry_now)
+            assert down.returncode == 1 and "1 failed" in down.stdout
+            assert "not sent" in down.stderr and "mail" in down.stderr
+        failures = json.loads(
+            provisor("events", "--kind", "alert.delivery_failed", "--output", "json").stdout
+        )
+        assert [f["details"]["attempt"] for f in failures] == [1, 2]
+        assert all(f["kind"] == "alert.delivery_failed" for f in failures)
+        assert failures[0]["details"]["notifier"] == "mail"
+        assert failures[0]["details"]["gave_up"] is False
+        (alert,) = _alerts(provisor)  # the failures raised no alert of their own
+        assert alert["deliveries"] == {"pending": 1}
+        smtp.start()
+        up = provisor("alerts", "dispatch", "--once", env=retry_now)
+        assert "1 notification(s) sent" in up.stdout
+        assert len(smtp.wait_for(1)) == 1
+        provisor("alerts", "dispatch", "--once", env=retry_now)
+        assert len(smtp.inbox.messages) == 1
+        (alert,) = _alerts(provisor)
+        assert alert["deliveries"] == {"sent": 1}
+
+
+def test_no_header_injection_and_oversized_details_are_cut(provisor: Provisor) -> None:
+    with smtp_server() as smtp:
+        provisor(
+            "notifiers", "add", "mail", "--type", "email", "--smtp-host", "127.0.0.1",
+            "--smtp-port", str(smtp.port), "--security", "none",
+            "--from", "provisor@example.com", "--to", "ops@example.com",
+        )  # fmt: skip
+        provisor("alerts", "rules", "add", "backups", "--kind", "backup.*", "--notify", "mail")
+        emit(
+            provisor.home,
+            "backup.failed",
+            "shop/db.1\r\nBcc: victim@example.com",
+            outcome="failed",
+            deployment="shop\r\nX-Injected: 1",
+            machine="db.1\nBcc: victim@example.com",
+            output="x" * 200_000,
+        )
+        provisor("alerts", "dispatch", "--once")
+        (mail,) = smtp.wait_for(1)
+        assert mail["Bcc"] is None and mail["X-Injected"] is None
+        assert "db.1 Bcc: victim@example.com" in " ".join(str(mail["Subject"]).split())
+        assert len(smtp.inbox.raw[0]) < 60_000  # 200 kB of details cut to a bounded preview
+        assert b"truncated" in smtp.inbox.raw[0]
+
+
+# --- command ------------------------------------------------------------------------------
+
+
+def _script(tmp_path: Path, body: str) -> Path:
+    script = tmp_path / "notify.sh"
+    script.write_text("#!/bin/sh\n" + body)
+    script.chmod(0o700)
+    return script
+
+
+def test_command_gets_the_alert_on_stdin_and_in_its_environment(
+    provisor: Provisor, tmp_path: Path
+) -> None:
+    received, environment = tmp_path / "stdin.json", tmp_path / "env.txt"
+    script = _script(tmp_path, 'cat > "$1"\nenv > "$2"\n')
+    provisor("notifiers", "add", "sms", "--type", "command", "--command", str(script),
+             "--arg", str(received), "--arg", str(environment))  # fmt: skip
+    provisor("alerts", "rules", "add", "backups", "--kind", "backup.*", "--notify", "sms")
+    _failed_backup(provisor.home)
+    provisor("alerts", "dispatch", "--once")
+    alert = json.loads(received.read_text())
+    assert alert["message"] == "opened" and alert["alert"]["machine"] == "db.1"
+    env = dict(line.split("=", 1) for line in environment.read_text().splitlines() if "=" in line)
+    assert env["PROVISOR_ALERT_KIND"] == "backup.failed"
+    assert env["PROVISOR_ALERT_DEPLOYMENT"] == "shop"
+    assert env["PROVISOR_ALERT_MACHINE"] == "db.1"
+    assert env["PROVISOR_ALERT_SEVERITY"] == "critical"
+    assert "PROVISOR_HOME" not in env  # none of the controller's settings
+
+
+def test_a_failing_or_hanging_command_is_a_failed_delivery(
+    provisor: Provisor, tmp_path: Path
+) -> None:
+    failing = _script(tmp_path, 'echo "gateway said no" >&2\nexit 3\n')
+    hanging = tmp_path / "hang.sh"
+    hanging.write_text("#!/bin/sh\nsleep 600\n")
+    hanging.chmod(0o700)
+    provisor("notifiers", "add", "fails", "--type", "command", "--command", str(failing))
+    provisor("notifiers", "add", "hangs", "--type", "command", "--command", str(hanging),
+             "--timeout", "1")  # fmt: skip
+    provisor("alerts", "rules", "add", "r", "--kind", "backup.*", "--notify", "fails",
+             "--notify", "hangs")  # fmt: skip
+    _failed_backup(provisor.home)
+    run = provisor("alerts", "dispatch", "--once", check=False)
+    assert run.returncode == 1 and "2 failed" in run.stdout
+    assert "exited with status 3: gateway said no" in run.stderr
+    assert "did not finish within 1 s" in run.stderr
+
+
+# --- a dispatcher killed between recording and sending -------------------------------------
+
+
+def test_a_dispatcher_killed_before_sending_sends_once_on_restart(provisor: Provisor) -> None:
+    with webhook_receiver() as hook:
+        provisor("notifiers", "add", "hook", "--type", "webhook", "--url", hook.url,
+                 env=SECRET_ENV)  # fmt: skip
+        provisor("alerts", "rules", "add", "backups", "--kind", "backup.*", "--notify", "hook")
+        _failed_backup(provisor.home)
+        killed = provisor(
+            "alerts", "dispatch", "--once", check=False, env=crash.environment("alert-send:1")
+        )
+        assert killed.returncode == -signal.SIGKILL
+        assert hook.received == []
+        (alert,) = _alerts(provisor)  # recorded before the kill
+        assert alert["deliveries"] == {"pending": 1}
+        provisor("alerts", "dispatch", "--once")  # the lease of the dead one is taken over
+        provisor("alerts", "dispatch", "--once")
+        assert len(hook.wait_for(1)) == 1
+        assert len(hook.received) == 1
+        (alert,) = _alerts(provisor)
+        assert alert["deliveries"] == {"sent": 1}

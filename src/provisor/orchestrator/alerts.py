@@ -352,7 +352,9 @@ class Dispatcher:
 
     # --- sending -------------------------------------------------------------------------
 
-    def _due(self) -> list[_Send]:
+    def _due(self, tried: set[int]) -> list[_Send]:
+        """Deliveries due now, but not those tried in this pass (a failed one waits for
+        its backoff, and for the next pass at least)."""
         from provisor.orchestrator.secrets import unseal
 
         now = self.clock()
@@ -362,6 +364,7 @@ class Dispatcher:
                 .join(Notifier, Notifier.id == AlertDelivery.notifier_id)
                 .join(Tenant, Tenant.id == Notifier.tenant_id)
                 .where(AlertDelivery.state == "pending", AlertDelivery.due_at <= now)
+                .where(AlertDelivery.id.not_in(tried))
                 .order_by(AlertDelivery.id)
                 .limit(SEND_BATCH)
             ).all()
@@ -445,10 +448,12 @@ class Dispatcher:
                 break
         await asyncio.to_thread(self._remind, result)
         gate = asyncio.Semaphore(CONCURRENCY)
+        tried: set[int] = set()
         for _ in range(MAX_ROUNDS):
-            due = await asyncio.to_thread(self._due)
+            due = await asyncio.to_thread(self._due, tried)
             if not due:
                 break
+            tried.update(item.delivery for item in due)
             await asyncio.gather(*(self._send_one(item, gate, result) for item in due))
         return result
 

@@ -234,7 +234,7 @@ class Dispatcher:
             if not events:
                 return False
             rules = session.scalars(select(AlertRule).order_by(AlertRule.id)).all()
-            tenants = dict(session.execute(select(Tenant.name, Tenant.id)).tuples().all())
+            tenants = {name: id_ for name, id_ in session.execute(select(Tenant.name, Tenant.id))}
             expected = cursor.last_event_id + 1
             for event in events:
                 # A missing id is a transaction still open (PostgreSQL hands out ids before

@@ -10,6 +10,7 @@ import hmac
 import json
 import signal
 import sqlite3
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -404,3 +405,89 @@ def test_a_dispatcher_killed_before_sending_sends_once_on_restart(provisor: Prov
         assert len(hook.received) == 1
         (alert,) = _alerts(provisor)
         assert alert["deliveries"] == {"sent": 1}
+
+
+# --- the worker dispatches; testing a notifier; hostile input ------------------------------
+
+
+def test_the_worker_dispatches_in_the_background(provisor: Provisor) -> None:
+    with webhook_receiver() as hook:
+        provisor("notifiers", "add", "hook", "--type", "webhook", "--url", hook.url,
+                 env=SECRET_ENV)  # fmt: skip
+        provisor("alerts", "rules", "add", "backups", "--kind", "backup.*", "--notify", "hook")
+        worker = subprocess.Popen(
+            provisor.command("worker"),
+            env={**provisor.env, "PROVISOR_ALERT_POLL_SECONDS": "0.3"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            _failed_backup(provisor.home)
+            assert len(hook.wait_for(1, timeout=120)) == 1
+            _resolved_backup(provisor.home)
+            assert len(hook.wait_for(2, timeout=120)) == 2
+        finally:
+            worker.terminate()
+            _, errors = worker.communicate(timeout=60)
+        assert "Traceback" not in errors
+        assert [_verify(r)["message"] for r in hook.received] == ["opened", "resolved"]
+
+
+def test_notifiers_test_sends_now_and_says_why_not(provisor: Provisor) -> None:
+    with webhook_receiver() as hook:
+        provisor("notifiers", "add", "hook", "--type", "webhook", "--url", hook.url,
+                 env=SECRET_ENV)  # fmt: skip
+        sent = provisor("notifiers", "test", "hook")
+        assert "hook: sent" in sent.stdout
+        assert _verify(hook.wait_for(1)[0])["message"] == "test"
+        hook.status = 500
+        refused = provisor("notifiers", "test", "hook", check=False)
+        assert refused.returncode == 1 and "answered HTTP 500" in refused.stderr
+        tested = json.loads(
+            provisor("events", "--kind", "notifier.tested", "--output", "json").stdout
+        )
+        assert [e["outcome"] for e in tested] == ["ok", "failed"]
+        _nothing_secret(provisor, sent.stdout, refused.stderr)
+
+
+def test_the_cli_refuses_bad_input_and_says_where(provisor: Provisor) -> None:
+    provisor("notifiers", "add", "j", "--type", "log")
+    cases: list[tuple[list[str], dict[str, str], str]] = [
+        (["--type", "webhook", "--url", "file:///etc/passwd"], SECRET_ENV, "only http://"),
+        (["--type", "webhook", "--url", "http://u:p@127.0.0.1/"], SECRET_ENV, "credentials"),
+        (["--type", "webhook", "--url", "http://127.0.0.1/"], {}, "PROVISOR_NOTIFIER_SECRET"),
+        (["--type", "command", "--command", "notify.sh"], {}, "absolute path"),
+        (
+            [
+                "--type",
+                "email",
+                "--smtp-host",
+                "127.0.0.1",
+                "--from",
+                "a@b.c",
+                "--to",
+                "x@y.z\nBcc: v@w.x",
+            ],
+            {},
+            "invalid email address",
+        ),
+        (["--type", "log"], SECRET_ENV, "takes no secret"),
+        (["--type", "log", "--timeout", "soon"], {}, "invalid duration"),
+    ]
+    for args, env, message in cases:
+        refused = provisor("notifiers", "add", "n", *args, check=False, env=env)
+        assert refused.returncode == 2, (args, refused.stdout, refused.stderr)
+        assert message in " ".join(refused.stderr.split()), (args, refused.stderr)
+        assert KEY not in refused.stdout + refused.stderr
+    for args, message in [
+        (["--kind", "backup.*", "--notify", "nobody"], "no notifier named 'nobody'"),
+        (["--kind", "Backup Failed", "--notify", "j"], "invalid event kind"),
+        (["--kind", "backup.*", "--notify", "j", "--remind-after", "0s"], "remind_after"),
+        (["--kind", "backup.*", "--notify", "j", "--severity", "fatal"], "severity"),
+    ]:
+        refused = provisor("alerts", "rules", "add", "r", *args, check=False)
+        assert refused.returncode == 2 and message in refused.stderr, (args, refused.stderr)
+    missing = provisor("alerts", "ack", "999", check=False)
+    assert missing.returncode == 2 and "no alert 999" in missing.stderr
+    assert json.loads(provisor("notifiers", "list", "--output", "json").stdout)[0]["name"] == "j"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -132,13 +133,26 @@ class SmtpServer:
 
 @contextlib.contextmanager
 def smtp_server(
-    *, started: bool = True, credentials: tuple[str, str] | None = None
+    *,
+    started: bool = True,
+    credentials: tuple[str, str] | None = None,
+    tls: str | None = None,
+    certificate: Path | None = None,
 ) -> Iterator[SmtpServer]:
-    """aiosmtpd on a free port of 127.0.0.1 (plain SMTP; with `credentials`, AUTH
-    required and checked, allowed without TLS on loopback)."""
+    """aiosmtpd on a free port of 127.0.0.1: plain SMTP, or with `tls` "starttls"
+    (required) or "tls" (implicit) with `certificate` (key and certificate, PEM); with
+    `credentials`, AUTH required and checked."""
     inbox = _Inbox()
     port = free_port()
     options: dict[str, Any] = {}
+    if tls is not None:
+        assert certificate is not None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(certificate)
+        if tls == "starttls":
+            options.update(tls_context=context, require_starttls=True)
+        else:
+            options.update(ssl_context=context)
     if credentials is not None:
 
         def authenticate(
@@ -150,11 +164,7 @@ def smtp_server(
             inbox.logins.append(given)
             return AuthResult(success=given == credentials)
 
-        options = {
-            "authenticator": authenticate,
-            "auth_require_tls": False,
-            "auth_required": True,
-        }
+        options.update(authenticator=authenticate, auth_require_tls=False, auth_required=True)
     controller = Controller(inbox, hostname="127.0.0.1", port=port, **options)
     running = [False]
 

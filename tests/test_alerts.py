@@ -14,7 +14,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from alert_receivers import emit, smtp_server, webhook_receiver
+from provisor.orchestrator.secrets import server_tls
 from provisor.testing import crash
 from provisor_cli import Provisor
 
@@ -491,3 +494,23 @@ def test_the_cli_refuses_bad_input_and_says_where(provisor: Provisor) -> None:
     missing = provisor("alerts", "ack", "999", check=False)
     assert missing.returncode == 2 and "no alert 999" in missing.stderr
     assert json.loads(provisor("notifiers", "list", "--output", "json").stdout)[0]["name"] == "j"
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_email_over_starttls_and_tls(provisor: Provisor, tmp_path: Path, security: str) -> None:
+    """The server's certificate is checked: the CLI trusts it through SSL_CERT_FILE."""
+    pem, public, _ = server_tls(tmp_path, ["127.0.0.1"])
+    with smtp_server(credentials=(SMTP_USER, SMTP_PASSWORD), tls=security, certificate=pem) as smtp:
+        provisor(
+            "notifiers", "add", "mail", "--type", "email", "--smtp-host", "127.0.0.1",
+            "--smtp-port", str(smtp.port), "--security", security, "--username", SMTP_USER,
+            "--from", "provisor@example.com", "--to", "ops@example.com",
+            env={"PROVISOR_NOTIFIER_SECRET": SMTP_PASSWORD},
+        )  # fmt: skip
+        untrusted = provisor("notifiers", "test", "mail", check=False)
+        assert untrusted.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
+        trusted = provisor("notifiers", "test", "mail", env={"SSL_CERT_FILE": str(public)})
+        assert "mail: sent" in trusted.stdout
+        (mail,) = smtp.wait_for(1)
+        assert "(test)" in str(mail["Subject"])
+        assert smtp.inbox.logins == [(SMTP_USER, SMTP_PASSWORD)]

@@ -5,29 +5,43 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from alert_receivers import emit
 from provisor.core.alerts import Facts, RuleSpec, alert_key, check_url, severity_of
 from provisor.core.errors import InvalidInput
+from provisor.events import record_event
+from provisor.files import private_home
 from provisor.services import alerts
-from provisor.services.context import Context, open_context
+from provisor.services.context import Context
 from provisor.settings import Settings
+from provisor.store import Store
 
 T0 = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def local(tmp_path: Path) -> Iterator[tuple[Context, Settings]]:
-    settings = Settings(home=tmp_path / "home", tenant="default", database_url=None)
-    ctx = open_context(settings, actor="tester")
-    yield ctx, settings
-    ctx.store.close()
+def local(store: Store, tmp_path: Path) -> tuple[Context, Settings]:
+    """The data directory's owner, on each backend (SQLite, PostgreSQL)."""
+    home = private_home(tmp_path / "home")
+    settings = Settings(home=home, tenant="default", database_url=None)
+    return Context(store=store, actor="tester", tenant="default", home=home), settings
+
+
+def emit(ctx: Context, kind: str, subject: str, *, outcome: str = "ok", **details: Any) -> None:
+    with ctx.store.session() as session:
+        record_event(
+            session,
+            actor="provisor",
+            tenant=ctx.tenant,
+            kind=kind,
+            subject=subject,
+            outcome=outcome,
+            details=details,
+        )
 
 
 def _dispatch(ctx: Context, settings: Settings, at: datetime) -> alerts.DispatchView:
@@ -41,9 +55,9 @@ def _messages(home: Path) -> list[str]:
     return [json.loads(line)["message"] for line in path.read_text().splitlines()]
 
 
-def _incident(home: Path, state: str, severity: str = "critical") -> None:
+def _incident(ctx: Context, state: str, severity: str = "critical") -> None:
     emit(
-        home,
+        ctx,
         "health.unhealthy" if state == "open" else "health.healthy",
         "shop/web.2",
         outcome="failed" if state == "open" else "ok",
@@ -61,10 +75,10 @@ def test_reminded_while_open_until_acked_and_told_of_the_resolution(
     ctx, settings = local
     alerts.add_notifier(ctx, "journal", "log", {}, None)
     alerts.add_rule(ctx, "health", kinds=["health.*"], notifiers=["journal"], remind_seconds=600)
-    _incident(settings.home, "open")
+    _incident(ctx, "open")
     assert _dispatch(ctx, settings, T0).opened == 1
     assert _messages(settings.home) == ["opened"]
-    _incident(settings.home, "open")  # still failing: the same incident
+    _incident(ctx, "open")  # still failing: the same incident
     assert _dispatch(ctx, settings, T0 + timedelta(minutes=5)).reminded == 0
     assert _dispatch(ctx, settings, T0 + timedelta(minutes=11)).reminded == 1
     assert _dispatch(ctx, settings, T0 + timedelta(minutes=12)).reminded == 0
@@ -77,7 +91,7 @@ def test_reminded_while_open_until_acked_and_told_of_the_resolution(
     assert acked.acked_by == "tester" and acked.remind_at is None and acked.state == "open"
     assert _dispatch(ctx, settings, T0 + timedelta(hours=5)).reminded == 0
 
-    _incident(settings.home, "resolved", severity="info")
+    _incident(ctx, "resolved", severity="info")
     assert _dispatch(ctx, settings, T0 + timedelta(hours=6)).resolved == 1
     assert _messages(settings.home) == ["opened", "reminder", "reminder", "resolved"]
     assert alerts.list_alerts(ctx) == []
@@ -90,12 +104,12 @@ def test_an_alert_without_incident_is_closed_by_its_ack(local: tuple[Context, Se
     alerts.add_notifier(ctx, "journal", "log", {}, None)
     alerts.add_rule(ctx, "leases", kinds=["lease.expiring"], notifiers=["journal"])
     for _ in range(2):
-        emit(settings.home, "lease.expiring", "shop", severity="warning", deployment="shop")
+        emit(ctx, "lease.expiring", "shop", severity="warning", deployment="shop")
     _dispatch(ctx, settings, T0)
     (alert,) = alerts.list_alerts(ctx)
     assert alert.events == 2 and alert.key == "leases:lease.expiring:shop"
     assert alerts.ack_alert(ctx, alert.id).state == "closed"
-    emit(settings.home, "lease.expiring", "shop", severity="warning", deployment="shop")
+    emit(ctx, "lease.expiring", "shop", severity="warning", deployment="shop")
     _dispatch(ctx, settings, T0 + timedelta(minutes=1))
     (again,) = alerts.list_alerts(ctx)
     assert again.id != alert.id
@@ -105,7 +119,7 @@ def test_an_alert_without_incident_is_closed_by_its_ack(local: tuple[Context, Se
 def test_events_before_alerting_existed_raise_nothing(local: tuple[Context, Settings]) -> None:
     ctx, settings = local
     alerts.add_notifier(ctx, "journal", "log", {}, None)
-    _incident(settings.home, "open")  # before any rule: history
+    _incident(ctx, "open")  # before any rule: history
     alerts.add_rule(ctx, "health", kinds=["health.*"], notifiers=["journal"])
     assert _dispatch(ctx, settings, T0).opened == 0
     assert alerts.list_alerts(ctx) == []
@@ -117,7 +131,7 @@ def test_removing_a_notifier_in_use_is_refused_and_a_rule_takes_its_alerts(
     ctx, settings = local
     alerts.add_notifier(ctx, "journal", "log", {}, None)
     alerts.add_rule(ctx, "health", kinds=["health.*"], notifiers=["journal"])
-    _incident(settings.home, "open")
+    _incident(ctx, "open")
     _dispatch(ctx, settings, T0)
     with pytest.raises(Exception, match="used by rule"):
         alerts.remove_notifier(ctx, "journal")

@@ -77,7 +77,9 @@ class WebhookReceiver:
 
 
 @contextlib.contextmanager
-def webhook_receiver() -> Iterator[WebhookReceiver]:
+def webhook_receiver(certificate: Path | None = None) -> Iterator[WebhookReceiver]:
+    """An HTTP server on a free port of 127.0.0.1 (HTTPS with `certificate`: key and
+    certificate, PEM) keeping every POST it receives."""
     receiver = WebhookReceiver(url="")
 
     class Handler(BaseHTTPRequestHandler):
@@ -95,7 +97,13 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    scheme = "http"
+    if certificate is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(certificate)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
+    receiver.url = f"{scheme}://127.0.0.1:{server.server_address[1]}/hook"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

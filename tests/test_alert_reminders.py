@@ -189,3 +189,40 @@ def test_bad_webhook_urls_are_refused(url: str) -> None:
 def test_good_webhook_urls() -> None:
     for url in ("http://127.0.0.1:8080/hook", "https://hooks.example.com/x?y=1", "http://[::1]/"):
         assert check_url(url) == url
+
+
+def test_an_incident_that_gets_worse_is_told_once_per_level(
+    local: tuple[Context, Settings],
+) -> None:
+    ctx, settings = local
+    alerts.add_notifier(ctx, "journal", "log", {}, None)
+    alerts.add_rule(ctx, "health", kinds=["health.*"], notifiers=["journal"])
+    _incident(ctx, "open", severity="warning")
+    _dispatch(ctx, settings, T0)
+    for _ in range(2):
+        _incident(ctx, "open", severity="critical")
+    _incident(ctx, "open", severity="warning")
+    _dispatch(ctx, settings, T0 + timedelta(minutes=1))
+    assert _messages(settings.home) == ["opened", "escalated"]
+    (alert,) = alerts.list_alerts(ctx)
+    assert (alert.severity, alert.events) == ("critical", 4)
+
+
+def test_one_dispatcher_at_a_time(local: tuple[Context, Settings]) -> None:
+    from provisor.orchestrator.alerts import Dispatcher
+
+    ctx, settings = local
+    alerts.add_notifier(ctx, "journal", "log", {}, None)
+    alerts.add_rule(ctx, "health", kinds=["health.*"], notifiers=["journal"])
+    first, second = Dispatcher(ctx.store, settings.home), Dispatcher(ctx.store, settings.home)
+
+    async def passes() -> tuple[str | None, str | None, int]:
+        held = await first.run_once()
+        _incident(ctx, "open")
+        refused = await second.run_once()
+        first.release()
+        taken = await second.run_once()
+        return held.busy, refused.busy, taken.opened
+
+    assert asyncio.run(passes()) == (None, first.holder, 1)
+    assert _messages(settings.home) == ["opened"]

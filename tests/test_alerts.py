@@ -514,3 +514,15 @@ def test_email_over_starttls_and_tls(provisor: Provisor, tmp_path: Path, securit
         (mail,) = smtp.wait_for(1)
         assert "(test)" in str(mail["Subject"])
         assert smtp.inbox.logins == [(SMTP_USER, SMTP_PASSWORD)]
+
+
+def test_a_webhook_over_https_checks_the_certificate(provisor: Provisor, tmp_path: Path) -> None:
+    pem, public, _ = server_tls(tmp_path, ["127.0.0.1"])
+    with webhook_receiver(certificate=pem) as hook:
+        assert hook.url.startswith("https://")
+        provisor("notifiers", "add", "hook", "--type", "webhook", "--url", hook.url,
+                 env=SECRET_ENV)  # fmt: skip
+        untrusted = provisor("notifiers", "test", "hook", check=False)
+        assert untrusted.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
+        provisor("notifiers", "test", "hook", env={"SSL_CERT_FILE": str(public)})
+        assert _verify(hook.wait_for(1)[0])["message"] == "test"

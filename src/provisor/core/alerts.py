@@ -22,7 +22,7 @@ SECRETS: dict[str, tuple[bool, str]] = {
 }
 # Events about alerting itself never raise alerts: no loop of alerts about alerts.
 QUIET_PREFIXES = ("alert.", "notifier.")
-MESSAGES = ("opened", "reminder", "resolved", "test")
+MESSAGES = ("opened", "escalated", "reminder", "resolved", "test")
 
 MAX_RECIPIENTS = 20
 MAX_PATTERNS = 20

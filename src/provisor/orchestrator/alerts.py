@@ -30,7 +30,15 @@ from typing import Any
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from provisor.core.alerts import Facts, RuleSpec, alert_key, bounded_details, one_line
+from provisor.core.alerts import (
+    Facts,
+    RuleSpec,
+    alert_key,
+    at_least,
+    bounded_details,
+    one_line,
+)
+from provisor.core.errors import ProvisorError
 from provisor.events import record_event
 from provisor.events.notifiers import DeliveryError, Target, send
 from provisor.store import Event, Store, Tenant
@@ -171,6 +179,7 @@ class _Send:
     message: str
     target: Target
     payload: dict[str, Any]
+    error: str | None = None  # known before sending: it is not sent
 
 
 class Dispatcher:
@@ -277,10 +286,14 @@ class Dispatcher:
                     Alert.state == "open",
                 )
             )
-            if alert is not None:  # the same incident again: counted, not sent again
+            if alert is not None:  # the same incident again: counted, not sent again...
                 alert.event_count += 1
                 alert.last_event_id = event.id
                 alert.last_seen_at = now
+                if not at_least(alert.severity, facts.severity):  # ...unless it got worse
+                    alert.severity = facts.severity
+                    message = f"escalated.{facts.severity}"
+                    record_deliveries(session, alert, rule, message, event.tenant, event, now)
                 continue
             remind = timedelta(seconds=rule.remind_seconds) if rule.remind_seconds else None
             alert = Alert(
@@ -370,11 +383,23 @@ class Dispatcher:
             ).all()
             due = []
             for delivery, notifier, tenant in rows:
-                secret = unseal(self.home, notifier.secret) if notifier.secret else None
+                secret, error = None, None
+                try:
+                    secret = unseal(self.home, notifier.secret) if notifier.secret else None
+                except ProvisorError as exc:  # another data directory's key: say so, go on
+                    error = f"cannot open the notifier's secret: {exc}"
                 target = Target(notifier.name, notifier.kind, dict(notifier.settings), secret)
                 payload = dict(delivery.payload)
                 due.append(
-                    _Send(delivery.id, delivery.alert_id, tenant, delivery.message, target, payload)
+                    _Send(
+                        delivery.id,
+                        delivery.alert_id,
+                        tenant,
+                        delivery.message,
+                        target,
+                        payload,
+                        error,
+                    )
                 )
             return due
 
@@ -424,9 +449,10 @@ class Dispatcher:
         async with gate:
             # Recorded, not yet sent: a crash here must send it once on restart.
             sys.audit("provisor.step", f"alert-send:{item.delivery}")
-            error: str | None = None
+            error = item.error
             try:
-                await send(item.target, item.payload, home=self.home, delivery=item.delivery)
+                if error is None:
+                    await send(item.target, item.payload, home=self.home, delivery=item.delivery)
             except DeliveryError as exc:
                 error = exc.message
             except Exception as exc:  # a notifier's bug must not stop the others

@@ -11,8 +11,15 @@ from typing import Any
 
 import pytest
 
-from provisor.core.alerts import Facts, RuleSpec, alert_key, check_url, severity_of
-from provisor.core.errors import InvalidInput
+from provisor.core.alerts import (
+    Facts,
+    RuleSpec,
+    alert_key,
+    bounded_details,
+    check_url,
+    severity_of,
+)
+from provisor.core.errors import InvalidInput, NotFound
 from provisor.events import record_event
 from provisor.files import private_home
 from provisor.services import alerts
@@ -226,3 +233,34 @@ def test_one_dispatcher_at_a_time(local: tuple[Context, Settings]) -> None:
 
     assert asyncio.run(passes()) == (None, first.holder, 1)
     assert _messages(settings.home) == ["opened"]
+
+
+def test_oversized_event_fields_are_cut_to_what_the_store_keeps() -> None:
+    huge = "x" * 100_000
+    facts = Facts.of(
+        "backup.failed",
+        huge,
+        "failed",
+        {"machine": huge, "node": huge, "deployment": huge, "incident": huge},
+    )
+    assert len(facts.subject) <= 255 and len(facts.machine or "") <= 128
+    assert len(facts.node or "") <= 64 and len(facts.deployment or "") <= 128
+    assert len(alert_key("r", facts)) <= 300
+    assert len(alert_key("r", Facts.of("k", huge, "failed", {}))) <= 300
+    details = bounded_details({"output": huge})
+    assert details["truncated"] is True and len(json.dumps(details)) < 20_000
+
+
+def test_alerted_in_the_tenant_of_the_event_only(local: tuple[Context, Settings]) -> None:
+    ctx, settings = local
+    alerts.add_notifier(ctx, "journal", "log", {}, None)
+    alerts.add_rule(ctx, "all", kinds=["*"], notifiers=["journal"], min_severity="info")
+    other = Context(store=ctx.store, actor="someone", tenant="other", home=settings.home)
+    alerts.add_notifier(other, "journal", "log", {}, None)
+    emit(other, "health.unhealthy", "theirs", severity="critical")
+    emit(ctx, "health.unhealthy", "ours", severity="critical")
+    _dispatch(ctx, settings, T0)
+    assert [a.subject for a in alerts.list_alerts(ctx)] == ["ours"]
+    assert alerts.list_alerts(other) == []
+    with pytest.raises(NotFound):
+        alerts.ack_alert(other, alerts.list_alerts(ctx)[0].id)

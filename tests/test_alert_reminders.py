@@ -264,3 +264,17 @@ def test_alerted_in_the_tenant_of_the_event_only(local: tuple[Context, Settings]
     assert alerts.list_alerts(other) == []
     with pytest.raises(NotFound):
         alerts.ack_alert(other, alerts.list_alerts(ctx)[0].id)
+
+
+def test_ended_alerts_are_removed_after_90_days(local: tuple[Context, Settings]) -> None:
+    ctx, settings = local
+    alerts.add_notifier(ctx, "journal", "log", {}, None)
+    alerts.add_rule(ctx, "health", kinds=["health.*"], notifiers=["journal"])
+    _incident(ctx, "open")
+    _dispatch(ctx, settings, T0)
+    _incident(ctx, "resolved", severity="info")
+    _dispatch(ctx, settings, T0 + timedelta(hours=1))
+    _dispatch(ctx, settings, T0 + timedelta(days=89))
+    assert len(alerts.list_alerts(ctx, include_ended=True)) == 1
+    _dispatch(ctx, settings, T0 + timedelta(days=91))
+    assert alerts.list_alerts(ctx, include_ended=True) == []

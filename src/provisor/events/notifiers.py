@@ -31,6 +31,7 @@ from provisor.files import append_private
 log = logging.getLogger("provisor.alerts")
 
 LOG_FILE = "alerts.log"  # in the data directory: the `log` notifier's lines
+MAX_LOG_FILE = 16 * 1024 * 1024  # bytes, then it becomes alerts.log.1
 MAX_COMMAND_OUTPUT = 65_536  # bytes of a command's output kept (for the error message)
 SIGNATURE_HEADER = "X-Provisor-Signature"
 TIMESTAMP_HEADER = "X-Provisor-Timestamp"
@@ -67,7 +68,11 @@ def payload_bytes(payload: Mapping[str, Any]) -> bytes:
 
 async def _log(target: Target, payload: Mapping[str, Any], home: Path) -> None:
     line = payload_bytes(payload) + b"\n"
-    with append_private(home / LOG_FILE) as handle:
+    path = home / LOG_FILE
+    with contextlib.suppress(FileNotFoundError):
+        if path.stat().st_size > MAX_LOG_FILE:  # one older file kept: bounded on disk
+            os.replace(path, path.with_name(LOG_FILE + ".1"))
+    with append_private(path) as handle:
         handle.write(line)
     log.warning("alert: %s", subject_line(payload))
 

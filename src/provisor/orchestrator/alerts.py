@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from provisor.core.alerts import (
@@ -55,6 +55,7 @@ MAX_ROUNDS = 20  # send rounds per pass
 CONCURRENCY = 8  # sends at once
 MAX_ATTEMPTS = 10  # then a delivery is given up (state failed)
 MAX_BACKOFF = timedelta(minutes=30)
+KEEP_ENDED = timedelta(days=90)  # resolved and closed alerts, then removed (events stay)
 GAP_GRACE = timedelta(seconds=60)  # an id missing this long is a rolled-back insert
 _ERROR = 1000  # characters of a send error kept
 
@@ -363,6 +364,19 @@ class Dispatcher:
                 )
                 result.reminded += 1
 
+    def _prune(self) -> None:
+        """Remove alerts ended more than KEEP_ENDED ago, with their deliveries (bounded)."""
+        cutoff = self.clock() - KEEP_ENDED
+        with self.store.session() as session:
+            old = select(Alert.id).where(
+                Alert.state != "open",
+                func.coalesce(Alert.resolved_at, Alert.acked_at, Alert.last_seen_at) < cutoff,
+            )
+            ids = list(session.scalars(old.limit(EVENT_BATCH)))
+            if ids:
+                session.execute(delete(AlertDelivery).where(AlertDelivery.alert_id.in_(ids)))
+                session.execute(delete(Alert).where(Alert.id.in_(ids)))
+
     # --- sending -------------------------------------------------------------------------
 
     def _due(self, tried: set[int]) -> list[_Send]:
@@ -473,6 +487,7 @@ class Dispatcher:
             if not await asyncio.to_thread(self._read_events, result):
                 break
         await asyncio.to_thread(self._remind, result)
+        await asyncio.to_thread(self._prune)
         gate = asyncio.Semaphore(CONCURRENCY)
         tried: set[int] = set()
         for _ in range(MAX_ROUNDS):

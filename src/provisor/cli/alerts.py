@@ -232,6 +232,16 @@ def add_rule(
         console.print(f"added rule [bold]{escape(view.name)}[/]")
 
 
+def _every(seconds: int | None) -> str:
+    """`4h`, `15m`, `90s`; `never` for none."""
+    if not seconds:
+        return "never"
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"every {seconds // size}{unit}"
+    return f"every {seconds}s"
+
+
 @rules_app.command("list")
 def list_rules(output: OutputOption = Format.table) -> None:
     """List the tenant's alert rules."""
@@ -251,7 +261,7 @@ def list_rules(output: OutputOption = Format.table) -> None:
                 v.deployment or "any",
                 v.node or "any",
                 ",".join(v.notifiers),
-                f"{v.remind_seconds} s" if v.remind_seconds else "never",
+                _every(v.remind_seconds),
             )
             for v in views
         ],

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from provisor.core.alerts import (
@@ -83,12 +84,17 @@ def start_cursor(session: Session) -> AlertCursor:
     """The cursor row, made at the newest event on first use: history before alerting
     was set up raises no alerts."""
     cursor = session.get(AlertCursor, CURSOR_ID)
-    if cursor is None:
-        newest = session.scalar(select(func.max(Event.id))) or 0
-        cursor = AlertCursor(id=CURSOR_ID, last_event_id=newest)
-        session.add(cursor)
-        session.flush()
-    return cursor
+    if cursor is not None:
+        return cursor
+    newest = session.scalar(select(func.max(Event.id))) or 0
+    try:
+        with session.begin_nested():  # another process may make it at the same moment
+            session.add(AlertCursor(id=CURSOR_ID, last_event_id=newest))
+    except IntegrityError:
+        pass
+    made = session.get(AlertCursor, CURSOR_ID)
+    assert made is not None
+    return made
 
 
 def alert_json(alert: Alert) -> dict[str, Any]:
@@ -490,7 +496,10 @@ class Dispatcher:
         await asyncio.to_thread(self._prune)
         gate = asyncio.Semaphore(CONCURRENCY)
         tried: set[int] = set()
-        for _ in range(MAX_ROUNDS):
+        for round_ in range(MAX_ROUNDS):
+            # Still ours? (A pass slower than the lease lets another dispatcher take over.)
+            if round_ and await asyncio.to_thread(self._take_lease) is not None:
+                break
             due = await asyncio.to_thread(self._due, tried)
             if not due:
                 break

@@ -106,12 +106,29 @@ class Settings(BaseSettings):
         "followers; after that they are read from the database",
     )
 
+    # Alerts: how often the dispatcher looks for new events, and how soon a failed
+    # notification is tried again (doubling each time, up to 30 minutes).
+    alert_poll_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="seconds between two passes of the alert dispatcher (server, worker)",
+    )
+    alert_retry_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="seconds before a failed notification is tried again (then doubled)",
+    )
+
     @field_validator(
         "command_timeout",
         "stall_timeout",
         "job_stale_after",
         "job_live_seconds",
         "worker_restart_pause",
+        "alert_poll_seconds",
+        "alert_retry_seconds",
         mode="before",
     )
     @classmethod

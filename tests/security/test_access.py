@@ -23,6 +23,7 @@ SAMPLE = {
     "token_id": "1",
     "job_id": "1",
     "upload_id": "x",
+    "alert_id": "1",
 }
 PUBLIC = {"/api/v1/health", "/api/v1/openapi.json", "/api/v1/docs", "/api/v1/docs/oauth2-redirect"}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,6 +10,7 @@ from fastapi import FastAPI
 
 from provisor import __version__
 from provisor.api import (
+    alerts,
     blueprints,
     deployments,
     errors,
@@ -22,6 +24,7 @@ from provisor.api import (
 from provisor.api.auth import SignInGuard
 from provisor.api.guards import RequestGuard
 from provisor.api.jobs import ServerJobs
+from provisor.services import alerts as alerts_service
 from provisor.services.context import Settings, Store
 
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -35,7 +38,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.jobs = ServerJobs(settings, app.state.store)
+        stopping = asyncio.Event()  # the alert dispatcher runs as long as the server
+        dispatcher = asyncio.create_task(
+            alerts_service.run_dispatcher(settings, app.state.store, stopping)
+        )
         yield
+        stopping.set()
+        dispatcher.cancel()
+        await asyncio.gather(dispatcher, return_exceptions=True)
         await app.state.jobs.close()
         app.state.store.close()
 
@@ -70,4 +80,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(providers.router, prefix="/api/v1")
     app.include_router(deployments.router, prefix="/api/v1")
     app.include_router(uploads.router, prefix="/api/v1")
+    app.include_router(alerts.router, prefix="/api/v1")
     return app

@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from provisor import __version__
 from provisor.cli import (
+    alerts,
     blueprints,
     deployments,
     events,
@@ -55,6 +56,8 @@ app.command("params")(deployments.params)
 app.add_typer(worker.worker_app, name="worker")
 app.add_typer(deployments.deployments_app, name="deployments")
 app.add_typer(providers.app, name="providers")
+app.add_typer(alerts.notifiers_app, name="notifiers")
+app.add_typer(alerts.alerts_app, name="alerts")
 app.add_typer(keys.app, name="keys")
 app.add_typer(identity.users_app, name="users")
 app.add_typer(identity.tokens_app, name="tokens")

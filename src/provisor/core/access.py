@@ -24,6 +24,9 @@ class Action(StrEnum):
     providers_read = "providers.read"
     providers_write = "providers.write"
     events_read = "events.read"
+    alerts_read = "alerts.read"  # alerts, rules, notifiers (never their secrets)
+    alerts_ack = "alerts.ack"  # acknowledge an alert: no more reminders
+    alerts_manage = "alerts.manage"  # notifiers and rules
     users_manage = "users.manage"  # members of the tenant and their tokens
 
 
@@ -42,6 +45,7 @@ _READ = {
     Action.deployments_read,
     Action.providers_read,
     Action.events_read,
+    Action.alerts_read,
 }
 
 PERMISSIONS: dict[Role, frozenset[Action]] = {
@@ -54,6 +58,7 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
             Action.catalog_write,
             Action.deployments_request,
             Action.deployments_manage,
+            Action.alerts_ack,
         }
     ),
     Role.requester: frozenset({Action.catalog_read, Action.deployments_request}),

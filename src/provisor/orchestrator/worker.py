@@ -235,6 +235,14 @@ def _pending(dbos: Any) -> int:
     return len(found)
 
 
+async def _dispatch_alerts(store: Any, settings: Settings, stopping: asyncio.Event) -> None:
+    """The alert dispatcher, in the background as long as the worker runs."""
+    from provisor.orchestrator.alerts import Dispatcher
+
+    dispatcher = Dispatcher(store, settings.home, retry_seconds=settings.alert_retry_seconds)
+    await dispatcher.run(stopping, settings.alert_poll_seconds)
+
+
 async def serve(settings: Settings, *, until_idle: bool) -> None:
     """Be the worker until stopped (or, with until_idle, until no work is left)."""
     from dbos import DBOS
@@ -288,6 +296,7 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
         handles_sigterm = threading.current_thread() is threading.main_thread()
         if handles_sigterm:  # (a worker in another thread leaves signals to its process)
             loop.add_signal_handler(signal.SIGTERM, stopping.set)
+        alerts = asyncio.create_task(_dispatch_alerts(rt.store, settings, stopping))
         try:
             if not until_idle:
                 await stopping.wait()
@@ -309,6 +318,8 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
                 if idle >= 2:
                     return
         finally:
+            alerts.cancel()
+            await asyncio.gather(alerts, return_exceptions=True)
             if handles_sigterm:
                 loop.remove_signal_handler(signal.SIGTERM)
             gc.unfreeze()

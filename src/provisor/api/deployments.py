@@ -15,10 +15,11 @@ from pydantic import BaseModel, Field, SecretStr
 
 from provisor.api.auth import Ctx
 from provisor.core.errors import InvalidInput
-from provisor.services import deployments, workers
+from provisor.services import deployments, health, workers
 from provisor.services.context import Settings
 from provisor.services.deployments import DeploymentView, ParametersView
 from provisor.services.events import EventView
+from provisor.services.health import DeploymentHealthView
 
 router = APIRouter(tags=["deployments"])
 
@@ -75,6 +76,13 @@ def list_deployments(ctx: Ctx) -> list[DeploymentView]:
 def get_deployment(ctx: Ctx, name: str) -> DeploymentView:
     """Machines, state, current step and outputs."""
     return deployments.get_deployment(ctx, name)
+
+
+@router.get("/deployments/{name}/health", response_model=DeploymentHealthView)
+def get_health(ctx: Ctx, name: str) -> DeploymentHealthView:
+    """Each checked machine's health: state, since when, last checks, recent history;
+    and what infrastructure is down (its machines' checks paused)."""
+    return health.deployment_health(ctx, name)
 
 
 @router.get("/deployments/{name}/parameters", response_model=ParametersView)

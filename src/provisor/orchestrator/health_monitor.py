@@ -31,7 +31,7 @@ from sqlalchemy import text
 from provisor.core.health import Health, HealthState, Thresholds, observe
 from provisor.fleet.transport import Endpoint, machine_trust_id
 from provisor.orchestrator import health_records as records
-from provisor.orchestrator.health_probes import Target, run_round
+from provisor.orchestrator.health_probes import Round, Target, run_round
 from provisor.orchestrator.runtime import Runtime
 from provisor.store.orchestration import Machine
 
@@ -134,28 +134,42 @@ class Monitor:
                     due.append((deployment, machine, current))
         if not due:
             return
-        await self._infrastructure({provider_key(d): d for d, _, _ in due})
-        if "controller:database" in self._down or "controller:disk" in self._down:
+        providers = {provider_key(d): d for d, _, _ in due}
+        await self._infrastructure(providers)
+        if not self._runnable(due):
             return
-        runnable = [(d, m, h) for d, m, h in due if provider_key(d) not in self._down]
+        runnable = [(d, m, h) for d, m, h in due if not self._paused(d)]
         limit = asyncio.Semaphore(self.concurrency)
 
-        async def one(deployment: records.Watched, machine: Machine, health: Health | None) -> None:
+        async def one(deployment: records.Watched, machine: Machine) -> Round:
             async with limit:
-                await self._check(deployment, machine, health)
+                node = deployment.nodes[machine.node]
+                target = target_of(self.rt, deployment, machine)
+                return await run_round(target, node.checks.probes, node.checks.timeout)
 
-        results = await asyncio.gather(*(one(*item) for item in runnable), return_exceptions=True)
-        for result in results:
-            if isinstance(result, Exception):
-                log.error("health check failed to run: %s", result, exc_info=result)
+        rounds = await asyncio.gather(*(one(d, m) for d, m, _ in runnable), return_exceptions=True)
+        # A failure counts only once what it depends on is seen up: an outage that began
+        # since the last look would otherwise make every machine fail at once.
+        if any(isinstance(r, Round) and not r.ok for r in rounds):
+            await self._infrastructure(providers, force=True)
+        for (deployment, machine, before), found in zip(runnable, rounds, strict=True):
+            if isinstance(found, BaseException):
+                log.error("health check failed to run: %s", found, exc_info=found)
+            elif not self._paused(deployment):
+                await self._observed(deployment, machine, before, found)
 
-    async def _check(
-        self, deployment: records.Watched, machine: Machine, before: Health | None
+    def _paused(self, deployment: records.Watched) -> bool:
+        """Whether what the deployment's checks depend on is down."""
+        depends = {"controller:database", "controller:disk", provider_key(deployment)}
+        return bool(depends & self._down.keys())
+
+    def _runnable(self, due: list[tuple[records.Watched, Machine, Health | None]]) -> bool:
+        return any(not self._paused(d) for d, _, _ in due)
+
+    async def _observed(
+        self, deployment: records.Watched, machine: Machine, before: Health | None, found: Round
     ) -> None:
-        node = deployment.nodes[machine.node]
-        checks = node.checks
-        target = target_of(self.rt, deployment, machine)
-        found = await run_round(target, checks.probes, checks.timeout)
+        checks = deployment.nodes[machine.node].checks
         thresholds = Thresholds(checks.failures, checks.successes)
         after = observe(before or Health(), found.ok, thresholds)
         await asyncio.to_thread(
@@ -186,9 +200,11 @@ class Monitor:
 
     # Infrastructure
 
-    async def _infrastructure(self, providers: dict[str, records.Watched]) -> None:
+    async def _infrastructure(
+        self, providers: dict[str, records.Watched], *, force: bool = False
+    ) -> None:
         now = time.monotonic()
-        if now - self._infra_at < INFRA_INTERVAL:
+        if not force and now - self._infra_at < INFRA_INTERVAL:
             return
         self._infra_at = now
         found: dict[str, tuple[str, str, str | None]] = {}  # key -> tenant, what, problem

@@ -269,7 +269,8 @@ def save(
             _state_event(session, deployment, machine, before, after, detail)
         if event is not None:
             kind, severity, state, more = event
-            result = "failed" if severity != "info" else "ok"
+            failed = kind == "recovery.failed" or more.get("outcome", "recovered") != "recovered"
+            result = "failed" if failed else "ok"
             _event(
                 session, deployment, machine, kind, severity, after.incident, state, result, **more
             )

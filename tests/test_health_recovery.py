@@ -167,7 +167,7 @@ def test_the_ladder_brings_machines_back_and_the_events_show_the_chain(
 
     # The web server is killed: detected, and the `command` rung starts it again.
     mark = last_id(provisor)
-    on(provisor, "web", "pkill -f http.server; true")
+    on(provisor, "web", "pkill -f http.serve[r]; true")
     wait_for("web.1 recovered", lambda: "recovery.succeeded" in chain(provisor, "web.1", mark))
     assert chain(provisor, "web.1", mark) == [
         "health.degraded",
@@ -248,10 +248,10 @@ def test_the_ladder_brings_machines_back_and_the_events_show_the_chain(
     # A provider outage: one infrastructure alert, and no machine check meanwhile.
     registry = provisor.home / "local-provider" / "registry.json"
     aside = registry.with_name("registry.json.aside")
+    mark = last_id(provisor)
     registry.rename(aside)
     registry.mkdir()  # the provider cannot read its registry: its API is "down"
     try:
-        mark = last_id(provisor)
 
         def outage() -> list[dict[str, Any]]:
             found = events(provisor)
@@ -260,7 +260,7 @@ def test_the_ladder_brings_machines_back_and_the_events_show_the_chain(
         down = wait_for("infrastructure.down", outage)
         assert down[0]["details"]["severity"] == "critical"
         assert down[0]["details"]["incident_state"] == "open"
-        on(provisor, "web", "pkill -f http.server; true")  # SSH does not need the provider
+        on(provisor, "web", "pkill -f http.serve[r]; true")  # SSH does not need the provider
         time.sleep(8)  # many check intervals
         during = [e for e in events(provisor) if e["id"] > mark]
         assert [e["kind"] for e in during] == ["infrastructure.down"]  # one, and nothing else
@@ -288,7 +288,7 @@ def test_a_worker_killed_during_a_recovery_resumes_it(provisor: Provisor, tmp_pa
         env=crash.environment("recovery-action:hc-web-1", once=killed),
     )
     wait_for("web.1 healthy", lambda: health(provisor)["web.1"]["state"] == "healthy")
-    on(provisor, "web", "pkill -f http.server; true")
+    on(provisor, "web", "pkill -f http.serve[r]; true")
     wait_for("the worker killed during the action", killed.exists)
     wait_for("web.1 recovered", lambda: "recovery.succeeded" in chain(provisor, "web.1"))
     log = (provisor.home / "worker.log").read_text()

@@ -193,3 +193,46 @@ def test_hostile_checks_and_ladders_are_refused_where_they_are(extra: str, says:
     text = str(caught.value)
     assert says in text, text
     assert "hc.yaml:6:" in text or "hc.yaml:7:" in text or "hc.yaml:5:" in text, text
+
+
+def test_history_is_bounded_and_overrides_apply(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from sqlalchemy import func, select
+
+    from db_rows import add_deployment
+    from provisor.core.health import Health as H0
+    from provisor.orchestrator import health_records as records
+    from provisor.store import Store
+    from provisor.store.health import HISTORY_LIMIT, HealthTransition
+    from provisor.store.models import Event
+    from provisor.store.orchestration import Deployment, Machine
+
+    assert isinstance(tmp_path, Path)
+    store = Store(f"sqlite:///{tmp_path / 'p.db'}")
+    try:
+        deployment_id = add_deployment(store, "hb", machines=[("web", 1)])
+        with store.session() as session:
+            deployment = session.get(Deployment, deployment_id)
+            machine = session.scalars(select(Machine)).one()
+            session.expunge_all()
+        assert deployment is not None
+        states = [H0(H.healthy), H0(H.degraded, 1)]
+        for number in range(HISTORY_LIMIT + 10):
+            before, after = states[number % 2], states[(number + 1) % 2]
+            records.save(store, deployment, machine, before, after, results=[], detail="x")
+        with store.session() as session:
+            kept = session.scalar(select(func.count()).select_from(HealthTransition))
+            degraded = session.scalar(
+                select(func.count()).select_from(Event).where(Event.kind == "health.degraded")
+            )
+        assert kept == HISTORY_LIMIT
+        assert degraded == (HISTORY_LIMIT + 10) // 2  # every entry into degraded, an event
+    finally:
+        store.close()
+    text = BASE + "    checks: {interval: 30s, probes: [ssh]}\n    recovery: [reboot]\n"
+    nodes = records.node_health(text, "hb", {"*": {"interval": "5s"}, "web": {"failures": 1}})
+    assert (nodes["web"].checks.interval, nodes["web"].checks.failures) == (5.0, 1)
+    assert nodes["web"].recovery
+    assert not records.node_health(text, "hb", {"web": {"recovery": False}})["web"].recovery
+    assert records.node_health(text, "hb", {"web": {"checks": False}}) == {}

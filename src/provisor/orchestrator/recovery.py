@@ -298,17 +298,20 @@ async def recovery_workflow(deployment_id: int, name: str, incident: int) -> str
     if ladder is None:
         return "nothing to recover"
     last = "no rung"
-    for rung, step in enumerate(ladder):
-        for attempt in range(1, int(step["attempts"]) + 1):
-            outcome = await attempt_step(deployment_id, name, incident, rung, attempt)
-            if outcome == "abandoned":
-                return outcome
-            if outcome == "recovered":
-                await succeeded_step(deployment_id, name, incident, f"{step['action']}")
-                return outcome
-            last = f"{step['action']} attempt {attempt}: {outcome}"
-            if attempt < int(step["attempts"]):
-                await DBOS.sleep_async(float(step["backoff"]) * 2 ** (attempt - 1))
+    try:
+        for rung, step in enumerate(ladder):
+            for attempt in range(1, int(step["attempts"]) + 1):
+                outcome = await attempt_step(deployment_id, name, incident, rung, attempt)
+                if outcome == "abandoned":
+                    return outcome
+                if outcome == "recovered":
+                    await succeeded_step(deployment_id, name, incident, f"{step['action']}")
+                    return outcome
+                last = f"{step['action']} attempt {attempt}: {outcome}"
+                if attempt < int(step["attempts"]):
+                    await DBOS.sleep_async(float(step["backoff"]) * 2 ** (attempt - 1))
+    except Exception as exc:  # a fault of provisor's own: the machine is not left recovering
+        last = f"the recovery stopped: {exc}"
     await end_step(deployment_id, name, incident, last)
     return "failed"
 

@@ -2,7 +2,7 @@
 
     checks:
       interval: 10s        # how often (1s to 1h; default 30s)
-      timeout: 5s          # each check's limit (1s to 5m, at most the interval; default 10s)
+      timeout: 5s          # each probe: 1s to 5m, at most the interval (default 10s)
       failures: 3          # consecutive failed rounds before unhealthy (1 to 100; default 3)
       successes: 2         # consecutive good rounds before healthy again (1 to 100; default 2)
       probes:              # all must pass for a round to pass
@@ -169,7 +169,9 @@ class Checks(_Model):
     """A node's health checks: what is checked, how often, and when it counts."""
 
     interval: Interval = Field(default=30.0, description="seconds between rounds")
-    timeout: ProbeTimeout = Field(default=10.0, description="each probe's limit")
+    timeout: ProbeTimeout = Field(
+        default=10.0, description="each probe's limit (by default 10s, or the interval if shorter)"
+    )
     failures: int = Field(
         default=3, ge=1, le=100, description="consecutive failed rounds before unhealthy"
     )
@@ -187,6 +189,8 @@ class Checks(_Model):
 
     @model_validator(mode="after")
     def _timeout_within_interval(self) -> Self:
+        if "timeout" not in self.model_fields_set and self.timeout > self.interval:
+            object.__setattr__(self, "timeout", self.interval)  # the default fits the interval
         if self.timeout > self.interval:
             raise ValueError(
                 f"timeout ({self.timeout:g}s) is longer than the interval ({self.interval:g}s)"

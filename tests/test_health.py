@@ -228,6 +228,17 @@ def test_history_is_bounded_and_overrides_apply(tmp_path: object) -> None:
             )
         assert kept == HISTORY_LIMIT
         assert degraded == (HISTORY_LIMIT + 10) // 2  # every entry into degraded, an event
+        from provisor.services.context import Context
+        from provisor.services.health import counts
+
+        seen = counts(Context(store=store, actor="owner", tenant="default"))
+        assert seen.machines == {
+            "hb": {"healthy": 1, "degraded": 0, "unhealthy": 0, "recovering": 0, "failed": 0}
+        }
+        assert seen.recoveries == {"started": 0, "succeeded": 0, "failed": 0}
+        assert seen.infrastructure_down == []
+        other = counts(Context(store=store, actor="owner", tenant="other"))
+        assert other.machines == {}  # another tenant's machines are not counted
     finally:
         store.close()
     text = BASE + "    checks: {interval: 30s, probes: [ssh]}\n    recovery: [reboot]\n"

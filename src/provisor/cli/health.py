@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from provisor.cli._context import context
-from provisor.cli.output import Format, console, emit_json, fields, table
+from provisor.cli._context import context, settings
+from provisor.cli.output import Format, console, emit_json, err_console, fields, table
 from provisor.core.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -100,8 +100,8 @@ def health(
     if set_ or reset:
         if deployment is None:
             raise InvalidInput("--set needs a DEPLOYMENT", field="deployment")
-        settings = _settings(set_ or [])
-        views = [service.set_override(context(), deployment, node, settings, reset=reset)]
+        changes = _settings(set_ or [])
+        views = [service.set_override(context(), deployment, node, changes, reset=reset)]
     elif deployment is not None:
         views = [service.deployment_health(context(), deployment)]
     else:
@@ -113,3 +113,12 @@ def health(
         console.print("no deployment has health checks")
     for view in views:
         _show(view)
+    from provisor.services import workers
+
+    if any(v.checked and v.state == "ready" for v in views) and not workers.worker_running(
+        settings()
+    ):
+        err_console.print(
+            "no worker is running: machines are not being checked (`provisor worker start`)",
+            highlight=False,
+        )

@@ -6,7 +6,8 @@ One deployment on the local provider (real machines), one node per rung, each wi
 one-rung ladder: `command` (its web server killed; the rung starts it again),
 `reboot`, `restart` and `replace` (each machine powered off behind provisor's back).
 `restore-from-backup` is measured when the backup feature is installed. The failure's
-time is taken just before it is caused; detection is the `health.unhealthy` event,
+time is taken once the call that causes it has returned; detection is the
+`health.unhealthy` event,
 recovery the `recovery.succeeded` event (their times as recorded). Detection takes at
 least (failures - 1) x interval by design; the rest is the checks' own latency.
 Results go to docs/benchmarks.md between the recovery markers.
@@ -117,11 +118,11 @@ def measure(cli: Cli, rung: str, timeout: float = 600.0) -> tuple[float, float]:
     """(failure to detection, detection to recovery) of one failure of `rung`'s node."""
     machine = f"{rung}.1"
     seen = max((e["id"] for e in cli.events()), default=0)
-    failed_at = time.time()
     if rung == "command":
         cli("run", f"deployment:rb&tag:node={rung}", "--", "pkill -f http.serve[r]", check=False)
     else:
         stop(cli, f"rb-{rung}-1")
+    failed_at = time.time()  # the failure is in place by now (a little before, in fact)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = [
@@ -185,7 +186,9 @@ def main() -> None:
             "",
             f"Checks every {args.interval:g}s, unhealthy after {args.failures} failed rounds, "
             "healthy after 1 good one; one node per rung on the local provider "
-            f"({platform.machine()}, {os.cpu_count()} CPUs). Medians of {args.repeat} runs.",
+            f"({platform.machine()}, {os.cpu_count()} CPUs). Medians of {args.repeat} runs. "
+            "Detection takes at least (failures - 1) x interval, plus a round's own time; "
+            "recovery is the action and one good round.",
             "",
             "| rung | failure to detection | detection to recovery | runs |",
             "| --- | --- | --- | --- |",

@@ -247,3 +247,59 @@ def test_history_is_bounded_and_overrides_apply(tmp_path: object) -> None:
     assert nodes["web"].recovery
     assert not records.node_health(text, "hb", {"web": {"recovery": False}})["web"].recovery
     assert records.node_health(text, "hb", {"web": {"checks": False}}) == {}
+
+
+CLI_HOSTILE = [
+    (["--set", "interval"], "use KEY=VALUE"),
+    (["--set", "=5s"], "use KEY=VALUE"),
+    (["--set", "interval=0s"], "between 1s and 3600s"),
+    (["--set", "interval=5s", "--set", "timeout=9s"], "longer than the interval"),
+    (["--set", "failures=-1"], "a whole number"),
+    (["--set", "failures=9999999"], "a whole number"),
+    (["--set", "recovery=maybe"], "use on or off"),
+    (["--set", "probes=[]"], "not a setting"),
+    (["--node", "db", "--set", "failures=2"], "no node 'db' with checks"),
+    (["--node", "../x", "--set", "failures=2"], "no node"),
+]
+
+
+def test_hostile_health_settings_from_the_cli(tmp_path: object) -> None:
+    """`provisor health NAME --set ...` refuses what is wrong, saying what and where, and
+    changes nothing; another tenant's deployment is not found."""
+    import json
+    from pathlib import Path
+
+    from sqlalchemy import update
+
+    from db_rows import add_deployment
+    from provisor.store import Store
+    from provisor.store.orchestration import Deployment
+    from provisor_cli import Provisor
+
+    assert isinstance(tmp_path, Path)
+    cli = Provisor(tmp_path / "home")
+    cli("deployments", "list")  # the data directory and its database
+    store = Store(f"sqlite:///{cli.home / 'provisor.db'}")
+    try:
+        text = BASE + "    checks: {interval: 10s, probes: [ssh]}\n  db:\n    image: debian-12\n"
+        for name, tenant in (("mine", "default"), ("theirs", "other")):
+            deployment_id = add_deployment(
+                store, name, tenant=tenant, machines=[("web", 1), ("db", 1)]
+            )
+            with store.session() as session:
+                session.execute(
+                    update(Deployment)
+                    .where(Deployment.id == deployment_id)
+                    .values(blueprint_text=text)
+                )
+    finally:
+        store.close()
+    for args, says in CLI_HOSTILE:
+        refused = cli("health", "mine", *args, check=False)
+        assert refused.returncode == 2 and says in refused.stderr, (args, refused.stderr)
+    view = json.loads(cli("health", "mine", "--output", "json").stdout)
+    assert view["overrides"] == {} and [m["machine"] for m in view["machines"]] == ["web.1"]
+    done = cli("health", "mine", "--node", "web", "--set", "failures=5", "--output", "json")
+    assert json.loads(done.stdout)["overrides"] == {"web": {"failures": 5}}
+    missing = cli("health", "theirs", check=False)
+    assert missing.returncode == 2 and "no deployment named 'theirs'" in missing.stderr

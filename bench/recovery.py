@@ -6,8 +6,8 @@ One deployment on the local provider (real machines), one node per rung, each wi
 one-rung ladder: `command` (its web server killed; the rung starts it again),
 `reboot`, `restart` and `replace` (each machine powered off behind provisor's back).
 `restore-from-backup` is measured when the backup feature is installed. The failure's
-time is taken once the call that causes it has returned; detection is the
-`health.unhealthy` event,
+time is when the web server was killed (the machine's clock, which is this computer's),
+or when the provider's stop call returned; detection is the `health.unhealthy` event,
 recovery the `recovery.succeeded` event (their times as recorded). Detection takes at
 least (failures - 1) x interval by design; the rest is the checks' own latency.
 Results go to docs/benchmarks.md between the recovery markers.
@@ -118,11 +118,20 @@ def measure(cli: Cli, rung: str, timeout: float = 600.0) -> tuple[float, float]:
     """(failure to detection, detection to recovery) of one failure of `rung`'s node."""
     machine = f"{rung}.1"
     seen = max((e["id"] for e in cli.events()), default=0)
-    if rung == "command":
-        cli("run", f"deployment:rb&tag:node={rung}", "--", "pkill -f http.serve[r]", check=False)
+    if rung == "command":  # when the server died, by the machine's clock (this one's)
+        said = cli(
+            "run",
+            f"deployment:rb&tag:node={rung}",
+            "--output",
+            "json",
+            "--",
+            "pkill -f http.serve[r]; date +%s.%N",
+            check=False,
+        )
+        failed_at = float(json.loads(said.splitlines()[0])["stdout"].split()[-1])
     else:
         stop(cli, f"rb-{rung}-1")
-    failed_at = time.time()  # the failure is in place by now (a little before, in fact)
+        failed_at = time.time()  # powered off by now (its SSH may have stopped a little before)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = [

@@ -108,6 +108,10 @@ class Monitor:
                 return self._watched
             self._watched_at = now
             self.watching = bool(self._watched)
+            ids = {d.id for d in self._watched}
+            self._due = {key: due for key, due in self._due.items() if key[0] in ids}
+            if len(self._started) > 10_000:  # (the ids only spare DBOS a lookup)
+                self._started.clear()
         return self._watched
 
     async def tick(self) -> None:

@@ -121,7 +121,7 @@ def watched(store: Store, known: dict[str, Watched]) -> list[Watched]:
             select(HealthOverride.deployment_id, HealthOverride.node, HealthOverride.settings)
         ):
             overrides.setdefault(deployment_id, {})[node] = dict(settings)
-        found = []
+        found, used = [], {}
         for d_id, instance, name, tenant_id, tenant, provider, workflow_id in rows:
             key = f"{instance}:{sorted(overrides.get(d_id, {}).items())!r}"
             entry = known.get(key)
@@ -136,8 +136,11 @@ def watched(store: Store, known: dict[str, Watched]) -> list[Watched]:
                 entry = known[key] = Watched(
                     d_id, instance, name, tenant_id, tenant, provider, workflow_id or "", nodes
                 )
+            used[key] = entry
             if entry.nodes:
                 found.append(entry)
+        known.clear()  # what is no longer watched (removed, overrides changed) is dropped
+        known.update(used)
         return found
 
 

@@ -71,6 +71,15 @@ nodes:
     checks: {{interval: 1s, timeout: 1s, failures: 2, successes: 1, probes: [provider, ssh]}}
     recovery: [restore-from-backup, replace]
     scripts: ["echo fresh > /root/made-by-script"]
+  doomed:
+    image: debian-12
+    checks:
+      interval: 1s
+      timeout: 1s
+      failures: 2
+      successes: 1
+      probes: [{{kind: command, command: "test ! -e /root/broken"}}]
+    recovery: [{{action: command, command: "true", attempts: 2, backoff: 1s}}]
 """
 
 
@@ -129,7 +138,7 @@ def health(provisor: Provisor) -> dict[str, dict[str, Any]]:
 
 def all_healthy(provisor: Provisor) -> bool:
     machines = health(provisor)
-    return len(machines) == 3 and {m["state"] for m in machines.values()} == {"healthy"}
+    return len(machines) == 4 and {m["state"] for m in machines.values()} == {"healthy"}
 
 
 def on(provisor: Provisor, node: str, command: str) -> str:
@@ -243,6 +252,28 @@ def test_the_ladder_brings_machines_back_and_the_events_show_the_chain(
         assert on(provisor, "spare", "cat /root/made-by-script").strip() == "fresh"
         live = [m for m in provisor.machines_of(provisor.instance("hc")) if m["id"] == old]
         assert [m["state"] for m in live] == ["terminated"]
+    assert all_healthy(provisor)
+
+    # A ladder that does not help: failed, and the escalation; mended by hand, healthy.
+    mark = last_id(provisor)
+    on(provisor, "doomed", "touch /root/broken")
+    wait_for("doomed.1 failed", lambda: "recovery.failed" in chain(provisor, "doomed.1", mark))
+    assert chain(provisor, "doomed.1", mark) == [
+        "health.degraded",
+        "health.unhealthy",
+        "recovery.started",
+        "recovery.step:command:not recovered",
+        "recovery.step:command:not recovered",
+        "recovery.failed",
+    ]
+    escalated = [e for e in events(provisor) if e["kind"] == "recovery.failed"][-1]
+    assert escalated["details"]["severity"] == "critical"
+    assert escalated["details"]["escalated"] is True
+    assert escalated["details"]["incident_state"] == "open"
+    assert health(provisor)["doomed.1"]["state"] == "failed"
+    on(provisor, "doomed", "rm /root/broken")
+    wait_for("doomed.1 mended", lambda: health(provisor)["doomed.1"]["state"] == "healthy")
+    assert chain(provisor, "doomed.1", mark)[-1] == "health.recovered"
     assert all_healthy(provisor)
 
     # A provider outage: one infrastructure alert, and no machine check meanwhile.

@@ -30,6 +30,7 @@ from provisor.store.models import Event
 from provisor.store.orchestration import Deployment
 
 HISTORY_SHOWN = 20  # transitions shown per machine
+MAX_LISTED = 1000  # deployments in one `provisor health` (a view, not an export)
 OVERRIDABLE = ("interval", "timeout", "failures", "successes")
 
 
@@ -194,7 +195,8 @@ def all_health(ctx: Context) -> list[DeploymentHealthView]:
     if not _sees_all(ctx):
         statement = statement.where(Deployment.owner == ctx.actor)
     with ctx.store.session() as session:
-        views = [_view(session, d) for d in session.scalars(statement.order_by(Deployment.id))]
+        rows = session.scalars(statement.order_by(Deployment.id).limit(MAX_LISTED))
+        views = [_view(session, d) for d in rows]
         return [v for v in views if v.checked]
 
 

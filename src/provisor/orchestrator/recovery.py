@@ -348,6 +348,8 @@ async def _act(
         return rt.masker_of(deployment.id).text(getattr(exc, "message", None) or str(exc))
     except TimeoutError:
         return "timed out"
+    except OSError as exc:  # (SSH below the transport's own errors)
+        return rt.masker_of(deployment.id).text(str(exc) or type(exc).__name__)
 
 
 async def _command(deployment: Deployment, machine: Machine, step: RecoveryStep) -> str | None:
@@ -389,6 +391,8 @@ async def _restore(deployment: Deployment, machine: Machine) -> str | None:
         await function(runtime(), deployment.id, machine.name)
     except ProvisorError as exc:
         return exc.message
+    except Exception as exc:  # another feature's fault: this rung fails, the ladder goes on
+        return f"the restore failed: {str(exc) or type(exc).__name__}"
     return None
 
 

@@ -29,9 +29,8 @@ from pathlib import Path
 from sqlalchemy import text
 
 from provisor.core.health import Health, HealthState, Thresholds, observe
-from provisor.fleet.transport import Endpoint, machine_trust_id
 from provisor.orchestrator import health_records as records
-from provisor.orchestrator.health_probes import Round, Target, run_round
+from provisor.orchestrator.health_probes import Round, Target, run_round, target_for
 from provisor.orchestrator.runtime import Runtime
 from provisor.store.orchestration import Machine
 
@@ -45,23 +44,7 @@ log = logging.getLogger(__name__)
 
 
 def target_of(rt: Runtime, deployment: records.Watched, machine: Machine) -> Target:
-    assert machine.address is not None and machine.provider_id is not None
-    endpoint = Endpoint(
-        name=machine.name,
-        address=machine.address,
-        port=machine.port,
-        user=machine.login_user,
-        identity=str(rt.controller_key),
-        trust_id=machine_trust_id(deployment.provider, machine.provider_id),
-    )
-    return Target(
-        name=machine.name,
-        provider=rt.provider(deployment.provider, deployment.tenant_id),
-        provider_id=machine.provider_id,
-        endpoint=endpoint,
-        pool=rt.pool(deployment.tenant_id),
-        masker=rt.masker_of(deployment.id),
-    )
+    return target_for(rt, deployment.provider, deployment.tenant_id, deployment.id, machine)
 
 
 def provider_key(deployment: records.Watched) -> str:

@@ -20,8 +20,10 @@ from provisor.core.blueprint.health import Probe
 from provisor.core.masking import Masker
 from provisor.core.regex import compile_regex
 from provisor.fleet.operations import run_command
-from provisor.fleet.transport import Endpoint, ScopedPool, TransportError
+from provisor.fleet.transport import Endpoint, ScopedPool, TransportError, machine_trust_id
+from provisor.orchestrator.runtime import Runtime
 from provisor.providers.base import MachineState, Provider, ProviderError
+from provisor.store.orchestration import Machine
 
 MAX_DETAIL = 300  # characters of what one probe says
 MAX_BODY = 64 * 1024  # bytes of an HTTP answer read to match its body against
@@ -37,6 +39,28 @@ class Target:
     endpoint: Endpoint
     pool: ScopedPool
     masker: Masker
+
+
+def target_for(
+    rt: Runtime, provider: str, tenant_id: int, deployment_id: int, machine: Machine
+) -> Target:
+    """A launched machine of a deployment on `provider`, as the probes reach it."""
+    assert machine.address is not None and machine.provider_id is not None
+    return Target(
+        name=machine.name,
+        provider=rt.provider(provider, tenant_id),
+        provider_id=machine.provider_id,
+        endpoint=Endpoint(
+            name=machine.name,
+            address=machine.address,
+            port=machine.port,
+            user=machine.login_user,
+            identity=str(rt.controller_key),
+            trust_id=machine_trust_id(provider, machine.provider_id),
+        ),
+        pool=rt.pool(tenant_id),
+        masker=rt.masker_of(deployment_id),
+    )
 
 
 @dataclass(frozen=True)
@@ -196,4 +220,4 @@ async def run_round(target: Target, probes: Sequence[Probe], timeout: float) -> 
     return Round(True, tuple(results))
 
 
-__all__ = ["ProbeResult", "Round", "Target", "describe", "run_probe", "run_round"]
+__all__ = ["ProbeResult", "Round", "Target", "describe", "run_probe", "run_round", "target_for"]

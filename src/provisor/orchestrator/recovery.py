@@ -10,24 +10,22 @@ once), then rounds of the node's checks until `successes` pass (recovered) or
 `backoff`, doubled after each. When every rung is tried and the machine is still not
 healthy, it is `failed` and `recovery.failed` (critical) escalates.
 
-`restore-from-backup` is the backup feature's: `replace_from_backup(rt, deployment_id,
-machine)` from `provisor.orchestrator.backups` (or `.restore`), imported when the step
-runs; without it the step fails ("no backup feature") and the ladder goes on.
+The actions themselves are `recovery_actions`; `restore-from-backup` is the backup
+feature's: `replace_from_backup(rt, deployment_id, machine)` from
+`provisor.orchestrator.backups` (or `.restore`), imported when the step runs; without it
+the step fails ("no backup feature") and the ladder goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
-import shlex
 import sys
 from typing import Any
 
 from dbos import DBOS, SetWorkflowID
 from sqlalchemy import select
 
-from provisor.core.blueprint.health import Checks, RecoveryStep
-from provisor.core.errors import ProvisorError
+from provisor.core.blueprint.health import Checks
 from provisor.core.health import (
     Health,
     HealthState,
@@ -38,21 +36,14 @@ from provisor.core.health import (
     recovery_exhausted,
     recovery_started,
 )
-from provisor.fleet.operations import run_command
-from provisor.fleet.transport import Endpoint, TransportError, machine_trust_id
-from provisor.orchestrator import deployment_lock, machine_ops
 from provisor.orchestrator import health_records as records
-from provisor.orchestrator.health_probes import Target, run_round
+from provisor.orchestrator import recovery_actions
+from provisor.orchestrator.health_probes import run_round
 from provisor.orchestrator.runtime import runtime
-from provisor.providers.base import ProviderError
 from provisor.store.health import MachineHealth
 from provisor.store.orchestration import Deployment, Machine
 
-LOCK_TIMEOUT = 900.0  # an action waits this long for a manual operation to let go
-BOOT_TIMEOUT = 180.0  # a rebooted, restarted or replaced machine answers SSH within this
 RECHECK_LIMIT = 40  # rounds after an action, at most (each within the checks' timeout)
-BACKUP_MODULES = ("provisor.orchestrator.backups", "provisor.orchestrator.restore")
-BACKUP_FUNCTION = "replace_from_backup"
 
 
 def workflow_id(instance: str, machine: Machine, incident: int) -> str:
@@ -99,26 +90,6 @@ def _load(
         health = Health(HealthState(row.state), row.failures, row.successes, row.incident)
         session.expunge_all()
         return deployment, machine, node, health
-
-
-def _target(deployment: Deployment, machine: Machine) -> Target:
-    rt = runtime()
-    assert machine.address is not None and machine.provider_id is not None
-    return Target(
-        name=machine.name,
-        provider=rt.provider(deployment.provider, deployment.tenant_id),
-        provider_id=machine.provider_id,
-        endpoint=Endpoint(
-            name=machine.name,
-            address=machine.address,
-            port=machine.port,
-            user=machine.login_user,
-            identity=str(rt.controller_key),
-            trust_id=machine_trust_id(deployment.provider, machine.provider_id),
-        ),
-        pool=rt.pool(deployment.tenant_id),
-        masker=rt.masker_of(deployment.id),
-    )
 
 
 def _details(incident_state: str, **more: Any) -> dict[str, Any]:
@@ -173,7 +144,7 @@ async def attempt_step(
     if health.incident != incident or health.state is not HealthState.recovering:
         return "abandoned"  # mended meanwhile, or a newer incident has its own recovery
     step = node.ladder[rung]
-    problem = await _act(deployment, machine, step, incident, attempt)
+    problem = await recovery_actions.act(deployment, machine, step, incident, attempt)
     _boundary(f"recovery-action:{name}")  # acted, the step not checkpointed yet
     outcome = f"failed: {problem}" if problem else "not recovered"
     if problem is None:
@@ -210,7 +181,7 @@ async def _recheck(
     """Rounds of the checks, `interval` apart, until `successes` pass (True) or
     `failures` fail (False); each round recorded. The health after them."""
     thresholds = Thresholds(checks.failures, checks.successes)
-    target = _target(deployment, machine)
+    target = recovery_actions.reach(deployment, machine)
     for number in range(RECHECK_LIMIT):
         if number:
             await asyncio.sleep(checks.interval)
@@ -314,137 +285,6 @@ async def recovery_workflow(deployment_id: int, name: str, incident: int) -> str
         last = f"the recovery stopped: {exc}"
     await end_step(deployment_id, name, incident, last)
     return "failed"
-
-
-# Actions
-
-
-async def _act(
-    deployment: Deployment, machine: Machine, step: RecoveryStep, incident: int, attempt: int
-) -> str | None:
-    """Do the action; what went wrong, or None."""
-    rt = runtime()
-    if step.action == "restore-from-backup":  # it holds the deployment's lock itself
-        return await _restore(deployment, machine)
-    try:
-        async with deployment_lock.hold(
-            rt.home, deployment.workflow_id or "", timeout=LOCK_TIMEOUT
-        ):
-            again = await asyncio.to_thread(_load, deployment.id, machine.name)
-            if again is None:
-                return "the deployment is being removed"
-            if step.action == "command":
-                return await _command(deployment, machine, step)
-            if step.action == "reboot":
-                await _target(deployment, machine).provider.reboot(machine.provider_id or "")
-                return await _answers(deployment, machine)
-            if step.action == "restart":
-                provider = _target(deployment, machine).provider
-                await provider.stop(machine.provider_id or "")
-                await provider.start(machine.provider_id or "")
-                return await _answers(deployment, machine)
-            return await _replace(deployment, machine, incident, attempt)
-    except (ProvisorError, TransportError) as exc:
-        return rt.masker_of(deployment.id).text(getattr(exc, "message", None) or str(exc))
-    except TimeoutError:
-        return "timed out"
-    except OSError as exc:  # (SSH below the transport's own errors)
-        return rt.masker_of(deployment.id).text(str(exc) or type(exc).__name__)
-
-
-async def _command(deployment: Deployment, machine: Machine, step: RecoveryStep) -> str | None:
-    target = _target(deployment, machine)
-    assert step.command is not None
-    target.pool.forget(target.endpoint)  # a connection from before the failure may be dead
-    connection = await asyncio.wait_for(target.pool.connect(target.endpoint), 30.0)
-    line = f'. /etc/provisor/env 2>/dev/null; cd "$HOME" && sh -c {shlex.quote(step.command)}'
-    result = await run_command(connection, target.endpoint, line, timeout=step.timeout)
-    if result.ok:
-        return None
-    result = result.masked(target.masker)
-    tail = result.text("stderr").strip().splitlines()[-1:]
-    return (result.error or f"exit status {result.exit_code}") + (f": {tail[0]}" if tail else "")
-
-
-async def _answers(deployment: Deployment, machine: Machine) -> str | None:
-    target = _target(deployment, machine)
-    target.pool.forget(target.endpoint)
-    try:
-        await machine_ops.probe(target.pool, target.endpoint, timeout=BOOT_TIMEOUT)
-    except machine_ops.MachineStepError as exc:
-        return str(exc)
-    return None
-
-
-async def _restore(deployment: Deployment, machine: Machine) -> str | None:
-    function = None
-    for module in BACKUP_MODULES:
-        try:
-            function = getattr(importlib.import_module(module), BACKUP_FUNCTION, None)
-        except ImportError:
-            continue
-        if function is not None:
-            break
-    if function is None:
-        return "no backup feature: this provisor cannot restore from a backup"
-    try:
-        await function(runtime(), deployment.id, machine.name)
-    except ProvisorError as exc:
-        return exc.message
-    except Exception as exc:  # another feature's fault: this rung fails, the ladder goes on
-        return f"the restore failed: {str(exc) or type(exc).__name__}"
-    return None
-
-
-async def _replace(
-    deployment: Deployment, machine: Machine, incident: int, attempt: int
-) -> str | None:
-    """Launch a fresh machine from the blueprint in this one's place (its name, index,
-    hostname; a new address where the provider gives one), run the node's scripts on
-    it, then terminate the old one."""
-    from provisor.orchestrator import deploy
-
-    rt = runtime()
-    old_id = machine.provider_id
-    fresh = replaced_machine(machine, f"{machine.token}/replaced-{incident}-{attempt}")
-    plans = await asyncio.to_thread(deploy._plans, deployment)
-    provider = rt.provider(deployment.provider, deployment.tenant_id)
-    info = await deploy._launch(provider, deployment, fresh, plans[machine.name])
-    await asyncio.to_thread(deploy._launched, deployment, [(fresh, info)])
-    await asyncio.to_thread(deploy._update_machine, deployment.id, machine.name, token=fresh.token)
-    loaded = await asyncio.to_thread(_load, deployment.id, machine.name)
-    if loaded is None:
-        return "the deployment is being removed"
-    now = loaded[1]
-    await deploy._reach(deployment, now)
-    board = rt.board
-    board.open_deployment(deployment.id)
-    try:
-        board.remember(deployment.id, await asyncio.to_thread(deploy._parameters, deployment.id))
-        await deploy._configure(deployment, now, plans[machine.name])
-    except deploy._Failed as exc:
-        return exc.message
-    finally:
-        board.close_deployment(deployment.id)
-    if old_id and old_id != info.id:
-        try:
-            await provider.terminate(old_id)
-        except ProviderError as exc:
-            return f"replaced, but the old machine {old_id} was not terminated: {exc.message}"
-    return None
-
-
-def replaced_machine(machine: Machine, token: str) -> Machine:
-    """A detached copy of the machine row with another launch token."""
-    return Machine(
-        id=machine.id,
-        deployment_id=machine.deployment_id,
-        node=machine.node,
-        index=machine.index,
-        name=machine.name,
-        hostname=machine.hostname,
-        token=token,
-    )
 
 
 __all__ = ["recovery_workflow", "start", "workflow_id"]

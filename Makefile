@@ -71,6 +71,7 @@ bench: system-deps $(STAMP)
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/deploy.py
 	$(BIN)/python bench/ec2_launch.py
+	$(BIN)/python bench/recovery.py
 
 # The CLI reference is generated from the CLI itself.
 docs: $(STAMP)

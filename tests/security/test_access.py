@@ -149,6 +149,7 @@ def test_a_requester_sees_and_removes_only_its_own_deployments(server: Server) -
         assert "someone-elses" not in names
         assert api.get("/deployments/someone-elses").status_code == 404
         assert api.get("/deployments/someone-elses/events").status_code == 404
+        assert api.get("/deployments/someone-elses/health").status_code == 404
         assert api.delete("/deployments/someone-elses").status_code == 404
 
 
@@ -178,6 +179,8 @@ def test_another_tenants_objects_are_not_found_and_the_attempt_is_recorded(
         ("GET", "/deployments/a-dep"),
         ("GET", "/deployments/a-dep/parameters"),
         ("GET", "/deployments/a-dep/events"),
+        ("GET", "/deployments/a-dep/health"),
+        ("PUT", "/deployments/a-dep/health/settings"),
         ("GET", "/deployments/a-dep/reports/a-dep-web-1"),
         ("POST", "/deployments/a-dep/approve"),
         ("DELETE", "/deployments/a-dep"),
@@ -188,6 +191,7 @@ def test_another_tenants_objects_are_not_found_and_the_attempt_is_recorded(
     with server.client("admin", "beta") as beta:
         for method, path in probes:
             body = {"address": "127.0.0.8"} if method == "PATCH" else None
+            body = {"failures": 2} if method == "PUT" else body
             answer = beta.request(method, path, json=body)
             assert answer.status_code == 404, (method, path, answer.text)
         # Lists show nothing of alpha's.

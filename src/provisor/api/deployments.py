@@ -11,14 +11,15 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from provisor.api.auth import Ctx
 from provisor.core.errors import InvalidInput
-from provisor.services import deployments, workers
+from provisor.services import deployments, health, workers
 from provisor.services.context import Settings
 from provisor.services.deployments import DeploymentView, ParametersView
 from provisor.services.events import EventView
+from provisor.services.health import DeploymentHealthView
 
 router = APIRouter(tags=["deployments"])
 
@@ -75,6 +76,33 @@ def list_deployments(ctx: Ctx) -> list[DeploymentView]:
 def get_deployment(ctx: Ctx, name: str) -> DeploymentView:
     """Machines, state, current step and outputs."""
     return deployments.get_deployment(ctx, name)
+
+
+@router.get("/deployments/{name}/health", response_model=DeploymentHealthView)
+def get_health(ctx: Ctx, name: str) -> DeploymentHealthView:
+    """Each checked machine's health: state, since when, last checks, recent history;
+    and what infrastructure is down (its machines' checks paused)."""
+    return health.deployment_health(ctx, name)
+
+
+class HealthSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    node: str = Field(default="*", max_length=64, description="a node with checks; * for all")
+    interval: str | None = Field(default=None, max_length=40, description="e.g. 10s")
+    timeout: str | None = Field(default=None, max_length=40, description="e.g. 5s")
+    failures: int | None = Field(default=None, description="failed rounds before unhealthy")
+    successes: int | None = Field(default=None, description="good rounds before healthy")
+    checks: bool | None = Field(default=None, description="false: this node is not checked")
+    recovery: bool | None = Field(default=None, description="false: no recovery ladder")
+    reset: bool = Field(default=False, description="drop the node's earlier settings first")
+
+
+@router.put("/deployments/{name}/health/settings", response_model=DeploymentHealthView)
+def set_health(ctx: Ctx, name: str, body: HealthSettings) -> DeploymentHealthView:
+    """This deployment's own settings of its checks, over its blueprint's."""
+    settings = body.model_dump(exclude={"node", "reset"}, exclude_none=True)
+    return health.set_override(ctx, name, body.node, settings, reset=body.reset)
 
 
 @router.get("/deployments/{name}/parameters", response_model=ParametersView)

@@ -20,6 +20,7 @@ from provisor.cli import (
     events,
     fleet,
     groups,
+    health,
     hosts,
     identity,
     keys,
@@ -53,6 +54,7 @@ app.command("status")(deployments.status)
 app.command("approve")(deployments.approve)
 app.command("reject")(deployments.reject)
 app.command("params")(deployments.params)
+app.command("health")(health.health)
 app.add_typer(worker.worker_app, name="worker")
 app.add_typer(deployments.deployments_app, name="deployments")
 app.add_typer(providers.app, name="providers")

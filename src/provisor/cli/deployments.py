@@ -218,9 +218,15 @@ def show(view: DeploymentView) -> None:
             ("inputs", view.inputs),
         ]
     )
+    checked = any(m.health for m in view.machines)
     table(
-        ["machine", "node", "index", "hostname", "address", "state"],
-        [(m.name, m.node, m.index, m.hostname, m.address, m.state) for m in view.machines],
+        ["machine", "node", "index", "hostname", "address", "state"]
+        + (["health"] if checked else []),
+        [
+            (m.name, m.node, m.index, m.hostname, m.address, m.state)
+            + ((m.health or "-",) if checked else ())
+            for m in view.machines
+        ],
     )
     if view.outputs:
         fields([(key, value) for key, value in view.outputs.items()])

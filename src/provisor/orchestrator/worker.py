@@ -247,7 +247,7 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
     """Be the worker until stopped (or, with until_idle, until no work is left)."""
     from dbos import DBOS
 
-    from provisor.orchestrator import deploy  # noqa: F401 - registers the workflow
+    from provisor.orchestrator import deploy, health_monitor, recovery  # noqa: F401 - workflows
     from provisor.orchestrator.params import ParameterServer
     from provisor.orchestrator.runtime import Runtime, install
     from provisor.store import Store
@@ -289,6 +289,7 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
         # out of the cycle collector's way, a full collection scans only what work made
         # (it was ~80 ms per collection, a few ms per deployed machine).
         gc.freeze()
+        monitor = await health_monitor.start(rt)  # checks machines; stays while it has some
         # SIGTERM (`provisor worker stop`) ends the worker as idleness does; what it was
         # doing is checkpointed, and the next worker resumes it.
         stopping = asyncio.Event()
@@ -314,12 +315,14 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
                 # DBOS's wait here, though it is no longer pending.
                 if _running_here(dbos) and ticks % 10:
                     continue
-                idle = idle + 1 if await asyncio.to_thread(_pending, DBOS) == 0 else 0
+                no_work = await asyncio.to_thread(_pending, DBOS) == 0
+                idle = idle + 1 if no_work and not await monitor.watching() else 0
                 if idle >= 2:
                     return
         finally:
             alerts.cancel()
             await asyncio.gather(alerts, return_exceptions=True)
+            await monitor.stop()
             if handles_sigterm:
                 loop.remove_signal_handler(signal.SIGTERM)
             gc.unfreeze()

@@ -48,6 +48,7 @@ class MachineView(BaseModel):
     state: str
     provider_id: str | None
     error: str | None
+    health: str | None = None  # with checks: healthy, degraded, unhealthy, recovering, failed
 
 
 class DeploymentView(BaseModel):
@@ -84,7 +85,7 @@ class ParametersView(BaseModel):
     waiting: list[WaitView]
 
 
-def _view(deployment: Deployment) -> DeploymentView:
+def _view(deployment: Deployment, health: dict[str, str] | None = None) -> DeploymentView:
     return DeploymentView(
         name=deployment.name,
         blueprint=deployment.blueprint,
@@ -106,6 +107,7 @@ def _view(deployment: Deployment) -> DeploymentView:
                 state=m.state,
                 provider_id=m.provider_id,
                 error=m.error,
+                health=(health or {}).get(m.name),
             )
             for m in sorted(deployment.machines, key=lambda m: (m.node, m.index))
         ],
@@ -234,7 +236,22 @@ def request_deployment(
 
 def get_deployment(ctx: Context, name: str) -> DeploymentView:
     with ctx.store.session() as session:
-        return _view(_find(session, ctx, name))
+        deployment = _find(session, ctx, name)
+        return _view(deployment, _health(session, deployment.id))
+
+
+def _health(session: Session, deployment_id: int) -> dict[str, str]:
+    """Each checked machine's health state, by machine name."""
+    from provisor.store.health import MachineHealth
+
+    return {
+        machine: state
+        for machine, state in session.execute(
+            select(MachineHealth.machine, MachineHealth.state).where(
+                MachineHealth.deployment_id == deployment_id
+            )
+        )
+    }
 
 
 def list_deployments(ctx: Context) -> list[DeploymentView]:

@@ -1,6 +1,11 @@
 """Persistence: SQLAlchemy models and the database they live in."""
 
-from provisor.store import alerts, identity, orchestration  # noqa: F401 - register their tables
+from provisor.store import (  # noqa: F401 - register their tables
+    alerts,
+    health,
+    identity,
+    orchestration,
+)
 from provisor.store.db import Store, StoreUnavailable, migrate
 from provisor.store.models import Base, Event, Group, Host, Tenant
 

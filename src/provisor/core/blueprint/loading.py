@@ -12,8 +12,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from provisor.core.blueprint._model import _Model
 from provisor.core.blueprint.checks import _Problem, _problems
-from provisor.core.blueprint.parts import Cost, Node, Parameter, _Model
+from provisor.core.blueprint.parts import Cost, Node, Parameter
 from provisor.core.blueprint.schema import Blueprint
 from provisor.core.errors import InvalidInput, ParseErrors, ProvisorError
 from provisor.core.yamlpos import Document, dotted, located_errors, parse_yaml, prefer_text

@@ -12,15 +12,14 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     SecretStr,
     WithJsonSchema,
     model_validator,
 )
 
+from provisor.core.blueprint._model import _Model
 from provisor.core.blueprint.fields import (
     _CURRENCY,
     _DEVICE,
@@ -50,11 +49,8 @@ from provisor.core.blueprint.fields import (
     _user_data,
     _wait_ref,
 )
+from provisor.core.blueprint.health import MAX_STEPS, Checks, RecoveryStep, _action_only
 from provisor.core.regex import compile_regex
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _matching(regex: re.Pattern[str] | str, *, nullable: bool = False) -> WithJsonSchema:
@@ -203,6 +199,20 @@ class Node(_Model):
     waits_for: tuple[Annotated[str, AfterValidator(_wait_ref), _matching(_WAIT)], ...] = Field(
         default=(), description="NODE.KEY or NODE.INDEX.KEY that must be set before the scripts"
     )
+    checks: Checks | None = Field(
+        default=None, description="health checks of each machine (docs/operations.md)"
+    )
+    recovery: tuple[Annotated[RecoveryStep, BeforeValidator(_action_only)], ...] = Field(
+        default=(),
+        max_length=MAX_STEPS,
+        description="the recovery ladder: actions tried in order when a machine is unhealthy",
+    )
+
+    @model_validator(mode="after")
+    def _recovery_needs_checks(self) -> Self:
+        if self.recovery and self.checks is None:
+            raise ValueError("recovery needs checks: without them no machine turns unhealthy")
+        return self
 
 
 class Cost(_Model):

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, Field, model_validator
 
+from provisor.core.blueprint._model import _Model
 from provisor.core.blueprint.checks import _problems
 from provisor.core.blueprint.fields import (
     _LEASE,
@@ -25,7 +26,7 @@ from provisor.core.blueprint.fields import (
     _provider,
     _version,
 )
-from provisor.core.blueprint.parts import Cost, Ingress, Node, Parameter, _matching, _Model
+from provisor.core.blueprint.parts import Cost, Ingress, Node, Parameter, _matching
 from provisor.core.timespec import parse_duration
 from provisor.core.yamlpos import dotted
 

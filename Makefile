@@ -39,7 +39,7 @@ test-latest: system-deps services
 	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
 	$(LATEST)/bin/python -m pip install --quiet --upgrade -e '.[test]'
 	$(LATEST)/bin/python -m pip freeze --exclude-editable > $(LATEST)/versions.txt
-	$(LATEST)/bin/pytest -q
+	$(LATEST)/bin/$(PYTEST)
 
 # Debian packages the testbed and benchmarks need (only when root; see docs/testbed.md).
 system-deps:
@@ -52,8 +52,12 @@ services:
 demo: system-deps $(STAMP)
 	$(BIN)/python scripts/demo.py
 
+# Two processes: most of the suite's time is waiting on machines and processes, so two
+# streams take about half as long even on two cores. A module stays in one process
+# (loadscope), with its module fixtures.
+PYTEST := pytest -q -n 2 --dist loadscope
 test: system-deps $(STAMP) services
-	$(BIN)/pytest -q
+	$(BIN)/$(PYTEST)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench scripts

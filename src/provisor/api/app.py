@@ -15,6 +15,7 @@ from provisor.api import (
     identity,
     jobs,
     keys,
+    lifecycle,
     providers,
     routes,
     uploads,
@@ -69,5 +70,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(blueprints.router, prefix="/api/v1")
     app.include_router(providers.router, prefix="/api/v1")
     app.include_router(deployments.router, prefix="/api/v1")
+    app.include_router(lifecycle.router, prefix="/api/v1")
     app.include_router(uploads.router, prefix="/api/v1")
     return app

@@ -22,6 +22,7 @@ from provisor.cli import (
     hosts,
     identity,
     keys,
+    lifecycle,
     providers,
     worker,
 )
@@ -52,6 +53,8 @@ app.command("status")(deployments.status)
 app.command("approve")(deployments.approve)
 app.command("reject")(deployments.reject)
 app.command("params")(deployments.params)
+app.command("stop")(lifecycle.stop)
+app.command("start")(lifecycle.start)
 app.add_typer(worker.worker_app, name="worker")
 app.add_typer(deployments.deployments_app, name="deployments")
 app.add_typer(providers.app, name="providers")

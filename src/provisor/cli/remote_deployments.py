@@ -1,4 +1,4 @@
-"""`provisor up|status|approve|reject|down|params|deployments list --server URL`.
+"""`provisor up|status|approve|reject|down|stop|start|params|deployments list --server URL`.
 
 The same commands, through a provisor server's REST API with the caller's token. A
 blueprint file given to `up` is sent as text and added to the server's catalog (a
@@ -141,3 +141,10 @@ def parameters(server: str, name: str) -> ParametersView:
 
 def listing(server: str) -> list[DeploymentView]:
     return [DeploymentView.model_validate(d) for d in client(server).call("GET", "/deployments")]
+
+
+def lifecycle(server: str, name: str, action: str) -> DeploymentView:
+    """`stop` or `start` through the server (its worker does it)."""
+    return DeploymentView.model_validate(
+        client(server).call("POST", f"/deployments/{name}/{action}")
+    )

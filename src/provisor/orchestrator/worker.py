@@ -144,6 +144,13 @@ def enqueue_deployment(settings: Settings, deployment_id: int, workflow_id: str)
     `workflow_id` must never have been used before (DBOS answers a known id with that
     workflow, finished or not): the deployment's instance makes it so.
     """
+    return enqueue(settings, "deploy_workflow", workflow_id, deployment_id)
+
+
+def enqueue(settings: Settings, workflow_name: str, workflow_id: str, *args: Any) -> str:
+    """Put the workflow `workflow_name(*args)` on the durable queue under `workflow_id`;
+    an id enqueued before is that workflow again (DBOS answers a known id with it), so
+    enqueueing twice runs it once."""
     from dbos import DBOS, DBOSClient, EnqueueOptions
 
     logging.getLogger("dbos").setLevel(logging.WARNING)
@@ -153,11 +160,11 @@ def enqueue_deployment(settings: Settings, deployment_id: int, workflow_id: str)
     try:
         options: EnqueueOptions = {
             "queue_name": QUEUE,
-            "workflow_name": "deploy_workflow",
+            "workflow_name": workflow_name,
             "workflow_id": workflow_id,
             "app_version": __version__,
         }
-        client.enqueue(options, deployment_id)
+        client.enqueue(options, *args)
     finally:
         client.destroy()
     return workflow_id
@@ -239,7 +246,7 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
     """Be the worker until stopped (or, with until_idle, until no work is left)."""
     from dbos import DBOS
 
-    from provisor.orchestrator import deploy  # noqa: F401 - registers the workflow
+    from provisor.orchestrator import deploy, lifecycle  # noqa: F401 - registers workflows
     from provisor.orchestrator.params import ParameterServer
     from provisor.orchestrator.runtime import Runtime, install
     from provisor.store import Store

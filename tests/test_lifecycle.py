@@ -1,0 +1,88 @@
+"""Stop and start a deployment on the local provider, through the real CLI: its machines
+powered off with their disks, addresses and inventory hosts kept, then back."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from provisor_cli import Provisor
+
+pytestmark = [pytest.mark.testbed, pytest.mark.slow]
+
+PAIR = """\
+name: pair
+version: '1'
+nodes:
+  box:
+    image: debian-12
+    count: 2
+    scripts: ['true']
+"""
+
+
+def _answers(address: str, port: int) -> bool:
+    """Whether something accepts a TCP connection there (the machine's SSH)."""
+    try:
+        with socket.create_connection((address, port), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+def _refused(provisor: Provisor, *args: str) -> str:
+    result = provisor(*args, check=False)
+    assert result.returncode == 2, (args, result.stdout, result.stderr)
+    return " ".join(result.stderr.split())
+
+
+@pytest.fixture
+def pair(provisor: Provisor, tmp_path: Path) -> Path:
+    path = tmp_path / "pair.yaml"
+    path.write_text(PAIR)
+    return path
+
+
+def test_stop_keeps_disks_and_addresses_and_start_brings_them_back(
+    provisor: Provisor, pair: Path
+) -> None:
+    provisor("up", str(pair), "--wait")
+    before = provisor.status("pair")
+    machines = before["machines"]
+    assert isinstance(machines, list) and len(machines) == 2
+    where = {m["name"]: (m["address"], 22) for m in machines}
+    provisor("run", "deployment:pair", "--", "sh", "-c", "hostname > /root/kept")
+    hosts_before = json.loads(provisor("hosts", "list", "--output", "json").stdout)
+
+    stopped = json.loads(provisor("stop", "pair", "--output", "json").stdout)
+    assert stopped["state"] == "stopped"
+    assert {m["state"] for m in stopped["machines"]} == {"stopped"}
+    assert not any(_answers(*address) for address in where.values())
+    assert provisor("run", "deployment:pair", "--", "true", check=False).returncode != 0
+    assert json.loads(provisor("hosts", "list", "--output", "json").stdout) == hosts_before
+    # Refused while stopped: stopped again, and nothing else changed.
+    assert "cannot stop deployment 'pair': it is stopped" in _refused(provisor, "stop", "pair")
+
+    started = json.loads(provisor("start", "pair", "--output", "json").stdout)
+    assert started["state"] == "ready"
+    assert {m["name"]: (m["address"], 22) for m in started["machines"]} == where
+    assert all(_answers(*address) for address in where.values())
+    kept = provisor("run", "deployment:pair", "--output", "json", "--", "cat", "/root/kept")
+    assert sorted(json.loads(line)["stdout"].strip() for line in kept.stdout.splitlines()) == [
+        m["hostname"] for m in sorted(machines, key=lambda m: m["name"])
+    ]
+    assert "cannot start deployment 'pair': it is ready" in _refused(provisor, "start", "pair")
+
+    events = json.loads(provisor("events", "--output", "json").stdout)
+    ours = [e for e in events if e["kind"] in ("deployment.stopped", "deployment.started")]
+    assert [(e["kind"], e["outcome"]) for e in ours] == [
+        ("deployment.stopped", "ok"),
+        ("deployment.started", "ok"),
+    ]
+    for event in ours:
+        assert event["details"]["severity"] == "info"
+        assert event["details"]["deployment"] == "pair"
+        assert event["details"]["machines"] == 2

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from pathlib import Path
 
 import pytest
 
+from provisor.testing import crash
 from provisor_cli import Provisor
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
@@ -86,3 +88,41 @@ def test_stop_keeps_disks_and_addresses_and_start_brings_them_back(
         assert event["details"]["severity"] == "info"
         assert event["details"]["deployment"] == "pair"
         assert event["details"]["machines"] == 2
+
+
+def test_a_stop_cut_short_by_sigkill_is_finished_by_the_next_worker(
+    provisor: Provisor, pair: Path, tmp_path: Path
+) -> None:
+    """The worker is killed after the provider stopped the machines, before anything was
+    recorded: the supervisor's next worker resumes the stop, which ends `stopped` once."""
+    provisor("up", str(pair), "--wait")
+    provisor("worker", "stop")  # the next one is started with the crash point
+    provisor.env.update(crash.environment("stop-called:pair", once=tmp_path / "killed"))
+    stopped = json.loads(provisor("stop", "pair", "--output", "json").stdout)
+    assert (tmp_path / "killed").exists()  # the first worker was killed there
+    assert stopped["state"] == "stopped"
+    events = json.loads(provisor("events", "--output", "json").stdout)
+    assert [e["kind"] for e in events if e["kind"] == "deployment.stopped"] == [
+        "deployment.stopped"
+    ]
+
+
+def test_a_deployment_on_its_way_cannot_be_stopped(
+    provisor: Provisor, pair: Path, tmp_path: Path
+) -> None:
+    held = tmp_path / "held"
+    held.mkdir()
+    provisor.env.update(crash.pause_environment("reachable", held))
+    provisor("up", str(pair))
+    deadline = time.monotonic() + 180
+    while not (held / "reached").exists():
+        assert time.monotonic() < deadline, "the worker never reached the pause"
+        time.sleep(0.2)
+    error = _refused(provisor, "stop", "pair")
+    assert "cannot stop deployment 'pair': it is deploying" in error, error
+    assert "only a deployment that is ready or failed can be stopped" in error
+    assert "cannot start deployment 'pair': it is deploying" in _refused(provisor, "start", "pair")
+    (held / "release").touch()
+    assert provisor("status", "pair", "--wait").returncode == 0
+    provisor("down", "pair")
+    assert "no deployment named 'pair' (removed" in _refused(provisor, "stop", "pair")

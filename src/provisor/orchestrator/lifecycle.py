@@ -14,6 +14,7 @@ The machines keep their disks, addresses and inventory hosts; a started machine 
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
 from dbos import DBOS
@@ -151,6 +152,8 @@ async def act(deployment_id: int, instance: str, action: str, reason: str) -> st
         for outcome in outcomes:
             if isinstance(outcome, asyncio.CancelledError):
                 raise outcome
+        # A crash point for tests (provisor.testing.crash): the provider called, not recorded.
+        sys.audit("provisor.step", f"{action}-called:{deployment.name}")
         return await asyncio.to_thread(
             _finish, deployment_id, action, list(zip(launched, outcomes, strict=True)), reason
         )

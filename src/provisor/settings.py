@@ -106,12 +106,21 @@ class Settings(BaseSettings):
         "followers; after that they are read from the database",
     )
 
+    lease_notice: float = Field(
+        default=86400.0,
+        ge=0,
+        le=MAX_SECONDS,
+        description="how long before a lease ends the event lease.expiring is recorded "
+        "(the notice alerts send); 0 for none; 30m, 2h, 1d",
+    )
+
     @field_validator(
         "command_timeout",
         "stall_timeout",
         "job_stale_after",
         "job_live_seconds",
         "worker_restart_pause",
+        "lease_notice",
         mode="before",
     )
     @classmethod

@@ -111,3 +111,60 @@ def test_the_owner_stops_and_starts_its_own_and_a_wrong_state_is_a_conflict(
         refused = api.post("/deployments/mine/start")
         assert refused.status_code == 409
         assert "it is deploying" in refused.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field", "message"),
+    [
+        ({}, 400, "by", "give one of --by"),
+        ({"by": "1d", "until": "2d"}, 400, "by", "give one of --by"),
+        ({"by": "-1d"}, 400, "by", "invalid duration"),
+        ({"by": "none"}, 400, "by", "needs a duration"),
+        ({"by": "9" * 9 + "w"}, 400, "by", "too long"),
+        ({"by": "1" * 41}, 422, None, ""),
+        ({"by": 5}, 422, None, ""),
+        ({"until": "2020-01-01T00:00Z"}, 400, "until", "in the past"),
+        ({"until": "9000w"}, 400, "until", "more than 1830 days from now"),
+        ({"until": "../../etc/passwd"}, 400, "until", "cannot read"),
+        ({"until": "\u202e2099-01-01"}, 400, "until", "cannot read"),
+    ],
+)
+def test_hostile_lease_changes_are_refused_saying_where(
+    server: Server, body: dict[str, object], status: int, field: str | None, message: str
+) -> None:
+    _deployment(server, "leased")
+    with server.client("operator") as api:
+        answer = api.post("/deployments/leased/lease", json=body)
+    assert answer.status_code == status, answer.text
+    error = answer.json()["error"]
+    if field is not None:
+        assert error["field"] == field and message in error["message"], error
+    with server.store.session() as session:
+        assert (
+            session.scalar(select(Deployment.lease_expires_at).where(Deployment.name == "leased"))
+            is None
+        )
+
+
+def test_an_operator_extends_a_lease_and_up_refuses_wrong_times(server: Server) -> None:
+    _deployment(server, "leased-ok")
+    with server.client("operator") as api:
+        answer = api.post("/deployments/leased-ok/lease", json={"by": "2d"})
+        assert answer.status_code == 200, answer.text
+        assert 2 * 86400 - 60 < answer.json()["lease_seconds_left"] <= 2 * 86400
+        assert answer.json()["lease_end"] == "stop"
+        text = "name: timed\nversion: '1'\nnodes:\n  box:\n    image: debian-12\n"
+        assert api.post("/blueprints", json={"text": text}).status_code == 201
+        for extra, field, message in (
+            ({"at": "2020-01-01T00:00"}, "at", "is in the past"),
+            ({"lease": "soon"}, "lease", "invalid duration"),
+            ({"lease_end": "explode"}, "lease_end", "use stop or terminate"),
+        ):
+            refused = api.post("/deployments", json={"blueprint": "timed", **extra})
+            assert refused.status_code == 400, refused.text
+            assert refused.json()["error"]["field"] == field
+            assert message in refused.json()["error"]["message"]
+        scheduled = api.post("/deployments", json={"blueprint": "timed", "at": "1h", "lease": "1d"})
+        assert scheduled.status_code == 202, scheduled.text
+        assert scheduled.json()["state"] == "scheduled"
+        assert api.delete("/deployments/timed").status_code == 200

@@ -8,6 +8,7 @@ with the deployment `stopping` or `starting`: follow it with `GET /deployments/{
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
 
 from provisor.api.auth import Ctx
 from provisor.services import lifecycle, workers
@@ -37,4 +38,23 @@ def start(ctx: Ctx, request: Request, name: str) -> DeploymentView:
     settings = _settings(request)
     view = lifecycle.start_deployment(ctx, settings, name)
     workers.ensure_worker(settings)
+    return view
+
+
+class LeaseChange(BaseModel):
+    by: str | None = Field(
+        default=None, max_length=40, description="end this much later (after its end): 7d"
+    )
+    until: str | None = Field(
+        default=None,
+        max_length=64,
+        description="end at this time: ISO (UTC unless it names a zone), or 3d from now",
+    )
+
+
+@router.post("/deployments/{name}/lease", response_model=DeploymentView)
+def extend_lease(ctx: Ctx, request: Request, name: str, body: LeaseChange) -> DeploymentView:
+    """Move the end of the deployment's lease: give one of `by` or `until` (owner, operator)."""
+    view = lifecycle.extend_lease(ctx, name, by=body.by, until=body.until)
+    workers.ensure_worker(_settings(request))  # its lease tick acts on the new end
     return view

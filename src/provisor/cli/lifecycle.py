@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from provisor.cli._context import Server, context, settings
-from provisor.cli.deployments import TIMEOUT_HELP, show, wait_timeout
+from provisor.cli.deployments import TIMEOUT_HELP, lease_line, show, wait_timeout
 from provisor.cli.output import Format, console, emit_json, err_console
 
 if TYPE_CHECKING:
@@ -106,3 +106,35 @@ def start(
 ) -> None:
     """Start a stopped deployment's machines again; it is ready once each answers SSH."""
     _act("start", name, wait, timeout, output, server)
+
+
+lease_app = typer.Typer(help="Leases: when a deployment ends.", no_args_is_help=True)
+
+
+@lease_app.command("extend")
+def extend(
+    name: str,
+    by: Annotated[
+        str | None, typer.Option(help="end this much later (after its current end): 7d, 12h")
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(help="end at this time: ISO (UTC unless it names a zone), or 3d from now"),
+    ] = None,
+    output: Annotated[Format, typer.Option("--output")] = Format.table,
+    server: Server = None,
+) -> None:
+    """Move the end of a deployment's lease (one without a lease gets one)."""
+    if server is not None:
+        from provisor.cli import remote_deployments
+
+        view = remote_deployments.extend_lease(server, name, by=by, until=until)
+    else:
+        from provisor.services import lifecycle, workers
+
+        view = lifecycle.extend_lease(context(), name, by=by, until=until)
+        workers.ensure_worker(settings())  # the worker's lease tick acts on the new end
+    if output is Format.json:
+        emit_json(view)
+        return
+    console.print(f"deployment [bold]{escape(name)}[/]: lease {lease_line(view)}", highlight=False)

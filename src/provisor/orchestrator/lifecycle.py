@@ -33,6 +33,7 @@ ACTIONS = {
     "stop": ("stopping", "stopped", "deployment.stopped"),
     "start": ("starting", "ready", "deployment.started"),
 }
+STOPPABLE = ("ready", "failed")  # the states a deployment may be stopped from
 WORKFLOWS = {"stop": "stop_workflow", "start": "start_workflow"}
 
 
@@ -179,4 +180,4 @@ async def start_workflow(deployment_id: int, instance: str, reason: str) -> str:
     return await start_step(deployment_id, instance, reason)
 
 
-__all__ = ["ACTIONS", "act", "start_workflow", "stop_workflow", "workflow_name"]
+__all__ = ["ACTIONS", "STOPPABLE", "act", "start_workflow", "stop_workflow", "workflow_name"]

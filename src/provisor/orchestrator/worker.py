@@ -135,7 +135,19 @@ def pending_work(settings: Settings) -> bool:
         )
     finally:
         client.destroy()
-    return bool(found)
+    return bool(found) or _lease_pending(settings)
+
+
+def _lease_pending(settings: Settings) -> bool:
+    """A scheduled start or a lease's end to wait for (orchestrator/lease_schedule.py)."""
+    from provisor.orchestrator import lease_schedule
+    from provisor.store import Store
+
+    store = Store(settings.effective_database_url)
+    try:
+        return lease_schedule.pending(store)
+    finally:
+        store.close()
 
 
 def enqueue_deployment(settings: Settings, deployment_id: int, workflow_id: str) -> str:
@@ -246,7 +258,7 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
     """Be the worker until stopped (or, with until_idle, until no work is left)."""
     from dbos import DBOS
 
-    from provisor.orchestrator import deploy, lifecycle  # noqa: F401 - registers workflows
+    from provisor.orchestrator import deploy, lease_schedule, lifecycle  # noqa: F401
     from provisor.orchestrator.params import ParameterServer
     from provisor.orchestrator.runtime import Runtime, install
     from provisor.store import Store
@@ -288,6 +300,7 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
         # out of the cycle collector's way, a full collection scans only what work made
         # (it was ~80 ms per collection, a few ms per deployed machine).
         gc.freeze()
+        ticking = asyncio.create_task(lease_schedule.tick_forever(settings))
         # SIGTERM (`provisor worker stop`) ends the worker as idleness does; what it was
         # doing is checkpointed, and the next worker resumes it.
         stopping = asyncio.Event()
@@ -312,10 +325,15 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
                 # DBOS's wait here, though it is no longer pending.
                 if _running_here(dbos) and ticks % 10:
                     continue
-                idle = idle + 1 if await asyncio.to_thread(_pending, DBOS) == 0 else 0
+                busy = await asyncio.to_thread(_pending, DBOS) or await asyncio.to_thread(
+                    lease_schedule.pending, rt.store
+                )
+                idle = 0 if busy else idle + 1
                 if idle >= 2:
                     return
         finally:
+            ticking.cancel()
+            await asyncio.gather(ticking, return_exceptions=True)
             if handles_sigterm:
                 loop.remove_signal_handler(signal.SIGTERM)
             gc.unfreeze()

@@ -9,6 +9,9 @@ worker killed meanwhile resumes it). The same command on a deployment already
 `stopping` (`starting`) enqueues the same workflow again: one run, never two.
 A deployment on its way (`deploying`), being removed or waiting is refused.
 
+`extend_lease` moves the end of a deployment's lease (orchestrator/lease_schedule.py
+acts on it: a notice before, stop or terminate at the end).
+
 Who may: an operator or admin any of the tenant's deployments; a requester its own
 (the rules of `down`).
 """
@@ -16,19 +19,22 @@ Who may: an operator or admin any of the tenant's deployments; a requester its o
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 from sqlalchemy import update
 
 from provisor.core.access import Action
-from provisor.core.errors import Conflict
-from provisor.orchestrator import lifecycle, worker
+from provisor.core.errors import Conflict, NotFound
+from provisor.core.lease import extended
+from provisor.orchestrator import lease_schedule, lifecycle, worker
 from provisor.services.context import Context, audited
-from provisor.services.deployments import DeploymentView, _find, _view
+from provisor.services.deployments import DeploymentView, _find, _view, remove_deployment
 from provisor.settings import Settings
+from provisor.store import Store
 from provisor.store.orchestration import Deployment
 
 # action -> the states it may start from
-FROM = {"stop": ("ready", "failed"), "start": ("stopped",)}
+FROM = {"stop": lifecycle.STOPPABLE, "start": ("stopped",)}
 _NOUN = {"stop": "stopped", "start": "started"}
 
 
@@ -104,4 +110,58 @@ def start_deployment(ctx: Context, settings: Settings, name: str) -> DeploymentV
     return change(ctx, settings, name, "start")
 
 
-__all__ = ["may_manage", "start_deployment", "stop_deployment"]
+def extend_lease(
+    ctx: Context, name: str, *, by: str | None = None, until: str | None = None
+) -> DeploymentView:
+    """End the lease `by` later (after its current end, or now) or `until` a time; a
+    deployment without a lease gets one. The lease tick notices the new end: a notice
+    and an end already under way for the old one do not happen (their ids name it)."""
+    with audited(ctx, "lease.extended", name) as (session, audit):
+        deployment = _find(session, ctx, name)
+        may_manage(ctx, deployment, "extend the lease of")
+        if deployment.state == "terminating":
+            raise Conflict(
+                f"cannot extend the lease of deployment {name!r}: it is being removed",
+                field="name",
+            )
+        previous = deployment.lease_expires_at
+        end = extended(now=datetime.now(UTC), expires_at=previous, by=by, until=until)
+        noticed = previous is not None and deployment.lease_noticed_for == previous
+        deployment.lease_expires_at = end
+        deployment.lease_policy = deployment.lease_policy or "stop"
+        audit.details = {
+            "severity": "info",
+            "deployment": name,
+            "instance": deployment.instance,
+            "expires_at": end.isoformat(),
+            "previous": previous.isoformat() if previous else None,
+            # the notice given for the old end is answered
+            **(
+                {"incident": f"lease:{deployment.instance}", "incident_state": "resolved"}
+                if noticed
+                else {}
+            ),
+        }
+        session.flush()
+        return _view(deployment)
+
+
+def lease_terminator(settings: Settings) -> lease_schedule.Terminator:
+    """How the worker terminates a deployment whose lease ends with `terminate`: `down`,
+    as the data directory's owner, in the deployment's tenant."""
+
+    async def terminate(tenant: str, name: str) -> None:
+        store = Store(settings.effective_database_url)
+        ctx = Context(store=store, actor="lease", tenant=tenant, home=settings.home)
+        try:
+            # MERGE(i16 backups): final_backup=True, once `down --final-backup` exists.
+            await remove_deployment(ctx, settings, name)
+        except NotFound:
+            pass  # removed meanwhile: what the lease asked for is done
+        finally:
+            store.close()
+
+    return terminate
+
+
+__all__ = ["extend_lease", "lease_terminator", "may_manage", "start_deployment", "stop_deployment"]

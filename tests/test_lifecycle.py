@@ -12,6 +12,7 @@ import pytest
 
 from provisor.testing import crash
 from provisor_cli import Provisor
+from servers import served_cli
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]
 
@@ -126,3 +127,25 @@ def test_a_deployment_on_its_way_cannot_be_stopped(
     assert provisor("status", "pair", "--wait").returncode == 0
     provisor("down", "pair")
     assert "no deployment named 'pair' (removed" in _refused(provisor, "stop", "pair")
+
+
+def test_stop_start_and_lease_through_a_server(tmp_path: Path, pair: Path) -> None:
+    """The same commands with --server: the server's worker does the work."""
+    with served_cli(tmp_path) as (_, cli):
+        cli("up", str(pair), "--lease", "30d", "--wait")
+        listed = cli("deployments", "list").stdout
+        assert "29d 23h" in listed
+        stopped = json.loads(cli("stop", "pair", "--output", "json").stdout)
+        assert stopped["state"] == "stopped"
+        assert not any(_answers(m["address"], 22) for m in stopped["machines"])
+        assert "cannot stop deployment 'pair': it is stopped" in _refused(cli, "stop", "pair")
+        started = json.loads(cli("start", "pair", "--output", "json").stdout)
+        assert started["state"] == "ready"
+        assert all(_answers(m["address"], 22) for m in started["machines"])
+        extended = json.loads(
+            cli("lease", "extend", "pair", "--by", "7d", "--output", "json").stdout
+        )
+        assert extended["lease_seconds_left"] > 36 * 86400
+        assert "in the past" in _refused(cli, "lease", "extend", "pair", "--until", "2001-01-01")
+        assert "no deployment named 'other'" in _refused(cli, "stop", "other")
+        cli("down", "pair")

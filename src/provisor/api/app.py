@@ -16,6 +16,7 @@ from provisor.api import (
     jobs,
     keys,
     lifecycle,
+    metrics,
     providers,
     routes,
     uploads,
@@ -72,4 +73,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(deployments.router, prefix="/api/v1")
     app.include_router(lifecycle.router, prefix="/api/v1")
     app.include_router(uploads.router, prefix="/api/v1")
+    app.include_router(metrics.router)  # /metrics, where Prometheus looks
     return app

@@ -138,6 +138,27 @@ def pending_work(settings: Settings) -> bool:
     return bool(found) or _lease_pending(settings)
 
 
+def workflow_counts(settings: Settings, statuses: list[str], limit: int) -> dict[str, int]:
+    """How many workflows have each status (up to `limit` each), for `/metrics`."""
+    from dbos import DBOS, DBOSClient
+
+    logging.getLogger("dbos").setLevel(logging.WARNING)
+    with _dbos_migration(settings):  # no worker may have run yet
+        DBOS.migrate(system_database_url(settings))
+    client = DBOSClient(system_database_url=system_database_url(settings))
+    try:
+        return {
+            status: len(
+                client.list_workflows(
+                    status=[status], load_input=False, load_output=False, limit=limit
+                )
+            )
+            for status in statuses
+        }
+    finally:
+        client.destroy()
+
+
 def _lease_pending(settings: Settings) -> bool:
     """A scheduled start or a lease's end to wait for (orchestrator/lease_schedule.py)."""
     from provisor.orchestrator import lease_schedule

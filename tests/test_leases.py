@@ -143,14 +143,26 @@ def test_a_worker_killed_while_ending_a_lease_acts_once(
     assert len(_events(provisor, "deployment.stopped")) == 1
 
 
+def _worker(provisor: Provisor) -> dict[str, object]:
+    found: dict[str, object] = json.loads(provisor("worker", "status", "--output", "json").stdout)
+    return found
+
+
 def test_a_scheduled_deployment_starts_at_its_time(provisor: Provisor, one: Path) -> None:
-    queued = provisor("up", str(one), "--at", "4s", "--lease", "2h").stdout
+    queued = provisor("up", str(one), "--at", "8s", "--lease", "2h").stdout
     assert "scheduled for" in " ".join(queued.split())
     status = provisor.status("one")
     assert status["state"] == "scheduled" and status["starts_at"]
+    # Nothing queued, but a start to wait for: the background worker stays (an idle one
+    # ends within about a second), the same one.
+    pid = _worker(provisor)["pid"]
+    time.sleep(3)
+    assert _worker(provisor)["running"] and _worker(provisor)["pid"] == pid
     _until("the scheduled start", lambda: provisor.status("one")["state"] == "ready")
     status = provisor.status("one")
     assert isinstance(status["lease_seconds_left"], int) and status["lease_seconds_left"] > 3600
+    time.sleep(3)  # ready, with a lease to end: the worker stays
+    assert _worker(provisor)["running"]
 
 
 def test_wrong_times_are_refused_saying_why(provisor: Provisor, one: Path) -> None:

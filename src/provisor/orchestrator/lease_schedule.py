@@ -50,7 +50,9 @@ log = logging.getLogger(__name__)
 # the services layer (services/lifecycle.py), which owns `down`.
 Terminator = Callable[[str, str], Awaitable[None]]
 # deployment id -> None: take and verify a backup of every machine, raising if it fails.
-# MERGE: the backup feature sets it (its `down --final-backup` is the same promise).
+# MERGE(i16 backups): the backup feature sets it (set_final_backup, next to
+# set_terminator in services/workers.serve); its `down --final-backup` is the same
+# promise. Taken before a stop and before a terminate (the terminator takes none).
 FinalBackup = Callable[[int], Awaitable[None]]
 _hooks: dict[str, Any] = {"terminator": None, "final_backup": None, "notice": 86400.0}
 

@@ -23,7 +23,7 @@ from sqlalchemy import update
 from provisor.events import record_event
 from provisor.orchestrator import deployment_lock, machine_ops
 from provisor.orchestrator.deploy import LOCK_TIMEOUT, REACHABLE_TIMEOUT, machine_endpoint
-from provisor.orchestrator.runtime import runtime
+from provisor.orchestrator.runtime import deployment_masker, runtime
 from provisor.providers import MachineInfo, Provider
 from provisor.store.models import Host, Tenant
 from provisor.store.orchestration import Deployment, Machine
@@ -87,7 +87,7 @@ def _finish(
         deployment = session.get(Deployment, deployment_id)
         if deployment is None or deployment.state != during:
             return "superseded"
-        masker = rt.masker(deployment)
+        masker = deployment_masker(rt.store, rt.home, deployment)  # not kept: it ends here
         machines = {m.name: m for m in deployment.machines}
         failures = []
         for machine, result in results:

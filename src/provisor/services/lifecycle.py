@@ -154,7 +154,8 @@ def lease_terminator(settings: Settings) -> lease_schedule.Terminator:
         store = Store(settings.effective_database_url)
         ctx = Context(store=store, actor="lease", tenant=tenant, home=settings.home)
         try:
-            # MERGE(i16 backups): final_backup=True, once `down --final-backup` exists.
+            # No final backup here: lease_end_workflow took it before (MERGE(i16 backups):
+            # wire it with lease_schedule.set_final_backup in services/workers.serve).
             await remove_deployment(ctx, settings, name)
         except NotFound:
             pass  # removed meanwhile: what the lease asked for is done

@@ -3,6 +3,7 @@ powered off with their disks, addresses and inventory hosts kept, then back."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from provisor.providers.local import LocalProvider
 from provisor.testing import crash
 from provisor_cli import Provisor
 from servers import served_cli
@@ -149,3 +151,29 @@ def test_stop_start_and_lease_through_a_server(tmp_path: Path, pair: Path) -> No
         assert "in the past" in _refused(cli, "lease", "extend", "pair", "--until", "2001-01-01")
         assert "no deployment named 'other'" in _refused(cli, "stop", "other")
         cli("down", "pair")
+
+
+def test_a_machine_that_cannot_be_stopped_leaves_the_deployment_failed_saying_which(
+    provisor: Provisor, pair: Path
+) -> None:
+    """One machine terminated behind provisor's back: the stop ends `failed`, naming it,
+    the other machine stopped; `stop` again is allowed (from `failed`), `start` is not."""
+    provisor("up", str(pair), "--wait")
+    machines = provisor.status("pair")["machines"]
+    assert isinstance(machines, list)
+    gone = machines[0]
+    provider = LocalProvider(
+        provisor.home / "local-provider", network=provisor.env["PROVISOR_LOCAL_NETWORK"]
+    )
+    asyncio.run(provider.terminate(gone["provider_id"]))
+    result = provisor("stop", "pair", "--output", "json", check=False)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    view = json.loads(result.stdout)
+    assert view["state"] == "failed" and view["step"] == "failed at stop"
+    assert view["error"].startswith(f"stop: {gone['name']}: ")
+    states = {m["name"]: m["state"] for m in view["machines"]}
+    assert states[machines[1]["name"]] == "stopped"
+    assert "it is failed" in _refused(provisor, "start", "pair")
+    events = json.loads(provisor("events", "--output", "json").stdout)
+    stopped = [e for e in events if e["kind"] == "deployment.stopped"]
+    assert [(e["outcome"], e["details"]["severity"]) for e in stopped] == [("failed", "warning")]

@@ -369,7 +369,7 @@ async def lease_end_workflow(deployment_id: int, key: str) -> str:
     if action == "stop":
         if not await mark_stopping_step(deployment_id, key):
             return "none"
-        return await lifecycle.stop_step(deployment_id, decided["instance"], "lease ended")
+        return await lifecycle.run(deployment_id, decided["instance"], "stop", "lease ended")
     await terminate_step(decided["tenant"], decided["name"])
     return "terminated"
 

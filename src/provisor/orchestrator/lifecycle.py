@@ -78,6 +78,7 @@ def _finish(
     action: str,
     results: list[tuple[Machine, MachineInfo | BaseException]],
     reason: str,
+    error: str | None = None,
 ) -> str:
     """Record how the action ended: machines, the deployment's state, the event; only if
     the deployment is still in the action's state (`down` may have taken over)."""
@@ -89,7 +90,7 @@ def _finish(
             return "superseded"
         masker = deployment_masker(rt.store, rt.home, deployment)  # not kept: it ends here
         machines = {m.name: m for m in deployment.machines}
-        failures = []
+        failures = [masker.text(error)] if error else []
         for machine, result in results:
             row = machines[machine.name]
             if isinstance(result, BaseException):
@@ -170,14 +171,31 @@ async def start_step(deployment_id: int, instance: str, reason: str) -> str:
     return await act(deployment_id, instance, "start", reason)
 
 
+@DBOS.step()
+async def failed_step(deployment_id: int, action: str, reason: str, error: str) -> str:
+    return await asyncio.to_thread(_finish, deployment_id, action, [], reason, error)
+
+
+async def run(deployment_id: int, instance: str, action: str, reason: str) -> str:
+    """The action's step; if it fails as a whole (e.g. the lock stays taken), the
+    deployment ends `failed` saying why, never left `stopping`/`starting`."""
+    step = stop_step if action == "stop" else start_step
+    try:
+        return await step(deployment_id, instance, reason)
+    except Exception as exc:
+        if "Cancelled" in type(exc).__name__:  # DBOS's cancellation: not ours to record
+            raise
+        return await failed_step(deployment_id, action, reason, str(exc) or type(exc).__name__)
+
+
 @DBOS.workflow()
 async def stop_workflow(deployment_id: int, instance: str, reason: str) -> str:
-    return await stop_step(deployment_id, instance, reason)
+    return await run(deployment_id, instance, "stop", reason)
 
 
 @DBOS.workflow()
 async def start_workflow(deployment_id: int, instance: str, reason: str) -> str:
-    return await start_step(deployment_id, instance, reason)
+    return await run(deployment_id, instance, "start", reason)
 
 
-__all__ = ["ACTIONS", "STOPPABLE", "act", "start_workflow", "stop_workflow", "workflow_name"]
+__all__ = ["ACTIONS", "STOPPABLE", "act", "run", "start_workflow", "stop_workflow", "workflow_name"]

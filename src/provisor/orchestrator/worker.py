@@ -118,7 +118,8 @@ def worker_running(home: Path) -> bool:
 
 
 def pending_work(settings: Settings) -> bool:
-    """Whether any deployment workflow is queued or unfinished (a worker has work)."""
+    """Whether any workflow is queued or unfinished, or a deployment waits for its start
+    or its lease's end (a worker has work)."""
     from dbos import DBOS, DBOSClient
 
     logging.getLogger("dbos").setLevel(logging.WARNING)

@@ -82,7 +82,7 @@ class Machine(Base):
     address: Mapped[str | None] = mapped_column(String(255))
     port: Mapped[int] = mapped_column(Integer, default=22)
     login_user: Mapped[str] = mapped_column(String(64), default="root")
-    # planned, launching, running, configuring, ready, failed, terminated
+    # planned, launching, running, configuring, ready, failed, stopped, terminated
     state: Mapped[str] = mapped_column(String(24), default="planned")
     error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

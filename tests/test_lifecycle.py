@@ -70,6 +70,11 @@ def test_stop_keeps_disks_and_addresses_and_start_brings_them_back(
     assert json.loads(provisor("hosts", "list", "--output", "json").stdout) == hosts_before
     # Refused while stopped: stopped again, and nothing else changed.
     assert "cannot stop deployment 'pair': it is stopped" in _refused(provisor, "stop", "pair")
+    # Another tenant has no such deployment, whatever it asks.
+    for command in (["start", "pair"], ["stop", "pair"], ["lease", "extend", "pair", "--by", "1d"]):
+        error = _refused(provisor, "--tenant", "other", *command)
+        assert "no deployment named 'pair'" in error, error
+    assert provisor.status("pair")["state"] == "stopped"
 
     started = json.loads(provisor("start", "pair", "--output", "json").stdout)
     assert started["state"] == "ready"

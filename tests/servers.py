@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -67,3 +68,24 @@ def start_server(
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def served_cli(tmp_path: Path) -> Iterator[tuple[str, Any]]:
+    """A real `provisor server` with a data directory of its own, and the CLI of another
+    home acting through it (`--server` from the environment) as an admin; (URL, CLI)."""
+    from provisor_cli import Provisor
+
+    home = tmp_path / "server-home"
+    owner = Provisor(home)
+    owner("users", "add", "boss", "--tenant", "default", "--role", "admin")
+    token = owner("tokens", "add", "boss").stdout.strip()
+    remote = Provisor(tmp_path / "client-home")
+    remote.env["PROVISOR_TOKEN"] = token
+    try:
+        network = {"PROVISOR_LOCAL_NETWORK": owner.env["PROVISOR_LOCAL_NETWORK"]}
+        with start_server(home, env=network) as (url, _):
+            remote.env["PROVISOR_SERVER"] = url
+            yield url, remote
+    finally:
+        owner("worker", "stop", check=False)  # the one the server started

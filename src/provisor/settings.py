@@ -120,6 +120,13 @@ class Settings(BaseSettings):
         le=3600,
         description="seconds before a failed notification is tried again (then doubled)",
     )
+    lease_notice: float = Field(
+        default=86400.0,
+        ge=0,
+        le=MAX_SECONDS,
+        description="how long before a lease ends the event lease.expiring is recorded "
+        "(the notice alerts send); 0 for none; 30m, 2h, 1d",
+    )
 
     @field_validator(
         "command_timeout",
@@ -129,6 +136,7 @@ class Settings(BaseSettings):
         "worker_restart_pause",
         "alert_poll_seconds",
         "alert_retry_seconds",
+        "lease_notice",
         mode="before",
     )
     @classmethod

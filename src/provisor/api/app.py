@@ -17,6 +17,8 @@ from provisor.api import (
     identity,
     jobs,
     keys,
+    lifecycle,
+    metrics,
     providers,
     routes,
     uploads,
@@ -79,6 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(blueprints.router, prefix="/api/v1")
     app.include_router(providers.router, prefix="/api/v1")
     app.include_router(deployments.router, prefix="/api/v1")
+    app.include_router(lifecycle.router, prefix="/api/v1")
     app.include_router(uploads.router, prefix="/api/v1")
     app.include_router(alerts.router, prefix="/api/v1")
+    app.include_router(metrics.router)  # /metrics, where Prometheus looks
     return app

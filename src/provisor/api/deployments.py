@@ -35,6 +35,19 @@ class DeploymentRequest(BaseModel):
     )
     completion: str | None = Field(default=None, description="fills '#' in hostnames")
     provider: str | None = Field(default=None, description="default: the blueprint's, or local")
+    lease: str | None = Field(
+        default=None,
+        max_length=40,
+        description="lifetime from its start: 30d, 12h, 90s, or none; default: the blueprint's",
+    )
+    at: str | None = Field(
+        default=None,
+        max_length=64,
+        description="start later: an ISO time (UTC unless it names a zone) or a duration from now",
+    )
+    lease_end: str | None = Field(
+        default=None, max_length=16, description="stop or terminate; default: the blueprint's"
+    )
 
 
 class Decision(BaseModel):
@@ -61,6 +74,9 @@ def request_deployment(ctx: Ctx, request: Request, body: DeploymentRequest) -> D
         name=body.name,
         completion=body.completion,
         provider=body.provider,
+        lease=body.lease,
+        at=body.at,
+        lease_end=body.lease_end,
     )
     workers.ensure_worker(settings)
     return view

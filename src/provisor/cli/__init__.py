@@ -24,6 +24,7 @@ from provisor.cli import (
     hosts,
     identity,
     keys,
+    lifecycle,
     providers,
     worker,
 )
@@ -55,6 +56,9 @@ app.command("approve")(deployments.approve)
 app.command("reject")(deployments.reject)
 app.command("params")(deployments.params)
 app.command("health")(health.health)
+app.command("stop")(lifecycle.stop)
+app.command("start")(lifecycle.start)
+app.add_typer(lifecycle.lease_app, name="lease")
 app.add_typer(worker.worker_app, name="worker")
 app.add_typer(deployments.deployments_app, name="deployments")
 app.add_typer(providers.app, name="providers")

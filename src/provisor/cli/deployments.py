@@ -17,6 +17,7 @@ from provisor.cli._context import Server, context, settings
 from provisor.cli._params import read_parameters
 from provisor.cli.output import Format, console, emit_json, err_console, fields, table
 from provisor.core.errors import InvalidInput, ProvisorError
+from provisor.core.lease import describe_left
 from provisor.core.timespec import parse_duration
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 deployments_app = typer.Typer(help="Deployments of blueprints.", no_args_is_help=True)
 
-ACTIVE_STATES = ("requested", "deploying")  # moving only while a worker runs
+ACTIVE_STATES = ("requested", "deploying", "stopping", "starting")  # moving only with a worker
 
 
 def _is_file(reference: str) -> bool:
@@ -205,6 +206,23 @@ def _ensure_worker() -> None:
         )
 
 
+def queued_line(view: DeploymentView) -> str:
+    """`queued`, or when it starts; with its lease's end."""
+    when = f"scheduled for {view.starts_at:%Y-%m-%d %H:%M:%S} UTC" if view.starts_at else "queued"
+    if view.lease_expires_at:
+        when += f" (lease ends {view.lease_expires_at:%Y-%m-%d %H:%M:%S} UTC: {view.lease_end})"
+    return when
+
+
+def lease_line(view: DeploymentView) -> str | None:
+    """`ends 2026-12-31 08:00:00 UTC (3d 4h left), then stop`; None without a lease."""
+    if view.lease_expires_at is None:
+        return None
+    left = describe_left(view.lease_seconds_left)
+    shown = "ended" if left == "ended" else f"{left} left"
+    return f"ends {view.lease_expires_at:%Y-%m-%d %H:%M:%S} UTC ({shown}), then {view.lease_end}"
+
+
 def show(view: DeploymentView) -> None:
     fields(
         [
@@ -216,6 +234,8 @@ def show(view: DeploymentView) -> None:
             ("owner", view.owner),
             ("provider", view.provider),
             ("inputs", view.inputs),
+            ("starts", f"{view.starts_at:%Y-%m-%d %H:%M:%S} UTC" if view.starts_at else None),
+            ("lease", lease_line(view)),
         ]
     )
     checked = any(m.health for m in view.machines)
@@ -252,6 +272,28 @@ def up(
         str | None,
         typer.Option(help="provider to deploy on (default: the blueprint's, else local)"),
     ] = None,
+    lease: Annotated[
+        str | None,
+        typer.Option(
+            help="how long it lives from its start: 30d, 12h, 90s, or none (default: the "
+            "blueprint's lease)"
+        ),
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            help="start it later: an ISO time (UTC unless it names a zone) or a duration "
+            "from now (2h); it waits, scheduled, until then"
+        ),
+    ] = None,
+    lease_end: Annotated[
+        str | None,
+        typer.Option(
+            "--lease-end",
+            help="at the end of the lease: stop (disks kept) or terminate (default: the "
+            "blueprint's, else stop)",
+        ),
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help=WAIT_HELP)] = False,
     timeout: Annotated[str, typer.Option(help=TIMEOUT_HELP)] = "2h",
     output: Annotated[Format, typer.Option("--output")] = Format.table,
@@ -286,6 +328,7 @@ def up(
             name=name,
             completion=hostname_completion,
             provider=provider,
+            lease=(lease, at, lease_end),
             wait=wait,
             timeout=limit,
             output=output,
@@ -300,6 +343,9 @@ def up(
         name=name,
         completion=hostname_completion,
         provider=provider,
+        lease=lease,
+        at=at,
+        lease_end=lease_end,
     )
     _ensure_worker()
     if not wait:
@@ -307,7 +353,7 @@ def up(
             emit_json(view)
         else:
             console.print(
-                f"deployment [bold]{view.name}[/] queued; "
+                f"deployment [bold]{view.name}[/] {queued_line(view)}; "
                 f"follow it with `provisor status {view.name} --wait`"
             )
         return
@@ -494,7 +540,7 @@ def list_(
         emit_json(views)
         return
     table(
-        ["name", "blueprint", "state", "step", "machines", "owner", "created"],
+        ["name", "blueprint", "state", "step", "machines", "owner", "created", "lease left"],
         [
             (
                 v.name,
@@ -504,6 +550,7 @@ def list_(
                 len(v.machines),
                 v.owner,
                 v.created_at.strftime("%Y-%m-%d %H:%M"),
+                describe_left(v.lease_seconds_left),
             )
             for v in views
         ],

@@ -1,4 +1,4 @@
-"""`provisor up|status|approve|reject|down|params|deployments list --server URL`.
+"""`provisor up|status|approve|reject|down|stop|start|params|deployments list --server URL`.
 
 The same commands, through a provisor server's REST API with the caller's token. A
 blueprint file given to `up` is sent as text and added to the server's catalog (a
@@ -16,6 +16,7 @@ from provisor.cli.deployments import (
     WaitEnd,
     finish,
     follow,
+    queued_line,
     removed_line,
     show,
     wait_end_of,
@@ -75,10 +76,12 @@ def up(
     name: str | None,
     completion: str | None,
     provider: str | None,
+    lease: tuple[str | None, str | None, str | None],
     wait: bool,
     timeout: float,
     output: Format,
 ) -> None:
+    """`up --server`; `lease` is (--lease, --at, --lease-end)."""
     api = client(server)
     reference, version = _catalog_reference(api, blueprint)
     body: dict[str, Any] = {
@@ -88,6 +91,9 @@ def up(
         "parameters": parameters,
         "completion": completion,
         "provider": provider,
+        "lease": lease[0],
+        "at": lease[1],
+        "lease_end": lease[2],
     }
     view = DeploymentView.model_validate(api.call("POST", "/deployments", body))
     if not wait:
@@ -95,7 +101,7 @@ def up(
             emit_json(view)
         else:
             console.print(
-                f"deployment [bold]{view.name}[/] queued on {server}; follow it with "
+                f"deployment [bold]{view.name}[/] {queued_line(view)} on {server}; follow it with "
                 f"`provisor status {view.name} --wait --server {server}`"
             )
         return
@@ -141,3 +147,16 @@ def parameters(server: str, name: str) -> ParametersView:
 
 def listing(server: str) -> list[DeploymentView]:
     return [DeploymentView.model_validate(d) for d in client(server).call("GET", "/deployments")]
+
+
+def lifecycle(server: str, name: str, action: str) -> DeploymentView:
+    """`stop` or `start` through the server (its worker does it)."""
+    return DeploymentView.model_validate(
+        client(server).call("POST", f"/deployments/{name}/{action}")
+    )
+
+
+def extend_lease(server: str, name: str, *, by: str | None, until: str | None) -> DeploymentView:
+    return DeploymentView.model_validate(
+        client(server).call("POST", f"/deployments/{name}/lease", {"by": by, "until": until})
+    )

@@ -230,7 +230,7 @@ def _plans(deployment: Deployment) -> dict[str, Any]:
         return cached
 
 
-def _endpoint(deployment: Deployment, machine: Machine) -> Endpoint:
+def machine_endpoint(deployment: Deployment, machine: Machine) -> Endpoint:
     """How the controller reaches a machine; its host key is that of its instance."""
     assert machine.address is not None and machine.provider_id is not None
     return Endpoint(
@@ -569,7 +569,7 @@ async def _reach(deployment: Deployment, machine: Machine) -> None:
     """SSH answers, with the machine's host key pinned before the first connection: from
     the provider at launch, or else as the machine reported it at first boot."""
     rt = runtime()
-    endpoint = _endpoint(deployment, machine)
+    endpoint = machine_endpoint(deployment, machine)
     keys = rt.host_keys(deployment.tenant_id)
     if keys.trusted(endpoint) is None:
         parameter = f"{machine.node}.{machine.index}.{HOST_KEYS}"
@@ -609,7 +609,7 @@ async def _configure(deployment: Deployment, machine: Machine, plan: Any) -> Non
     """User data finished, then the node's waits, then its scripts in order."""
     rt = runtime()
     name, deployment_id = machine.name, deployment.id
-    endpoint, pool = _endpoint(deployment, machine), rt.pool(deployment.tenant_id)
+    endpoint, pool = machine_endpoint(deployment, machine), rt.pool(deployment.tenant_id)
     own = f"{machine.node}.{machine.index}"
     # The values provisor published that the machine reads most (its own, and the ones
     # it waits for) never change: the machine answers them itself.

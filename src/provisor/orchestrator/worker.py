@@ -118,7 +118,8 @@ def worker_running(home: Path) -> bool:
 
 
 def pending_work(settings: Settings) -> bool:
-    """Whether any deployment workflow is queued or unfinished (a worker has work)."""
+    """Whether any workflow is queued or unfinished, or a deployment waits for its start
+    or its lease's end (a worker has work)."""
     from dbos import DBOS, DBOSClient
 
     logging.getLogger("dbos").setLevel(logging.WARNING)
@@ -135,7 +136,40 @@ def pending_work(settings: Settings) -> bool:
         )
     finally:
         client.destroy()
-    return bool(found)
+    return bool(found) or _lease_pending(settings)
+
+
+def workflow_counts(settings: Settings, statuses: list[str], limit: int) -> dict[str, int]:
+    """How many workflows have each status (up to `limit` each), for `/metrics`."""
+    from dbos import DBOS, DBOSClient
+
+    logging.getLogger("dbos").setLevel(logging.WARNING)
+    with _dbos_migration(settings):  # no worker may have run yet
+        DBOS.migrate(system_database_url(settings))
+    client = DBOSClient(system_database_url=system_database_url(settings))
+    try:
+        return {
+            status: len(
+                client.list_workflows(
+                    status=[status], load_input=False, load_output=False, limit=limit
+                )
+            )
+            for status in statuses
+        }
+    finally:
+        client.destroy()
+
+
+def _lease_pending(settings: Settings) -> bool:
+    """A scheduled start or a lease's end to wait for (orchestrator/lease_schedule.py)."""
+    from provisor.orchestrator import lease_schedule
+    from provisor.store import Store
+
+    store = Store(settings.effective_database_url)
+    try:
+        return lease_schedule.pending(store)
+    finally:
+        store.close()
 
 
 def enqueue_deployment(settings: Settings, deployment_id: int, workflow_id: str) -> str:
@@ -144,6 +178,13 @@ def enqueue_deployment(settings: Settings, deployment_id: int, workflow_id: str)
     `workflow_id` must never have been used before (DBOS answers a known id with that
     workflow, finished or not): the deployment's instance makes it so.
     """
+    return enqueue(settings, "deploy_workflow", workflow_id, deployment_id)
+
+
+def enqueue(settings: Settings, workflow_name: str, workflow_id: str, *args: Any) -> str:
+    """Put the workflow `workflow_name(*args)` on the durable queue under `workflow_id`;
+    an id enqueued before is that workflow again (DBOS answers a known id with it), so
+    enqueueing twice runs it once."""
     from dbos import DBOS, DBOSClient, EnqueueOptions
 
     logging.getLogger("dbos").setLevel(logging.WARNING)
@@ -153,11 +194,11 @@ def enqueue_deployment(settings: Settings, deployment_id: int, workflow_id: str)
     try:
         options: EnqueueOptions = {
             "queue_name": QUEUE,
-            "workflow_name": "deploy_workflow",
+            "workflow_name": workflow_name,
             "workflow_id": workflow_id,
             "app_version": __version__,
         }
-        client.enqueue(options, deployment_id)
+        client.enqueue(options, *args)
     finally:
         client.destroy()
     return workflow_id
@@ -247,7 +288,13 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
     """Be the worker until stopped (or, with until_idle, until no work is left)."""
     from dbos import DBOS
 
-    from provisor.orchestrator import deploy, health_monitor, recovery  # noqa: F401 - workflows
+    from provisor.orchestrator import (  # noqa: F401 - register their workflows
+        deploy,
+        health_monitor,
+        lease_schedule,
+        lifecycle,
+        recovery,
+    )
     from provisor.orchestrator.params import ParameterServer
     from provisor.orchestrator.runtime import Runtime, install
     from provisor.store import Store
@@ -290,6 +337,7 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
         # (it was ~80 ms per collection, a few ms per deployed machine).
         gc.freeze()
         monitor = await health_monitor.start(rt)  # checks machines; stays while it has some
+        ticking = asyncio.create_task(lease_schedule.tick_forever(settings))
         # SIGTERM (`provisor worker stop`) ends the worker as idleness does; what it was
         # doing is checkpointed, and the next worker resumes it.
         stopping = asyncio.Event()
@@ -315,13 +363,18 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
                 # DBOS's wait here, though it is no longer pending.
                 if _running_here(dbos) and ticks % 10:
                     continue
-                no_work = await asyncio.to_thread(_pending, DBOS) == 0
-                idle = idle + 1 if no_work and not await monitor.watching() else 0
+                busy = (
+                    await asyncio.to_thread(_pending, DBOS)
+                    or await asyncio.to_thread(lease_schedule.pending, rt.store)
+                    or await monitor.watching()
+                )
+                idle = 0 if busy else idle + 1
                 if idle >= 2:
                     return
         finally:
+            ticking.cancel()
             alerts.cancel()
-            await asyncio.gather(alerts, return_exceptions=True)
+            await asyncio.gather(ticking, alerts, return_exceptions=True)
             await monitor.stop()
             if handles_sigterm:
                 loop.remove_signal_handler(signal.SIGTERM)

@@ -2,19 +2,24 @@
 
 States and the changes allowed between them (any other is refused, naming the state):
 
-    requested -> awaiting_approval -> deploying -> ready | failed
-                        |  (approve)
-                        +-> rejected (reject)
+    [scheduled ->] requested -> awaiting_approval -> deploying -> ready | failed
+                                    |  (approve)
+                                    +-> rejected (reject)
+    ready | failed -> stopping -> stopped -> starting -> ready   (`stop`, `start`:
+                                                                 services/lifecycle.py)
     any state -> terminating -> removed (`down`; the row is deleted)
 
-`down` of a deployment that is `terminating` finishes an interrupted removal.
+`down` of a deployment that is `terminating` finishes an interrupted removal. A
+deployment requested with `--at` is `scheduled` until then (the worker's lease tick,
+orchestrator/lease_schedule.py, starts it); one with a lease is stopped or terminated
+when it ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -24,6 +29,7 @@ from sqlalchemy.orm import Session, selectinload
 from provisor.core.access import Action
 from provisor.core.blueprint import Blueprint, expand, load_blueprint, resolve_inputs
 from provisor.core.errors import Conflict, InvalidInput, NotFound
+from provisor.core.lease import lease_terms, seconds_left
 from provisor.core.masking import MASK
 from provisor.core.names import check_deployment_name, deployment_group
 from provisor.events import EventView, query_events
@@ -65,6 +71,10 @@ class DeploymentView(BaseModel):
     machines: list[MachineView]
     created_at: datetime
     updated_at: datetime
+    starts_at: datetime | None = None  # a scheduled deployment's start
+    lease_expires_at: datetime | None = None
+    lease_end: str | None = None  # stop | terminate, at the end of the lease
+    lease_seconds_left: int | None = None  # when it was looked at
 
 
 class ParameterView(BaseModel):
@@ -113,6 +123,10 @@ def _view(deployment: Deployment, health: dict[str, str] | None = None) -> Deplo
         ],
         created_at=deployment.created_at,
         updated_at=deployment.updated_at,
+        starts_at=deployment.starts_at,
+        lease_expires_at=deployment.lease_expires_at,
+        lease_end=deployment.lease_policy if deployment.lease_expires_at else None,
+        lease_seconds_left=seconds_left(deployment.lease_expires_at, datetime.now(UTC)),
     )
 
 
@@ -183,10 +197,23 @@ def request_deployment(
     name: str | None = None,
     completion: str | None = None,
     provider: str | None = None,
+    lease: str | None = None,
+    at: str | None = None,
+    lease_end: str | None = None,
 ) -> DeploymentView:
-    """Validate everything, record the deployment and queue its workflow."""
+    """Validate everything, record the deployment and queue its workflow (or, with `at`,
+    schedule it: the worker's lease tick queues it then). `lease` (else the blueprint's)
+    counts from the start; `lease_end` (else the blueprint's) says what happens then."""
     ctx.require(Action.deployments_request)
     blueprint = load_blueprint(text, source=source)
+    terms = lease_terms(
+        now=datetime.now(UTC),
+        lease=lease,
+        default=blueprint.lease_duration,
+        at=at,
+        policy=lease_end,
+        default_policy=blueprint.lease_end,
+    )
     deployment_name = check_deployment_name(name or blueprint.name, field="name")
     inputs = resolve_inputs(blueprint, parameters)
     plans = expand(blueprint, inputs, deployment=deployment_name, completion=completion)
@@ -214,10 +241,15 @@ def request_deployment(
             inputs=_sealed_inputs(ctx, blueprint, inputs),
             completion=completion,
             provider=provider,
-            state="requested",
-            step="queued",
+            state="scheduled" if terms.starts_at else "requested",
+            step=f"starts at {terms.starts_at:%Y-%m-%d %H:%M:%S} UTC"
+            if terms.starts_at
+            else "queued",
             outputs={},
             machines=[],
+            starts_at=terms.starts_at,
+            lease_expires_at=terms.expires_at,
+            lease_policy=terms.policy,
         )
         session.add(deployment)
         session.flush()
@@ -227,10 +259,13 @@ def request_deployment(
             "machines": len(plans),
             "provider": provider,
             "instance": deployment.instance,
+            **({"starts_at": terms.starts_at.isoformat()} if terms.starts_at else {}),
+            **({"lease_expires_at": terms.expires_at.isoformat()} if terms.expires_at else {}),
         }
         view = _view(deployment)
         deployment_id = deployment.id
-    worker.enqueue_deployment(settings, deployment_id, workflow_id)
+    if terms.starts_at is None:
+        worker.enqueue_deployment(settings, deployment_id, workflow_id)
     return view
 
 
@@ -464,6 +499,9 @@ def request_from_catalog(
     name: str | None = None,
     completion: str | None = None,
     provider: str | None = None,
+    lease: str | None = None,
+    at: str | None = None,
+    lease_end: str | None = None,
 ) -> DeploymentView:
     """`request_deployment` of a blueprint stored in the tenant's catalog."""
     detail, _ = load_stored_blueprint(ctx, blueprint, version)
@@ -476,6 +514,9 @@ def request_from_catalog(
         name=name,
         completion=completion,
         provider=provider,
+        lease=lease,
+        at=at,
+        lease_end=lease_end,
     )
 
 

@@ -347,10 +347,12 @@ def _alive(pid: int) -> bool:
 async def serve(settings: Settings, *, until_idle: bool) -> None:
     """Be the worker: resume unfinished workflows, then take new ones from the queue;
     meanwhile, mark interrupted the fleet jobs whose process died."""
-    from provisor.orchestrator import worker
+    from provisor.orchestrator import lease_schedule, worker
     from provisor.services.jobs import watch_stale_jobs
+    from provisor.services.lifecycle import lease_terminator
     from provisor.store import Store
 
+    lease_schedule.set_terminator(lease_terminator(settings))  # a lease ending in `down`
     store = Store(settings.effective_database_url)
     watcher = asyncio.create_task(watch_stale_jobs(store, settings.job_stale_after))
     try:

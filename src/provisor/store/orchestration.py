@@ -38,13 +38,23 @@ class Deployment(Base):
     inputs: Mapped[dict[str, Any]] = mapped_column(default=dict)  # secrets sealed
     completion: Mapped[str | None] = mapped_column(String(64))  # hostname completion for '#'
     provider: Mapped[str] = mapped_column(String(64))
-    # requested, awaiting_approval, deploying, ready, failed, rejected, terminating, terminated
+    # scheduled, requested, awaiting_approval, deploying, ready, failed, rejected,
+    # stopping, stopped, starting, terminating, terminated
     state: Mapped[str] = mapped_column(String(24), default="requested")
     step: Mapped[str] = mapped_column(String(200), default="")  # what the workflow is doing
     error: Mapped[str | None] = mapped_column(Text)
     outputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
     workflow_id: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None] = mapped_column()
+    lease_policy: Mapped[str | None] = mapped_column(String(16))  # stop | terminate at the end
+    # The expiry a notice was given for, and the one acted on: a changed expiry (an
+    # extension) is noticed and acted on afresh.
+    lease_noticed_for: Mapped[datetime | None] = mapped_column()
+    lease_ended_for: Mapped[datetime | None] = mapped_column()
+    starts_at: Mapped[datetime | None] = mapped_column()  # a scheduled deployment's start
+    # The stop or start workflow under way (`stopping`/`starting`): a repeated command
+    # enqueues the same one, never a second.
+    lifecycle_workflow_id: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -72,7 +82,7 @@ class Machine(Base):
     address: Mapped[str | None] = mapped_column(String(255))
     port: Mapped[int] = mapped_column(Integer, default=22)
     login_user: Mapped[str] = mapped_column(String(64), default="root")
-    # planned, launching, running, configuring, ready, failed, terminated
+    # planned, launching, running, configuring, ready, failed, stopped, terminated
     state: Mapped[str] = mapped_column(String(24), default="planned")
     error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

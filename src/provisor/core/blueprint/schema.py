@@ -45,6 +45,10 @@ class Blueprint(_Model):
     ] = Field(
         default=None, description="default lifetime of a deployment: 90m, 12h, 30d, 2w, or none"
     )
+    lease_end: Literal["stop", "terminate"] = Field(
+        default="stop",
+        description="at the end of the lease: stop the machines (disks kept) or terminate them",
+    )
     cost: Cost | None = None
     provider: Annotated[str | None, AfterValidator(_provider)] = Field(
         default=None, description="the configured provider to deploy on unless --provider says"

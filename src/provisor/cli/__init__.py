@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from provisor import __version__
 from provisor.cli import (
+    backups,
     blueprints,
     deployments,
     events,
@@ -56,6 +57,7 @@ app.add_typer(worker.worker_app, name="worker")
 app.add_typer(deployments.deployments_app, name="deployments")
 app.add_typer(providers.app, name="providers")
 app.add_typer(keys.app, name="keys")
+app.add_typer(backups.app, name="backup")
 app.add_typer(identity.users_app, name="users")
 app.add_typer(identity.tokens_app, name="tokens")
 app.command("login")(identity.login)

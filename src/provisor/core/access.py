@@ -24,6 +24,8 @@ class Action(StrEnum):
     providers_read = "providers.read"
     providers_write = "providers.write"
     events_read = "events.read"
+    backups_read = "backups.read"  # backups, their objects and the stores
+    backups_manage = "backups.manage"  # take, verify, restore, delete; configure stores
     users_manage = "users.manage"  # members of the tenant and their tokens
 
 
@@ -42,6 +44,7 @@ _READ = {
     Action.deployments_read,
     Action.providers_read,
     Action.events_read,
+    Action.backups_read,
 }
 
 PERMISSIONS: dict[Role, frozenset[Action]] = {
@@ -54,6 +57,7 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
             Action.catalog_write,
             Action.deployments_request,
             Action.deployments_manage,
+            Action.backups_manage,
         }
     ),
     Role.requester: frozenset({Action.catalog_read, Action.deployments_request}),

@@ -144,20 +144,26 @@ def enqueue_deployment(settings: Settings, deployment_id: int, workflow_id: str)
     `workflow_id` must never have been used before (DBOS answers a known id with that
     workflow, finished or not): the deployment's instance makes it so.
     """
+    return enqueue_workflow(settings, "deploy_workflow", workflow_id, deployment_id)
+
+
+def enqueue_workflow(settings: Settings, workflow_name: str, workflow_id: str, *args: Any) -> str:
+    """Put a workflow on the durable queue; a known `workflow_id` is that workflow (DBOS
+    starts nothing new for it)."""
     from dbos import DBOS, DBOSClient, EnqueueOptions
 
     logging.getLogger("dbos").setLevel(logging.WARNING)
-    with _dbos_migration(settings):  # the queue may be used before any worker ran
+    with _dbos_migration(settings):
         DBOS.migrate(system_database_url(settings))
     client = DBOSClient(system_database_url=system_database_url(settings))
     try:
         options: EnqueueOptions = {
             "queue_name": QUEUE,
-            "workflow_name": "deploy_workflow",
+            "workflow_name": workflow_name,
             "workflow_id": workflow_id,
             "app_version": __version__,
         }
-        client.enqueue(options, deployment_id)
+        client.enqueue(options, *args)
     finally:
         client.destroy()
     return workflow_id
@@ -239,7 +245,8 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
     """Be the worker until stopped (or, with until_idle, until no work is left)."""
     from dbos import DBOS
 
-    from provisor.orchestrator import deploy  # noqa: F401 - registers the workflow
+    # Imported to register their workflows with DBOS.
+    from provisor.orchestrator import backup, backup_schedule, deploy  # noqa: F401
     from provisor.orchestrator.params import ParameterServer
     from provisor.orchestrator.runtime import Runtime, install
     from provisor.store import Store
@@ -288,6 +295,7 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
         handles_sigterm = threading.current_thread() is threading.main_thread()
         if handles_sigterm:  # (a worker in another thread leaves signals to its process)
             loop.add_signal_handler(signal.SIGTERM, stopping.set)
+        ticking = asyncio.create_task(backup_schedule.run(settings, rt.store, stopping))
         try:
             if not until_idle:
                 await stopping.wait()
@@ -306,9 +314,12 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
                 if _running_here(dbos) and ticks % 10:
                     continue
                 idle = idle + 1 if await asyncio.to_thread(_pending, DBOS) == 0 else 0
-                if idle >= 2:
+                if idle >= 2 and not await asyncio.to_thread(
+                    backup_schedule.has_schedules, rt.store
+                ):
                     return
         finally:
+            ticking.cancel()
             if handles_sigterm:
                 loop.remove_signal_handler(signal.SIGTERM)
             gc.unfreeze()

@@ -1,6 +1,6 @@
 """Persistence: SQLAlchemy models and the database they live in."""
 
-from provisor.store import identity, orchestration  # noqa: F401 - register their tables
+from provisor.store import backups, identity, orchestration  # noqa: F401 - register tables
 from provisor.store.db import Store, StoreUnavailable, migrate
 from provisor.store.models import Base, Event, Group, Host, Tenant
 

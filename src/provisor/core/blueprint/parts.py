@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from provisor.core.blueprint.backup import BackupPolicy
 from provisor.core.blueprint.fields import (
     _CURRENCY,
     _DEVICE,
@@ -202,6 +203,9 @@ class Node(_Model):
     )
     waits_for: tuple[Annotated[str, AfterValidator(_wait_ref), _matching(_WAIT)], ...] = Field(
         default=(), description="NODE.KEY or NODE.INDEX.KEY that must be set before the scripts"
+    )
+    backup: BackupPolicy | None = Field(
+        default=None, description="how its machines are backed up (docs/operations.md, Backups)"
     )
 
 

@@ -32,9 +32,14 @@ def _data(size: int) -> Iterator[bytes]:
 def test_encryption_round_trip_streams_and_detects_any_change() -> None:
     key = crypto.new_data_key()
     plain = b"".join(_data(3 * CHUNK + 123))
-    sealed = b"".join(crypto.encrypt(key, [plain[i : i + 7777] for i in range(0, len(plain), 7777)]))
+    sealed = b"".join(
+        crypto.encrypt(key, [plain[i : i + 7777] for i in range(0, len(plain), 7777)])
+    )
     assert plain not in sealed and len(sealed) < len(plain) + 200
-    assert b"".join(crypto.decrypt(key, [sealed[i : i + 999] for i in range(0, len(sealed), 999)])) == plain
+    assert (
+        b"".join(crypto.decrypt(key, [sealed[i : i + 999] for i in range(0, len(sealed), 999)]))
+        == plain
+    )
     for where in (3, len(crypto.MAGIC) + 10, len(sealed) // 2, len(sealed) - 1):
         flipped = bytearray(sealed)
         flipped[where] ^= 0x01

@@ -107,6 +107,7 @@ def _mark_bad(rt: Runtime, backup: Backup, problem: str) -> None:
             row,
             "backup.corrupt",
             severity="critical",
+            incident_state="open",
             outcome="failed",
             objects=[DISK],
             problems=[f"{DISK}: {problem}"],
@@ -148,10 +149,9 @@ async def fetch_good_backup(
                 why = f"its stored copy is corrupt ({why}); marked bad"
         if why is None:
             return backup, skipped
-        if asked is not None or skipped or backup.state == "good":
-            line = f"backup {backup.backup_id} not used: {why}"
-            skipped.append(line)
-            say(line + "; trying the newest good one before it")
+        line = f"backup {backup.backup_id} not used: {why}"
+        skipped.append(line)
+        say(line + "; trying the newest good one before it")
     raise RestoreFailed(
         f"machine {machine} has no good backup to restore from"
         + (f" ({'; '.join(skipped)})" if skipped else "")

@@ -333,6 +333,7 @@ def verify(
                     current,
                     "backup.corrupt",
                     severity="critical",
+                    incident_state="open",
                     actor=ctx.actor,
                     outcome="failed",
                     objects=sorted(wrong),

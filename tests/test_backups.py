@@ -1,0 +1,140 @@
+"""Backups end to end on the local provider, from the CLI: take, list, show, verify a
+flipped byte, restore past it; in place; hostile input; a final backup before `down`."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from provisor_cli import Provisor
+
+pytestmark = [pytest.mark.testbed, pytest.mark.slow]
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "blueprints"
+
+
+def machine_names(provisor: Provisor, name: str) -> dict[str, str]:
+    """node.index -> machine name."""
+    machines = provisor.status(name)["machines"]
+    assert isinstance(machines, list)
+    return {f"{m['node']}.{m['index']}": m["name"] for m in machines}
+
+
+def on(provisor: Provisor, machine: str, command: str) -> str:
+    result = provisor("run", machine, "--output", "json", "--", command)
+    return str(json.loads(result.stdout.splitlines()[0])["stdout"])
+
+
+def backups(provisor: Provisor, *args: str) -> list[dict[str, object]]:
+    found: list[dict[str, object]] = json.loads(
+        provisor("backup", "list", *args, "--output", "json").stdout
+    )
+    return found
+
+
+def stored(provisor: Provisor, backup: dict[str, object], name: str) -> Path:
+    """Where the local store keeps an object of a backup."""
+    with sqlite3.connect(provisor.home / "provisor.db") as db:
+        key, tenant = db.execute(
+            "SELECT o.key, b.tenant_id FROM backup_objects o JOIN backups b ON b.id = o.backup_pk "
+            "WHERE b.backup_id = ? AND o.name = ?",
+            (backup["id"], name),
+        ).fetchone()
+    return provisor.home / "backups" / str(tenant) / key
+
+
+def events(provisor: Provisor, kind: str) -> list[dict[str, object]]:
+    found = json.loads(provisor("events", "--kind", kind, "--output", "json").stdout)
+    assert isinstance(found, list)
+    return found
+
+
+def test_webapp_backup_verify_flipped_byte_restore_uses_previous_good(
+    provisor: Provisor,
+) -> None:
+    provisor("up", str(EXAMPLES / "webapp.yaml"), "--wait")
+    names = machine_names(provisor, "webapp")
+    db = names["db.1"]
+    on(provisor, db, "echo first > /root/marker")
+    taken = json.loads(provisor("backup", "now", "webapp", "--output", "json").stdout)
+    assert sorted(b["machine"] for b in taken) == sorted(names.values())
+    assert {b["state"] for b in taken} == {"good"}
+    first = next(b for b in taken if b["machine"] == db)
+    # The db node's policy: its disk and an archive of /root/kv; every other node the
+    # default (its disk alone).
+    assert sorted(o["name"] for o in first["objects"]) == ["disk.tar.gz", "paths.tar"]
+    disk = next(o for o in first["objects"] if o["name"] == "disk.tar.gz")
+    assert disk["size"] > 0 and len(disk["sha256"]) == 64 and disk["plain_sha256"] != disk["sha256"]
+    # Encrypted at rest, private to its owner.
+    path = stored(provisor, first, "disk.tar.gz")
+    assert b"first" not in path.read_bytes() and path.stat().st_mode & 0o077 == 0
+    on(provisor, db, "echo second > /root/marker")
+    second = json.loads(provisor("backup", "now", "webapp", db, "--output", "json").stdout)[0]
+    assert second["state"] == "good"
+    shown = provisor("backup", "show", second["id"]).stdout
+    assert "disk.tar.gz" in shown and second["objects"][0]["sha256"][:16] in shown
+
+    # One flipped byte in one stored object: verify finds exactly that one.
+    corrupt = stored(provisor, second, "disk.tar.gz")
+    data = bytearray(corrupt.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    corrupt.write_bytes(bytes(data))
+    verified = provisor("backup", "verify", "webapp", check=False)
+    assert verified.returncode == 1, verified.stdout + verified.stderr
+    bad_lines = [line for line in verified.stdout.splitlines() if line.startswith("BAD")]
+    assert len(bad_lines) == 1 and second["id"] in bad_lines[0] and "disk.tar.gz" in bad_lines[0]
+    assert "0 bad" not in verified.stdout and "1 bad" in verified.stdout
+    states = {b["id"]: b["state"] for b in backups(provisor, "webapp")}
+    assert states[second["id"]] == "bad" and states[first["id"]] == "good"
+    corrupt_events = events(provisor, "backup.corrupt")
+    assert len(corrupt_events) == 1
+    details = corrupt_events[0]["details"]
+    assert isinstance(details, dict)
+    assert details["severity"] == "critical" and details["machine"] == db
+    assert details["incident"].startswith("backup:")
+
+    # Restore: the bad copy is never used; the previous good one is, and it says so.
+    old_id = provisor.status("webapp")["machines"]
+    restored = provisor("backup", "restore", "webapp", db, "--backup", second["id"], "--yes")
+    assert first["id"] in restored.stdout
+    assert f"backup {second['id']} not used" in restored.stderr
+    assert on(provisor, db, "cat /root/marker").strip() == "first"
+    assert on(provisor, db, "hostname").strip() == "db"
+    machines = {m["name"]: m for m in provisor.status("webapp")["machines"]}
+    before = {m["name"]: m for m in old_id}
+    assert machines[db]["provider_id"] != before[db]["provider_id"]
+    assert machines[db]["state"] == "ready"
+    params = json.loads(provisor("params", "webapp", "--output", "json").stdout)
+    values = {p["key"]: p["value"] for p in params["values"]}
+    assert values["db.1.address"] == machines[db]["address"]
+    live = {m["id"]: m["state"] for m in provisor.machines_of(provisor.instance("webapp"))}
+    assert live[before[db]["provider_id"]] == "terminated"
+    assert [e["details"]["backup"] for e in events(provisor, "restore.completed")] == [first["id"]]
+
+    # In place, on an app server: a flipped byte found during the restore itself.
+    app = names["app.1"]
+    on(provisor, app, "echo kept > /root/marker")
+    good = json.loads(provisor("backup", "now", "webapp", app, "--output", "json").stdout)[0]
+    on(provisor, app, "echo later > /root/marker")
+    newer = json.loads(provisor("backup", "now", "webapp", app, "--output", "json").stdout)[0]
+    corrupt = stored(provisor, newer, "disk.tar.gz")
+    data = bytearray(corrupt.read_bytes())
+    data[-40] ^= 0x80
+    corrupt.write_bytes(bytes(data))
+    app_id = {m["name"]: m for m in provisor.status("webapp")["machines"]}[app]["provider_id"]
+    rolled = provisor("backup", "restore", "webapp", app, "--in-place", "--yes")
+    assert good["id"] in rolled.stdout and f"backup {newer['id']} not used" in rolled.stderr
+    assert on(provisor, app, "cat /root/marker").strip() == "kept"
+    after = {m["name"]: m for m in provisor.status("webapp")["machines"]}[app]
+    assert after["provider_id"] == app_id
+    assert {b["id"]: b["state"] for b in backups(provisor, "--machine", app)}[newer["id"]] == "bad"
+
+    # Delete, then a final backup before `down`.
+    provisor("backup", "delete", newer["id"], "--yes")
+    assert newer["id"] not in {b["id"] for b in backups(provisor)}
+    provisor("down", "webapp", "--final-backup")
+    finals = [b for b in backups(provisor, "webapp") if b["trigger"] == "final"]
+    assert len(finals) == 4 and {b["state"] for b in finals} == {"good"}

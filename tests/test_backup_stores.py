@@ -88,7 +88,7 @@ def s3(moto_server: MotoServer) -> Iterator[S3Store]:
         endpoint_url=moto_server.url,
         region_name="us-east-1",
         aws_access_key_id="testing",
-        aws_secret_access_key="testing",  # noqa: S106 - moto's
+        aws_secret_access_key="testing",
     )
     client.create_bucket(Bucket=BUCKET)
     settings = S3Settings.parse(

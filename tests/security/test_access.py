@@ -23,6 +23,8 @@ SAMPLE = {
     "token_id": "1",
     "job_id": "1",
     "upload_id": "x",
+    "backup": "x",
+    "node": "x",
 }
 PUBLIC = {"/api/v1/health", "/api/v1/openapi.json", "/api/v1/docs", "/api/v1/docs/oauth2-redirect"}
 

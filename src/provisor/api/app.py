@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from provisor import __version__
 from provisor.api import (
+    backups,
     blueprints,
     deployments,
     errors,
@@ -70,4 +71,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(providers.router, prefix="/api/v1")
     app.include_router(deployments.router, prefix="/api/v1")
     app.include_router(uploads.router, prefix="/api/v1")
+    app.include_router(backups.router, prefix="/api/v1")
     return app

@@ -171,6 +171,10 @@ def start_backups(
                 "deployment's machines are backed up",
                 field="deployment",
             )
+        if store is not None:
+            check_name(store, field="store")
+            _check_store_exists(session, ctx, store)
+        store_checked = store is not None
         launched = {m.name: m for m in found.machines if m.provider_id is not None}
         names = machines or sorted(launched)
         unknown = [n for n in names if n not in launched]
@@ -182,10 +186,7 @@ def start_backups(
             )
         if not names:
             raise Conflict(f"deployment {deployment!r} has no machines", field="deployment")
-        if store is not None:
-            check_name(store, field="store")
-            _check_store_exists(session, ctx, store)
-        else:
+        if not store_checked:
             for node in {launched[n].node for n in names}:
                 _check_store_exists(session, ctx, backup.policy_for(found, node).store)
         instance = found.instance

@@ -3,15 +3,15 @@ may do what core/access.py says, and hostile input is refused saying where."""
 
 from __future__ import annotations
 
-from db_rows import add_deployment
 from served import Server
 from sqlalchemy import select
 
+from db_rows import add_deployment
 from provisor.services.events import list_events
 from provisor.store.backups import Backup, BackupObject
 from provisor.store.orchestration import Deployment
 
-SECRET = "s3cr3t-access-key-never-shown"  # noqa: S105 - a test value
+SECRET = "s3cr3t-access-key-never-shown"
 
 
 def _add_backup(server: Server, deployment: str, backup_id: str) -> None:

@@ -45,7 +45,7 @@ from provisor.orchestrator.backup_store import (
     object_key,
     open_store,
 )
-from provisor.orchestrator.deploy import _endpoint
+from provisor.orchestrator.deploy import _boundary, _endpoint
 from provisor.orchestrator.runtime import runtime
 from provisor.providers.base import ProviderError
 from provisor.store import Store
@@ -468,6 +468,7 @@ async def backup_workflow(request: dict[str, Any]) -> dict[str, Any]:
     error: str | None = None
     try:
         snapshot = await capture_step(pk)
+        _boundary("backup-captured")
         await copy_step(pk, snapshot)
         await verify_step(pk)
     except (BackupFailed, ProvisorError) as exc:

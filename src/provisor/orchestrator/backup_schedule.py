@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -114,6 +115,8 @@ def tick(settings: Settings, store: Store, now: datetime | None = None) -> list[
             "scheduled_for": when.isoformat(),
         }
         enqueue_workflow(settings, WORKFLOW, wid, request)  # a known id: nothing new
+        # A step boundary (see deploy._boundary): started, its mark not moved yet.
+        sys.audit("provisor.step", "backup-scheduled")
         _mark(store, item, when)
         started.append(wid)
         log.info("scheduled backup %s started", wid)

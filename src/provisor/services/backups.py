@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from provisor.core.access import Action
+from provisor.core.blueprint import Blueprint
 from provisor.core.blueprint.backup import check_schedule
 from provisor.core.errors import Conflict, InvalidInput, NotFound, ProvisorError
 from provisor.core.names import check_name
@@ -143,6 +144,18 @@ def _check_store_exists(session: Session, ctx: Context, name: str) -> None:
             f"no backup store named {name!r}: `provisor backup stores list` shows them",
             field="store",
         )
+
+
+def check_policy_stores(ctx: Context, blueprint: Blueprint) -> None:
+    """Every node's backup policy names a store the tenant has (said at `up`, not at
+    the first scheduled backup)."""
+    with ctx.store.session() as session:
+        for name, node in blueprint.nodes.items():
+            if node.backup is not None and node.backup.store != BUILT_IN_STORE:
+                try:
+                    _check_store_exists(session, ctx, node.backup.store)
+                except NotFound as exc:
+                    raise NotFound(exc.message, field=f"nodes.{name}.backup.store") from None
 
 
 # Taking backups

@@ -279,3 +279,33 @@ def test_backups_to_s3_restore_past_a_flipped_byte(
         assert S3_SECRET not in log.read_text(errors="replace")
     removing = provisor("backup", "stores", "remove", "offsite", check=False)
     assert removing.returncode != 0 and "backups are kept" in removing.stderr
+
+
+FAILING = """\
+name: quiesce
+version: "1"
+nodes:
+  solo:
+    image: debian-12
+    backup: {pre: "echo cannot quiesce >&2; exit 3", post: "touch /root/post-ran"}
+"""
+
+
+def test_down_refuses_to_remove_when_the_final_backup_fails(
+    provisor: Provisor, tmp_path: Path
+) -> None:
+    blueprint = tmp_path / "quiesce.yaml"
+    blueprint.write_text(FAILING)
+    provisor("up", str(blueprint), "--wait")
+    refused = provisor("down", "quiesce", "--final-backup", check=False)
+    assert refused.returncode != 0
+    assert "final backup" in refused.stderr and "cannot quiesce" in refused.stderr
+    assert provisor.status("quiesce")["state"] == "ready"  # nothing removed
+    failed = json.loads(provisor("events", "--kind", "backup.failed", "--output", "json").stdout)
+    assert len(failed) == 1
+    details = failed[0]["details"]
+    assert details["severity"] == "critical" and details["incident_state"] == "open"
+    assert details["incident"].startswith("backup:") and details["deployment"] == "quiesce"
+    listed = json.loads(provisor("backup", "list", "--output", "json").stdout)
+    assert [b["state"] for b in listed] == ["failed"] and "pre-command failed" in listed[0]["error"]
+    provisor("down", "quiesce")

@@ -309,3 +309,32 @@ def test_down_refuses_to_remove_when_the_final_backup_fails(
     listed = json.loads(provisor("backup", "list", "--output", "json").stdout)
     assert [b["state"] for b in listed] == ["failed"] and "pre-command failed" in listed[0]["error"]
     provisor("down", "quiesce")
+
+
+RETAINED = """\
+name: retained
+version: "1"
+nodes:
+  solo:
+    image: debian-12
+    backup: {keep: 2, for: 30d}
+"""
+
+
+def test_retention_keeps_the_newest_good_backups(provisor: Provisor, tmp_path: Path) -> None:
+    blueprint = tmp_path / "retained.yaml"
+    blueprint.write_text(RETAINED)
+    provisor("up", str(blueprint), "--wait")
+    taken = []
+    for _ in range(3):
+        now = provisor("backup", "now", "retained", "--output", "json")
+        taken.append(json.loads(now.stdout)[0])
+        if len(taken) == 1:
+            oldest = stored(provisor, taken[0], "disk.tar.gz")  # while its record is there
+            assert oldest.exists()
+    kept = backups(provisor, "retained")
+    assert [b["id"] for b in kept] == [taken[2]["id"], taken[1]["id"]]
+    assert not oldest.exists() and not oldest.parent.exists()
+    deleted = events(provisor, "backup.deleted")
+    assert [e["details"]["backup"] for e in deleted] == [taken[0]["id"]]
+    assert deleted[0]["actor"] == "retention"

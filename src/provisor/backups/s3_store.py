@@ -7,7 +7,10 @@ The secret access key is given by the caller (unsealed just before), never store
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import contextlib
+import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,6 +21,7 @@ from provisor.backups.store import CHUNK, Hashing, StoreError, Written, check_ke
 from provisor.core.errors import InvalidInput, invalid_input
 
 PART = 8 * 1024 * 1024  # S3 wants parts of at least 5 MiB (the last one aside)
+UPLOADS = 4  # parts sent at once (each held in memory until it is sent)
 _BUCKET_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789.-")
 
 
@@ -127,16 +131,7 @@ class S3Store:
         except (BotoCoreError, ClientError) as exc:
             raise self._fail(exc, key) from None
         try:
-            done = []
-            pending: bytes | None = first
-            number = 1
-            while pending is not None:
-                answer = self.client.upload_part(
-                    Bucket=bucket, Key=full, UploadId=upload, PartNumber=number, Body=pending
-                )
-                done.append({"PartNumber": number, "ETag": answer["ETag"]})
-                pending, second = second, (next(parts, None) if second is not None else None)
-                number += 1
+            done = self._upload_parts(full, upload, itertools.chain([first, second], parts))
             self.client.complete_multipart_upload(
                 Bucket=bucket, Key=full, UploadId=upload, MultipartUpload={"Parts": done}
             )
@@ -147,6 +142,32 @@ class S3Store:
                 raise self._fail(exc, key) from None
             raise
         return Written(hashing.size, hashing.sha256)
+
+    def _upload_parts(self, full: str, upload: str, parts: Iterator[bytes]) -> list[dict[str, Any]]:
+        """Upload the parts, UPLOADS at a time (so at most that many parts are held)."""
+
+        def send(number: int, body: bytes) -> dict[str, Any]:
+            answer = self.client.upload_part(
+                Bucket=self.settings.bucket, Key=full, UploadId=upload, PartNumber=number, Body=body
+            )
+            return {"PartNumber": number, "ETag": answer["ETag"]}
+
+        done: list[dict[str, Any]] = []
+        with concurrent.futures.ThreadPoolExecutor(UPLOADS, thread_name_prefix="s3-part") as pool:
+            flying: collections.deque[concurrent.futures.Future[dict[str, Any]]] = (
+                collections.deque()
+            )
+            try:
+                for number, body in enumerate(parts, start=1):
+                    if len(flying) >= UPLOADS:
+                        done.append(flying.popleft().result())
+                    flying.append(pool.submit(send, number, body))
+                while flying:
+                    done.append(flying.popleft().result())
+            finally:
+                for future in flying:
+                    future.cancel()
+        return done
 
     def get(self, key: str) -> Iterator[bytes]:
         from botocore.exceptions import BotoCoreError, ClientError

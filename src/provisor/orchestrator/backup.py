@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import secrets
 import shlex
 from collections.abc import AsyncIterator
@@ -27,7 +28,7 @@ from dbos import DBOS
 from sqlalchemy import select
 
 from provisor.backups.store import BackupStore, StoreError, read_back
-from provisor.core.blueprint import load_blueprint
+from provisor.core.blueprint import Blueprint, load_blueprint
 from provisor.core.blueprint.backup import BackupPolicy, retention_delta
 from provisor.core.errors import ProvisorError
 from provisor.orchestrator import machine_ops
@@ -66,9 +67,14 @@ class BackupFailed(Exception):
 def policy_for(deployment: Deployment, node: str) -> BackupPolicy:
     """The node's policy in the deployed blueprint; the default (a disk snapshot to the
     local store, on demand only) for a node without one."""
-    blueprint = load_blueprint(deployment.blueprint_text, source=deployment.blueprint)
-    found = blueprint.nodes.get(node)
+    found = _blueprint(deployment.blueprint_text, deployment.blueprint).nodes.get(node)
     return (found.backup if found is not None else None) or BackupPolicy()
+
+
+@functools.lru_cache(maxsize=256)
+def _blueprint(text: str, source: str) -> Blueprint:
+    """A deployed blueprint, parsed once (the scheduler asks every few seconds)."""
+    return load_blueprint(text, source=source)
 
 
 def _now() -> datetime:

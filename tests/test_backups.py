@@ -3,6 +3,7 @@ flipped byte, restore past it; in place; hostile input; a final backup before `d
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from provisor.providers.local import LocalProvider
 from provisor.testing import crash
 from provisor.testing.moto import MotoServer
 from provisor_cli import Provisor
@@ -338,3 +340,34 @@ def test_retention_keeps_the_newest_good_backups(provisor: Provisor, tmp_path: P
     deleted = events(provisor, "backup.deleted")
     assert [e["details"]["backup"] for e in deleted] == [taken[0]["id"]]
     assert deleted[0]["actor"] == "retention"
+
+
+@pytest.mark.parametrize("boundary", ["backup-captured"])
+def test_worker_killed_mid_backup_resumes_it_once(
+    provisor: Provisor, tmp_path: Path, boundary: str
+) -> None:
+    """SIGKILL of the worker between the snapshot and the copy: the next worker resumes
+    the same workflow at the copy; one backup, one snapshot taken, the provider's copy
+    removed once the store holds it."""
+    blueprint = tmp_path / "retained.yaml"
+    blueprint.write_text(RETAINED)
+    provisor("up", str(blueprint), "--wait")
+    provisor("worker", "stop")  # the next one is started by `backup now`, with the hook
+    killed = tmp_path / "killed"
+    now = provisor(
+        "backup", "now", "retained", "--output", "json",
+        env=crash.environment(boundary, once=killed),
+    )  # fmt: skip
+    assert killed.exists()
+    assert "was killed by SIGKILL; starting it again" in (provisor.home / "worker.log").read_text()
+    taken = json.loads(now.stdout)
+    assert len(taken) == 1 and taken[0]["state"] == "good"
+    assert len(backups(provisor)) == 1
+    assert len(events(provisor, "backup.started")) == 1
+    assert len(events(provisor, "backup.completed")) == 1
+    provider = LocalProvider(
+        provisor.home / "local-provider", network=provisor.env["PROVISOR_LOCAL_NETWORK"]
+    )
+    assert asyncio.run(provider.snapshots()) == []  # taken once, then handed to the store
+    snapshots = list((provisor.home / "local-provider" / "snapshots").glob("*.tar.gz"))
+    assert snapshots == []

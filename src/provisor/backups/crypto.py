@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from provisor.backups.store import CHUNK
+from provisor.backups.store import CHUNK, rechunk
 from provisor.core.errors import ProvisorError
 
 MAGIC = b"PVBK1\n"
@@ -39,24 +39,12 @@ def _aad(number: int, last: bool) -> bytes:
     return MAGIC + struct.pack(">I?", number, last)
 
 
-def _rechunk(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
-    """The same bytes in pieces of exactly `size` (the last one shorter)."""
-    buffer = bytearray()
-    for chunk in chunks:
-        buffer += chunk
-        while len(buffer) >= size:
-            yield bytes(buffer[:size])
-            del buffer[:size]
-    if buffer:
-        yield bytes(buffer)
-
-
 def encrypt(key: bytes, chunks: Iterable[bytes]) -> Iterator[bytes]:
     """The object for the plain `chunks`: the header, then one frame per chunk."""
     cipher = AESGCM(key)
     prefix = os.urandom(_PREFIX)
     yield MAGIC + prefix
-    pieces = _rechunk(chunks, CHUNK)
+    pieces = rechunk(chunks, CHUNK)
     current = next(pieces, b"")
     number = 0
     while True:

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from provisor.backups.store import CHUNK, Hashing, StoreError, Written, check_key
+from provisor.backups.store import CHUNK, Hashing, StoreError, Written, check_key, rechunk
 from provisor.core.errors import InvalidInput, invalid_input
 
 PART = 8 * 1024 * 1024  # S3 wants parts of at least 5 MiB (the last one aside)
@@ -120,7 +120,7 @@ class S3Store:
         full = self._key(key)
         bucket = self.settings.bucket
         hashing = Hashing()
-        parts = _parts(hashing.through(chunks), PART)
+        parts = rechunk(hashing.through(chunks), PART)
         first = next(parts, b"")
         second = next(parts, None)
         try:
@@ -213,14 +213,3 @@ class S3Store:
 
     def close(self) -> None:
         self.client.close()
-
-
-def _parts(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
-    buffer = bytearray()
-    for chunk in chunks:
-        buffer += chunk
-        while len(buffer) >= size:
-            yield bytes(buffer[:size])
-            del buffer[:size]
-    if buffer:
-        yield bytes(buffer)

@@ -85,6 +85,18 @@ class BackupStore(Protocol):
         ...
 
 
+def rechunk(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """The same bytes in pieces of exactly `size` (the last one shorter)."""
+    buffer = bytearray()
+    for chunk in chunks:
+        buffer += chunk
+        while len(buffer) >= size:
+            yield bytes(buffer[:size])
+            del buffer[:size]
+    if buffer:
+        yield bytes(buffer)
+
+
 def read_back(store: BackupStore, key: str) -> Written:
     """Read a stored object whole, as a verification does: its size and SHA-256."""
     hashing = Hashing()

@@ -16,8 +16,9 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from provisor.api.auth import Ctx
-from provisor.services import backups, workers
-from provisor.services.backups import BackupView, RestoreView, StoreView, VerifiedView
+from provisor.services import backup_stores, backups, workers
+from provisor.services.backup_stores import StoreView
+from provisor.services.backups import BackupView, RestoreView, VerifiedView
 from provisor.services.context import Settings
 
 router = APIRouter(tags=["backups"])
@@ -124,25 +125,25 @@ def set_schedule(ctx: Ctx, name: str, node: str, body: ScheduleRequest) -> dict[
 
 @router.get("/backup-stores", response_model=list[StoreView])
 def list_stores(ctx: Ctx) -> list[StoreView]:
-    return backups.list_stores(ctx)
+    return backup_stores.list_stores(ctx)
 
 
 @router.post("/backup-stores", response_model=StoreView, status_code=201)
 def add_store(ctx: Ctx, body: StoreRequest) -> StoreView:
     secret = body.secret_access_key.get_secret_value() if body.secret_access_key else None
-    return backups.add_store(ctx, body.name, body.kind, body.settings, secret)
+    return backup_stores.add_store(ctx, body.name, body.kind, body.settings, secret)
 
 
 @router.delete("/backup-stores/{name}", status_code=204)
 def remove_store(ctx: Ctx, name: str) -> Response:
-    backups.remove_store(ctx, name)
+    backup_stores.remove_store(ctx, name)
     return Response(status_code=204)
 
 
 @router.post("/backup-stores/{name}/check", response_model=CheckView)
 async def check_store(ctx: Ctx, name: str) -> CheckView:
     started = time.monotonic()
-    description = await backups.check_store(ctx, name)
+    description = await backup_stores.check_store(ctx, name)
     return CheckView(
         name=name, description=description, seconds=round(time.monotonic() - started, 3)
     )

@@ -299,7 +299,7 @@ def stores_add(
     path: Annotated[str | None, typer.Option(help="directory: an absolute path")] = None,
 ) -> None:
     """Configure a backup store."""
-    from provisor.services import backups
+    from provisor.services import backup_stores
 
     settings_: dict[str, object]
     if kind == "s3":
@@ -310,16 +310,16 @@ def stores_add(
     else:
         settings_ = {"path": path}
         secret = None
-    view = backups.add_store(context(), name, kind, settings_, secret)
+    view = backup_stores.add_store(context(), name, kind, settings_, secret)
     console.print(f"added backup store [bold]{escape(view.name)}[/] ({view.kind})")
 
 
 @stores_app.command("list")
 def stores_list(output: OutputOption = Format.table) -> None:
     """The stores: local (built in) and the configured ones."""
-    from provisor.services import backups
+    from provisor.services import backup_stores
 
-    views = backups.list_stores(context())
+    views = backup_stores.list_stores(context())
     if output is Format.json:
         emit_json(views)
         return
@@ -340,15 +340,15 @@ def stores_list(output: OutputOption = Format.table) -> None:
 @stores_app.command("check")
 def stores_check(name: str) -> None:
     """Reach a store with its credentials."""
-    from provisor.services import backups
+    from provisor.services import backup_stores
 
-    console.print(asyncio.run(backups.check_store(context(), name)), highlight=False)
+    console.print(asyncio.run(backup_stores.check_store(context(), name)), highlight=False)
 
 
 @stores_app.command("remove")
 def stores_remove(name: str) -> None:
     """Forget a store (refused while backups are kept there)."""
-    from provisor.services import backups
+    from provisor.services import backup_stores
 
-    backups.remove_store(context(), name)
+    backup_stores.remove_store(context(), name)
     console.print(f"removed backup store [bold]{escape(name)}[/]")

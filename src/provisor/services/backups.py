@@ -1,9 +1,8 @@
-"""Backups: take now, list, show, verify, delete, restore; per-deployment schedules; and
-the stores backups go to (add, list, check, remove).
+"""Backups: take now, list, show, verify, delete, restore; per-deployment schedules; the
+final backup before a deployment is removed. The stores are `backup_stores`'.
 
-Backups and stores belong to a tenant: another tenant's answers as not found. Reading
-needs `backups.read`, everything else `backups.manage`. A store's secret (an S3 secret
-access key) is sealed before it reaches the database and never shown.
+Backups belong to a tenant: another tenant's answers as not found. Reading needs
+`backups.read`, everything else `backups.manage`.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -31,7 +29,6 @@ from provisor.store.orchestration import Deployment
 
 BUILT_IN_STORE = "local"
 MAX_LISTED = 1000  # backups one listing shows at most (newest first)
-_MAX_NAME = 64
 
 
 class BackupObjectView(BaseModel):
@@ -68,14 +65,6 @@ class VerifiedView(BaseModel):
     object: str
     ok: bool
     problem: str | None
-
-
-class StoreView(BaseModel):
-    name: str
-    kind: str
-    settings: dict[str, Any]
-    has_secret: bool
-    created_by: str | None
 
 
 def _view(row: Backup) -> BackupView:
@@ -425,121 +414,6 @@ def set_schedule(ctx: Context, deployment: str, node: str, schedule: str) -> str
         return value
 
 
-# Stores
-
-
-def _store_view(row: BackupStoreConfig) -> StoreView:
-    return StoreView(
-        name=row.name,
-        kind=row.kind,
-        settings=dict(row.settings),
-        has_secret=row.secret is not None,
-        created_by=row.created_by,
-    )
-
-
-def add_store(
-    ctx: Context, name: str, kind: str, settings: dict[str, Any], secret: str | None
-) -> StoreView:
-    """Configure a store under a name; its secret (if any) is stored sealed."""
-    from provisor.backups import registry
-
-    ctx.require(Action.backups_manage)
-    check_name(name, field="name")
-    if len(name) > _MAX_NAME:
-        raise InvalidInput(f"a store name has at most {_MAX_NAME} characters", field="name")
-    if name.lower() == BUILT_IN_STORE:
-        raise Conflict(f"{name!r} is the built-in store's name; pick another", field="name")
-    if kind == "directory" and not ctx.is_local:
-        raise InvalidInput(
-            "a directory store names a path on the server: only its local owner may add one",
-            field="type",
-        )
-    checked = registry.check_settings(kind, settings)
-    if secret is not None and not secret.strip():
-        raise InvalidInput("the secret access key is empty", field="secret_access_key")
-    if kind == "s3" and (checked.get("access_key_id") is None) != (secret is None):
-        raise InvalidInput(
-            "give an access key id and its secret access key (PROVISOR_SECRET_ACCESS_KEY) "
-            "together, or neither to use boto3's own credentials",
-            field="secret_access_key",
-        )
-    if kind != "s3" and secret is not None:
-        raise InvalidInput(f"a {kind} store takes no secret", field="secret_access_key")
-    with audited(ctx, "backup.store_added", name) as (session, audit):
-        audit.details = {"kind": kind, "settings": checked, "has_secret": secret is not None}
-        existing = session.scalar(
-            select(BackupStoreConfig.id).where(
-                BackupStoreConfig.tenant_id == ctx.tenant_id(), BackupStoreConfig.name == name
-            )
-        )
-        if existing is not None:
-            raise Conflict(f"a backup store named {name!r} already exists", field="name")
-        sealed = None
-        if secret is not None:
-            from provisor.orchestrator import secrets
-
-            sealed = secrets.seal(ctx.home, secret)
-        row = BackupStoreConfig(
-            tenant_id=ctx.tenant_id(),
-            name=name,
-            kind=kind,
-            settings=checked,
-            secret=sealed,
-            created_by=ctx.actor,
-        )
-        session.add(row)
-        session.flush()
-        return _store_view(row)
-
-
-def list_stores(ctx: Context) -> list[StoreView]:
-    ctx.require(Action.backups_read)
-    with ctx.store.session() as session:
-        rows = session.scalars(
-            select(BackupStoreConfig)
-            .where(BackupStoreConfig.tenant_id == ctx.tenant_id())
-            .order_by(BackupStoreConfig.name)
-        )
-        local = StoreView(
-            name=BUILT_IN_STORE, kind="local", settings={}, has_secret=False, created_by=None
-        )
-        return [local, *(_store_view(r) for r in rows)]
-
-
-def remove_store(ctx: Context, name: str) -> None:
-    """Forget a store; refused while backups are kept there."""
-    ctx.require(Action.backups_manage)
-    if name == BUILT_IN_STORE:
-        raise Conflict("the built-in store local cannot be removed", field="name")
-    with audited(ctx, "backup.store_removed", name) as (session, _audit):
-        row = session.scalar(
-            select(BackupStoreConfig).where(
-                BackupStoreConfig.tenant_id == ctx.tenant_id(), BackupStoreConfig.name == name
-            )
-        )
-        if row is None:
-            raise NotFound(f"no backup store named {name!r}", field="name")
-        kept = session.scalar(
-            select(Backup.id).where(Backup.tenant_id == row.tenant_id, Backup.store == name)
-        )
-        if kept is not None:
-            raise Conflict(f"backups are kept in store {name!r}: delete them first", field="name")
-        session.delete(row)
-
-
-async def check_store(ctx: Context, name: str) -> str:
-    """Reach the store with its credentials: a one-line description, or a StoreError."""
-    from provisor.orchestrator.backup_store import close_store, open_store
-
-    ctx.require(Action.backups_read)
-    store = await asyncio.to_thread(open_store, ctx.store, ctx.home, ctx.tenant_id(), name)
-    try:
-        return await asyncio.to_thread(store.check)
-    finally:
-        await asyncio.to_thread(close_store, store)
-
-
 def objects_of(ctx: Context, backup_id: str) -> list[BackupObject]:
     """The rows of a backup's objects (tests and restores read them)."""
     ctx.require(Action.backups_read)
@@ -548,25 +422,6 @@ def objects_of(ctx: Context, backup_id: str) -> list[BackupObject]:
         objects = list(row.objects)
         session.expunge_all()
         return objects
-
-
-__all__ = [
-    "BackupObjectView",
-    "BackupView",
-    "StoreView",
-    "VerifiedView",
-    "add_store",
-    "check_store",
-    "delete",
-    "get_backup",
-    "list_backups",
-    "list_stores",
-    "remove_store",
-    "set_schedule",
-    "start_backups",
-    "verify",
-    "wait_backups",
-]
 
 
 # Restoring, and the last backup before a deployment is removed
@@ -657,3 +512,21 @@ def final_backup(
             field="final_backup",
         )
     return views
+
+
+__all__ = [
+    "BackupObjectView",
+    "BackupView",
+    "RestoreView",
+    "VerifiedView",
+    "check_policy_stores",
+    "delete",
+    "final_backup",
+    "get_backup",
+    "list_backups",
+    "restore",
+    "set_schedule",
+    "start_backups",
+    "verify",
+    "wait_backups",
+]

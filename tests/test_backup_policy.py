@@ -102,3 +102,29 @@ def test_cli_validate_and_up_say_what_is_wrong(provisor: Provisor, tmp_path: Pat
     assert "no backup store named 'offsite'" in refused.stderr
     assert "nodes.db.backup.store" in refused.stderr
     assert provisor("deployments", "list", "--output", "json").stdout.strip() == "[]"
+
+
+def test_cli_backup_commands_refuse_what_does_not_exist(provisor: Provisor) -> None:
+    for args, says in (
+        (("backup", "now", "nosuch"), "no deployment named 'nosuch'"),
+        (("backup", "restore", "nosuch", "m", "--yes"), "no deployment named 'nosuch'"),
+        (("backup", "schedule", "nosuch", "db", "off"), "no deployment named 'nosuch'"),
+        (("backup", "schedule", "nosuch", "db", "99 * * * *"), "invalid schedule"),
+        (("backup", "show", "feedfacecafe"), "no backup 'feedfacecafe'"),
+        (("backup", "delete", "../../etc", "--yes"), "no backup"),
+        (("backup", "stores", "check", "nowhere"), "no backup store named 'nowhere'"),
+        (("backup", "stores", "remove", "local"), "cannot be removed"),
+        (
+            ("backup", "stores", "add", "s", "--bucket", "abc", "--access-key-id", "K"),
+            "PROVISOR_SECRET_ACCESS_KEY",
+        ),
+        (("backup", "stores", "add", "s", "--bucket", "Not_A_Bucket"), "bucket"),
+        (("backup", "stores", "add", "s", "--type", "directory", "--path", "rel"), "absolute"),
+    ):
+        result = provisor(*args, check=False)
+        assert result.returncode != 0, args
+        assert says in result.stderr, (args, result.stderr)
+    empty = provisor("backup", "verify")
+    assert "0 stored object(s) good, 0 bad" in empty.stdout
+    assert provisor("backup", "list", "--output", "json").stdout.strip() == "[]"
+    assert "local" in provisor("backup", "stores", "list").stdout

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import delete, func, select, update
 
 from db_rows import add_deployment
 from provisor.core.errors import InvalidInput, NotFound
@@ -14,6 +14,7 @@ from provisor.orchestrator import backup_schedule
 from provisor.services import backups
 from provisor.services.context import Context
 from provisor.store import Store
+from provisor.store.backups import BackupMark, BackupOverride
 from provisor.store.orchestration import Deployment, Machine
 
 BLUEPRINT = """\
@@ -77,3 +78,20 @@ def test_a_due_run_is_due_once(store: Store) -> None:
     assert backup_schedule.due(store, later) == []
     assert backup_schedule.due(store, later + timedelta(days=1))[0][1] == when + timedelta(days=1)
     assert backup_schedule.has_schedules(store)
+
+
+def test_marks_and_overrides_of_removed_deployments_are_forgotten(
+    ctx: Context, store: Store
+) -> None:
+    _shop(store)
+    (item,) = backup_schedule.schedules(store)
+    backup_schedule._mark(store, item, item.since)
+    backups.set_schedule(ctx, "shop", "web", "off")
+    backup_schedule.forget_removed(store)
+    with store.session() as session:
+        assert session.scalar(select(func.count()).select_from(BackupMark)) == 1
+        session.execute(delete(Deployment))
+    backup_schedule.forget_removed(store)
+    with store.session() as session:
+        assert session.scalar(select(func.count()).select_from(BackupMark)) == 0
+        assert session.scalar(select(func.count()).select_from(BackupOverride)) == 0

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from provisor.core.blueprint.backup import due_time
 from provisor.settings import Settings
@@ -99,11 +99,21 @@ def _mark(store: Store, item: Scheduled, when: datetime) -> None:
             mark.last_due = when
 
 
+def forget_removed(store: Store) -> None:
+    """Marks and overrides of deployments removed since: a later one never has their
+    instance, so they would only pile up."""
+    with store.session() as session:
+        live = select(Deployment.instance)
+        session.execute(delete(BackupMark).where(BackupMark.instance.not_in(live)))
+        session.execute(delete(BackupOverride).where(BackupOverride.instance.not_in(live)))
+
+
 def tick(settings: Settings, store: Store, now: datetime | None = None) -> list[str]:
     """Start every backup that is due; their workflow ids."""
     from provisor.orchestrator.backup import WORKFLOW, workflow_id
     from provisor.orchestrator.worker import enqueue_workflow
 
+    forget_removed(store)
     started = []
     for item, when in due(store, now or datetime.now(UTC)):
         run = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")

@@ -122,7 +122,7 @@ def pending_work(settings: Settings) -> bool:
     from dbos import DBOS, DBOSClient
 
     logging.getLogger("dbos").setLevel(logging.WARNING)
-    with _dbos_migration(settings):
+    with _dbos_migration(settings):  # the queue may be used before any worker ran
         DBOS.migrate(system_database_url(settings))
     client = DBOSClient(system_database_url=system_database_url(settings))
     try:
@@ -153,7 +153,7 @@ def enqueue_workflow(settings: Settings, workflow_name: str, workflow_id: str, *
     from dbos import DBOS, DBOSClient, EnqueueOptions
 
     logging.getLogger("dbos").setLevel(logging.WARNING)
-    with _dbos_migration(settings):
+    with _dbos_migration(settings):  # the queue may be used before any worker ran
         DBOS.migrate(system_database_url(settings))
     client = DBOSClient(system_database_url=system_database_url(settings))
     try:

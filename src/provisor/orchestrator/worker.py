@@ -122,7 +122,7 @@ def pending_work(settings: Settings) -> bool:
     from dbos import DBOS, DBOSClient
 
     logging.getLogger("dbos").setLevel(logging.WARNING)
-    with _dbos_migration(settings):  # the queue may be used before any worker ran
+    with _dbos_migration(settings):
         DBOS.migrate(system_database_url(settings))
     client = DBOSClient(system_database_url=system_database_url(settings))
     try:

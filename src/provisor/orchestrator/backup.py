@@ -307,6 +307,8 @@ async def verify_step(pk: int) -> None:
     backup, _deployment, _machine, _policy = await asyncio.to_thread(_load, pk, "verifying")
     objects = await asyncio.to_thread(_objects, pk)
     if not objects:
+        if backup.snapshot_id:  # a cloud snapshot, kept (and checked) by its provider
+            return
         raise BackupFailed("nothing was stored")
     async with _store_of(backup) as store:
         wrong = await asyncio.to_thread(verify_objects, store, objects)
@@ -441,6 +443,8 @@ async def delete_backup(store: Store, home: Path, backup: Backup, *, actor: str)
             return [item.key for item in row.objects]
 
     keys = await asyncio.to_thread(mark)
+    if backup.snapshot_id and not any(k.endswith("/disk.tar.gz") for k in keys):
+        await _delete_kept_snapshot(store, home, backup)
     opened = await asyncio.to_thread(open_store, store, home, backup.tenant_id, backup.store)
     try:
         for key in keys:
@@ -457,6 +461,21 @@ async def delete_backup(store: Store, home: Path, backup: Backup, *, actor: str)
             session.delete(row)
 
     await asyncio.to_thread(forget)
+
+
+async def _delete_kept_snapshot(store: Store, home: Path, backup: Backup) -> None:
+    """A snapshot its cloud provider keeps for the backup (never a local one: the store
+    holds that), deleted with the backup while the deployment's provider is known."""
+    from provisor.orchestrator.runtime import provider_for
+
+    deployment = await asyncio.to_thread(_deployment_of, store, backup.instance)
+    if deployment is None or deployment.provider == "local" or backup.snapshot_id is None:
+        return
+    provider = await asyncio.to_thread(
+        provider_for, store, home, "127.100.0.0/16", deployment.tenant_id, deployment.provider
+    )
+    with contextlib.suppress(ProvisorError):
+        await provider.delete_snapshot(backup.snapshot_id)
 
 
 # The workflow

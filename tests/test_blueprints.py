@@ -483,6 +483,7 @@ def test_parse_errors_print_as_file_line_column() -> None:
             "depends_on",
             "publishes",
             "waits_for",
+            "backup",
             "checks",
             "recovery",
         ]
@@ -849,7 +850,7 @@ def test_cli_validate(home: Path, tmp_path: Path) -> None:
     assert result.stderr.splitlines() == [
         f"{bad}:6:5: nodes.box.colour: unknown field 'colour'; expected one of: description, "
         "count, image, size, hostname, volumes, networks, public_address, user_data, scripts, "
-        "depends_on, publishes, waits_for, checks, recovery",
+        "depends_on, publishes, waits_for, backup, checks, recovery",
         f"{bad}:7:12: nodes.box.count: count refers to unknown parameter 'workers'",
         "2 error(s)",
     ]

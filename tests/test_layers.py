@@ -19,7 +19,7 @@ LAYERS: list[set[str]] = [
     {"cli", "api"},  # the faces
     {"services"},  # the use cases: the only door for the faces
     {"orchestrator"},
-    {"fleet", "providers", "events"},
+    {"fleet", "providers", "events", "backups"},
     {"store", "machines"},
     {"settings", "polling", "_asyncssh", "files", "logmask"},
     {"core"},  # pure: no I/O, imports nothing of provisor's but itself

@@ -24,6 +24,8 @@ SAMPLE = {
     "job_id": "1",
     "upload_id": "x",
     "alert_id": "1",
+    "backup": "x",
+    "node": "x",
 }
 PUBLIC = {"/api/v1/health", "/api/v1/openapi.json", "/api/v1/docs", "/api/v1/docs/oauth2-redirect"}
 

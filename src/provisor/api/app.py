@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from provisor import __version__
 from provisor.api import (
     alerts,
+    backups,
     blueprints,
     deployments,
     errors,
@@ -85,4 +86,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(uploads.router, prefix="/api/v1")
     app.include_router(alerts.router, prefix="/api/v1")
     app.include_router(metrics.router)  # /metrics, where Prometheus looks
+    app.include_router(backups.router, prefix="/api/v1")
     return app

@@ -15,6 +15,7 @@ from rich.markup import escape
 from provisor import __version__
 from provisor.cli import (
     alerts,
+    backups,
     blueprints,
     deployments,
     events,
@@ -65,6 +66,7 @@ app.add_typer(providers.app, name="providers")
 app.add_typer(alerts.notifiers_app, name="notifiers")
 app.add_typer(alerts.alerts_app, name="alerts")
 app.add_typer(keys.app, name="keys")
+app.add_typer(backups.app, name="backup")
 app.add_typer(identity.users_app, name="users")
 app.add_typer(identity.tokens_app, name="tokens")
 app.command("login")(identity.login)

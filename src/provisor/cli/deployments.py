@@ -364,6 +364,13 @@ def down(
     names: Annotated[list[str], typer.Argument(help="one or more deployments")],
     yes: confirm.Yes = False,
     dry_run: confirm.DryRun = False,
+    final_backup: Annotated[
+        bool,
+        typer.Option(
+            "--final-backup",
+            help="first take and verify a backup of every machine; if any fails, remove nothing",
+        ),
+    ] = False,
     server: Server = None,
 ) -> None:
     """Terminate every machine of a deployment and forget it.
@@ -385,6 +392,8 @@ def down(
     failed = 0
     for name in names:
         try:
+            if final_backup:
+                _final_backup(name, server)
             _down(name, server)
         except ProvisorError as exc:
             if len(names) == 1:
@@ -393,6 +402,20 @@ def down(
             err_console.print(f"[red]error[/]: {escape(name)}: {escape(str(exc))}")
     if failed:
         raise typer.Exit(2)
+
+
+def _final_backup(name: str, server: str | None) -> None:
+    if server is not None:
+        raise InvalidInput(
+            "--final-backup runs on this computer's data directory only", field="server"
+        )
+    from provisor.services import backups
+
+    views = backups.final_backup(context(), settings(), name, timeout=wait_timeout("6h"))
+    for view in views:
+        console.print(
+            f"final backup {view.id} of {escape(view.machine)}: {view.state}", highlight=False
+        )
 
 
 def _current(name: str, server: str | None) -> DeploymentView:

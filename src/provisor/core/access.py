@@ -27,6 +27,8 @@ class Action(StrEnum):
     alerts_read = "alerts.read"  # alerts, rules, notifiers (never their secrets)
     alerts_ack = "alerts.ack"  # acknowledge an alert: no more reminders
     alerts_manage = "alerts.manage"  # notifiers and rules
+    backups_read = "backups.read"  # backups, their objects and the stores
+    backups_manage = "backups.manage"  # take, verify, restore, delete; configure stores
     users_manage = "users.manage"  # members of the tenant and their tokens
 
 
@@ -46,6 +48,7 @@ _READ = {
     Action.providers_read,
     Action.events_read,
     Action.alerts_read,
+    Action.backups_read,
 }
 
 PERMISSIONS: dict[Role, frozenset[Action]] = {
@@ -59,6 +62,7 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
             Action.deployments_request,
             Action.deployments_manage,
             Action.alerts_ack,
+            Action.backups_manage,
         }
     ),
     Role.requester: frozenset({Action.catalog_read, Action.deployments_request}),

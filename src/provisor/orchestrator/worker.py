@@ -289,6 +289,8 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
     from dbos import DBOS
 
     from provisor.orchestrator import (  # noqa: F401 - register their workflows
+        backup,
+        backup_schedule,
         deploy,
         health_monitor,
         lease_schedule,
@@ -337,7 +339,7 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
         # (it was ~80 ms per collection, a few ms per deployed machine).
         gc.freeze()
         monitor = await health_monitor.start(rt)  # checks machines; stays while it has some
-        ticking = asyncio.create_task(lease_schedule.tick_forever(settings))
+        leases = asyncio.create_task(lease_schedule.tick_forever(settings))
         # SIGTERM (`provisor worker stop`) ends the worker as idleness does; what it was
         # doing is checkpointed, and the next worker resumes it.
         stopping = asyncio.Event()
@@ -346,6 +348,7 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
         if handles_sigterm:  # (a worker in another thread leaves signals to its process)
             loop.add_signal_handler(signal.SIGTERM, stopping.set)
         alerts = asyncio.create_task(_dispatch_alerts(rt.store, settings, stopping))
+        backups = asyncio.create_task(backup_schedule.run(settings, rt.store, stopping))
         try:
             if not until_idle:
                 await stopping.wait()
@@ -366,15 +369,16 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
                 busy = (
                     await asyncio.to_thread(_pending, DBOS)
                     or await asyncio.to_thread(lease_schedule.pending, rt.store)
+                    or await asyncio.to_thread(backup_schedule.has_schedules, rt.store)
                     or await monitor.watching()
                 )
                 idle = 0 if busy else idle + 1
                 if idle >= 2:
                     return
         finally:
-            ticking.cancel()
-            alerts.cancel()
-            await asyncio.gather(ticking, alerts, return_exceptions=True)
+            for task in (leases, alerts, backups):
+                task.cancel()
+            await asyncio.gather(leases, alerts, backups, return_exceptions=True)
             await monitor.stop()
             if handles_sigterm:
                 loop.remove_signal_handler(signal.SIGTERM)

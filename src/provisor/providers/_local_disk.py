@@ -224,3 +224,29 @@ def extract_archive(archive: Path, directory: Path, machine_id: str) -> None:
 def remove_tree(path: Path) -> None:
     if path.exists():
         shutil.rmtree(path)
+
+
+def read_manifest(archive: Path) -> dict[str, Any]:
+    """The manifest a snapshot archive starts with (its first member)."""
+    import tarfile
+
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            member = tar.next()
+            if member is None or member.name != MANIFEST or not member.isfile():
+                raise ProviderError(f"{archive} is not a provisor snapshot archive")
+            handle = tar.extractfile(member)
+            assert handle is not None
+            found = json.loads(handle.read(1024 * 1024))
+    except (OSError, tarfile.TarError, ValueError) as exc:
+        raise ProviderError(f"cannot read snapshot archive {archive}: {exc}") from None
+    if not isinstance(found, dict) or found.get("format") != "provisor-local-snapshot/1":
+        raise ProviderError(f"{archive} is not a provisor snapshot archive")
+    return found
+
+
+def replace_disk(archive: Path, directory: Path, machine_id: str) -> None:
+    """A stopped machine's disk and volumes replaced by a snapshot's."""
+    for member in (UPPER, VOLUMES):
+        remove_tree(directory / member)
+    extract_archive(archive, directory, machine_id)

@@ -404,6 +404,48 @@ class LocalProvider:
         data = await self._read()
         return [self._snapshot_info(s) for s in data.snapshots.values() if not s.deleted]
 
+    async def import_snapshot(self, archive: Path, name: str) -> SnapshotInfo:
+        """Take in a snapshot archive made by `snapshot` (restored from a backup store) as
+        a snapshot of this provider, launchable as an image. The archive is moved here."""
+        self._require_root("import_snapshot")
+        manifest = await asyncio.to_thread(_local_disk.read_manifest, archive)
+        snapshot_id = SNAPSHOT_PREFIX + secrets.token_hex(4)
+        location = self.snapshot_dir / f"{snapshot_id}.tar.gz"
+        await asyncio.to_thread(private_dir, self.snapshot_dir)
+        await asyncio.to_thread(os.replace, archive, location)
+        size, sha256 = await asyncio.to_thread(_local_disk.file_sha256, location)
+        snap = SnapshotRecord(
+            id=snapshot_id,
+            name=f"{name}/{snapshot_id}",
+            machine_id=str(manifest.get("machine_id", "")),
+            location=str(location),
+            size=size,
+            sha256=sha256,
+            image=str(manifest.get("image", "debian-12")),
+            volumes=[VolumeRecord.from_json(v) for v in manifest.get("volumes", [])],
+        )
+
+        def add(data: RegistryData) -> SnapshotRecord:
+            data.snapshots[snapshot_id] = snap
+            return snap
+
+        return self._snapshot_info(await self._registry.transact(add))
+
+    async def restore_in_place(self, machine_id: str, archive: Path) -> MachineInfo:
+        """Roll a machine back to a snapshot archive: stop it, replace its disk and
+        volumes with the archive's, start it. Same machine, address and host key."""
+        self._require_root("restore_in_place")
+        await asyncio.to_thread(_local_disk.read_manifest, archive)  # refuse anything else
+        async with self._locked(machine_id, "restore_in_place") as record:
+            self._require_created(record, "restore_in_place")
+            host = await self._host(record, "restore_in_place")
+            await self._power_off(record, host, "restore_in_place")
+            await asyncio.to_thread(
+                _local_disk.replace_disk, archive, self.hosts_dir / record.id, record.id
+            )
+            await self._power_on(record, "restore_in_place")
+            return await self._info(record)
+
     async def user_data_status(self, machine_id: str) -> int | None:
         """The exit status of the machine's user-data, or None while it has not finished."""
         record = self._get(await self._read(), machine_id, "user_data_status")

@@ -34,6 +34,7 @@ from provisor.core.masking import MASK
 from provisor.core.names import check_deployment_name, deployment_group
 from provisor.events import EventView, query_events
 from provisor.orchestrator import deployment_lock, reports, secrets, worker
+from provisor.services import backups
 from provisor.services.blueprints import load_stored_blueprint
 from provisor.services.context import Context, audited
 from provisor.services.providers import provider_names
@@ -219,6 +220,7 @@ def request_deployment(
     plans = expand(blueprint, inputs, deployment=deployment_name, completion=completion)
     provider = provider or blueprint.provider or "local"  # --provider, the blueprint's, local
     _check_provider(ctx, provider)
+    backups.check_policy_stores(ctx, blueprint)
     with audited(ctx, "deployment.requested", deployment_name) as (session, audit):
         taken = session.scalar(
             select(Deployment.id).where(

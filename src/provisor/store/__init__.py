@@ -2,6 +2,7 @@
 
 from provisor.store import (  # noqa: F401 - register their tables
     alerts,
+    backups,
     health,
     identity,
     orchestration,

@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from provisor.core.blueprint._model import _Model
+from provisor.core.blueprint.backup import BackupPolicy
 from provisor.core.blueprint.fields import (
     _CURRENCY,
     _DEVICE,
@@ -198,6 +199,9 @@ class Node(_Model):
     )
     waits_for: tuple[Annotated[str, AfterValidator(_wait_ref), _matching(_WAIT)], ...] = Field(
         default=(), description="NODE.KEY or NODE.INDEX.KEY that must be set before the scripts"
+    )
+    backup: BackupPolicy | None = Field(
+        default=None, description="how its machines are backed up (docs/operations.md, Backups)"
     )
     checks: Checks | None = Field(
         default=None, description="health checks of each machine (docs/operations.md)"

@@ -46,7 +46,7 @@ from provisor.orchestrator.backup_store import (
     object_key,
     open_store,
 )
-from provisor.orchestrator.deploy import _boundary, _endpoint
+from provisor.orchestrator.deploy import _boundary, machine_endpoint
 from provisor.orchestrator.runtime import runtime
 from provisor.providers.base import ProviderError
 from provisor.store import Store
@@ -178,7 +178,7 @@ def _record_object(pk: int, name: str, key: str, copied: Copied) -> None:
 
 async def _command(pk: int, label: str, deployment: Deployment, machine: Machine, cmd: str) -> None:
     rt = runtime()
-    endpoint = _endpoint(deployment, machine)
+    endpoint = machine_endpoint(deployment, machine)
     result = await machine_ops.run(
         rt.pool(deployment.tenant_id), endpoint, cmd, timeout=COMMAND_TIMEOUT
     )
@@ -230,7 +230,7 @@ async def _dumps(
         return
     rt = runtime()
     key = await asyncio.to_thread(data_key, rt.home, backup)
-    connection = await rt.pool(deployment.tenant_id).connect(_endpoint(deployment, machine))
+    connection = await rt.pool(deployment.tenant_id).connect(machine_endpoint(deployment, machine))
     dumps = []
     if policy.paths:
         quoted = " ".join(shlex.quote(p) for p in policy.paths)

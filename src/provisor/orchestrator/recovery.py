@@ -11,9 +11,8 @@ once), then rounds of the node's checks until `successes` pass (recovered) or
 healthy, it is `failed` and `recovery.failed` (critical) escalates.
 
 The actions themselves are `recovery_actions`; `restore-from-backup` is the backup
-feature's: `replace_from_backup(rt, deployment_id, machine)` from
-`provisor.orchestrator.backups` (or `.restore`), imported when the step runs; without it
-the step fails ("no backup feature") and the ladder goes on.
+feature's `restore.replace_from_backup`: a machine launched from its newest good backup
+in its place.
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ backup feature's, which holds it itself.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import shlex
 
 from provisor.core.blueprint.health import RecoveryStep
@@ -23,8 +22,6 @@ from provisor.store.orchestration import Deployment, Machine
 
 LOCK_TIMEOUT = 900.0  # an action waits this long for a manual operation to let go
 BOOT_TIMEOUT = 180.0  # a rebooted, restarted or replaced machine answers SSH within this
-BACKUP_MODULES = ("provisor.orchestrator.backups", "provisor.orchestrator.restore")
-BACKUP_FUNCTION = "replace_from_backup"
 
 
 def reach(deployment: Deployment, machine: Machine) -> Target:
@@ -107,21 +104,13 @@ async def _answers(deployment: Deployment, machine: Machine) -> str | None:
 
 
 async def _restore(deployment: Deployment, machine: Machine) -> str | None:
-    function = None
-    for module in BACKUP_MODULES:
-        try:
-            function = getattr(importlib.import_module(module), BACKUP_FUNCTION, None)
-        except ImportError:
-            continue
-        if function is not None:
-            break
-    if function is None:
-        return "no backup feature: this provisor cannot restore from a backup"
+    from provisor.orchestrator.restore import replace_from_backup
+
     try:
-        await function(runtime(), deployment.id, machine.name)
+        await replace_from_backup(runtime(), deployment.id, machine.name)
     except ProvisorError as exc:
         return exc.message
-    except Exception as exc:  # another feature's fault: this rung fails, the ladder goes on
+    except Exception as exc:  # a fault of the restore: this rung fails, the ladder goes on
         return f"the restore failed: {str(exc) or type(exc).__name__}"
     return None
 
@@ -188,4 +177,4 @@ def _machine(deployment_id: int, name: str) -> Machine | None:
         return found
 
 
-__all__ = ["BACKUP_FUNCTION", "BACKUP_MODULES", "act", "reach"]
+__all__ = ["act", "reach"]

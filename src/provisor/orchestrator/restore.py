@@ -37,7 +37,7 @@ from provisor.orchestrator.backup_store import (
     data_key,
     open_store,
 )
-from provisor.orchestrator.deploy import _endpoint, _launch, _launched, _plans
+from provisor.orchestrator.deploy import _launch, _launched, _plans, machine_endpoint
 from provisor.orchestrator.runtime import Runtime
 from provisor.providers.base import MachineInfo, ProviderError
 from provisor.store.backups import Backup
@@ -318,7 +318,7 @@ def _adopt(
 async def _answers(rt: Runtime, deployment: Deployment, machine: Machine) -> None:
     """SSH answers the restored machine (a connection to what it was is dropped first)."""
     pool = rt.pool(deployment.tenant_id)
-    endpoint = _endpoint(deployment, machine)
+    endpoint = machine_endpoint(deployment, machine)
     pool.forget(endpoint)
     await machine_ops.probe(pool, endpoint, timeout=REACHABLE_TIMEOUT)
 

@@ -11,6 +11,9 @@ from served import Server
 from sqlalchemy import update
 
 from db_rows import add_deployment
+from provisor.store.backups import Backup
+from provisor.store.health import MachineHealth
+from provisor.store.models import Tenant
 from provisor.store.orchestration import Deployment, Machine
 
 
@@ -41,6 +44,30 @@ def _seed(server: Server) -> None:
             .where(Deployment.name == "m-db")
             .values(state="stopped", lease_expires_at=datetime.now(UTC) + timedelta(hours=2))
         )
+        web = session.query(Deployment).filter_by(name="m-web").one()
+        alpha = session.query(Tenant).filter_by(name="alpha").one()
+        for index, state in ((1, "healthy"), (2, "unhealthy")):
+            session.add(
+                MachineHealth(
+                    deployment_id=web.id, machine=f"m-web-web-{index}", node="web", state=state
+                )
+            )
+        session.add(
+            Backup(
+                backup_id="b1",
+                tenant_id=alpha.id,
+                deployment="m-web",
+                instance=web.instance,
+                machine="web.1",
+                node="web",
+                workflow_id="backup:test",
+                trigger="manual",
+                store="local",
+                state="good",
+                data_key="sealed",
+                finished_at=datetime.now(UTC) - timedelta(hours=1),
+            )
+        )
 
 
 def test_metrics_show_the_callers_tenant_by_state(server: Server) -> None:
@@ -55,12 +82,23 @@ def test_metrics_show_the_callers_tenant_by_state(server: Server) -> None:
     leases = {s["deployment"]: v for s, v in found["provisor_lease_seconds_left"]}
     assert 7000 < leases["m-db"] <= 7200
     assert "m-secret" not in leases
+    health = {s["health"]: v for s, v in found["provisor_machine_health"]}
+    assert health["healthy"] == 1 and health["unhealthy"] == 1
+    assert {s["state"]: v for s, v in found["provisor_backups"]} == {"good": 1}
+    ages = {s["machine"]: v for s, v in found["provisor_backup_age_seconds"]}
+    assert 3500 < ages["web.1"] < 3700
+    assert {s["result"] for s, _ in found["provisor_recoveries"]} == {
+        "started",
+        "succeeded",
+        "failed",
+    }
     assert "provisor_workflows" not in found  # shared by every tenant: admins only
     assert found["provisor_scrape_timestamp_seconds"][0][1] > 0
 
     beta = _scrape(server, "admin", "beta")
     assert {s["tenant"] for s, _ in beta["provisor_machines"]} == {"beta"}
     assert sum(v for _, v in beta["provisor_machines"]) == 1
+    assert beta["provisor_backups"] == [] and beta["provisor_machine_health"] == []
     workflows = {s["status"]: v for s, v in beta["provisor_workflows"]}
     assert set(workflows) == {"PENDING", "ENQUEUED"}
     assert all(v >= 0 for v in workflows.values())

@@ -50,9 +50,8 @@ log = logging.getLogger(__name__)
 # the services layer (services/lifecycle.py), which owns `down`.
 Terminator = Callable[[str, str], Awaitable[None]]
 # deployment id -> None: take and verify a backup of every machine, raising if it fails.
-# MERGE(i16 backups): the backup feature sets it (set_final_backup, next to
-# set_terminator in services/workers.serve); its `down --final-backup` is the same
-# promise. Taken before a stop and before a terminate (the terminator takes none).
+# Set by the services layer (services/lifecycle.py lease_final_backup): `down
+# --final-backup`'s promise, taken before a stop and before a terminate.
 FinalBackup = Callable[[int], Awaitable[None]]
 _hooks: dict[str, Any] = {"terminator": None, "final_backup": None, "notice": 86400.0}
 

@@ -18,10 +18,11 @@ Who may: an operator or admin any of the tenant's deployments; a requester its o
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from provisor.core.access import Action
 from provisor.core.errors import Conflict, NotFound
@@ -30,7 +31,7 @@ from provisor.orchestrator import lease_schedule, lifecycle, worker
 from provisor.services.context import Context, audited
 from provisor.services.deployments import DeploymentView, _find, _view, remove_deployment
 from provisor.settings import Settings
-from provisor.store import Store
+from provisor.store import Store, Tenant
 from provisor.store.orchestration import Deployment
 
 # action -> the states it may start from
@@ -154,8 +155,7 @@ def lease_terminator(settings: Settings) -> lease_schedule.Terminator:
         store = Store(settings.effective_database_url)
         ctx = Context(store=store, actor="lease", tenant=tenant, home=settings.home)
         try:
-            # No final backup here: lease_end_workflow took it before (MERGE(i16 backups):
-            # wire it with lease_schedule.set_final_backup in services/workers.serve).
+            # No final backup here: lease_end_workflow took it before (lease_final_backup).
             await remove_deployment(ctx, settings, name)
         except NotFound:
             pass  # removed meanwhile: what the lease asked for is done
@@ -165,4 +165,42 @@ def lease_terminator(settings: Settings) -> lease_schedule.Terminator:
     return terminate
 
 
-__all__ = ["extend_lease", "lease_terminator", "may_manage", "start_deployment", "stop_deployment"]
+FINAL_BACKUP_TIMEOUT = 6 * 3600.0
+
+
+def lease_final_backup(settings: Settings) -> lease_schedule.FinalBackup:
+    """How the worker backs up every machine of a deployment whose lease ends, before it
+    stops or removes it: `down --final-backup`'s verified backups, as the data
+    directory's owner, in the deployment's tenant; raises when one failed."""
+
+    async def back_up(deployment_id: int) -> None:
+        from provisor.services.backups import final_backup
+
+        store = Store(settings.effective_database_url)
+        try:
+            with store.session() as session:
+                found = session.execute(
+                    select(Deployment.name, Tenant.name)
+                    .join(Tenant, Tenant.id == Deployment.tenant_id)
+                    .where(Deployment.id == deployment_id)
+                ).first()
+            if found is None:
+                return  # removed meanwhile: nothing is left to back up
+            ctx = Context(store=store, actor="lease", tenant=found[1], home=settings.home)
+            await asyncio.to_thread(
+                final_backup, ctx, settings, found[0], timeout=FINAL_BACKUP_TIMEOUT
+            )
+        finally:
+            store.close()
+
+    return back_up
+
+
+__all__ = [
+    "extend_lease",
+    "lease_final_backup",
+    "lease_terminator",
+    "may_manage",
+    "start_deployment",
+    "stop_deployment",
+]

@@ -13,11 +13,12 @@ Families:
     provisor_jobs{tenant,state}                          fleet jobs by state
     provisor_lease_seconds_left{tenant,deployment}       per deployment with a lease
     provisor_workflows{status}                           PENDING / ENQUEUED (admin)
+    provisor_machine_health{tenant,deployment,health}    checked machines by health state
+    provisor_infrastructure_down{tenant,what}            1 per infrastructure check failing
+    provisor_recoveries{tenant,result}                   recoveries started/succeeded/failed
+    provisor_backups{tenant,state}                       backups by state (good, bad, ...)
+    provisor_backup_age_seconds{tenant,deployment,machine}  since the newest good backup
     provisor_scrape_timestamp_seconds                    when this was read
-Reserved for the other Day-2 features (MERGE: their helpers add them in `_families`):
-    provisor_machines_by_health{tenant,health}           health checks
-    provisor_backups{tenant,result}, provisor_backup_age_seconds{tenant,deployment,machine}
-    provisor_recoveries{tenant,step,result}
 """
 
 from __future__ import annotations
@@ -30,11 +31,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from provisor.core.access import Action, Role
 from provisor.core.lease import seconds_left
+from provisor.services import health
 from provisor.services.context import Context
 from provisor.settings import Settings
+from provisor.store.backups import Backup
 from provisor.store.models import Job
 from provisor.store.orchestration import Deployment, Machine
 
@@ -73,7 +77,6 @@ def _families(ctx: Context, settings: Settings) -> list[Metric]:
             .group_by(Machine.state)
         )
         families.append(_by_state("machines", tenant, machines.tuples()))
-        # MERGE(i16 health): provisor_machines_by_health{tenant,health} here.
         jobs = session.execute(
             select(Job.state, func.count()).where(Job.tenant_id == tenant_id).group_by(Job.state)
         )
@@ -91,15 +94,65 @@ def _families(ctx: Context, settings: Settings) -> list[Metric]:
         ):
             leases.add_metric([tenant, name], float(seconds_left(expires, now) or 0))
         families.append(leases)
-        # MERGE(i16 backups): provisor_backups{tenant,result} and
-        # provisor_backup_age_seconds{tenant,deployment,machine} here.
-        # MERGE(i16 recovery): provisor_recoveries{tenant,step,result} here.
+        families.extend(_backups(session, tenant, tenant_id, now))
+    families.extend(_health(ctx))
     if ctx.role is None or ctx.role is Role.admin:
         families.append(_workflows(settings))
     stamp = _gauge("provisor_scrape_timestamp_seconds", "When these values were read.", [])
     stamp.add_metric([], now.timestamp())
     families.append(stamp)
     return families
+
+
+def _backups(
+    session: Session, tenant: str, tenant_id: int, now: datetime
+) -> list[GaugeMetricFamily]:
+    states = session.execute(
+        select(Backup.state, func.count())
+        .where(Backup.tenant_id == tenant_id)
+        .group_by(Backup.state)
+    )
+    age = _gauge(
+        "provisor_backup_age_seconds",
+        "Seconds since the machine's newest good backup finished.",
+        ["tenant", "deployment", "machine"],
+    )
+    newest = session.execute(
+        select(Backup.deployment, Backup.machine, func.max(Backup.finished_at))
+        .where(Backup.tenant_id == tenant_id, Backup.state == "good")
+        .group_by(Backup.deployment, Backup.machine)
+        .limit(_LEASES)
+    )
+    for deployment, machine, finished in newest:
+        if finished is not None:
+            finished = finished if finished.tzinfo else finished.replace(tzinfo=UTC)
+            age.add_metric([tenant, deployment, machine], (now - finished).total_seconds())
+    return [_by_state("backups", tenant, states.tuples()), age]
+
+
+def _health(ctx: Context) -> list[GaugeMetricFamily]:
+    counted = health.counts(ctx)
+    machines = _gauge(
+        "provisor_machine_health",
+        "Checked machines by health state.",
+        ["tenant", "deployment", "health"],
+    )
+    for deployment, states in counted.machines.items():
+        for state, count in states.items():
+            machines.add_metric([ctx.tenant, deployment, state], float(count))
+    down = _gauge(
+        "provisor_infrastructure_down",
+        "Infrastructure checks failing now (1 each).",
+        ["tenant", "what"],
+    )
+    for what in counted.infrastructure_down:
+        down.add_metric([ctx.tenant, what], 1.0)
+    recoveries = _gauge(
+        "provisor_recoveries", "Recoveries by how they ended.", ["tenant", "result"]
+    )
+    for result, count in counted.recoveries.items():
+        recoveries.add_metric([ctx.tenant, result], float(count))
+    return [machines, down, recoveries]
 
 
 def _workflows(settings: Settings) -> GaugeMetricFamily:

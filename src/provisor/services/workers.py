@@ -349,10 +349,11 @@ async def serve(settings: Settings, *, until_idle: bool) -> None:
     meanwhile, mark interrupted the fleet jobs whose process died."""
     from provisor.orchestrator import lease_schedule, worker
     from provisor.services.jobs import watch_stale_jobs
-    from provisor.services.lifecycle import lease_terminator
+    from provisor.services.lifecycle import lease_final_backup, lease_terminator
     from provisor.store import Store
 
     lease_schedule.set_terminator(lease_terminator(settings))  # a lease ending in `down`
+    lease_schedule.set_final_backup(lease_final_backup(settings))  # before it stops or ends
     store = Store(settings.effective_database_url)
     watcher = asyncio.create_task(watch_stale_jobs(store, settings.job_stale_after))
     try:

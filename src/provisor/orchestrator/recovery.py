@@ -186,19 +186,8 @@ async def _recheck(
             await asyncio.sleep(checks.interval)
         found = await run_round(target, checks.probes, checks.timeout)
         after = observe(health, found.ok, thresholds)
-        if after.state is HealthState.healthy:
-            # Saved by the caller with its event: the transition and health.recovered.
-            await asyncio.to_thread(
-                records.save,
-                runtime().store,
-                deployment,
-                machine,
-                health,
-                after,
-                results=found.as_json(),
-                detail="recovered",
-            )
-            return True, after
+        recovered = after.state is HealthState.healthy
+        # A recovered round's event (health.recovered) is the caller's, with its step.
         await asyncio.to_thread(
             records.save,
             runtime().store,
@@ -207,8 +196,10 @@ async def _recheck(
             health,
             after,
             results=found.as_json(),
-            detail=found.summary(),
+            detail="recovered" if recovered else found.summary(),
         )
+        if recovered:
+            return True, after
         health = after
         if gave_up(health, thresholds):
             return False, health

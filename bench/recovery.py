@@ -128,13 +128,15 @@ def stop(cli: Cli, name: str, destroy_disk: bool = False) -> None:
             _local_disk.remove_tree(directory / part)
 
 
-def back_up(cli: Cli, name: str) -> float:
-    """Seconds `provisor backup now` took for one machine (it waits for a good copy)."""
+def back_up(cli: Cli, name: str) -> tuple[float, int]:
+    """Seconds `provisor backup now` took for one machine (it waits for a good copy), and
+    the size of the disk archive stored."""
     started = time.monotonic()
     taken = json.loads(cli("backup", "now", "rb", name, "--timeout", "10m", "--output", "json"))
     if [b["state"] for b in taken] != ["good"]:
         raise SystemExit(f"backup of {name}: {taken}")
-    return time.monotonic() - started
+    size = sum(o["size"] for o in taken[0]["objects"] if o["name"] == "disk.tar.gz")
+    return time.monotonic() - started, size
 
 
 def measure(cli: Cli, rung: str, timeout: float = 600.0) -> tuple[float, float]:
@@ -183,7 +185,7 @@ def main() -> None:
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args()
     times: dict[str, list[tuple[float, float]]] = {rung: [] for rung in RUNGS}
-    backups: list[float] = []  # how long each `backup now` took
+    backups: list[tuple[float, int]] = []  # each `backup now`: seconds, disk archive bytes
     with tempfile.TemporaryDirectory() as scratch:
         cli = Cli(Path(scratch) / "home", "127.231.0.0/16")
         path = Path(scratch) / "rb.yaml"
@@ -197,7 +199,7 @@ def main() -> None:
                         time.sleep(0.5)
                     if rung == "restore":
                         backups.append(back_up(cli, f"rb-{rung}-1"))
-                        print(f"backup now {backups[-1]:.2f}s", flush=True)
+                        print("backup now {:.2f}s {} bytes".format(*backups[-1]), flush=True)
                     times[rung].append(measure(cli, rung))
                     print(rung, *(f"{t:.2f}s" for t in times[rung][-1]), flush=True)
         finally:
@@ -219,19 +221,21 @@ def main() -> None:
             f"({platform.machine()}, {os.cpu_count()} CPUs). Medians of {args.repeat} runs. "
             "Detection takes at least (failures - 1) x interval, plus a round's own time; "
             "recovery is the action and one good round. The `restore-from-backup` machine is "
-            f"backed up with `provisor backup now` (median {statistics.median(backups):.1f} s) "
-            "before it is powered off and its disk destroyed.",
+            "backed up with `provisor backup now` (median "
+            f"{statistics.median(s for s, _ in backups):.1f} s) before it is powered off and "
+            "its disk destroyed.",
             "",
             "| rung | failure to detection | detection to recovery | runs |",
             "| --- | --- | --- | --- |",
             *rows,
             "",
-            f"`restore-from-backup` recovers in {recovered['restore']:.1f} s against "
-            f"`replace`'s {recovered['replace']:.1f} s "
-            f"({recovered['restore'] / recovered['replace']:.1f}x): it reads back, decrypts and "
-            "checks the stored disk archive and launches from it, where `replace` launches "
-            "from the image and re-runs the node's scripts, but only the restore brings back "
-            "what the machine had written.",
+            f"`restore-from-backup` recovers in {recovered['restore']:.1f} s, "
+            f"{'less' if recovered['restore'] < recovered['replace'] else 'more'} than "
+            f"`replace`'s {recovered['replace']:.1f} s: it reads back, decrypts and checks "
+            f"a {max(b for _, b in backups) / 1000:.0f} kB disk archive (what the machine wrote "
+            "over its image; a fuller disk takes longer) and launches from it without running "
+            "the node's scripts, where `replace` launches from the image, runs them again "
+            "and loses what the machine had written.",
             END,
         ]
     )

@@ -105,6 +105,14 @@ def destroy_disk(provisor: Provisor, machine_id: str) -> None:
     shutil.rmtree(disk)
 
 
+def machine_row(provisor: Provisor, name: str) -> dict[str, Any]:
+    """The machine `name` of the deployment as `provisor status` shows it."""
+    machines = provisor.status("rb")["machines"]
+    assert isinstance(machines, list)
+    found: dict[str, Any] = next(m for m in machines if m["name"] == name)
+    return found
+
+
 def health_of(provisor: Provisor, machine: str) -> dict[str, Any]:
     view = json.loads(provisor("health", "rb", "--output", "json").stdout)
     return next(m for m in view["machines"] if m["machine"] == machine)
@@ -120,8 +128,9 @@ def test_a_destroyed_disk_is_restored_from_the_last_good_backup(
     url = str(outputs["url"])
     assert sorted(set(answers(url))) == ["web1", "web2"]  # round robin over both
     wait_for("web.1 healthy", lambda: health_of(provisor, "web.1")["state"] == "healthy")
-    name = machine_names(provisor, "rb")["web.1"]
-    before = {m["name"]: m for m in provisor.status("rb")["machines"]}[name]  # type: ignore[union-attr]
+    names = machine_names(provisor, "rb")
+    name = names["web.1"]
+    before, lb = machine_row(provisor, name), machine_row(provisor, names["lb.1"])
 
     on(provisor, name, "echo before-the-crash > /root/marker")
     taken = json.loads(provisor("backup", "now", "rb", name, "--output", "json").stdout)
@@ -167,7 +176,7 @@ def test_a_destroyed_disk_is_restored_from_the_last_good_backup(
     # The disk as it was backed up, on a new machine with the old one's identity.
     assert on(provisor, name, "cat /root/marker").strip() == "before-the-crash"
     assert on(provisor, name, "hostname").strip() == "web1"
-    after = {m["name"]: m for m in provisor.status("rb")["machines"]}[name]  # type: ignore[union-attr]
+    after = machine_row(provisor, name)
     assert after["provider_id"] != before["provider_id"] and after["state"] == "ready"
     assert after["address"] == before["address"]  # where the provider can: local can
     live = {m["id"]: m["state"] for m in provisor.machines_of(provisor.instance("rb"))}
@@ -175,6 +184,7 @@ def test_a_destroyed_disk_is_restored_from_the_last_good_backup(
     assert health_of(provisor, "web.1")["state"] == "healthy"
 
     # The load balancer, untouched, answers from both web servers again.
+    assert machine_row(provisor, names["lb.1"])["provider_id"] == lb["provider_id"]
     wait_for(
         "the load balancer answers from both web servers",
         lambda: sorted(set(answers(url))) == ["web1", "web2"],

@@ -89,31 +89,41 @@ def _write(tmp_path: Path, text: str = BLUEPRINT) -> Path:
     return path
 
 
-def events(provisor: Provisor) -> list[dict[str, Any]]:
+KINDS = ("health.", "recovery.", "infrastructure.")
+
+
+def events(provisor: Provisor, kinds: tuple[str, ...] = KINDS) -> list[dict[str, Any]]:
     found = provisor(
         "events",
-        *("--kind", "health."),
-        *("--kind", "recovery."),
-        *("--kind", "infrastructure."),
+        *(option for kind in kinds for option in ("--kind", kind)),
         *("--limit", "1000", "--output", "json"),
     )
     listed: list[dict[str, Any]] = json.loads(found.stdout)
     return listed
 
 
-def chain(provisor: Provisor, machine: str, after: int = 0) -> list[str]:
-    """The kinds of the health and recovery events of `machine` (e.g. web.1), in order,
-    after event id `after`; recovery.step as recovery.step:ACTION:OUTCOME."""
-    kinds = []
-    for event in events(provisor):
+def chain(
+    provisor: Provisor,
+    machine: str,
+    after: int = 0,
+    *,
+    kinds: tuple[str, ...] = KINDS,
+    also: tuple[str, ...] = (),
+) -> list[str]:
+    """The kinds of the events of `machine` (e.g. web.1; or as named in `also`, e.g.
+    the backup events' hc-web-1), in order, after event id `after`; the health and
+    recovery ones unless `kinds` says otherwise; recovery.step as
+    recovery.step:ACTION:OUTCOME."""
+    found = []
+    for event in events(provisor, kinds):
         details = event["details"]
-        if event["id"] <= after or details.get("machine") != machine:
+        if event["id"] <= after or details.get("machine") not in (machine, *also):
             continue
         kind = event["kind"]
         if kind == "recovery.step":
             kind += f":{details['action']}:{details['outcome'].split(':')[0]}"
-        kinds.append(kind)
-    return kinds
+        found.append(kind)
+    return found
 
 
 def last_id(provisor: Provisor) -> int:

@@ -646,6 +646,32 @@ async def test_launch_from_a_snapshot_has_the_files_written_before(bed: Bed) -> 
 
 
 @requires_root
+async def test_a_replacement_takes_the_address_of_the_machine_it_replaces(bed: Bed) -> None:
+    """A restore's launch (`replaces`): the machine replaced is powered off, its disk
+    kept, and the replacement answers at its address; with nothing to take over, a
+    launch gets an address of its own."""
+    provider = bed.provider
+    old = await provider.launch(bed.spec())
+    await bed.out(old, "echo backed-up > /srv/who")
+    snap = await provider.snapshot(old.id, "backup")
+
+    new = await provider.launch(bed.spec(image=snap.id, hostname="web1", replaces=old.id))
+
+    assert new.id != old.id and new.address == old.address
+    assert new.host_key != old.host_key
+    [replaced] = await provider.describe([old.id])
+    assert replaced.state is MachineState.stopped
+    assert (bed.provider.machine_directory(old.id) / _local_disk.UPPER).is_dir()
+    assert await bed.out(new, "cat /srv/who") == "backed-up"
+    assert await bed.out(new, "hostname") == "web1"
+    await provider.terminate(old.id)
+    assert await bed.out(new, "cat /srv/who") == "backed-up"  # the old one's end is not its
+    other = await provider.launch(bed.spec(replaces=old.id))  # terminated: nothing to take
+    unknown = await provider.launch(bed.spec(replaces="m-00000000"))
+    assert len({new.address, other.address, unknown.address}) == 3
+
+
+@requires_root
 async def test_a_corrupted_snapshot_is_refused(bed: Bed) -> None:
     source = await bed.provider.launch(bed.spec())
     await bed.out(source, "echo x > /srv/x")

@@ -342,10 +342,16 @@ async def launch_step(deployment_id: int, names: list[str]) -> list[tuple[str, s
 
 
 async def _launch(
-    provider: Provider, deployment: Deployment, machine: Machine, plan: MachinePlan
+    provider: Provider,
+    deployment: Deployment,
+    machine: Machine,
+    plan: MachinePlan,
+    *,
+    replaces: str | None = None,
 ) -> MachineInfo:
     """The machine with this token: the provider launches it once, and completes a launch
-    a crash interrupted (its volumes, its address) when asked again."""
+    a crash interrupted (its volumes, its address) when asked again. `replaces`: the
+    provider id of the machine it takes the place of (see MachineSpec.replaces)."""
     rt = runtime()
     report = None
     if rt.param_url:  # where the machine reports its host keys, if the provider cannot
@@ -370,6 +376,7 @@ async def _launch(
         ),
         public_address=plan.public_address,
         host_key_report=report,
+        replaces=replaces,
     )
     _boundary(f"launching:{machine.name}")  # the provider not called yet
     info = await provider.launch(spec)

@@ -208,8 +208,9 @@ async def replace_from_backup(
     say: Callable[[str], None] = lambda _line: None,
 ) -> RestoreResult:
     """Launch a new machine from a backup with the old one's identity (node name and
-    index, hostname, runtime parameters, inventory entry, trusted host key), check it
-    answers SSH, then retire the old machine. Holds the deployment's lock throughout."""
+    index, hostname, address where the provider can, runtime parameters, inventory
+    entry, trusted host key), check it answers SSH, then retire the old machine. Holds
+    the deployment's lock throughout."""
     deployment, machine = await asyncio.to_thread(_load, rt, deployment_id, machine_name)
     assert machine.provider_id is not None
     provider = rt.provider(deployment.provider, deployment.tenant_id)
@@ -269,12 +270,18 @@ async def _replace(
         token=f"{machine.token}/restore-{backup.backup_id}",
         state="launching",
     )
+    old_id = machine.provider_id
     try:
-        info: MachineInfo = await _launch(provider, deployment, fresh, plan)
+        # The same address where the provider can (the old machine powered off first):
+        # machines configured with it, a load balancer say, reach the new one there.
+        info: MachineInfo = await _launch(provider, deployment, fresh, plan, replaces=old_id)
+    except ProviderError:
+        with contextlib.suppress(ProviderError):
+            await provider.start(old_id)  # not replaced: as it was, if it still can be
+        raise
     finally:
         with contextlib.suppress(ProviderError):
             await provider.delete_snapshot(snapshot.id)  # the new disk is a copy of it
-    old_id = machine.provider_id
     await asyncio.to_thread(_adopt, rt, deployment, fresh, info, old_id)
     await _answers(rt, deployment, replace_machine_row(fresh, info))
     await provider.terminate(old_id)

@@ -81,6 +81,10 @@ class MachineSpec:
     # provider that cannot tell a machine's `host_key` itself runs them once, at first
     # boot, before the user data: the controller pins the key before it connects.
     host_key_report: str | None = None
+    # The machine this one replaces (a restore from a backup). A provider that can gives
+    # the new machine that one's address, powering that one off first (it is terminated
+    # once its replacement answers); others launch as usual.
+    replaces: str | None = None
 
 
 @dataclass(frozen=True)

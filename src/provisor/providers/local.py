@@ -231,6 +231,8 @@ class LocalProvider:
         known = data.tokens.get(spec.token)
         if known is not None and data.machines[known].phase != "pending":
             return await self._info(data.machines[known])
+        if known is None and spec.replaces is not None:
+            await self._power_off_replaced(spec.replaces)
         record = await self._reserve(spec, data)
         if record.phase != "pending":
             return await self._info(record)
@@ -503,7 +505,7 @@ class LocalProvider:
             record = replace(
                 plan,
                 id=machine_id,
-                address=self._allocate(data),
+                address=self._allocate(data, take_over=spec.replaces),
                 # Recorded before it is made, so that no crash can leave it unrecorded
                 # (and no second transaction is needed to record it).
                 cgroup=str(groups.path_for(machine_id)) if groups is not None else None,
@@ -604,9 +606,23 @@ class LocalProvider:
         )
         return snap
 
-    def _allocate(self, data: RegistryData, avoid: str | None = None) -> str:
-        """The first address of the network that no machine of the registry holds and
-        nothing on this computer listens on (called under the registry lock)."""
+    def _allocate(
+        self, data: RegistryData, avoid: str | None = None, take_over: str | None = None
+    ) -> str:
+        """The address of machine `take_over` if nothing listens there any more (its
+        replacement's: see `_power_off_replaced`), else the first address of the network
+        that no machine of the registry holds and nothing on this computer listens on
+        (called under the registry lock)."""
+        replaced = data.machines.get(take_over or "")
+        if replaced is not None and replaced.address and replaced.phase == "created":
+            others = {
+                m.address
+                for m in data.machines.values()
+                if m.phase != "terminated" and m.id != replaced.id
+            }
+            wanted = replaced.address
+            if wanted != avoid and wanted not in others and _ssh_port_free(wanted):
+                return wanted
         held = {m.address for m in data.machines.values() if m.phase != "terminated"}
         for candidate in self.network.hosts():
             address = str(candidate)
@@ -693,6 +709,19 @@ class LocalProvider:
             )
         except ProvisorError as exc:
             raise ProviderError(exc.message, machine=record.id, call="launch") from exc
+
+    async def _power_off_replaced(self, machine_id: str) -> None:
+        """Power off the machine a replacement is launched for, so that the replacement
+        takes its address (machines that were given it keep reaching it); its disk is
+        kept. One that cannot be powered off keeps its address, and the replacement
+        gets another."""
+        replaced = (await self._read()).machines.get(machine_id)
+        if replaced is None or replaced.phase != "created":
+            return
+        try:
+            await self.stop(machine_id)
+        except ProviderError as exc:
+            log.warning("machine %s (replaced) keeps its address: %s", machine_id, exc.message)
 
     async def _ensure_free_address(self, record: MachineRecord) -> MachineRecord:
         """Move a reserved machine to another address if something took its own since."""

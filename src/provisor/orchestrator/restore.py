@@ -175,6 +175,11 @@ def _load(rt: Runtime, deployment_id: int, name: str) -> tuple[Deployment, Machi
 def _event(rt: Runtime, deployment: Deployment, machine: str, kind: str, **details: object) -> None:
     with rt.store.session() as session:
         tenant = session.get(Tenant, deployment.tenant_id)
+        node = session.scalar(
+            select(Machine.node).where(
+                Machine.deployment_id == deployment.id, Machine.name == machine
+            )
+        )
         failed = kind.endswith("failed")
         record_event(
             session,
@@ -187,6 +192,7 @@ def _event(rt: Runtime, deployment: Deployment, machine: str, kind: str, **detai
                 "severity": "critical" if failed else "info",
                 "deployment": deployment.name,
                 "instance": deployment.instance,
+                "node": node,
                 "machine": machine,
                 "incident": f"restore:{deployment.instance}:{machine}",
                 "incident_state": "open" if failed else "resolved",

@@ -29,7 +29,7 @@ from provisor.events import record_event
 from provisor.files import private_dir
 from provisor.fleet.knownhosts import forget_host_keys
 from provisor.fleet.transport import machine_trust_id
-from provisor.orchestrator import deployment_lock, machine_ops
+from provisor.orchestrator import deployment_lock, health_probes, health_records, machine_ops
 from provisor.orchestrator.backup_copy import restore_file
 from provisor.orchestrator.backup_store import (
     backup_event,
@@ -60,6 +60,7 @@ class RestoreResult:
     provider_id: str
     address: str | None
     skipped: list[str] = field(default_factory=list)  # backups passed over, and why
+    checks: str | None = None  # one round of the node's checks on it: "ok" or what failed
 
 
 def _candidates(rt: Runtime, instance: str, machine: str, asked: str | None) -> list[Backup]:
@@ -243,6 +244,7 @@ async def replace_from_backup(
         backup=result.backup,
         how=result.how,
         skipped=result.skipped,
+        checks=result.checks,
     )
     return result
 
@@ -289,10 +291,32 @@ async def _replace(
         with contextlib.suppress(ProviderError):
             await provider.delete_snapshot(snapshot.id)  # the new disk is a copy of it
     await asyncio.to_thread(_adopt, rt, deployment, fresh, info, old_id)
-    await _answers(rt, deployment, replace_machine_row(fresh, info))
+    restored = replace_machine_row(fresh, info)
+    await _answers(rt, deployment, restored)
+    checked = await _checks(rt, deployment, restored)
+    if checked is not None:
+        say(f"{machine.name}: its checks after the restore: {checked}")
+    # The old machine is retired whatever the checks say: it is the one that failed, and
+    # the health monitor (and its ladder) takes the restored one from here.
     await provider.terminate(old_id)
     await asyncio.to_thread(_update_state, rt, deployment.id, machine.name, "ready")
-    return RestoreResult(backup.backup_id, "replacement", info.id, info.address, skipped)
+    return RestoreResult(
+        backup.backup_id, "replacement", info.id, info.address, skipped, checks=checked
+    )
+
+
+async def _checks(rt: Runtime, deployment: Deployment, machine: Machine) -> str | None:
+    """One round of the node's health checks on the restored machine: "ok", or what
+    failed; None when the node has no checks."""
+    with rt.store.session() as session:
+        node = health_records.nodes_of(session, deployment).get(machine.node)
+    if node is None:
+        return None
+    target = health_probes.target_for(
+        rt, deployment.provider, deployment.tenant_id, deployment.id, machine
+    )
+    found = await health_probes.run_round(target, node.checks.probes, node.checks.timeout)
+    return found.summary()
 
 
 def replace_machine_row(machine: Machine, info: MachineInfo) -> Machine:

@@ -433,6 +433,11 @@ class RestoreView(BaseModel):
     provider_id: str
     address: str | None
     skipped: list[str] = Field(description="backups passed over (bad copies), and why")
+    checks: str | None = Field(
+        default=None,
+        description="one round of the node's health checks on the restored machine: "
+        "ok, or what failed (none when the node has no checks)",
+    )
 
 
 async def restore(
@@ -489,6 +494,7 @@ async def restore(
         provider_id=result.provider_id,
         address=result.address,
         skipped=result.skipped,
+        checks=result.checks,
     )
 
 

@@ -141,8 +141,8 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 240.0) -> Any
         time.sleep(1.0)
 
 
-def health(provisor: Provisor) -> dict[str, dict[str, Any]]:
-    view = json.loads(provisor("health", "hc", "--output", "json").stdout)
+def health(provisor: Provisor, deployment: str = "hc") -> dict[str, dict[str, Any]]:
+    view = json.loads(provisor("health", deployment, "--output", "json").stdout)
     return {m["machine"]: m for m in view["machines"]}
 
 

@@ -68,6 +68,15 @@ def start_server(
     finally:
         process.terminate()
         process.wait(timeout=30)
+        # A background worker the server started (for a lease, a schedule, checks) would
+        # outlive the test: it stays while such a deployment is there.
+        subprocess.run(
+            [sys.executable, "-m", "provisor", "worker", "stop"],
+            env=env,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
 
 
 @contextlib.contextmanager

@@ -75,6 +75,11 @@ def seal(home: Path, value: str) -> str:
     return _SEALED_V2 + Fernet(sealing_key(home)).encrypt(value.encode()).decode()
 
 
+def seal_given(home: Path, value: str | None) -> str | None:
+    """`seal`, for a secret that may be absent (a provider, store or notifier without one)."""
+    return None if value is None else seal(home, value)
+
+
 def unseal(home: Path, value: str) -> str:
     if value.startswith(_SEALED_V2):
         key, token = sealing_key(home), value[len(_SEALED_V2) :]

@@ -154,17 +154,14 @@ def add_notifier(
             select(Notifier.id).where(Notifier.tenant_id == tenant_id, Notifier.name == name)
         ):
             raise Conflict(f"a notifier named {name!r} already exists", field="name")
-        sealed = None
-        if secret is not None:
-            from provisor.orchestrator import secrets  # asyncssh: loaded when needed
+        from provisor.orchestrator import secrets  # asyncssh: loaded when needed
 
-            sealed = secrets.seal(ctx.home, secret)
         row = Notifier(
             tenant_id=tenant_id,
             name=name,
             kind=kind,
             settings=checked,
-            secret=sealed,
+            secret=secrets.seal_given(ctx.home, secret),
             created_by=ctx.actor,
         )
         session.add(row)

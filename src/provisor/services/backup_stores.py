@@ -78,17 +78,14 @@ def add_store(
         )
         if existing is not None:
             raise Conflict(f"a backup store named {name!r} already exists", field="name")
-        sealed = None
-        if secret is not None:
-            from provisor.orchestrator import secrets
+        from provisor.orchestrator import secrets  # asyncssh: loaded when needed
 
-            sealed = secrets.seal(ctx.home, secret)
         row = BackupStoreConfig(
             tenant_id=ctx.tenant_id(),
             name=name,
             kind=kind,
             settings=checked,
-            secret=sealed,
+            secret=secrets.seal_given(ctx.home, secret),
             created_by=ctx.actor,
         )
         session.add(row)

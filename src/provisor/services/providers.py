@@ -149,17 +149,14 @@ def add_provider(
         )
         if existing is not None:
             raise Conflict(f"a provider named {name!r} already exists", field="name")
-        sealed = None
-        if secret is not None:
-            from provisor.orchestrator import secrets  # asyncssh: loaded when needed
+        from provisor.orchestrator import secrets  # asyncssh: loaded when needed
 
-            sealed = secrets.seal(ctx.home, secret)
         row = ProviderConfig(
             tenant_id=tenant_id,
             name=name,
             kind=kind,
             settings=checked,
-            secret=sealed,
+            secret=secrets.seal_given(ctx.home, secret),
             created_by=ctx.actor,
         )
         session.add(row)

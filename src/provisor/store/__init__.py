@@ -3,6 +3,7 @@
 from provisor.store import (  # noqa: F401 - register their tables
     alerts,
     backups,
+    changes,
     health,
     identity,
     orchestration,

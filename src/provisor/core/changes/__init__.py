@@ -1,0 +1,1 @@
+"""Fleet configuration changes: change sets, object states, plans (pure)."""

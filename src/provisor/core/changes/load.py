@@ -188,9 +188,10 @@ def _resource_errors(
             check.no_newline(f"authorized_keys[{i}]", key)
     elif isinstance(resource, SysctlResource):
         check.no_newline("value", resource.value)
-    elif isinstance(resource, ServiceResource) and resource.state is None:
-        if resource.enabled is None and not resource.restart_on:
-            check.fail("", "a service resource says at least one of state, enabled, restart_on")
+    elif isinstance(resource, ServiceResource) and (
+        resource.state is None and resource.enabled is None and not resource.restart_on
+    ):
+        check.fail("", "a service resource says at least one of state, enabled, restart_on")
     return check.errors
 
 
@@ -204,8 +205,9 @@ def _check_file(check: _Checker, resource: FileResource) -> None:
         check.fail("template", "a file has content or a template, not both")
     elif resource.content is None and resource.template is None and attributes == (None,) * 3:
         check.fail(
-            "", "a present file needs content or template (or only mode/owner/group to set "
-            "an existing file's attributes)"
+            "",
+            "a present file needs content or template (or only mode/owner/group to set "
+            "an existing file's attributes)",
         )
     for name in ("content", "template"):
         text = getattr(resource, name)

@@ -102,7 +102,7 @@ def _texts_as_written(document: Document) -> None:
         if len(path) < 3 or path[0] != "resources" or not isinstance(path[1], int):
             continue
         raw = resources[path[1]] if path[1] < len(resources) else None
-        model = _MODELS.get(raw.get("type")) if isinstance(raw, dict) else None
+        model = _MODELS.get(str(raw.get("type"))) if isinstance(raw, dict) else None
         value = document.get(path)
         if model is None or isinstance(value, str) or value is None:
             continue

@@ -38,6 +38,13 @@ class Lines:
             text += "\n"
         return text.encode("utf-8", "surrogateescape")
 
+    def keep(self, wanted: list[bool]) -> None:
+        """Keep the lines whose `wanted` is true: when the last line, which had no
+        newline, goes, the lines kept keep theirs."""
+        if wanted and not wanted[-1]:
+            self.final_newline = True
+        self.lines = [line for line, keep in zip(self.lines, wanted, strict=True) if keep]
+
     def append(self, line: str) -> None:
         self.lines.append(line)  # a file without a final newline gets one before it
         self.final_newline = True
@@ -57,11 +64,7 @@ def edit_line(content: bytes, resource: LineResource) -> bytes:
     line = resource.line
     pattern = compile_regex(resource.regexp) if resource.regexp is not None else None
     if resource.state == "absent":
-        file.lines = [
-            each
-            for each in file.lines
-            if not (pattern.search(each) if pattern is not None else each == line)
-        ]
+        file.keep([not (pattern.search(each) if pattern else each == line) for each in file.lines])
         return file.content()
     assert line is not None  # load_change_set requires it
     if pattern is not None:
@@ -86,21 +89,19 @@ def edit_hosts_entry(content: bytes, resource: HostsEntry) -> bytes:
     first field is the address, present makes the first "<address>\\t<names>" and removes
     the others (appends the line when there are none); absent removes them all."""
     file = Lines.of(content)
-    wanted = f"{resource.address}\t{' '.join(resource.names)}"
-    kept: list[str] = []
+    entry = f"{resource.address}\t{' '.join(resource.names)}"
+    keep: list[bool] = []
     placed = False
-    for each in file.lines:
+    for i, each in enumerate(file.lines):
         fields = each.split()
-        if (
-            not fields
-            or fields[0].startswith("#")
-            or not _same_address(fields[0], resource.address)
-        ):
-            kept.append(each)
-        elif resource.state == "present" and not placed:
-            kept.append(wanted)
+        ours = bool(fields) and _same_address(fields[0], resource.address)  # "#..." is not
+        if ours and resource.state == "present" and not placed:
+            file.lines[i] = entry
             placed = True
-    file.lines = kept
+            keep.append(True)
+        else:
+            keep.append(not ours)
+    file.keep(keep)
     if resource.state == "present" and not placed:
-        file.append(wanted)
+        file.append(entry)
     return file.content()

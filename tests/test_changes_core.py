@@ -136,8 +136,8 @@ def test_numbers_are_read_as_written_where_text_is_meant() -> None:
         "resources:\n  - {type: file, path: /a, mode: 0644}\n"
         "  - {type: sysctl, name: a.b, value: 1}\n"
     )
-    assert cs.resources[0].mode == "0644"  # type: ignore[union-attr]
-    assert cs.resources[1].value == "1"  # type: ignore[union-attr]
+    assert cs.resources[0].mode == "0644"
+    assert cs.resources[1].value == "1"
 
 
 def test_a_file_that_only_sets_attributes_is_valid() -> None:
@@ -477,9 +477,6 @@ def test_hosts_entry_is_idempotent_and_absent_undoes_present(
     assert f"{address}\t{' '.join(names)}" in text.split("\n")
     absent = HostsEntry(type="hosts_entry", address=address, state="absent")
     gone = applied(once, plan_host([absent], once))
-    assert address not in [
-        row.split()[0]
-        for row in gone[key].content.decode().split("\n")
-        if row.split()  # type: ignore[union-attr]
-    ]
+    rows = gone[key].content.decode().split("\n")  # type: ignore[union-attr]
+    assert address not in [row.split()[0] for row in rows if row.split()]
     assert plan_host([absent], gone).changes == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import posixpath
 import shlex
 import subprocess
@@ -44,7 +45,9 @@ from provisor.testing.pytest_plugin import Testbed
 
 pytestmark = [pytest.mark.testbed, requires_root]
 
-HASH = "$6$provisor$Qm3Zr0sT8oX6x1VbQy2ZpS9y0wq4u1mF3Jc8YtR5aN7dLeKhGvBiCjDk2Wl4Ho6Pq9Us1Xz3Ae5Mf7Ng0Rb2"
+HASH = (  # a crypt(3) SHA-512 hash, of nothing in particular
+    "$6$provisor$Qm3Zr0sT8oX6x1VbQy2ZpS9y0wq4u1mF3Jc8YtR5aN7dLeKhGvBiCjDk2Wl4Ho6Pq9Us1Xz3Ae5Mf7Ng0Rb2"
+)
 
 
 class Remote:
@@ -225,3 +228,181 @@ async def test_password_hash_is_in_no_process_argv(testbed: Testbed) -> None:
     script = write_script([Write(key, old, replace(old, password_hash=HASH))])
     assert script.count(HASH) == 1
     assert f"printf '%s:%s\\n' \"$u\" '{HASH}' | chpasswd -e" in script
+
+
+INIT_SCRIPT = """#!/bin/sh
+### BEGIN INIT INFO
+# Provides:          provisor-demo
+# Required-Start:    $remote_fs
+# Required-Stop:     $remote_fs
+# Default-Start:     2 3 4 5
+# Default-Stop:      0 1 6
+# Short-Description: a sleeping daemon for provisor's tests
+### END INIT INFO
+PIDFILE=/var/tmp/provisor-demo.pid
+case "$1" in
+start) exec start-stop-daemon --start --quiet --background --make-pidfile \\
+  --pidfile $PIDFILE --exec /bin/sleep -- 100000 ;;
+stop) exec start-stop-daemon --stop --quiet --oknodo --pidfile $PIDFILE --remove-pidfile ;;
+restart) "$0" stop && exec "$0" start ;;
+status) exec start-stop-daemon --status --pidfile $PIDFILE ;;
+*) exit 3 ;;
+esac
+"""
+
+
+async def test_sysv_service_round_trips_running_and_enabled(testbed: Testbed) -> None:
+    (host,) = await testbed.start(1)
+    key = ObjectKey("service", "provisor-demo")
+    async with remote(host) as r:
+        assert await r.state(key) == ServiceState(False, manager="sysv")
+        script = ObjectKey("file", "/etc/init.d/provisor-demo")
+        made = await r.write(
+            Write(
+                script,
+                FileState(False, kind="missing"),
+                FileState(True, INIT_SCRIPT.encode(), 0o755, "root", "root"),
+            )
+        )
+        assert made.ok
+        old = await r.state(key)
+        assert old == ServiceState(True, running=False, enabled=False, manager="sysv")
+        await r.round_trip(key, replace(old, running=True, enabled=True))
+        await r.round_trip(key, replace(old, enabled=True))
+        assert await r.sh("ls /etc/rc2.d/ | grep provisor-demo || true") == "K01provisor-demo\n"
+        # a restart (a file it reads changed): running before and after, a new process
+        running = replace(old, running=True)
+        assert (await r.write(Write(key, old, running))).ok
+        pid = await r.sh("cat /var/tmp/provisor-demo.pid")
+        restarted = await r.write(Write(key, running, running, restart=True))
+        assert restarted.ok and restarted.states[key] == running
+        assert await r.sh("cat /var/tmp/provisor-demo.pid") not in ("", pid)
+        assert (await r.write(Write(key, running, old))).states[key] == old
+
+
+async def test_sysctl_round_trips_and_other_hosts_are_untouched(testbed: Testbed) -> None:
+    a, b = await testbed.start(2)
+    domain = ObjectKey("sysctl", "kernel.domainname")
+    conf = ObjectKey("file", "/etc/sysctl.d/99-provisor.conf")
+    async with remote(a) as ra, remote(b) as rb:
+        b_before = await rb.probe(domain, conf)
+        old_a = await ra.state(domain)
+        report = await ra.write(
+            Write(domain, old_a, SysctlState("a.example")),
+            Write(
+                conf,
+                FileState(False, kind="missing"),
+                FileState(True, b"kernel.domainname = a.example\n", 0o644, "root", "root"),
+            ),
+        )
+        assert report.ok and report.done == (0, 1)
+        assert report.states[domain] == SysctlState("a.example")
+        assert await rb.probe(domain, conf) == b_before
+        await ra.round_trip(domain, SysctlState("tab\tand space.example"))
+        release = ObjectKey("sysctl", "kernel.osrelease")  # read-only
+        old_release = await ra.state(release)
+        refused = await ra.write(Write(release, old_release, SysctlState("0.0")))
+        assert refused.failure is not None and refused.failure[0] == 0
+        assert refused.failure[1].startswith("cannot set it:"), refused.failure
+        assert refused.states[release] == old_release
+
+
+async def test_probe_tells_apart_what_the_host_lacks(testbed: Testbed) -> None:
+    (host,) = await testbed.start(1)
+    keys = [
+        ObjectKey("sysctl", "kernel.no_such_thing"),
+        ObjectKey("user", "nobody-here"),
+        ObjectKey("service", "no-such-service"),
+        ObjectKey("package", "no-such-package"),
+    ]
+    async with remote(host) as r:
+        states = await r.probe(*keys)
+    assert list(states.values()) == [
+        SysctlState(None),
+        UserState(False),
+        ServiceState(False, manager="sysv"),
+        PackageState(None, manager="apt"),
+    ]
+
+
+def test_parser_is_bounded_and_ignores_what_the_host_prints() -> None:
+    key = ObjectKey("sysctl", "kernel.domainname")
+    value = base64.b64encode(b"x").decode()
+    framed = f"@@start\n@@0 value {value}\n@@0 done MQ==\n@@end\n".encode()
+    noise = b"@@0 value bm9pc2U=\nWelcome!\n@@7 done MQ==\n"  # before the script ran
+    assert parse_probe([key], noise + framed) == {key: SysctlState("x")}
+    assert parse_probe([key], framed[:-10]) == {key: "the probe's output was cut short"}
+    huge = b"@@start\n" + b"A" * (output_limit([key]) + 1) + framed
+    assert parse_probe([key], huge) == {key: "the probe's output was cut short"}
+    assert parse_probe([key], b"@@start\n@@0 value !!\n@@0 done MQ==\n@@end\n") == {
+        key: "a record of the host is not valid base64"
+    }
+    with pytest.raises(ValueError, match="user name not usable"):
+        probe_script([ObjectKey("user", "-oProxyCommand=x")])
+    report = parse_write([Write(key, SysctlState("a"), SysctlState("b"))], b"")
+    assert not report.ok and report.error is not None
+
+
+def _deb(directory: Path, version: str) -> bytes:
+    root = directory / f"provisor-demo-pkg-{version}"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "usr/share/provisor-demo").mkdir(parents=True)
+    (root / "usr/share/provisor-demo/version").write_text(version + "\n")
+    (root / "DEBIAN/control").write_text(
+        f"Package: provisor-demo-pkg\nVersion: {version}\nArchitecture: all\n"
+        "Maintainer: provisor tests <tests@example.invalid>\nDescription: a test package\n"
+    )
+    deb = directory / f"provisor-demo-pkg_{version}_all.deb"
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(deb)],
+        check=True,
+        capture_output=True,
+    )
+    return deb.read_bytes()
+
+
+def _index_entry(version: str, data: bytes) -> str:
+    return (
+        f"Package: provisor-demo-pkg\nVersion: {version}\nArchitecture: all\n"
+        "Maintainer: provisor tests <tests@example.invalid>\n"
+        f"Filename: ./provisor-demo-pkg_{version}_all.deb\nSize: {len(data)}\n"
+        f"SHA256: {hashlib.sha256(data).hexdigest()}\nDescription: a test package\n\n"
+    )
+
+
+async def test_package_installs_upgrades_and_rolls_back(testbed: Testbed, tmp_path: Path) -> None:
+    (host,) = await testbed.start(1)
+    debs = {version: _deb(tmp_path, version) for version in ("1.0", "2.0")}
+    index = "".join(_index_entry(version, data) for version, data in debs.items()).encode()
+    missing = FileState(False, kind="missing")
+    repo = {f"/srv/repo/provisor-demo-pkg_{v}_all.deb": data for v, data in debs.items()}
+    repo["/srv/repo/Packages"] = index
+    key = ObjectKey("package", "provisor-demo-pkg")
+    async with remote(host) as r:
+        made = await r.write(
+            *(
+                Write(
+                    ObjectKey("file", path), missing, FileState(True, data, 0o644, "root", "root")
+                )
+                for path, data in repo.items()
+            )
+        )
+        assert made.ok, made
+        # this host's apt sees the local repository only: no network
+        await r.sh(
+            "rm -rf /etc/apt/sources.list /etc/apt/sources.list.d/* && "
+            "echo 'deb [trusted=yes] file:/srv/repo ./' > /etc/apt/sources.list.d/local.list && "
+            "apt-get update -q >/dev/null"
+        )
+        old = await r.state(key)
+        assert old == PackageState(None, candidate="2.0", manager="apt")
+        await r.round_trip(key, replace(old, version="1.0"))
+        assert (await r.write(Write(key, old, replace(old, version="1.0")))).ok
+        one = await r.state(key)
+        await r.round_trip(key, replace(one, version="2.0"))  # upgrade, then downgrade
+        assert await r.sh("cat /usr/share/provisor-demo/version") == "1.0\n"
+        failed = await r.write(Write(key, one, replace(one, version="9.9")))
+        assert failed.failure is not None
+        assert failed.failure[1].startswith("apt-get install failed (exit 100):")
+        assert "'9.9' for 'provisor-demo-pkg' was not found" in failed.failure[1]
+        assert failed.states[key] == one

@@ -48,8 +48,7 @@ def read_records(output: bytes, count: int, limit: int) -> Records:
     output counts as cut short), from the line `@@start` on."""
     records = Records(count)
     lines = output[:limit].split(b"\n")
-    if len(output) > limit:
-        lines.pop()  # the last line may be cut
+    lines.pop()  # empty, or a line cut short (no newline)
     for raw_line in lines[:_MAX_LINES]:
         if not raw_line.startswith(b"@@"):
             continue

@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -45,6 +46,8 @@ from provisor.testing.pytest_plugin import Testbed
 
 pytestmark = [pytest.mark.testbed, requires_root]
 
+S = TypeVar("S", FileState, UserState, PackageState, ServiceState, SysctlState)
+
 HASH = (  # a crypt(3) SHA-512 hash, of nothing in particular
     "$6$provisor$Qm3Zr0sT8oX6x1VbQy2ZpS9y0wq4u1mF3Jc8YtR5aN7dLeKhGvBiCjDk2Wl4Ho6Pq9Us1Xz3Ae5Mf7Ng0Rb2"
 )
@@ -66,6 +69,11 @@ class Remote:
     async def state(self, key: ObjectKey) -> State:
         state = (await self.probe(key))[key]
         assert not isinstance(state, str), state
+        return state
+
+    async def state_of(self, key: ObjectKey, kind: type[S]) -> S:
+        state = await self.state(key)
+        assert isinstance(state, kind)
         return state
 
     async def write(self, *writes: Write) -> WriteReport:
@@ -114,7 +122,7 @@ async def test_file_round_trips_content_mode_and_owner(testbed: Testbed) -> None
             "printf 'old\\n' > /etc/provisor-demo.conf && chown root:adm /etc/provisor-demo.conf"
             " && chmod 0640 /etc/provisor-demo.conf"
         )
-        old = await r.state(key)
+        old = await r.state_of(key, FileState)
         assert old == FileState(True, b"old\n", 0o640, "root", "adm")
         every_byte = bytes(range(256)) * 3 + b"no newline at the end"
         await r.round_trip(key, FileState(True, every_byte, 0o4750, "nobody", "nogroup"))
@@ -151,7 +159,8 @@ async def test_probe_refuses_large_files_and_tells_other_kinds(testbed: Testbed)
         )
         await r.sh("head -c 1048576 /dev/zero > /root/exact")
         states = await r.probe(big, link, directory, exact)
-        assert isinstance(states[big], str) and "larger than 1 MiB" in states[big]
+        too_large = states[big]
+        assert isinstance(too_large, str) and "larger than 1 MiB" in too_large
         assert states[link] == states[directory] == FileState(True, kind="other")
         exact_state = states[exact]
         assert isinstance(exact_state, FileState) and exact_state.content == bytes(1048576)
@@ -162,7 +171,7 @@ async def test_a_file_changed_since_it_was_read_is_not_overwritten(testbed: Test
     key = ObjectKey("file", "/etc/motd")
     domain = ObjectKey("sysctl", "kernel.domainname")
     async with remote(host) as r:
-        old = await r.state(key)
+        old = await r.state_of(key, FileState)
         old_domain = await r.state(domain)
         await r.sh("echo 'edited by hand' >> /etc/motd")
         report = await r.write(
@@ -184,7 +193,7 @@ async def test_user_round_trips_groups_hash_keys_and_shell(testbed: Testbed) -> 
     key = ObjectKey("user", "carol")
     async with remote(host) as r:
         await r.sh("useradd -m -s /bin/bash -G audio carol")
-        old = await r.state(key)
+        old = await r.state_of(key, UserState)
         assert old == UserState(True, ("audio",), "!", None, "/bin/bash", "/home/carol")
         new = UserState(
             True, ("adm", "staff"), HASH, b"ssh-ed25519 AAAA carol@x\n", "/bin/sh", "/home/carol"
@@ -210,7 +219,7 @@ async def test_password_hash_is_in_no_process_argv(testbed: Testbed) -> None:
     key = ObjectKey("user", "erin")
     async with remote(host) as r:
         await r.sh("useradd erin")
-        old = await r.state(key)
+        old = await r.state_of(key, UserState)
         # chpasswd takes a second here, so the sampler below sees it running
         await r.sh(
             "printf '#!/bin/sh\\nsleep 1\\nexec /usr/sbin/chpasswd \"$@\"\\n'"
@@ -265,7 +274,7 @@ async def test_sysv_service_round_trips_running_and_enabled(testbed: Testbed) ->
             )
         )
         assert made.ok
-        old = await r.state(key)
+        old = await r.state_of(key, ServiceState)
         assert old == ServiceState(True, running=False, enabled=False, manager="sysv")
         await r.round_trip(key, replace(old, running=True, enabled=True))
         await r.round_trip(key, replace(old, enabled=True))
@@ -394,11 +403,11 @@ async def test_package_installs_upgrades_and_rolls_back(testbed: Testbed, tmp_pa
             "echo 'deb [trusted=yes] file:/srv/repo ./' > /etc/apt/sources.list.d/local.list && "
             "apt-get update -q >/dev/null"
         )
-        old = await r.state(key)
+        old = await r.state_of(key, PackageState)
         assert old == PackageState(None, candidate="2.0", manager="apt")
         await r.round_trip(key, replace(old, version="1.0"))
         assert (await r.write(Write(key, old, replace(old, version="1.0")))).ok
-        one = await r.state(key)
+        one = await r.state_of(key, PackageState)
         await r.round_trip(key, replace(one, version="2.0"))  # upgrade, then downgrade
         assert await r.sh("cat /usr/share/provisor-demo/version") == "1.0\n"
         failed = await r.write(Write(key, one, replace(one, version="9.9")))

@@ -30,6 +30,9 @@ class Action(StrEnum):
     backups_read = "backups.read"  # backups, their objects and the stores
     backups_manage = "backups.manage"  # take, verify, restore, delete; configure stores
     users_manage = "users.manage"  # members of the tenant and their tokens
+    config_check = "config.check"  # plan and check change sets on hosts (reads them)
+    config_apply = "config.apply"  # apply, roll back, set passwords
+    passwords_read = "passwords.read"  # the passwords set-password stored, in clear
 
 
 class Role(StrEnum):
@@ -63,13 +66,15 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
             Action.deployments_manage,
             Action.alerts_ack,
             Action.backups_manage,
+            Action.config_check,
+            Action.config_apply,
         }
     ),
     Role.requester: frozenset({Action.catalog_read, Action.deployments_request}),
     Role.approver: frozenset(
         {Action.catalog_read, Action.deployments_read, Action.deployments_decide}
     ),
-    Role.auditor: frozenset(_READ),
+    Role.auditor: frozenset(_READ | {Action.config_check}),  # compliance: drift reports
 }
 
 

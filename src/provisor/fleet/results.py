@@ -20,6 +20,7 @@ class Outcome(StrEnum):
     hostkey = "hostkey"  # the host key differs from the one trusted for this host
     error = "error"  # anything else, with the message
     unknown = "unknown"  # the process running the job stopped before this host answered
+    skipped = "skipped"  # not worked on: the rollout stopped before this host's turn
 
 
 @dataclass

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,6 +32,7 @@ from provisor.core.errors import InvalidInput, NotFound, ProvisorError
 from provisor.core.hostfiles import parse_pssh_hosts
 from provisor.core.masking import NO_SECRETS, Masker
 from provisor.core.nodeset import natural_key
+from provisor.core.rollout import Rollout
 from provisor.events import record_event
 from provisor.files import private_dir, write_private
 from provisor.fleet.knownhosts import DatabaseHostKeys, forget_host_keys
@@ -113,6 +114,9 @@ class JobView(BaseModel):
     created_at: datetime
     finished_at: datetime | None
     heartbeat_at: datetime | None = None
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, description="what the job was asked (never a secret)"
+    )
     results: list[JobResultView] | None = None
 
 
@@ -439,31 +443,124 @@ class JobRunner:
             found = await asyncio.to_thread(uploads.files, ctx, spec.uploads)
             label = " ".join(f"upload:{Path(f).name}" for f in found)  # not the server's paths
             spec = spec.model_copy(update={"sources": found, "uploads": []})
-        from provisor.fleet.engine import execute
-        from provisor.fleet.output import OutputPolicy
-        from provisor.fleet.transport import SSHPool
-
-        described = spec.operation(label=label, limits=self.limits)
         endpoints = await asyncio.to_thread(
             resolve_target, ctx, spec.target, user=spec.user, identity=spec.identity
         )
         for directory in (out_dir, err_dir):
             if directory is not None:
                 directory.mkdir(parents=True, exist_ok=True)
+
+        def build(output: OutputPolicy | None) -> Operation:
+            if output is None:  # what the job's record describes
+                return spec.operation(label=label, limits=self.limits)
+            return spec.operation(
+                sudo_password=password, label=label, limits=self.limits, output=output
+            )
+
+        return await self._execute(
+            ctx,
+            spec.target,
+            endpoints,
+            build,
+            password=password,
+            connect_timeout=spec.connect_timeout,
+            parallel=spec.parallel,
+            max_output=spec.max_output,
+            out_dir=out_dir,
+            err_dir=err_dir,
+            on_start=on_start,
+            on_result=on_result,
+        )
+
+    async def run_operation(
+        self,
+        ctx: Context,
+        target: str,
+        operation: Operation,
+        *,
+        action: Action,
+        endpoints: list[Endpoint] | None = None,
+        parallel: int = 64,
+        connect_timeout: float = 10.0,
+        user: str | None = None,
+        identity: str | None = None,
+        rollout: Rollout | None = None,
+        secrets: Masker = NO_SECRETS,
+        parameters: dict[str, Any] | None = None,
+        on_start: Callable[[JobView], None] | None = None,
+        on_result: Callable[[HostResult], None] | None = None,
+    ) -> JobView:
+        """Run a job whose per-host work is `operation` (config changes, patching): the
+        caller must hold `action` on `target`; `endpoints` are the target's hosts when
+        the caller has already resolved them. `secrets` are masked in everything the job
+        shows or keeps; `parameters` are kept with the job (never a secret)."""
+        ctx.require(action, target)
+        if identity is not None and not ctx.is_local:
+            raise InvalidInput(
+                "identity names a key file on the server: over the API hosts log in with "
+                "stored keys (credentials key:NAME)",
+                field="identity",
+            )
+        if endpoints is None:
+            endpoints = await asyncio.to_thread(
+                resolve_target, ctx, target, user=user, identity=identity
+            )
+        return await self._execute(
+            ctx,
+            target,
+            endpoints,
+            lambda _output: operation,
+            connect_timeout=connect_timeout,
+            parallel=parallel,
+            rollout=rollout,
+            secrets=secrets,
+            parameters=parameters,
+            on_start=on_start,
+            on_result=on_result,
+        )
+
+    async def _execute(
+        self,
+        ctx: Context,
+        target: str,
+        endpoints: list[Endpoint],
+        build: Callable[[OutputPolicy | None], Operation],
+        *,
+        connect_timeout: float,
+        parallel: int,
+        password: str | None = None,
+        max_output: int | None = None,
+        out_dir: Path | None = None,
+        err_dir: Path | None = None,
+        rollout: Rollout | None = None,
+        secrets: Masker = NO_SECRETS,
+        parameters: dict[str, Any] | None = None,
+        on_start: Callable[[JobView], None] | None = None,
+        on_result: Callable[[HostResult], None] | None = None,
+    ) -> JobView:
+        """The job's record, its hosts worked on (in the rollout's stages), every result
+        kept as it comes, and the job finished whatever happens."""
+        from provisor.fleet.engine import execute
+        from provisor.fleet.output import OutputPolicy
+        from provisor.fleet.transport import SSHPool
+
         tenant_id = ctx.tenant_id()
         await asyncio.to_thread(interrupt_stale_jobs, ctx.store, self.limits.stale_after)
-        masker = Masker.of(password) + await asyncio.to_thread(_deployment_secrets, ctx, endpoints)
-        job = await asyncio.to_thread(_create_job, ctx, spec.target, described, endpoints, masker)
+        masker = (
+            Masker.of(password)
+            + secrets
+            + await asyncio.to_thread(_deployment_secrets, ctx, endpoints)
+        )
+        job = await asyncio.to_thread(
+            _create_job, ctx, target, build(None), endpoints, masker, parameters or {}
+        )
         job_dir = private_dir(Path(job.output_dir or "."))
-        operation = spec.operation(
-            sudo_password=password,
-            label=label,
-            limits=self.limits,
-            output=OutputPolicy(
-                max_output=spec.max_output or self.limits.max_output,
+        operation = build(
+            OutputPolicy(
+                max_output=max_output or self.limits.max_output,
                 files=_output_files(job_dir, out_dir, err_dir),
                 masker=masker,
-            ),
+            )
         )
         if on_start is not None:
             on_start(job)
@@ -473,7 +570,7 @@ class JobRunner:
         connections = self._pool.scoped(
             host_keys,
             password=password,
-            connect_timeout=spec.connect_timeout,
+            connect_timeout=connect_timeout,
             server_credentials=ctx.is_local,
         )
         writer = _ResultWriter(ctx, job.id, out_dir, err_dir)
@@ -488,9 +585,15 @@ class JobRunner:
         logmask.remember(scope, masker)  # log lines of this process, while the job runs
         ended = asyncio.Event()
         keeper = asyncio.create_task(_keep_up(writer, ctx.store, job.id, self.limits, ended))
+        stopped = None
         try:
-            await execute(
-                endpoints, operation, connections, parallel=spec.parallel, on_result=collect
+            stopped = await _in_stages(
+                endpoints,
+                lambda chunk: execute(
+                    chunk, operation, connections, parallel=parallel, on_result=collect
+                ),
+                rollout,
+                collect,
             )
         finally:
             ended.set()  # the keeper ends its round (a save under way completes) and stops
@@ -498,7 +601,9 @@ class JobRunner:
             await asyncio.to_thread(writer.save, writer.take())
             try:
                 await asyncio.to_thread(host_keys.flush)
-                finished = await asyncio.to_thread(_finish_job, ctx, job.id, dict(writer.counts))
+                finished = await asyncio.to_thread(
+                    _finish_job, ctx, job.id, dict(writer.counts), stopped
+                )
             finally:
                 logmask.forget(scope)
         return finished
@@ -507,6 +612,37 @@ class JobRunner:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+
+async def _in_stages(
+    endpoints: list[Endpoint],
+    work: Callable[[list[Endpoint]], Awaitable[list[HostResult]]],
+    rollout: Rollout | None,
+    collect: Callable[[HostResult], None],
+) -> str | None:
+    """Every endpoint worked on, in the rollout's stages; once it stops, the hosts left
+    get `skipped` results. Why it stopped, or None."""
+    if rollout is None or not rollout.staged:
+        await work(endpoints)
+        return None
+    done = failed = 0
+    for stage, size in enumerate(rollout.stages(len(endpoints))):
+        chunk = endpoints[done : done + size]
+        done += size
+        failed += sum(1 for result in await work(chunk) if not result.ok)
+        reason = rollout.stop_reason(stage, failed, len(endpoints))
+        if reason is not None and done < len(endpoints):
+            for endpoint in endpoints[done:]:
+                collect(
+                    HostResult(
+                        endpoint.name,
+                        endpoint.address,
+                        Outcome.skipped,
+                        error=f"not started: the rollout stopped: {reason}",
+                    )
+                )
+            return reason
+    return None
 
 
 def _deployment_secrets(ctx: Context, endpoints: list[Endpoint]) -> Masker:
@@ -539,6 +675,7 @@ def _create_job(
     operation: Operation,
     endpoints: list[Endpoint],
     masker: Masker,
+    parameters: dict[str, Any],
 ) -> JobView:
     """The job's row, `running` with a first heartbeat, and a `pending` row per host: if
     the process dies, whoever notices knows which hosts never answered."""
@@ -550,7 +687,7 @@ def _create_job(
             kind=operation.kind,
             target=target,
             command=masker.text(operation.describe()),  # a password typed into it too
-            parameters={},
+            parameters=parameters,
             state="running",
             host_count=len(endpoints),
             summary={},
@@ -610,9 +747,12 @@ def _beat(store: Store, job_id: int) -> None:
         )
 
 
-def _finish_job(ctx: Context, job_id: int, summary: dict[str, int]) -> JobView:
+def _finish_job(
+    ctx: Context, job_id: int, summary: dict[str, int], stopped: str | None = None
+) -> JobView:
     """`done` with its summary; `interrupted` if it ended (Ctrl-C, a server shutting
-    down) before every host answered, those hosts `unknown`."""
+    down) before every host answered, those hosts `unknown`. `stopped`: why its rollout
+    stopped early."""
     with ctx.store.session() as session:
         job = session.get(Job, job_id)
         assert job is not None
@@ -620,6 +760,8 @@ def _finish_job(ctx: Context, job_id: int, summary: dict[str, int]) -> JobView:
         job.state = "interrupted" if unanswered else "done"
         job.summary = {**summary, **({Outcome.unknown.value: unanswered} if unanswered else {})}
         job.finished_at = datetime.now(UTC)
+        if stopped is not None:
+            job.parameters = {**job.parameters, "stopped": stopped}
         failed = sum(n for outcome, n in job.summary.items() if outcome != "ok")
         record_event(
             session,
@@ -628,7 +770,12 @@ def _finish_job(ctx: Context, job_id: int, summary: dict[str, int]) -> JobView:
             kind="job.interrupted" if unanswered else "job.finished",
             subject=job.target,
             outcome="ok" if not failed else "failed",
-            details={"job": job.id, "kind": job.kind, **job.summary},
+            details={
+                "job": job.id,
+                "kind": job.kind,
+                **job.summary,
+                **({"stopped": stopped} if stopped else {}),
+            },
         )
         session.flush()
         return _view(job)
@@ -730,6 +877,7 @@ def _view(job: Job, results: list[JobResult] | None = None) -> JobView:
         created_at=job.created_at,
         finished_at=job.finished_at,
         heartbeat_at=job.heartbeat_at,
+        parameters=dict(job.parameters or {}),
         results=None
         if results is None
         else [

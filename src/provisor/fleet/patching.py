@@ -51,7 +51,12 @@ _DETECT = (
     "if command -v apt-get >/dev/null 2>&1; then echo apt; "
     "elif command -v dnf >/dev/null 2>&1; then echo dnf; else echo none; fi"
 )
-_BOOT_ID = "cat /proc/sys/kernel/random/boot_id"
+# Which boot this is: the kernel's boot id, and when PID 1 started (a container or a
+# sandbox host restarts its PID 1 without a new kernel).
+_BOOT_ID = (
+    "printf '%s %s\\n' \"$(cat /proc/sys/kernel/random/boot_id)\" "
+    "\"$(sed 's/.*) //' /proc/1/stat | cut -d' ' -f20)\""
+)
 # systemd first; `reboot` for the rest. Both return once the shutdown is under way.
 REBOOT_COMMAND = "systemctl reboot || reboot"
 

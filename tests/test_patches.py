@@ -76,10 +76,15 @@ def cli(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     return done
 
 
-async def _fleet(hosts: list[SandboxHost], repo: AptRepo, with_hello: list[SandboxHost]) -> None:
-    """Every host on the local repository only; `with_hello` get hello 1.0-1 and sec 1.0-1."""
+async def _fleet(
+    hosts: list[SandboxHost],
+    repo: AptRepo,
+    with_hello: list[SandboxHost],
+    packages: tuple[str, ...] = (HELLO, SEC),
+) -> None:
+    """Every host on the local repository only; `with_hello` get `packages` installed."""
     await asyncio.gather(*(use_only(h, repo.serve(h)) for h in hosts))
-    await asyncio.gather(*(install(h, HELLO, SEC) for h in with_hello))
+    await asyncio.gather(*(install(h, *packages) for h in with_hello))
 
 
 async def _publish_v2(hosts: list[SandboxHost], repo: AptRepo) -> None:
@@ -215,7 +220,7 @@ def test_cli_analyze_list_apply(testbed: Testbed, tmp_path: Path) -> None:
     hosts = testbed(2)
     repo = AptRepo(tmp_path / "repo")
     repo.publish(HELLO, "1.0-1")
-    asyncio.run(_fleet(hosts, repo, hosts))
+    asyncio.run(_fleet(hosts, repo, hosts, (HELLO,)))
     repo.publish(HELLO, "2.0-1")
     for host in hosts:
         repo.serve(host)

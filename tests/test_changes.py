@@ -4,6 +4,7 @@ byte for byte; a canary rollout that stops at its threshold; bad change sets."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
@@ -13,6 +14,7 @@ from typing import Any
 import passlib.hash
 import pytest
 
+from apt_repo import AptRepo, install, installed_version, use_only
 from provisor import machines
 from provisor.machines import SandboxHost
 from provisor.services import importing
@@ -217,10 +219,12 @@ def test_plan_apply_check_rollback_round_trip(
     assert domainname(a, home) == domain_before
     status = cli("run", a.name, "--", "/etc/init.d/provisor-demo status", home=home)
     assert status.returncode == 1  # stopped again, as it was
+    original = cli("config", "check", str(changes), a.name, home=home)
+    assert original.returncode == 1 and f"{a.name}: 8 changes" in original.stderr
 
     history = cli("config", "history", a.name, "--output", "json", home=home)
     kinds = [entry["kind"] for entry in json.loads(history.stdout)]
-    assert kinds[0] == "config-rollback" and "config-apply" in kinds and "config-check" in kinds
+    assert kinds[:2] == ["config-check", "config-rollback"] and "config-apply" in kinds
 
 
 def test_a_bad_change_set_is_refused_with_file_line_and_field_before_any_host(
@@ -316,3 +320,45 @@ def test_a_canary_rollout_stops_at_its_threshold_and_rollback_restores_the_chang
     for index, host in enumerate(hosts):
         if index not in failing:
             assert not machines.host_file(host, "/etc/provisor-canary/app.conf").exists()
+
+
+def test_packages_round_trip_through_a_local_apt_repository(
+    testbed: Testbed, tmp_path: Path
+) -> None:
+    """latest upgrades 1.0-1 to 2.0-1, check sees no drift, rollback goes back to 1.0-1
+    (apt still offers it); a package the apply installed is removed by the rollback."""
+    (host,) = testbed(1)
+    repo = AptRepo(tmp_path / "repo")
+    repo.publish("hello-provisor", "1.0-1")
+    repo.publish("extra-provisor", "1.0-1")
+    asyncio.run(use_only(host, repo.serve(host)))
+    asyncio.run(install(host, "hello-provisor"))
+    repo.publish("hello-provisor", "2.0-1")
+    asyncio.run(use_only(host, repo.serve(host)))
+    home = tmp_path / "home"
+    ctx = make_context(home)
+    importing.import_hosts(ctx, inventory([host], "pkg"), source="pkg.ini")
+    ctx.store.close()
+    changes = tmp_path / "packages.yaml"
+    changes.write_text(
+        "resources:\n"
+        "  - {type: package, name: hello-provisor, state: latest}\n"
+        "  - {type: package, name: extra-provisor, state: present}\n"
+    )
+    plan = cli("config", "plan", str(changes), host.name, home=home)
+    assert plan.returncode == 0, plan.stderr
+    assert "upgrade 1.0-1 -> 2.0-1" in plan.stdout and "install 1.0-1" in plan.stdout
+    applied = cli("config", "apply", str(changes), host.name, home=home)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    apply_id = int(applied.stderr.split("provisor config rollback ")[1].split()[0])
+    assert asyncio.run(installed_version(host, "hello-provisor")) == "2.0-1"
+    assert asyncio.run(installed_version(host, "extra-provisor")) == "1.0-1"
+    check = cli("config", "check", str(changes), host.name, home=home)
+    assert check.returncode == 0 and f"{host.name}: up to date" in check.stderr
+
+    back = cli("config", "rollback", str(apply_id), home=home)
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert asyncio.run(installed_version(host, "hello-provisor")) == "1.0-1"
+    assert asyncio.run(installed_version(host, "extra-provisor")) is None
+    drift = cli("config", "check", str(changes), host.name, home=home)
+    assert drift.returncode == 1 and f"{host.name}: 2 changes" in drift.stderr

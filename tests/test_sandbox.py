@@ -51,7 +51,9 @@ def out(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout.strip()
 
 
-async def arun(host: SandboxHost, command: str) -> asyncssh.SSHCompletedProcess:
+async def arun(
+    host: SandboxHost, command: str, stdin: str | None = None
+) -> asyncssh.SSHCompletedProcess:
     """Run a command with asyncssh as the client, pinning the host key."""
     async with asyncssh.connect(
         host.address,
@@ -60,7 +62,7 @@ async def arun(host: SandboxHost, command: str) -> asyncssh.SSHCompletedProcess:
         client_keys=[str(host.client_key)],
         known_hosts=asyncssh.import_known_hosts(machines.known_hosts_entry(host) + "\n"),
     ) as conn:
-        return await conn.run(command)
+        return await conn.run(command, input=stdin)
 
 
 # --- namespace mode (root) -------------------------------------------------------------------
@@ -189,6 +191,44 @@ def test_removing_the_authorized_key_rejects_the_client(testbed: Testbed, ssh: S
         not Path("/root/.ssh/authorized_keys").exists()
         or content not in Path("/root/.ssh/authorized_keys").read_text()
     )
+
+
+async def password_login(host: SandboxHost, user: str, password: str) -> str:
+    """Log in with a password only (no key, no agent) and answer `id -un`."""
+    async with asyncssh.connect(
+        host.address,
+        host.port,
+        username=user,
+        password=password,
+        client_keys=None,
+        agent_path=None,
+        preferred_auth="password",
+        known_hosts=asyncssh.import_known_hosts(machines.known_hosts_entry(host) + "\n"),
+    ) as conn:
+        return str((await conn.run("id -un", check=True)).stdout).strip()
+
+
+@requires_root
+async def test_password_login_takes_a_users_password_and_not_roots(testbed: Testbed) -> None:
+    (with_passwords,) = await testbed.start(1, password_login=True)
+    (plain,) = await testbed.start(1)
+    password = secrets.token_urlsafe(12)
+    for host in (with_passwords, plain):
+        # chpasswd reads the password on stdin: it never shows in argv (ps).
+        created = await arun(
+            host, "useradd -m -s /bin/sh ops && chpasswd", f"ops:{password}\nroot:{password}\n"
+        )
+        assert created.exit_status == 0, created.stderr
+
+    assert await password_login(with_passwords, "ops", password) == "ops"
+    with pytest.raises(asyncssh.PermissionDenied):
+        await password_login(with_passwords, "ops", password + "-wrong")
+    with pytest.raises(asyncssh.PermissionDenied):  # root: keys only
+        await password_login(with_passwords, "root", password)
+    with pytest.raises(asyncssh.PermissionDenied):  # the default: no passwords at all
+        await password_login(plain, "ops", password)
+    reloaded = machines.load(with_passwords.name, testbed.base_dir)
+    assert reloaded is not None and reloaded.password_login  # kept for its next boot
 
 
 @requires_root

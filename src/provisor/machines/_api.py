@@ -56,6 +56,7 @@ async def start(
     network: str | None = None,
     publish: Sequence[int] | None = None,
     relays: Sequence[tuple[str, int]] | None = None,
+    password_login: bool | None = None,
 ) -> SandboxHost:
     """Start (boot) a sandbox host; returns once its SSH port sends a banner.
 
@@ -82,6 +83,9 @@ async def start(
       computer's network into it (besides its SSH port); `relays`: (address, port)
       endpoints of this computer reachable from inside at the same address and port.
       The three are kept across boots unless new ones are given.
+    - `password_login` (namespace mode): sshd accepts password logins too (users with a
+      password in the host's /etc/shadow); root still logs in with keys only. Kept
+      across boots unless given.
     """
     validate_name(name)
     address = validate_address(address)
@@ -109,6 +113,8 @@ async def start(
         publish = existing.publish if existing is not None else ()
     if relays is None:
         relays = existing.relays if existing is not None else ()
+    if password_login is None:
+        password_login = existing.password_login if existing is not None else False
     publish = tuple(sorted(set(publish)))
     relays = tuple((str(h), int(p)) for h, p in relays)
     validate_network(network, publish, relays)
@@ -126,10 +132,16 @@ async def start(
         if not (cgroup / "cgroup.procs").is_file():
             raise InvalidInput(f"{cgroup} is not a cgroup directory", field="cgroup")
     if mode == "process" and (
-        mounts or cgroup is not None or init_script is not None or contain or network
+        mounts
+        or cgroup is not None
+        or init_script is not None
+        or contain
+        or network
+        or password_login
     ):
         raise InvalidInput(
-            "mounts, cgroup, init_script, contain and network need namespace-mode isolation (root)",
+            "mounts, cgroup, init_script, contain, network and password_login need "
+            "namespace-mode isolation (root)",
             field="isolation",
         )
     keys = tuple(authorized_keys)
@@ -149,6 +161,7 @@ async def start(
         network=network,
         publish=publish,
         relays=relays,
+        password_login=password_login,
     )
     if existing is not None:
         if existing.isolation != mode:

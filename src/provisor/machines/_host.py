@@ -96,6 +96,8 @@ class SandboxHost:
     network: str = ""
     publish: tuple[int, ...] = ()
     relays: tuple[tuple[str, int], ...] = ()
+    # Namespace mode: sshd also takes passwords (not root's: root logs in with keys only).
+    password_login: bool = False
 
     @property
     def effective_hostname(self) -> str:
@@ -131,6 +133,7 @@ class SandboxHost:
             network=str(data.get("network") or ""),
             publish=tuple(int(p) for p in data.get("publish") or ()),
             relays=tuple((str(h), int(p)) for h, p in data.get("relays") or ()),
+            password_login=bool(data.get("password_login", False)),
         )
 
 
@@ -147,6 +150,7 @@ class BootOptions:
     network: str = ""  # contained: the network namespace shared by hosts of this name
     publish: tuple[int, ...] = ()  # contained, in a network: TCP ports opened here
     relays: tuple[tuple[str, int], ...] = ()  # contained, in a network: endpoints of here
+    password_login: bool = False  # sshd takes passwords too (root: keys only)
 
 
 def default_isolation() -> Isolation:

@@ -82,7 +82,7 @@ PidFile none
 PermitRootLogin prohibit-password
 PubkeyAuthentication yes
 AuthorizedKeysFile .ssh/authorized_keys
-PasswordAuthentication no
+PasswordAuthentication {password_authentication}
 KbdInteractiveAuthentication no
 UsePAM no
 # Fleet tests open hundreds of connections and sessions at once.
@@ -238,6 +238,7 @@ def _write_runtime_files(host: SandboxHost, init: bool) -> None:
         port=host.port,
         directory=directory,
         host_key=HOST_KEY,
+        password_authentication="yes" if host.password_login else "no",
         extra=extra,
     )
     if host.contained:
@@ -375,6 +376,7 @@ def _launch(
         network=options.network,
         publish=options.publish,
         relays=options.relays,
+        password_login=options.password_login,
     )
     _write_runtime_files(host, init=init.exists())
     log = directory / LOG

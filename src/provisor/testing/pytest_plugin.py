@@ -143,18 +143,32 @@ class Testbed:
     def base_dir(self) -> Path:
         return self._session.base_dir
 
-    def __call__(self, n: int = 1, *, isolation: Isolation | None = None) -> list[SandboxHost]:
-        """Start n hosts concurrently and return them once all answer SSH."""
-        return _in_thread(self.start(n, isolation=isolation))
+    def __call__(
+        self, n: int = 1, *, isolation: Isolation | None = None, password_login: bool = False
+    ) -> list[SandboxHost]:
+        """Start n hosts concurrently and return them once all answer SSH.
 
-    async def start(self, n: int = 1, *, isolation: Isolation | None = None) -> list[SandboxHost]:
+        `password_login`: their sshd also accepts passwords (namespace mode; root still
+        logs in with keys only).
+        """
+        return _in_thread(self.start(n, isolation=isolation, password_login=password_login))
+
+    async def start(
+        self, n: int = 1, *, isolation: Isolation | None = None, password_login: bool = False
+    ) -> list[SandboxHost]:
         from provisor import machines
 
         slots = self._session.allocate(n)
         self._names += [name for name, _ in slots]
         results = await asyncio.gather(
             *(
-                machines.start(name, address, base_dir=self.base_dir, isolation=isolation)
+                machines.start(
+                    name,
+                    address,
+                    base_dir=self.base_dir,
+                    isolation=isolation,
+                    password_login=password_login,
+                )
                 for name, address in slots
             ),
             return_exceptions=True,
@@ -206,7 +220,7 @@ def _provisor_testbed_session() -> Iterator[_Session]:
 
 @pytest.fixture
 def testbed(_provisor_testbed_session: _Session) -> Iterator[Testbed]:
-    """Start real SSH sandbox hosts: `hosts = testbed(n, isolation=None)`."""
+    """Start real SSH sandbox hosts: `hosts = testbed(n, isolation=None, password_login=False)`."""
     bed = Testbed(_provisor_testbed_session)
     yield bed
     bed.teardown()

@@ -44,7 +44,12 @@ def load(text: str):  # type: ignore[no-untyped-def]
 def errors_of(text: str) -> list[tuple[int | None, str | None, str]]:
     with pytest.raises(ParseErrors) as caught:
         load(text)
-    return [(e.line, e.field, e.message) for e in caught.value.errors]
+    # each message starts with its field (what the CLI shows after file:line)
+    assert all(e.message.startswith(f"{e.field}: ") for e in caught.value.errors if e.field)
+    return [
+        (e.line, e.field, e.message.removeprefix(f"{e.field}: ") if e.field else e.message)
+        for e in caught.value.errors
+    ]
 
 
 def resources(text: str) -> list[Resource]:

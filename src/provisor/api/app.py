@@ -13,6 +13,7 @@ from provisor.api import (
     alerts,
     backups,
     blueprints,
+    changes,
     deployments,
     errors,
     identity,
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(identity.router, prefix="/api/v1")
     app.include_router(keys.router, prefix="/api/v1")
     app.include_router(jobs.router, prefix="/api/v1")
+    app.include_router(changes.router, prefix="/api/v1")
     app.include_router(blueprints.router, prefix="/api/v1")
     app.include_router(providers.router, prefix="/api/v1")
     app.include_router(deployments.router, prefix="/api/v1")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -18,6 +18,8 @@ from provisor.services.jobs import JobLimits, JobRunner, JobSpec, JobView
 from provisor.services.results import HostResult, result_json
 
 router = APIRouter(tags=["jobs"])
+# A job to start: given what to call when it starts and at each result, its end.
+JobWork = Callable[[Callable[[JobView], None], Callable[[HostResult], None]], Awaitable[JobView]]
 _KEEPALIVE_SECONDS = 15.0
 
 
@@ -71,6 +73,16 @@ class ServerJobs:
         asyncio.get_running_loop().call_later(self._live_seconds, self.live.pop, job_id, None)
 
     async def start(self, ctx: Context, spec: JobSpec) -> JobView:
+        return await self.launch(
+            ctx,
+            lambda on_start, on_result: self.runner.run(
+                ctx, spec, on_start=on_start, on_result=on_result
+            ),
+        )
+
+    async def launch(self, ctx: Context, work: JobWork) -> JobView:
+        """Start `work` (a job on the warm runner); its view once its hosts are known.
+        Followers get its results at /jobs/{id}/events."""
         started: asyncio.Future[JobView] = asyncio.get_running_loop().create_future()
         live = _Live()
 
@@ -80,7 +92,7 @@ class ServerJobs:
 
         async def run() -> None:
             try:
-                live.finish(await self.runner.run(ctx, spec, on_start=on_start, on_result=live.add))
+                live.finish(await work(on_start, live.add))
             except BaseException as exc:
                 if not started.done():
                     started.set_exception(exc)

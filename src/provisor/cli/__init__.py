@@ -17,6 +17,7 @@ from provisor.cli import (
     alerts,
     backups,
     blueprints,
+    changes,
     deployments,
     events,
     fleet,
@@ -49,6 +50,7 @@ app.command("copy")(fleet.copy)
 app.command("fetch")(fleet.fetch)
 app.command("kill")(fleet.kill)
 app.add_typer(fleet.jobs_app, name="jobs")
+app.add_typer(changes.app, name="config")
 app.add_typer(blueprints.app, name="blueprints")
 app.command("up")(deployments.up)
 app.command("down")(deployments.down)

@@ -15,8 +15,8 @@ CONNECTION_PROBLEMS = {Outcome.unreachable, Outcome.auth, Outcome.hostkey, Outco
 
 
 def exit_status(counts: Counter[str], *, unconnected: int = 0) -> int:
-    """0 all ok; 1 a command failed or timed out, or a rollout stopped; 3 a host could not be worked on (among
-    them `unconnected` hosts whose SSH connection timed out)."""
+    """0 all ok; 1 a command failed or timed out, or a rollout stopped; 3 a host could not
+    be worked on (among them `unconnected` hosts whose SSH connection timed out)."""
     if unconnected or any(counts.get(o.value) for o in CONNECTION_PROBLEMS):
         return 3
     if any(counts.get(o.value) for o in (Outcome.failed, Outcome.timeout, Outcome.skipped)):

@@ -7,6 +7,7 @@ from provisor.store import (  # noqa: F401 - register their tables
     health,
     identity,
     orchestration,
+    passwords,
 )
 from provisor.store.db import Store, StoreUnavailable, migrate
 from provisor.store.models import Base, Event, Group, Host, Tenant

@@ -126,6 +126,8 @@ def _user(resource: UserResource, state: State) -> State:
     assert isinstance(state, UserState)
     if resource.state == "absent":
         return UserState(exists=False)
+    if not state.exists and not resource.create:
+        raise ResourceError(f"no user {resource.name} on this host (create: false)")
     keys = resource.authorized_keys
     authorized_keys = state.authorized_keys
     if keys is not None:

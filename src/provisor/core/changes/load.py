@@ -116,10 +116,22 @@ def _collected(errors: list[InvalidInput], source: str) -> ParseErrors:
     unique: dict[tuple[Any, ...], InvalidInput] = {}
     for error in errors:
         unique.setdefault((error.line, error.column, error.field, error.message), error)
+    for error in unique.values():  # the field in the message: the CLI shows file:line: message
+        if error.field and not error.message.startswith(error.field):
+            error.message = f"{error.field}: {_plain(error.field, error.message)}"
     ordered = sorted(unique.values(), key=lambda e: (e.line or 0, e.column or 0))
     if not ordered:  # cannot happen: a failed validation always says why
         ordered = [InvalidInput("invalid change set", source=source)]
     return ParseErrors(list(ordered[:MAX_ERRORS]), source=source)
+
+
+def _plain(field: str, message: str) -> str:
+    """pydantic's pattern message, said as what to write instead."""
+    if message.startswith("String should match pattern"):
+        if field.endswith(".mode"):
+            return 'give the permission bits in octal, e.g. "0644"'
+        return f"not a valid {field.rsplit('.', 1)[-1]} ({message.lower()})"
+    return message
 
 
 class _Checker:

@@ -85,6 +85,9 @@ class UserResource(_Resource):
         description="the lines of ~/.ssh/authorized_keys, exactly (None: left as they are)",
     )
     shell: AbsolutePath | None = None
+    create: bool = Field(
+        default=True, description="make the user when it does not exist (false: an error)"
+    )
 
 
 class PackageResource(_Resource):

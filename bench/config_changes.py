@@ -185,20 +185,20 @@ def ansible_changed(stdout: str, ws: Workspace, n: int) -> set[str]:
 
 
 def provisor_changed(stdout: str, ws: Workspace, n: int) -> set[str]:
-    """Hosts that `provisor config plan --output json` has changes for."""
-    names = {h.address: h.name for h in ws.testbed.first(n)} | {
-        h.name: h.name for h in ws.testbed.first(n)
-    }
-    try:
-        report = json.loads(stdout)
-    except ValueError:
-        return set()
-    hosts = report.get("hosts", report) if isinstance(report, dict) else report
-    items = hosts.items() if isinstance(hosts, dict) else ((h.get("host"), h) for h in hosts)
+    """Hosts that `provisor config plan --output json` (a JSON record per host) finds a
+    change on."""
+    names = {h.address: h.name for h in ws.testbed.first(n)}
     found = set()
-    for host, entry in items:
-        if isinstance(entry, dict) and entry.get("changes") and str(host) in names:
-            found.add(names[str(host)])
+    for line in stdout.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        details = record.get("details") or {}
+        if record.get("outcome") == "ok" and details.get("changes"):
+            found.add(names.get(record.get("address"), record.get("host")))
     return found
 
 

@@ -198,7 +198,8 @@ def provisor_changed(stdout: str, ws: Workspace, n: int) -> set[str]:
             continue
         details = record.get("details") or {}
         if record.get("outcome") == "ok" and details.get("changes"):
-            found.add(names.get(record.get("address"), record.get("host")))
+            address = str(record.get("address"))
+            found.add(names.get(address, str(record.get("host"))))
     return found
 
 
@@ -385,10 +386,10 @@ def _ratio(value: float, base: float | None) -> str:
 
 def table(rows: list[Row], n: int) -> list[str]:
     lines = [
-        "| operation | tool | parallelism | runs | wall s | machine CPU s | tool CPU s "
+        "| operation | tool | parallelism | runs | wall s | job s | machine CPU s | tool CPU s "
         "| sshd CPU s | verified | wall ÷ provisor | machine CPU ÷ provisor "
         "| tool+sshd CPU ÷ provisor |",
-        "| --- | --- | --- " + "| ---: " * 9 + "|",
+        "| --- | --- | --- " + "| ---: " * 10 + "|",
     ]
     order = {c.tool: i for i, c in enumerate(CASES)}
     for row in sorted((r for r in rows if r.n == n), key=lambda r: (order[r.tool], r.setting)):
@@ -399,7 +400,8 @@ def table(rows: list[Row], n: int) -> list[str]:
         )
         lines.append(
             f"| {OPERATION[row.tool]} | {row.tool} | {row.setting} | {row.runs} "
-            f"| {row.wall_s:.2f} | {row.machine_cpu_s:.2f} | {row.tool_cpu_s:.2f} "
+            f"| {row.wall_s:.2f} | {f'{row.job_s:.2f}' if row.job_s is not None else ''} "
+            f"| {row.machine_cpu_s:.2f} | {row.tool_cpu_s:.2f} "
             f"| {row.hosts_cpu_s:.2f} | {verified} "
             f"| {'1' if own else _ratio(row.wall_s, ref.wall_s if ref else None)} "
             f"| {'1' if own else _ratio(row.machine_cpu_s, ref.machine_cpu_s if ref else None)} "
@@ -458,6 +460,8 @@ def render(results: dict[str, Any], rows: list[Row]) -> str:
         "`ansible.builtin.lineinfile`;",
         "- before every run the hosts were reset, unmeasured, to the old content (through "
         "their mount namespaces, no SSH), so every apply changed the file on every host;",
+        "- **job s**: provisor's own report of its job's time (`(job N, X s)`), from the "
+        "job's start to its end: the wall time less start-up (imports, database) and exit;",
         "- **verified**: hosts whose file, read back after the run, is exactly what the "
         "run should leave (and, for a plan, the old file, with the host reported as "
         "changing); worst run;",
@@ -578,6 +582,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", action="store_true", help="py-spy one provisor apply")
     parser.add_argument("--no-setup", action="store_true", help="install nothing")
     parser.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md alone")
+    parser.add_argument(
+        "--from-results", type=Path, help="render a results JSON again (and its docs section)"
+    )
     args = parser.parse_args(argv)
     args.sizes = [int(x) for x in args.sizes.split(",")]
     default = ",".join("1" if n >= 500 else "3" for n in args.sizes)
@@ -589,8 +596,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def rerender(path: Path, *, docs: bool) -> None:
+    """The docs section of an earlier run, from its results JSON."""
+    results = json.loads(path.read_text())
+    rows = summarize([Measurement(**m) for m in results["runs"]])
+    section = render(results, rows)
+    print(section)
+    if docs and results["complete"]:
+        write_section(SECTION, section, DOCS)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.from_results:
+        rerender(args.from_results, docs=not args.no_docs)
+        return 0
     if os.geteuid() != 0:
         print("bench/config_changes.py needs root (namespace sandbox hosts)", file=sys.stderr)
         return 2

@@ -410,6 +410,31 @@ def table(rows: list[Row], n: int) -> list[str]:
     return lines
 
 
+def cost_lines(rows: list[Row]) -> list[str]:
+    """Where the time goes, per host: each tool's own CPU and the hosts' (sshd, the shell
+    and the programs each session runs), and provisor's start-up (wall less job)."""
+    out = [
+        "Cost per host (medians), and provisor's start-up and exit (wall less job). The "
+        "hosts' side (sshd, the key exchange, and the shell and programs each session "
+        "runs) shares this machine's CPUs with the tool and whatever else runs, so where "
+        "machine CPU ≈ wall * CPUs the run was bound by CPU, most of it the hosts': on a "
+        "real fleet each host pays its own share in parallel.",
+        "",
+    ]
+    for row in rows:
+        if not row.answered_min:
+            continue
+        per_host = 1000 / row.n
+        startup = (
+            f"; start-up and exit {row.wall_s - row.job_s:.1f} s" if row.job_s is not None else ""
+        )
+        out.append(
+            f"- N = {row.n}, {row.tool} {row.setting}: tool {row.tool_cpu_s * per_host:.0f} ms "
+            f"CPU, hosts {row.hosts_cpu_s * per_host:.0f} ms CPU per host{startup}"
+        )
+    return [*out, ""]
+
+
 def goal_lines(rows: list[Row]) -> list[str]:
     """The issue's goal, provisor at least 5x faster than Ansible (wall, same parallelism)."""
     out = []
@@ -471,6 +496,7 @@ def render(results: dict[str, Any], rows: list[Row]) -> str:
     ]
     for n in config["sizes"]:
         out += [f"### N = {n}", "", *table(rows, n), ""]
+    out += cost_lines(rows)
     goal = goal_lines(rows)
     if goal:
         out += ["Goal (provisor at least 5x faster than Ansible, wall time):", "", *goal, ""]

@@ -1,8 +1,9 @@
 #!/bin/sh
 # Installs the Debian packages provisor's testbed needs, when running as root.
-# Without root the testbed falls back to process isolation and needs none.
+# Without root the testbed falls back to process isolation and needs none. dpkg-dev:
+# dpkg-scanpackages, with which the patching tests build their local apt repositories.
 set -eu
-PACKAGES="openssh-server openssh-client util-linux procps iproute2 sudo"
+PACKAGES="openssh-server openssh-client util-linux procps iproute2 sudo dpkg-dev"
 if [ "$(id -u)" != 0 ]; then
     echo "not root: skipping Debian packages ($PACKAGES); the testbed will use process isolation"
     exit 0

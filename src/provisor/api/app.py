@@ -21,6 +21,7 @@ from provisor.api import (
     keys,
     lifecycle,
     metrics,
+    patches,
     providers,
     routes,
     uploads,
@@ -89,4 +90,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(alerts.router, prefix="/api/v1")
     app.include_router(metrics.router)  # /metrics, where Prometheus looks
     app.include_router(backups.router, prefix="/api/v1")
+    app.include_router(patches.router, prefix="/api/v1")
     return app

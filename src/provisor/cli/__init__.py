@@ -27,6 +27,7 @@ from provisor.cli import (
     identity,
     keys,
     lifecycle,
+    patches,
     providers,
     worker,
 )
@@ -69,6 +70,7 @@ app.add_typer(alerts.notifiers_app, name="notifiers")
 app.add_typer(alerts.alerts_app, name="alerts")
 app.add_typer(keys.app, name="keys")
 app.add_typer(backups.app, name="backup")
+app.add_typer(patches.app, name="patch")
 app.add_typer(identity.users_app, name="users")
 app.add_typer(identity.tokens_app, name="tokens")
 app.command("login")(identity.login)

@@ -33,6 +33,9 @@ class Action(StrEnum):
     config_check = "config.check"  # plan and check change sets on hosts (reads them)
     config_apply = "config.apply"  # apply, roll back, set passwords
     passwords_read = "passwords.read"  # the passwords set-password stored, in clear
+    patches_read = "patches.read"  # the patch catalog
+    patches_analyze = "patches.analyze"  # refresh hosts' package lists, fill the catalog
+    patches_apply = "patches.apply"  # upgrade packages, reboot hosts
 
 
 class Role(StrEnum):
@@ -52,6 +55,7 @@ _READ = {
     Action.events_read,
     Action.alerts_read,
     Action.backups_read,
+    Action.patches_read,
 }
 
 PERMISSIONS: dict[Role, frozenset[Action]] = {
@@ -68,6 +72,8 @@ PERMISSIONS: dict[Role, frozenset[Action]] = {
             Action.backups_manage,
             Action.config_check,
             Action.config_apply,
+            Action.patches_analyze,
+            Action.patches_apply,
         }
     ),
     Role.requester: frozenset({Action.catalog_read, Action.deployments_request}),

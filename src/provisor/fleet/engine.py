@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from datetime import UTC, datetime
 
 from provisor._asyncssh import asyncssh
@@ -16,6 +17,20 @@ ResultCallback = Callable[[HostResult], Awaitable[None] | None]
 
 # Raised when a connection dies under a running command: the command's fate is unknown.
 _LOST = (asyncssh.ConnectionLost, asyncssh.DisconnectError, ConnectionResetError, BrokenPipeError)
+
+# The pool of the job an operation runs in: what `reconnect` logs in again through.
+_JOB_POOL: ContextVar[ScopedPool | None] = ContextVar("provisor_job_pool", default=None)
+
+
+async def reconnect(endpoint: Endpoint) -> asyncssh.SSHClientConnection:
+    """A fresh connection to `endpoint` through the pool of the job running this host's
+    operation (whose host went away on purpose: a reboot), verified like the first one.
+    Raises `TransportError` when the host does not answer."""
+    pool = _JOB_POOL.get()
+    if pool is None:
+        raise RuntimeError("reconnect is for operations run by execute()")
+    pool.forget(endpoint)
+    return await pool.connect(endpoint)
 
 
 async def execute(
@@ -43,7 +58,11 @@ async def execute(
             if outcome is not None:
                 await outcome
 
-    await asyncio.gather(*(one(i, e) for i, e in enumerate(endpoints)))
+    scope = _JOB_POOL.set(pool)  # each host's task starts with a copy of this context
+    try:
+        await asyncio.gather(*(one(i, e) for i, e in enumerate(endpoints)))
+    finally:
+        _JOB_POOL.reset(scope)
     return [r for r in results if r is not None]
 
 

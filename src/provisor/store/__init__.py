@@ -8,6 +8,7 @@ from provisor.store import (  # noqa: F401 - register their tables
     identity,
     orchestration,
     passwords,
+    patches,
 )
 from provisor.store.db import Store, StoreUnavailable, migrate
 from provisor.store.models import Base, Event, Group, Host, Tenant

@@ -77,6 +77,7 @@ bench: system-deps $(STAMP)
 	$(BIN)/python bench/deploy.py
 	$(BIN)/python bench/ec2_launch.py
 	$(BIN)/python bench/recovery.py
+	$(BIN)/python bench/config_changes.py
 
 # The CLI reference is generated from the CLI itself.
 docs: $(STAMP)

@@ -483,7 +483,16 @@ def pssh_library(ws: Workspace, n: int, parallel: int | None) -> Invocation:
 
 
 def ansible(ws: Workspace, n: int, parallel: int | None) -> Invocation:
-    """Ansible's defaults (ssh with ControlPersist, interpreter discovery), a fresh home."""
+    argv = [f"fanout{n}", "-m", "command", "-a", "hostname"]
+    if parallel is not None:
+        argv += ["-f", str(parallel)]
+    return ansible_invocation(ws, "ansible", argv)
+
+
+def ansible_invocation(ws: Workspace, program: str, args: list[str], **settings: str) -> Invocation:
+    """An Ansible program (`ansible`, `ansible-playbook`) with the workspace's inventory:
+    Ansible's defaults (ssh with ControlPersist, interpreter discovery), a fresh home;
+    `settings`: ANSIBLE_* variables on top."""
     home = Path(tempfile.mkdtemp(prefix="ansible-", dir=ws.root))
     (home / "ansible.cfg").write_text("")  # no machine or user ansible.cfg
     env = ws.env(
@@ -497,11 +506,9 @@ def ansible(ws: Workspace, n: int, parallel: int | None) -> Invocation:
         ANSIBLE_GATHERING="explicit",
         ANSIBLE_CACHE_PLUGIN="memory",
         ANSIBLE_NOCOLOR="1",
+        **settings,
     )
-    argv = [str(ws.venv / "bin" / "ansible"), "-i", str(ws.inventory), f"fanout{n}"]
-    argv += ["-m", "command", "-a", "hostname"]
-    if parallel is not None:
-        argv += ["-f", str(parallel)]
+    argv = [str(ws.venv / "bin" / program), "-i", str(ws.inventory), *args]
 
     def close_masters() -> None:
         # ControlPersist masters detach from the session; they name the control dir.

@@ -326,7 +326,9 @@ def set_password(
     parallel: Parallel = 64,
     connect_timeout: ConnectTimeout = 10.0,
     timeout: Timeout = None,
-    login_user: User = None,
+    login_user: Annotated[
+        str | None, typer.Option("--login", "-l", help="login user for hosts that name none")
+    ] = None,
     identity: Identity = None,
     output: OutputMode = None,
 ) -> None:

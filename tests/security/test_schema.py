@@ -3,7 +3,7 @@ as a requester: no server error, and every answer as the schema says it is.
 
 Run as schemathesis's own command against the real server, for a bounded time. Excluded:
 operations that would reach beyond this computer's loopback or start machines (a job,
-patch analyze and apply among them, runs SSH to whatever target is generated, a
+patch and config operations among them, runs SSH to whatever target is generated, a
 provider check calls its endpoint, a notifier (and the server's alert dispatcher) posts
 to whatever URL is generated, a deployment launches machines; the other security tests
 check their inputs), and the check that every schema-valid request is accepted (a
@@ -26,7 +26,8 @@ from served import Server, start_server
 from provisor.store import Store
 
 _REACHING_OUT = (
-    r"/jobs$|/patches/(analyze|apply)$|/providers/\{name\}/check$|"
+    r"/jobs$|/patches/(analyze|apply)$|/config/(plan|check|apply|set-password)$|"
+    r"/config/applies/\{apply_id\}/rollback$|/providers/\{name\}/check$|"
     r"/notifiers(/\{name\}/test)?$|"
     r"/deployments(/\{name\}(/approve|/reject)?)?$"
 )

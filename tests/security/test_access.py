@@ -22,6 +22,8 @@ SAMPLE = {
     "machine": "x",
     "token_id": "1",
     "job_id": "1",
+    "apply_id": "1",
+    "host": "x",
     "upload_id": "x",
     "alert_id": "1",
     "backup": "x",

@@ -2,12 +2,13 @@
 as a requester: no server error, and every answer as the schema says it is.
 
 Run as schemathesis's own command against the real server, for a bounded time. Excluded:
-operations that would reach beyond this computer's loopback or start machines (a job
-runs SSH to whatever target is generated, a provider check calls its endpoint, a
-notifier (and the server's alert dispatcher) posts to whatever URL is generated, a
-deployment launches machines; the other security tests check their inputs), and the
-check that every schema-valid request is accepted (a blueprint's YAML, a name's
-characters are judged by provisor's own rules, which a JSON Schema does not carry).
+operations that would reach beyond this computer's loopback or start machines (a job,
+patch and config operations among them, runs SSH to whatever target is generated, a
+provider check calls its endpoint, a notifier (and the server's alert dispatcher) posts
+to whatever URL is generated, a deployment launches machines; the other security tests
+check their inputs), and the check that every schema-valid request is accepted (a
+blueprint's YAML, a name's characters are judged by provisor's own rules, which a JSON
+Schema does not carry).
 Its server allows many refused tokens a minute: schemathesis sends bad ones on purpose,
 to every operation, and the guard against guessing would answer 429 to the rest.
 """
@@ -25,7 +26,9 @@ from served import Server, start_server
 from provisor.store import Store
 
 _REACHING_OUT = (
-    r"/jobs$|/providers/\{name\}/check$|/notifiers(/\{name\}/test)?$|"
+    r"/jobs$|/patches/(analyze|apply)$|/config/(plan|check|apply|set-password)$|"
+    r"/config/applies/\{apply_id\}/rollback$|/providers/\{name\}/check$|"
+    r"/notifiers(/\{name\}/test)?$|"
     r"/deployments(/\{name\}(/approve|/reject)?)?$"
 )
 

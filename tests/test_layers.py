@@ -40,12 +40,20 @@ def _part(module: list[str]) -> str:
     return module[1]
 
 
+def _parse(path: Path) -> ast.Module:
+    text = path.read_text()
+    try:
+        return ast.parse(text, str(path))
+    except SystemError:  # CPython 3.11's spurious "recursion depth mismatch" (gh-106905)
+        return ast.parse(text, str(path))
+
+
 def _imports(path: Path, source: Path) -> list[tuple[int, list[str]]]:
     """(line, imported module as parts) of every provisor import in the file."""
     parts = list(path.relative_to(source.parent).with_suffix("").parts)
     package = parts[:-1]
     found = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(_parse(path)):
         if isinstance(node, ast.Import):
             names = [alias.name.split(".") for alias in node.names]
         elif isinstance(node, ast.ImportFrom):

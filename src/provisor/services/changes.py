@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 from sqlalchemy import insert, select
-from sqlalchemy.orm import selectinload
 
 from provisor.core.access import Action
 from provisor.core.changes.load import load_change_set
@@ -421,7 +420,6 @@ def change_history(ctx: Context, host: str, *, limit: int = 100) -> list[History
             )
             .order_by(Job.id.desc())
             .limit(limit)
-            .options(selectinload(Job.results).load_only(JobResult.id))
         ).all()
         return [
             HistoryEntry(

@@ -485,3 +485,15 @@ def test_hosts_entry_is_idempotent_and_absent_undoes_present(
     rows = gone[key].content.decode().split("\n")  # type: ignore[union-attr]
     assert address not in [row.split()[0] for row in rows if row.split()]
     assert plan_host([absent], gone).changes == []
+
+
+def test_loops_that_print_nothing_are_bounded_too() -> None:
+    nested = (
+        "resources:\n  - type: file\n    path: /a\n    template: "
+        "'{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}'\n"
+    )
+    with pytest.raises(InvalidInput, match="more than 1,000,000 steps"):
+        render(load(nested), WEB)
+    fine = "resources:\n  - type: file\n    path: /a\n    template: '{{ range(3) | list }}'\n"
+    (rendered,) = render(load(fine), WEB)
+    assert rendered.model_dump()["content"] == "[0, 1, 2]"

@@ -10,11 +10,13 @@ reachable), with undefined variables as errors, and stops at `MAX_FILE_BYTES` of
 from __future__ import annotations
 
 import types
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import SandboxedEnvironment, safe_range
 
 from provisor.core.changes.model import (
     MAX_FILE_BYTES,
@@ -69,10 +71,30 @@ class _BoundedSandbox(SandboxedEnvironment):
         return left * right
 
 
+MAX_STEPS = 1_000_000
+"""Items all of one template's `range`s may yield together: a loop that prints nothing
+is not bounded by the output bound, and nested ranges multiply."""
+
+
+def _bounded_range(*args: int) -> Iterator[int]:
+    """The sandbox's range (at most 100,000 items), counting toward `MAX_STEPS`."""
+    steps = _STEPS.get()
+    for item in safe_range(*args):
+        steps[0] += 1
+        if steps[0] > MAX_STEPS:
+            raise OverflowError(f"loops over range() took more than {MAX_STEPS:,} steps")
+        yield item
+
+
+_STEPS: ContextVar[list[int]] = ContextVar("provisor_template_steps")
+
+
 def _environment() -> SandboxedEnvironment:
-    return _BoundedSandbox(
+    environment = _BoundedSandbox(
         undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
     )
+    environment.globals["range"] = _bounded_range
+    return environment
 
 
 def _context(cs: ChangeSet, host: HostContext) -> dict[str, Any]:
@@ -124,6 +146,7 @@ def _render_one(
         raise InvalidInput(f"{where} line {exc.lineno}: {exc.message}") from None
     chunks: list[str] = []
     size = 0
+    steps = _STEPS.set([0])  # this template's own count
     try:
         for chunk in template.generate(context):
             size += len(chunk.encode("utf-8", "surrogatepass"))
@@ -137,6 +160,8 @@ def _render_one(
         at = f" line {line}" if line else ""
         message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
         raise InvalidInput(f"{where}{at}: {message}") from None
+    finally:
+        _STEPS.reset(steps)
     return "".join(chunks)
 
 

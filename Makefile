@@ -81,8 +81,7 @@ bench: system-deps $(STAMP)
 
 # The CLI reference is generated from the CLI itself.
 docs: $(STAMP)
-	$(BIN)/typer provisor.cli utils docs --name provisor --title "provisor CLI reference" \
-		--output docs/cli.md
+	$(BIN)/python scripts/cli_docs.py docs/cli.md
 
 clean:
 	rm -rf $(VENV) $(LATEST) .pytest_cache .mypy_cache .ruff_cache

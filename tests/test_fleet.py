@@ -322,6 +322,21 @@ def test_kill_signals_only_matching_processes_on_targeted_hosts(
     again = asyncio.run(run_job(ctx, spec("kill", target, pattern="sleep 4242")))
     assert again.summary == {"ok": 2}  # nothing left to signal is not a failure
 
+    # the CLI says how many were signalled, 0 included, in every output mode
+    shown = cli("kill", "group:k", "sleep 4343", "--output", "fold", "--yes", home=ctx.home)
+    assert "(3): ok (1 process signalled)" in shown.stdout, shown.stdout
+    streamed = cli("kill", hosts[0].name, "sleep 4343", "--yes", home=ctx.home)
+    assert f"{hosts[0].name}: [ok (0 processes signalled)]" in streamed.stdout
+
+
+@pytest.mark.parametrize("bogus", ["BOGUS", "SIGNOPE", "0", "65", "-9", "TERM;id"])
+def test_an_unknown_signal_is_refused_before_any_host(bogus: str) -> None:
+    with pytest.raises(InvalidInput, match="unknown signal"):
+        validate(JobSpec, {"kind": "kill", "target": "x", "pattern": "p", "signal": bogus})
+    for good, sent in (("kill", "KILL"), ("SIGhup", "HUP"), ("9", "9"), ("USR1", "USR1")):
+        made = validate(JobSpec, {"kind": "kill", "target": "x", "pattern": "p", "signal": good})
+        assert made.signal == sent
+
 
 def test_changed_host_key_is_refused_for_that_host_only(testbed: Testbed, ctx: Context) -> None:
     hosts = testbed(3)

@@ -86,7 +86,8 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")
+        bool,
+        typer.Option("--version", "-V", callback=_version, is_eager=True, help="print the version"),
     ] = False,
     tenant: Annotated[
         str | None, typer.Option("--tenant", envvar="PROVISOR_TENANT", help="act for this tenant")

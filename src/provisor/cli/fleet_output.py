@@ -26,6 +26,9 @@ def exit_status(counts: Counter[str], *, unconnected: int = 0) -> int:
 
 def _status_text(result: HostResult) -> str:
     text = result.outcome.value
+    if result.ok and "signalled" in result.details:  # kill: how many, not just ok
+        count = int(result.details["signalled"])
+        text += f" ({count} process{'es' if count != 1 else ''} signalled)"
     if result.outcome is Outcome.failed and result.exit_code is not None:
         text += f" (exit {result.exit_code})"
     if result.error:
@@ -76,6 +79,8 @@ class Reporter:
             self.err.write(f"{result.host}: {line}\n")
         if not result.ok:
             self.err.write(f"{result.host}: [{_status_text(result)}]\n")
+        elif "signalled" in result.details:
+            self.out.write(f"{result.host}: [{_status_text(result)}]\n")
         self.out.flush()
 
     def _show_progress(self, force: bool = False) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -59,6 +60,11 @@ PENDING = "pending"  # a host's outcome until it answers
 _FLUSH_SECONDS = 0.5
 _NAMES_PER_QUERY = 500  # host names looked up at once (bound parameters per statement)
 _MAX_HEARTBEAT_SECONDS = 5.0
+# Linux's signals (the hosts' kernel), as kill and pkill name them without SIG.
+SIGNAL_NAMES = frozenset(
+    s.name.removeprefix("SIG") for s in signal.Signals if not s.name.startswith("SIG_")
+)
+_COMMON_SIGNALS = ("TERM", "KILL", "HUP", "INT", "USR1", "USR2")
 
 
 @dataclass(frozen=True)
@@ -179,8 +185,13 @@ class JobSpec(BaseModel):
     @classmethod
     def _signal(cls, value: str) -> str:
         name = value.upper().removeprefix("SIG")
-        if not (0 < len(name) <= 10 and name.isascii() and (name.isdigit() or name.isalpha())):
-            raise ValueError(f"invalid signal {value!r}")
+        if name.isascii() and name.isdigit() and 0 < int(name) <= 64:
+            return str(int(name))
+        if name not in SIGNAL_NAMES:
+            raise ValueError(
+                f"unknown signal {value!r}: a name ({', '.join(_COMMON_SIGNALS)}, ...) or "
+                "a number 1-64"
+            )
         return name
 
     @model_validator(mode="after")

@@ -185,7 +185,7 @@ def test_sap_hostnames_come_from_the_completion() -> None:
     with pytest.raises(ParseErrors) as info:
         expand(bp, inputs, deployment="erp")
     assert {e.field for e in info.value.errors} == {"completion"}
-    assert "sap#-db" in str(info.value)
+    assert "sap#-db" in str(info.value) and "--hostname-completion" in str(info.value)
 
 
 # ---------------------------------------------------------------------------
@@ -784,8 +784,9 @@ def test_add_list_get(ctx: Context) -> None:
         service.add_blueprint(ctx, newer.replace("debian-13", "debian-14"), "tiny.yaml")
     with pytest.raises(NotFound, match=r"has no version '3' \(it has 1.9, 1.10\)"):
         service.get_blueprint(ctx, "tiny", "3")
-    with pytest.raises(NotFound, match="no blueprint named 'nope'"):
+    with pytest.raises(NotFound, match="no blueprint named 'nope'") as missing:
         service.get_blueprint(ctx, "nope")
+    assert "blueprints add FILE" in str(missing.value) and "stored: tiny" in str(missing.value)
     with pytest.raises(ParseErrors):
         service.add_blueprint(ctx, MINIMAL + "    colour: red\n", "bad.yaml")
     events = [(e.kind, e.subject, e.outcome) for e in list_events(ctx)]

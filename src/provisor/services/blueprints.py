@@ -223,7 +223,14 @@ def get_blueprint(ctx: Context, name: str, version: str | None = None) -> Bluepr
     ctx.require(Action.catalog_read)
     rows = _rows(ctx, name)
     if not rows:
-        raise NotFound(f"no blueprint named {name!r}", field="name")
+        stored = sorted({r.name for r in _rows(ctx, None)})
+        raise NotFound(
+            f"no blueprint named {name!r} in the catalog: give the blueprint's file (a path "
+            "ending in .yaml), or store it first (provisor blueprints add FILE; "
+            "POST /blueprints)"
+            + (f"; stored: {', '.join(stored[:20])}" if stored else "; the catalog is empty"),
+            field="name",
+        )
     if version is None:
         return _detail(rows[-1], ctx.tenant)
     for row in rows:

@@ -122,7 +122,8 @@ def expand(
                 errors.append(
                     InvalidInput(
                         f"node {node_name!r} has the hostname pattern {pattern!r}: give the "
-                        "hostname completion that replaces '#'",
+                        "hostname completion that replaces '#' (--hostname-completion; "
+                        "`completion` over the API)",
                         field="completion",
                     )
                 )

@@ -1109,3 +1109,21 @@ def test_sap_example_runs_and_keeps_the_secret(tmp_path: Path) -> None:
         assert deployment.outputs["app.1", 1] == "database PRD online\n"
         written = [p.read_text() for p in tmp_path.rglob("*") if p.is_file()]
         assert not any(SECRET in text for text in [*written, *deployment.outputs.values()])
+
+
+def test_validate_refuses_the_counts_up_would_refuse() -> None:
+    """`validate -p` with inputs that make too many machines is not `valid, ? machines`."""
+    text = (
+        'name: big\nversion: "1"\nparameters:\n  n: {type: int, default: 1, max: 5000}\n'
+        "nodes:\n  a: {image: debian-12, count: n}\n  b: {image: debian-12, count: n}\n"
+        "  c: {image: debian-12, count: n}\n"
+    )
+    bp = service.validate_blueprint(text, "big.yaml")
+    assert service.summarize_blueprint(bp, {"n": "10"}).machines == 30
+    with pytest.raises(ParseErrors, match="2100 machines in all: a deployment has at most 2000"):
+        service.summarize_blueprint(bp, {"n": "700"})
+    with pytest.raises(ParseErrors, match="a node has 0 to 1000"):
+        service.summarize_blueprint(bp, {"n": "2000"})
+    required = text.replace("default: 1, ", "")
+    open_count = service.validate_blueprint(required, "required.yaml")
+    assert service.summarize_blueprint(open_count).machines is None  # not known yet: fine

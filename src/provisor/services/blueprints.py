@@ -101,8 +101,9 @@ def summarize_blueprint(bp: Blueprint, given: Mapping[str, Any] | None = None) -
     cost: float | None = None
     try:
         machines = sum(node_counts(bp, inputs).values())
-    except ParseErrors:
-        pass  # a count parameter without a default
+    except ParseErrors as exc:
+        if any("is required" not in e.message for e in exc.errors):
+            raise  # counts `up` would refuse (too many machines), not just unknown ones
     else:
         if bp.cost is not None:
             cost = estimate_cost(bp, inputs, hours=1)["total"]

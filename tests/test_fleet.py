@@ -292,6 +292,17 @@ def test_copy_and_fetch_round_trip_a_tree_with_modes(testbed: Testbed, tmp_path:
     assert got.summary == {"ok": 3}
     for h in hosts:
         assert _tree(fetched / h.name / "payload") == _tree(tree)
+
+    # a path that is not there: the error says which, for copy and fetch alike
+    nowhere = asyncio.run(
+        run_job(ctx, spec("copy", hosts[0].name, sources=[str(tree)], destination="/no/such"))
+    )
+    missing = asyncio.run(
+        run_job(ctx, spec("fetch", hosts[0].name, sources=["/no/file"], destination=str(fetched)))
+    )
+    for job, path in ((nowhere, "copy to /no/such: "), (missing, "fetch /no/file: ")):
+        (result,) = get_job(ctx, job.id).results or []
+        assert result.outcome == "failed" and (result.error or "").startswith(path), result.error
     ctx.store.close()
 
 

@@ -262,6 +262,7 @@ async def _transfer(
     endpoint: Endpoint,
     move: Move,
     stall_timeout: float,
+    what: str,
     **details: Any,
 ) -> HostResult | None:
     """One SFTP transfer (copy or fetch): None once it is done, else a `failed` result
@@ -294,7 +295,12 @@ async def _transfer(
             await asyncio.wait({task}, timeout=left)
         task.result()
     except (asyncssh.SFTPError, OSError, fetching.FetchRefused) as exc:
-        return HostResult(endpoint.name, endpoint.address, Outcome.failed, error=str(exc))
+        reason = str(exc.reason if isinstance(exc, asyncssh.SFTPError) else exc)
+        if isinstance(exc, asyncssh.SFTPError) and exc.code == asyncssh.FX_NO_SUCH_FILE:
+            reason = f"{reason} (a path on the host that does not exist)"
+        return HostResult(
+            endpoint.name, endpoint.address, Outcome.failed, error=f"{what}: {reason}"
+        )
     finally:
         if not task.done():  # this host's work was cancelled from outside
             task.cancel()
@@ -337,7 +343,9 @@ class Copy:
                 progress_handler=moved,
             )
 
-        failure = await _transfer(connection, endpoint, put, self.stall_timeout)
+        failure = await _transfer(
+            connection, endpoint, put, self.stall_timeout, f"copy to {self.destination}"
+        )
         if failure is not None:
             return failure
         size = await asyncio.to_thread(lambda: sum(_tree_size(Path(p)) for p in self.sources))
@@ -379,7 +387,12 @@ class Fetch:
 
         try:
             failure = await _transfer(
-                connection, endpoint, get, self.stall_timeout, path=str(target)
+                connection,
+                endpoint,
+                get,
+                self.stall_timeout,
+                f"fetch {self.remote}",
+                path=str(target),
             )
         finally:
             os.close(destination)

@@ -864,7 +864,9 @@ def test_cli_validate(home: Path, tmp_path: Path) -> None:
         (7, 12, "nodes.box.count"),
     ]
     sap = str(EXAMPLES / "sap-2tier.yaml")
-    weak = provisor("blueprints", "validate", sap, "-p", "db_password=hunter2", home=home, code=2)
+    weak = provisor(
+        "blueprints", "validate", sap, "--param", "db_password=hunter2", home=home, code=2
+    )
     assert weak.stderr.splitlines()[0] == (
         f"{sap}: parameters.db_password: the value is shorter than 12 characters"
     )

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,7 +39,7 @@ def test_hosts_and_groups_round_trip(home: Path) -> None:
         "web01",
         "--address",
         "127.0.0.5",
-        "-t",
+        "--tag",
         "env=prod",
         "--fact",
         "os=debian",
@@ -46,7 +47,7 @@ def test_hosts_and_groups_round_trip(home: Path) -> None:
         "cpus=4",
         home=home,
     )
-    provisor("hosts", "add", "web02", "-l", "deploy", "-p", "2222", home=home)
+    provisor("hosts", "add", "web02", "-l", "deploy", "--port", "2222", home=home)
     shown = json.loads(provisor("hosts", "show", "web01", "--output", "json", home=home).stdout)
     assert shown["facts"] == {"os": "debian", "cpus": 4} and shown["tags"] == {"env": "prod"}
     provisor("groups", "add", "prod", "--rule", 'tags.env == "prod" and facts.cpus >= 4', home=home)
@@ -79,7 +80,7 @@ def test_hosts_and_groups_round_trip(home: Path) -> None:
         (["hosts", "show", "nope"], "no host named 'nope'"),
         (["hosts", "add", "bad name"], "invalid name 'bad name'"),
         (["hosts", "add", "x", "--port", "0"], "port: invalid port 0"),
-        (["hosts", "add", "x", "-t", "novalue"], "tag: expected KEY=VALUE"),
+        (["hosts", "add", "x", "--tag", "novalue"], "tag: expected KEY=VALUE"),
         (["groups", "add", "g", "--rule", 'tags.env == "prod" and'], "rule:1:"),
         (["groups", "members", "nope"], "no group named 'nope'"),
         (["events", "--since", "yesterday"], "since: cannot read 'yesterday'"),
@@ -162,3 +163,31 @@ def test_only_asyncssh_dsa_warnings_are_silenced() -> None:
     )
     assert "DSA" not in done.stderr
     assert "CryptographyDeprecationWarning: from elsewhere" in done.stderr
+
+
+def test_each_short_option_has_one_meaning_across_the_cli() -> None:
+    """`-p` is --parallel and `-t` --timeout wherever they appear (not port, tag or a
+    parameter): a letter learnt in one command means the same in every other."""
+    import typer
+
+    from provisor.cli import app
+
+    same = {"--login": "--user"}  # set-password's --user is whose password: -l logs in
+    meanings: dict[str, dict[str, list[str]]] = {}
+
+    def walk(command: Any, path: list[str]) -> None:
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+        for param in getattr(command, "params", []):
+            if getattr(param, "param_type_name", "") != "option":
+                continue
+            long = next((o for o in param.opts if o.startswith("--")), "")
+            for short in (o for o in [*param.opts, *param.secondary_opts] if len(o) == 2):
+                meanings.setdefault(short, {}).setdefault(same.get(long, long), []).append(
+                    " ".join(path)
+                )
+
+    walk(typer.main.get_command(app), [])
+    clashes = {short: found for short, found in meanings.items() if len(found) > 1}
+    assert not clashes
+    assert set(meanings["-p"]) == {"--parallel"} and set(meanings["-t"]) == {"--timeout"}

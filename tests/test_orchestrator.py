@@ -81,7 +81,7 @@ def test_webapp_serves_through_its_load_balancer(provisor: Provisor) -> None:
 def test_cluster_workers_register_with_the_head(provisor: Provisor) -> None:
     # An inventory host already named like a machine becomes that machine, its facts kept.
     provisor("hosts", "add", "cluster-worker-2", "--address", "127.0.0.254", "--fact", "rack=7")
-    provisor("up", str(EXAMPLES / "cluster.yaml"), "-p", "workers=3", "--wait")
+    provisor("up", str(EXAMPLES / "cluster.yaml"), "--param", "workers=3", "--wait")
     status = provisor.status("cluster")
     assert status["state"] == "ready"
     worker = json.loads(provisor("hosts", "show", "cluster-worker-2", "--output", "json").stdout)
@@ -107,7 +107,11 @@ def test_cluster_workers_register_with_the_head(provisor: Provisor) -> None:
 
 def test_sap_needs_approval_and_a_completion(provisor: Provisor) -> None:
     missing = provisor(
-        "up", str(EXAMPLES / "sap-2tier.yaml"), "-p", "db_password=s3cret-passw0rd!", check=False
+        "up",
+        str(EXAMPLES / "sap-2tier.yaml"),
+        "--param",
+        "db_password=s3cret-passw0rd!",
+        check=False,
     )
     assert missing.returncode == 2 and "completion" in missing.stderr
     provisor(
@@ -199,7 +203,7 @@ def test_invalid_blueprint_is_refused_with_positions(provisor: Provisor, tmp_pat
     result = provisor("up", str(bad), check=False)
     assert result.returncode == 2
     assert f"{bad}:6:" in result.stderr and "count" in result.stderr
-    unknown = provisor("up", str(EXAMPLES / "cluster.yaml"), "-p", "workers=0", check=False)
+    unknown = provisor("up", str(EXAMPLES / "cluster.yaml"), "--param", "workers=0", check=False)
     assert unknown.returncode == 2 and "workers" in unknown.stderr
 
 

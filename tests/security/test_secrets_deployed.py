@@ -131,7 +131,8 @@ def test_a_planted_secret_surfaces_nowhere(provisor: Provisor, tmp_path: Path) -
     # Without --wait: a background worker, with debug logs, writes worker.log.
     debug = {"PROVISOR_LOG_LEVEL": "debug"}
     up = provisor(
-        "up", str(tmp_path / "vault.yaml"), "-p", f"token=@{tmp_path / 'token'}", "-p", "other=-",
+        "up", str(tmp_path / "vault.yaml"), "--param", f"token=@{tmp_path / 'token'}",
+        "--param", "other=-",
         input=other + "\n", env=debug,
     )  # fmt: skip
     surfaces.cli(up, "up vault")
@@ -307,7 +308,7 @@ def test_a_missing_secret_is_asked_for_without_echo(provisor: Provisor, tmp_path
     assert asked.returncode == 0, asked.stderr
     assert "token (secret, not shown): " in asked.screen and typed not in asked.screen
     inline = provisor(
-        "up", str(tmp_path / "asked.yaml"), "--name", "inline", "-p", f"token={typed}"
+        "up", str(tmp_path / "asked.yaml"), "--name", "inline", "--param", f"token={typed}"
     )
     assert "visible to other users (ps)" in inline.stderr and typed not in inline.stderr
     store = Store(f"sqlite:///{provisor.home / 'provisor.db'}")

@@ -198,9 +198,7 @@ def add_rule(
         list[str],
         typer.Option("--kind", "-k", help="event kind: backup.failed, backup.* or *; repeatable"),
     ],
-    notify: Annotated[
-        list[str], typer.Option("--notify", "-n", help="a notifier's name; repeatable")
-    ],
+    notify: Annotated[list[str], typer.Option("--notify", help="a notifier's name; repeatable")],
     severity: Annotated[
         str, typer.Option(help="lowest severity that raises an alert: info, warning, critical")
     ] = "warning",

@@ -103,7 +103,7 @@ def validate(
     file: Annotated[Path, typer.Argument(help="the blueprint's YAML file")],
     param: Annotated[
         list[str] | None,
-        typer.Option("--param", "-p", help="NAME=VALUE, repeatable: check these inputs too"),
+        typer.Option("--param", help="NAME=VALUE, repeatable: check these inputs too"),
     ] = None,
     output: OutputOption = Format.table,
 ) -> None:

@@ -258,7 +258,6 @@ def up(
         list[str] | None,
         typer.Option(
             "--param",
-            "-p",
             help="NAME=VALUE input, repeatable; NAME=@FILE reads a file, NAME=- standard "
             "input (for secrets: kept out of `ps`); one left out is read from "
             "$PROVISOR_INPUT_NAME, and a secret still missing is asked for on a terminal",

@@ -28,9 +28,7 @@ def events(
         list[str] | None,
         typer.Option("--kind", "-k", help="event kind, or a prefix like 'host.'; repeatable"),
     ] = None,
-    since: Annotated[
-        str | None, typer.Option("--since", "-s", help="15m, 2h, 7d or an ISO time")
-    ] = None,
+    since: Annotated[str | None, typer.Option("--since", help="15m, 2h, 7d or an ISO time")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10000)] = 50,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="keep printing new events")

@@ -78,7 +78,7 @@ def add(
     address: Annotated[
         str | None, typer.Option(help="IP address or DNS name (default: NAME)")
     ] = None,
-    port: Annotated[int, typer.Option("--port", "-p", help="SSH port")] = 22,
+    port: Annotated[int, typer.Option("--port", help="SSH port")] = 22,
     user: Annotated[str | None, typer.Option("--user", "-l", help="SSH login user")] = None,
     credentials: Annotated[
         str | None, typer.Option(help="key:/path/to/key, secret:NAME or agent")
@@ -86,9 +86,7 @@ def add(
     proxy_jump: Annotated[
         str | None, typer.Option("--proxy-jump", "-J", help="[user@]host[:port] of a bastion")
     ] = None,
-    tag: Annotated[
-        list[str] | None, typer.Option("--tag", "-t", help="KEY=VALUE, repeatable")
-    ] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="KEY=VALUE, repeatable")] = None,
     fact: Annotated[list[str] | None, typer.Option("--fact", help="KEY=VALUE, repeatable")] = None,
     output: OutputOption = Format.table,
 ) -> None:
@@ -148,7 +146,7 @@ def show(name: str, output: OutputOption = Format.table) -> None:
 def set_(
     name: str,
     address: Annotated[str | None, typer.Option()] = None,
-    port: Annotated[int | None, typer.Option("--port", "-p")] = None,
+    port: Annotated[int | None, typer.Option("--port")] = None,
     user: Annotated[str | None, typer.Option("--user", "-l")] = None,
     credentials: Annotated[str | None, typer.Option()] = None,
     proxy_jump: Annotated[
@@ -157,9 +155,7 @@ def set_(
     state: Annotated[
         str | None, typer.Option(help="new, active, unreachable, maintenance, retired")
     ] = None,
-    tag: Annotated[
-        list[str] | None, typer.Option("--tag", "-t", help="KEY=VALUE; KEY= removes")
-    ] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", help="KEY=VALUE; KEY= removes")] = None,
     fact: Annotated[
         list[str] | None, typer.Option("--fact", help="KEY=VALUE; KEY= removes")
     ] = None,

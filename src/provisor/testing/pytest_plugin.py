@@ -20,7 +20,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import fcntl
-import ipaddress
 import os
 import random
 import secrets
@@ -33,13 +32,14 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
+from provisor.testing.blocks import BLOCKS, busy_blocks
+
 if TYPE_CHECKING:  # the machines package is imported only by tests that use the fixture
     from provisor.machines import Isolation, SandboxHost
 
 T = TypeVar("T")
 
 ROOT_TEST_DIR = Path("/run/provisor-test")
-BLOCKS = range(64, 251)  # second octet of the 127.X.0.0/16 blocks tests may use
 _PER_BLOCK = 250 * 256
 
 
@@ -56,7 +56,7 @@ def claim_block(
     file in `lock_dir` until the returned file is closed: concurrent test sessions and
     benchmarks that claim through here never share one."""
     lock_dir.mkdir(parents=True, exist_ok=True)
-    busy = _busy_blocks()
+    busy = busy_blocks()
     candidates = [x for x in blocks if x not in busy]
     random.shuffle(candidates)
     for x in candidates:
@@ -75,16 +75,6 @@ def claim_test_block(blocks: Iterable[int] = BLOCKS) -> tuple[int, IO[str]]:
     if os.geteuid() == 0:
         return claim_block(ROOT_TEST_DIR / ".blocks", blocks)
     return claim_block(Path(tempfile.gettempdir()) / f"provisor-test-blocks-{os.geteuid()}", blocks)
-
-
-def _busy_blocks() -> set[int]:
-    from provisor.machines import procs
-
-    busy = set()
-    for sock in procs.listeners():
-        if isinstance(sock.address, ipaddress.IPv4Address) and sock.address.is_loopback:
-            busy.add(sock.address.packed[1])
-    return busy
 
 
 class _Session:

@@ -33,41 +33,6 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-# The modules that take longest, longest first (seconds of one process, measured on the
-# 2-core machine). `make test` runs three processes that each take the next module in
-# collection order when free: starting the long ones first keeps the end of the run from
-# waiting on one process with a long module left (the suite took 17.5 min with them
-# anywhere). Only the order changes; every test runs the same.
-LONG_MODULES = [
-    "test_backups.py",
-    "test_health_recovery.py",
-    "test_leases.py",
-    "test_lifecycle.py",
-    "faults/test_down_during_up.py",
-    "test_orchestrator.py",
-    "test_managed_web_example.py",
-    "test_fleet.py",
-    "test_changes.py",
-    "test_set_password.py",
-    "test_patches.py",
-    "test_recovery_from_backup.py",
-    "security/test_config_access.py",
-    "security/test_schema.py",
-    "faults/test_worker_on_demand.py",
-]
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(LONG_MODULES)}
-    tests = Path(__file__).parent
-
-    def position(item: pytest.Item) -> int:
-        module = item.path.relative_to(tests).as_posix() if item.path.is_relative_to(tests) else ""
-        return rank.get(module, len(LONG_MODULES))
-
-    items.sort(key=position)  # stable: each module's tests keep their order
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test run, dropped afterwards."""

@@ -305,7 +305,7 @@ def _render_all(
             errors.append(exc)
     if len(errors) == 1:
         raise errors[0]
-    if errors:  # the first few say it all; the count says how far it goes
+    if errors:  # twenty hosts' errors say it all
         raise ParseErrors([*errors[:20]], source=source)
     return rendered
 

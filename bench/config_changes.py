@@ -83,7 +83,7 @@ from fanout import (
 )
 
 from provisor import machines
-from provisor.testing.pytest_plugin import claim_block
+from provisor.testing.blocks import claim_block
 
 SECTION = "config-changes"
 MARK_BEGIN, MARK_END = markers(SECTION)

@@ -77,7 +77,7 @@ from docsection import markers, write_section
 
 from provisor import machines
 from provisor.machines import SandboxHost, procs
-from provisor.testing.pytest_plugin import claim_block
+from provisor.testing.blocks import claim_block
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "bench" / "results"

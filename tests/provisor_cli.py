@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisor.providers.local import LocalProvider
-from provisor.testing.pytest_plugin import claim_test_block
+from provisor.testing.blocks import claim_test_block
 
 
 class Provisor:

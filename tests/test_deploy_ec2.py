@@ -41,8 +41,8 @@ from provisor.providers import MachineInfo
 from provisor.providers.local import LocalProvider
 from provisor.store import Store
 from provisor.testing import crash
+from provisor.testing.blocks import claim_test_block
 from provisor.testing.ec2plane import DataPlane
-from provisor.testing.pytest_plugin import claim_test_block
 from test_orchestrator import EXAMPLES, Provisor, webapp_serves
 
 pytestmark = [pytest.mark.testbed, pytest.mark.slow]

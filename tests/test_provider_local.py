@@ -35,7 +35,7 @@ from provisor.providers import (
     _local_disk,
 )
 from provisor.providers.local import LocalProvider
-from provisor.testing.pytest_plugin import claim_block
+from provisor.testing.blocks import claim_block
 
 pytestmark = pytest.mark.testbed
 

@@ -23,7 +23,7 @@ from provisor import machines
 from provisor.machines import _containment, procs
 from provisor.providers import IngressRule, MachineInfo, MachineSpec
 from provisor.providers.local import LocalProvider
-from provisor.testing.pytest_plugin import claim_block
+from provisor.testing.blocks import claim_block
 
 pytestmark = [pytest.mark.testbed, requires_root]
 

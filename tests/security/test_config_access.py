@@ -122,6 +122,18 @@ def test_another_tenant_finds_neither_the_apply_nor_the_host(
         _finished(alpha, alpha.post(f"/config/applies/{applied['id']}/rollback", json={}).json())
 
 
+@pytest.mark.parametrize("user", ["-rf", "a b", "x;id", "root:0", "$(id)", "é" * 3])
+def test_set_password_refuses_a_user_name_no_host_has(
+    server: Server, host: SandboxHost, user: str
+) -> None:
+    before = _jobs(server)
+    with server.client("admin") as api:
+        answer = api.post("/config/set-password", json={"user": user, "target": host.name})
+    assert answer.status_code == 400, answer.text
+    assert "name" in answer.json()["error"]["message"].lower() or "name" in answer.text
+    assert _jobs(server) == before
+
+
 def test_what_each_role_may_do(server: Server, host: SandboxHost) -> None:
     body = {"change_set": CHANGE, "target": host.name}
     refused = [

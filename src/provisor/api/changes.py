@@ -11,7 +11,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from provisor.api.auth import Ctx, Id
 from provisor.api.jobs import Server
-from provisor.core.errors import InvalidInput
 from provisor.core.rollout import Amount, Rollout
 from provisor.services import changes, passwords
 from provisor.services.changes import MAX_CHANGE_SET, ConfigOptions, HistoryEntry
@@ -64,12 +63,6 @@ class RollbackRequest(_Options):
     target: str | None = Field(default=None, min_length=1, max_length=10_000)
 
 
-def _mode(mode: str) -> Literal["plan", "check"]:
-    if mode not in ("plan", "check"):
-        raise InvalidInput(f"unknown mode {mode!r}: plan or check", field="mode")
-    return "plan" if mode == "plan" else "check"
-
-
 @router.post("/config/plan", response_model=JobView, status_code=202)
 async def plan(ctx: Ctx, server: Server, body: ConfigRequest) -> JobView:
     """What applying the change set would change on each host (a job)."""
@@ -82,13 +75,14 @@ async def check(ctx: Ctx, server: Server, body: ConfigRequest) -> JobView:
     return await _start(ctx, server, "check", body)
 
 
-async def _start(ctx: Ctx, server: Server, mode: str, body: ConfigRequest) -> JobView:
-    checked = _mode(mode)
+async def _start(
+    ctx: Ctx, server: Server, mode: Literal["plan", "check"], body: ConfigRequest
+) -> JobView:
     return await server.launch(
         ctx,
         lambda on_start, on_result: changes.run_config(
             ctx,
-            checked,
+            mode,
             body.change_set,
             body.name,
             body.target,

@@ -26,6 +26,7 @@ from provisor.services.changes import (
 from provisor.services.context import Context, audited
 from provisor.services.jobs import JobRunner, JobView
 from provisor.services.results import HostResult
+from provisor.services.schemas import validate
 from provisor.services.targets import resolve_target
 from provisor.store.passwords import HostPassword
 
@@ -84,7 +85,7 @@ async def set_password(
     ctx.require(Action.config_apply, target)
     if same is not None:
         check_password(same)
-    probe = UserResource(type="user", name=user)  # the user name checked like a resource's
+    probe = validate(UserResource, {"type": "user", "name": user})  # checked like a resource
     endpoints = await asyncio.to_thread(
         resolve_target, ctx, target, user=options.user, identity=options.identity
     )

@@ -28,9 +28,9 @@ from pathlib import Path
 
 from provisor.machines import SandboxHost, destroy, is_running, list_hosts, procs, start, stop
 from provisor.polling import poll_until
-from provisor.testing.blocks import BLOCKS, busy_blocks
+from provisor.testing.blocks import ROOT_TEST_DIR, claim_test_block
 
-TEST_ROOT = Path("/run/provisor-test")
+TEST_ROOT = ROOT_TEST_DIR
 SESSION_PID = ".session-pid"  # written by the pytest plugin into its base dir
 
 
@@ -73,21 +73,15 @@ async def _cleanup(base_dirs: list[Path]) -> int:
 _STARTING_AT_ONCE = 32
 
 
-def _free_block(taken: set[int]) -> int:
-    """A 127.X.0.0/16 block nothing listens in (the pytest plugin's range)."""
-    busy = busy_blocks() | taken
-    for x in BLOCKS:
-        if x not in busy:
-            return x
-    raise SystemExit("every 127.X.0.0/16 block the testbed may use is in use")
-
-
 async def _start(args: argparse.Namespace) -> int:
     existing = list_hosts(args.base_dir)
     numbers = [int(h.name[2:]) for h in existing if h.name[:2] == "tb" and h.name[2:].isdigit()]
     first = max(numbers, default=0) + 1
     blocks = {int(h.address.split(".")[1]) for h in existing}
-    block = next(iter(blocks)) if len(blocks) == 1 else _free_block(blocks)
+    if len(blocks) == 1:
+        block, lock = blocks.pop(), None
+    else:  # held while the hosts start: then they listen, and others see the block busy
+        block, lock = claim_test_block()
     slots = asyncio.Semaphore(_STARTING_AT_ONCE)
 
     async def one(k: int) -> SandboxHost:
@@ -97,7 +91,11 @@ async def _start(args: argparse.Namespace) -> int:
                 f"tb{k:02d}", address, base_dir=args.base_dir, password_login=args.password_login
             )
 
-    hosts = await asyncio.gather(*(one(k) for k in range(first, first + args.count)))
+    try:
+        hosts = await asyncio.gather(*(one(k) for k in range(first, first + args.count)))
+    finally:
+        if lock is not None:
+            lock.close()
     for h in hosts:
         print(f"{h.name}\t{h.user}@{h.address}:{h.port}\t{h.isolation}")
     if hosts:

@@ -19,27 +19,24 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import fcntl
 import os
-import random
 import secrets
 import shutil
 import tempfile
 import threading
-from collections.abc import Coroutine, Iterable, Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
-from provisor.testing.blocks import BLOCKS, busy_blocks
+from provisor.testing.blocks import ROOT_TEST_DIR, claim_test_block
 
 if TYPE_CHECKING:  # the machines package is imported only by tests that use the fixture
     from provisor.machines import Isolation, SandboxHost
 
 T = TypeVar("T")
 
-ROOT_TEST_DIR = Path("/run/provisor-test")
 _PER_BLOCK = 250 * 256
 
 
@@ -47,34 +44,6 @@ def _in_thread(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to completion in a fresh loop, even when called from a running one."""
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="testbed") as pool:
         return pool.submit(asyncio.run, coro).result()
-
-
-def claim_block(
-    lock_dir: Path = ROOT_TEST_DIR / ".blocks", blocks: Iterable[int] = BLOCKS
-) -> tuple[int, IO[str]]:
-    """A free 127.X.0.0/16 block (X from `blocks`, nothing listening in it), held by a lock
-    file in `lock_dir` until the returned file is closed: concurrent test sessions and
-    benchmarks that claim through here never share one."""
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    busy = busy_blocks()
-    candidates = [x for x in blocks if x not in busy]
-    random.shuffle(candidates)
-    for x in candidates:
-        lock = (lock_dir / f"127.{x}.lock").open("w")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            continue
-        return x, lock
-    raise RuntimeError(f"every 127.X.0.0/16 block (X in {min(blocks)}..{max(blocks)}) is in use")
-
-
-def claim_test_block(blocks: Iterable[int] = BLOCKS) -> tuple[int, IO[str]]:
-    """`claim_block` in the lock directory every test session of this user shares."""
-    if os.geteuid() == 0:
-        return claim_block(ROOT_TEST_DIR / ".blocks", blocks)
-    return claim_block(Path(tempfile.gettempdir()) / f"provisor-test-blocks-{os.geteuid()}", blocks)
 
 
 class _Session:

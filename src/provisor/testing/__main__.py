@@ -141,13 +141,14 @@ async def _main(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+def parser() -> argparse.ArgumentParser:
+    """The command line, as `main` reads it (the docs test parses documented lines with it)."""
+    line = argparse.ArgumentParser(
         prog="python -m provisor.testing",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,  # the usage lines as written
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = line.add_subparsers(dest="command", required=True)
     started = commands.add_parser("start", help="boot N more hosts")
     started.add_argument("count", type=int, metavar="N")
     started.add_argument("--base-dir", type=Path, default=None)
@@ -163,9 +164,14 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("names", nargs="*")
     cleanup = commands.add_parser("cleanup")
     cleanup.add_argument("dirs", nargs="*")
-    args = parser.parse_args(argv)
+    return line
+
+
+def main(argv: list[str] | None = None) -> int:
+    command_line = parser()
+    args = command_line.parse_args(argv)
     if args.command == "start" and not 0 < args.count <= 10_000:
-        parser.error("N: give 1 to 10000 hosts")
+        command_line.error("N: give 1 to 10000 hosts")
     try:
         return asyncio.run(_main(args))
     except BrokenPipeError:  # `list | head`: the reader has what it wanted

@@ -39,6 +39,7 @@ from provisor.core.names import check_name, parse_key_values
 from provisor.core.nodeset import fold, natural_key
 
 if TYPE_CHECKING:  # the services load with the command that uses them
+    from provisor.services.results import HostResult
     from provisor.services.schemas import HostView
 
 app = typer.Typer(help="Manage the inventory of hosts.", no_args_is_help=True)
@@ -349,22 +350,23 @@ def gather(
         },
     )
     reporters: list[Reporter] = []
+    unconnected: list[str] = []  # --output json: hosts whose login timed out
 
     def started(job: Any) -> None:
-        if output != "json":
+        if mode != "json":
             reporters.append(Reporter(_mode(output, job.host_count), job.host_count))
 
-    report = asyncio.run(
-        gathering.gather(
-            context(),
-            request,
-            on_start=started,
-            on_result=lambda r: reporters[0].result(r) if reporters else None,
-        )
-    )
+    def answered(result: HostResult) -> None:
+        if reporters:
+            reporters[0].result(result)
+        elif result.details.get("limit") == "connect":
+            unconnected.append(result.host)
+
+    report = asyncio.run(gathering.gather(context(), request, on_start=started, on_result=answered))
     if mode == "json":
         emit_json(report)
-        raise typer.Exit(exit_status(Counter(report.job.summary)))
+        counts = Counter(report.job.summary)
+        raise typer.Exit(exit_status(counts, unconnected=len(unconnected)))
     status = reporters[0].finish(report.job.id)
     for line in report.summary:
         console.print(escape(line), highlight=False)

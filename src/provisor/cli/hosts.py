@@ -39,6 +39,7 @@ from provisor.core.names import check_name, parse_key_values
 from provisor.core.nodeset import fold, natural_key
 
 if TYPE_CHECKING:  # the services load with the command that uses them
+    from provisor.services.context import Context
     from provisor.services.results import HostResult
     from provisor.services.schemas import HostView
 
@@ -254,7 +255,7 @@ def rm(
     )
 
 
-def _selected(ctx: Any, target: str) -> list[str]:
+def _selected(ctx: Context, target: str) -> list[str]:
     from provisor.services import targets
 
     return targets.inventory_names(ctx, target)

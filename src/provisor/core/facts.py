@@ -176,13 +176,8 @@ def _remove(facts: dict[str, Any], path: tuple[str, ...]) -> None:
 def _drop_flat(facts: dict[str, Any], name: str, *, below: bool) -> None:
     """Forget the flat dotted key `name` of facts stored before names were split (and,
     with `below`, the flat keys under it): the write at its nested place supersedes it."""
-    if "." not in name:
-        prefix = name + "."
-        if below:
-            for key in [k for k in facts if k.startswith(prefix)]:
-                del facts[key]
-        return
-    facts.pop(name, None)
+    if "." in name:
+        facts.pop(name, None)
     if below:
         for key in [k for k in facts if k.startswith(name + ".")]:
             del facts[key]

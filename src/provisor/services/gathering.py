@@ -124,7 +124,7 @@ async def gather(
         job=job,
         gathered={name: gathered[name] for name in sorted(kept, key=natural_key)},
         failed={
-            r.host: r.error or r.outcome
+            r.host: _why(r)
             for r in sorted(results, key=lambda r: natural_key(r.host))
             if r.host not in kept
         },
@@ -134,6 +134,12 @@ async def gather(
     if report.failed:
         report.summary.append(f"not gathered: {_hosts_text(list(report.failed))}")
     return report
+
+
+def _why(result: JobResult) -> str:
+    if result.outcome == "ok":  # it answered, and was gone when its facts were kept
+        return "removed from the inventory while its facts were gathered"
+    return result.error or result.outcome
 
 
 def _results(ctx: Context, job_id: int) -> list[JobResult]:

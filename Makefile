@@ -78,6 +78,7 @@ bench: system-deps $(STAMP)
 	$(BIN)/python bench/ec2_launch.py
 	$(BIN)/python bench/recovery.py
 	$(BIN)/python bench/config_changes.py
+	$(BIN)/python bench/gather.py
 
 # The CLI reference is generated from the CLI itself.
 docs: $(STAMP)

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from provisor_cli import Provisor
+
 
 def provisor(*args: str, home: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PROVISOR_HOME": str(home), "COLUMNS": "200", "NO_COLOR": "1"}
@@ -26,6 +28,12 @@ def provisor(*args: str, home: Path, check: bool = True) -> subprocess.Completed
     if check:
         assert result.returncode == 0, result.stderr
     return result
+
+
+@pytest.fixture
+def provisor_cli(tmp_path: Path) -> Provisor:
+    """The CLI as `Provisor` runs it, for a test that needs a terminal."""
+    return Provisor(tmp_path / "home")
 
 
 def test_version(home: Path) -> None:
@@ -45,12 +53,16 @@ def test_hosts_and_groups_round_trip(home: Path) -> None:
         "os=debian",
         "--fact",
         "cpus=4",
+        "--fact",
+        "cpu.count=8",
         home=home,
     )
     provisor("hosts", "add", "web02", "-l", "deploy", "--port", "2222", home=home)
     shown = json.loads(provisor("hosts", "show", "web01", "--output", "json", home=home).stdout)
-    assert shown["facts"] == {"os": "debian", "cpus": 4} and shown["tags"] == {"env": "prod"}
-    provisor("groups", "add", "prod", "--rule", 'tags.env == "prod" and facts.cpus >= 4', home=home)
+    assert shown["facts"] == {"os": "debian", "cpus": 4, "cpu": {"count": 8}}
+    assert shown["tags"] == {"env": "prod"}
+    rule = 'tags.env == "prod" and facts.cpus >= 4 and facts.cpu.count >= 8'
+    provisor("groups", "add", "prod", "--rule", rule, home=home)
     provisor("groups", "add", "web", "-m", "web01", "-m", "web02", home=home)
     assert provisor("groups", "members", "prod", home=home).stdout.split() == ["web01"]
     listed = json.loads(provisor("groups", "list", "--output", "json", home=home).stdout)
@@ -84,12 +96,37 @@ def test_hosts_and_groups_round_trip(home: Path) -> None:
         (["groups", "add", "g", "--rule", 'tags.env == "prod" and'], "rule:1:"),
         (["groups", "members", "nope"], "no group named 'nope'"),
         (["events", "--since", "yesterday"], "since: cannot read 'yesterday'"),
+        (
+            ["hosts", "add", "x", "--fact", "cpu=4", "--fact", "cpu.count=8"],
+            "facts: fact 'cpu.count': 'cpu' is 4, not an object of facts; remove it first "
+            "(--fact cpu= on the command line",
+        ),
+        (["hosts", "rm", "nothing*"], "target: target 'nothing*' matches no host"),
+        (["hosts", "list", "root@10.0.0.9"], "selects 1 host(s) outside the inventory"),
     ],
 )
 def test_bad_input_is_one_clear_line(home: Path, args: list[str], message: str) -> None:
     result = provisor(*args, home=home, check=False)
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and message in result.stderr
+
+
+def test_hosts_list_and_rm_take_a_target(provisor_cli: Provisor, tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_text("web01\nweb02\ndb01\n")
+    provisor_cli("hosts", "import", str(hosts))
+    listed = json.loads(provisor_cli("hosts", "list", "web*", "--output", "json").stdout)
+    assert [h["name"] for h in listed] == ["web01", "web02"]
+    # a target that could stand for many is listed and asked about, even for one host
+    refused = provisor_cli("hosts", "rm", "db*", check=False)
+    assert refused.returncode == 2 and "1 host(s) to remove: db01" in refused.stdout
+    assert "pass --yes" in refused.stderr
+    removed = provisor_cli.on_terminal("hosts", "rm", "web*", "db01", typed=["y"])
+    assert "remove 3 hosts (db01, web01, web02)? [y/N]" in removed.screen
+    assert removed.returncode == 0, removed.stderr
+    assert "3 host(s) to remove: db01,web[01-02]" in removed.stdout
+    assert "removed host web02" in removed.stdout
+    assert json.loads(provisor_cli("hosts", "list", "--output", "json").stdout) == []
 
 
 def test_duplicate_name(home: Path) -> None:

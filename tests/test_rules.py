@@ -1,7 +1,9 @@
-"""The smart-group rule language: parsing, evaluation, errors, round trips."""
+"""The smart-group rule language: parsing, evaluation, errors, round trips; and the facts
+it reads (`core.facts`): dotted names nested, conflicts refused, older flat keys read."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -9,6 +11,15 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from provisor.core.errors import InvalidInput
+from provisor.core.facts import (
+    apply_changes,
+    drop,
+    fact_path,
+    lossless_value,
+    nest,
+    readable,
+    typed_value,
+)
 from provisor.core.rules import (
     FIELDS,
     MAX_DEPTH,
@@ -517,3 +528,137 @@ def test_parse_raises_only_invalid_input(text: str) -> None:
     else:
         assert parse_rule(str(rule)) == rule
         assert rule.matches(HOST) in (True, False)
+
+
+# ---------------------------------------------------------------------------
+# Facts as rules read them: dotted names are nested (core.facts)
+# ---------------------------------------------------------------------------
+
+
+def _host(facts: dict[str, Any]) -> dict[str, Any]:
+    return {**HOST, "facts": readable(facts)}
+
+
+def test_dotted_names_are_nested_and_rules_read_them() -> None:
+    facts = nest({"cpu.count": 8, "cpu.model": "EPYC", "os": "debian"})
+    assert facts == {"cpu": {"count": 8, "model": "EPYC"}, "os": "debian"}
+    assert parse_rule("facts.cpu.count >= 8").matches(_host(facts))
+    assert parse_rule('facts["cpu"].count == 8 and facts.cpu contains "model"').matches(
+        _host(facts)
+    )
+    # an object value merges with dotted names beside it, in either order
+    assert nest({"cpu": {"count": 8}, "cpu.model": "x"}) == {"cpu": {"count": 8, "model": "x"}}
+    assert nest({"cpu.model": "x", "cpu": {"count": 8}}) == {"cpu": {"model": "x", "count": 8}}
+
+
+@pytest.mark.parametrize(
+    ("stored", "changes", "words"),
+    [
+        ({"cpu": 4}, {"cpu.count": 8}, "fact 'cpu.count': 'cpu' is 4, not an object of facts"),
+        ({"a": {"b": "x"}}, {"a.b.c": 1}, "fact 'a.b.c': 'a.b' is \"x\""),
+        ({"cpu": {"count": 8}}, {"cpu": 4}, "fact 'cpu' holds cpu.count"),
+        ({}, {"cpu": 4, "cpu.count": 8}, "--fact cpu= on the command line"),
+    ],
+)
+def test_a_fact_in_the_way_is_an_error_naming_it(
+    stored: dict[str, Any], changes: dict[str, Any], words: str
+) -> None:
+    before = copy.deepcopy(stored)
+    with pytest.raises(InvalidInput) as caught:
+        apply_changes(stored, changes)
+    assert caught.value.field == "facts" and words in caught.value.message
+    assert stored == before  # the facts given are never changed, whatever happens
+
+
+def test_changes_set_merge_and_remove_in_order() -> None:
+    stored = {"cpu": {"count": 8, "model": "EPYC"}, "os": "debian"}
+    changed = apply_changes(stored, {"cpu.count": 16, "disk.sda": 500, "os": None})
+    assert changed == {"cpu": {"count": 16, "model": "EPYC"}, "disk": {"sda": 500}}
+    assert stored == {"cpu": {"count": 8, "model": "EPYC"}, "os": "debian"}
+    # removing the last fact inside an object removes the empty object too
+    assert apply_changes(changed, {"disk.sda": None}) == {"cpu": {"count": 16, "model": "EPYC"}}
+    # removing, then setting: a fact in the way goes first, when asked
+    assert apply_changes({"cpu": 4}, {"cpu": None, "cpu.count": 8}) == {"cpu": {"count": 8}}
+    assert apply_changes(stored, {"nothing.here": None}) == stored
+    # an object merges into an object; a value replaces a value
+    assert apply_changes(stored, {"cpu": {"cores": 4}})["cpu"] == {
+        "count": 8,
+        "model": "EPYC",
+        "cores": 4,
+    }
+    assert apply_changes(stored, {"os": "ubuntu"})["os"] == "ubuntu"
+
+
+def test_flat_dotted_keys_stored_before_are_read_nested_and_superseded() -> None:
+    legacy = {"cpu.count": 8, "os": "debian", "net.if.eth0": "up"}
+    view = readable(legacy)
+    assert view["cpu"] == {"count": 8} and view["cpu.count"] == 8  # both spellings read
+    assert view["net"] == {"if": {"eth0": "up"}}
+    for rule in ("facts.cpu.count >= 8", 'facts["cpu.count"] == 8', "facts.net.if.eth0"):
+        assert parse_rule(rule).matches(_host(legacy)), rule
+    assert legacy == {"cpu.count": 8, "os": "debian", "net.if.eth0": "up"}  # not rewritten
+    # a nested fact wins over a flat key that disagrees
+    assert readable({"cpu": {"count": 4}, "cpu.count": 8})["cpu"] == {"count": 4}
+    assert readable({"cpu": 4, "cpu.count": 8})["cpu"] == 4
+    # writing the name replaces the flat key; removing a name removes the flat keys under it
+    assert apply_changes(legacy, {"cpu.count": 16}) == {
+        "os": "debian",
+        "net.if.eth0": "up",
+        "cpu": {"count": 16},
+    }
+    assert apply_changes(legacy, {"net": None, "cpu.count": None}) == {"os": "debian"}
+    assert drop({"cpu": {"count": 1}, "cpu.model": "x", "rack": 7}, ["cpu"]) == {"rack": 7}
+
+
+@pytest.mark.parametrize("name", ["", ".cpu", "cpu.", "cpu..count", "x" * 256, ".".join("a" * 17)])
+def test_bad_fact_names(name: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        fact_path(name)
+    assert caught.value.field == "facts"
+
+
+@pytest.mark.parametrize(
+    ("raw", "typed", "lossless"),
+    [
+        ("8", 8, 8),
+        ("-3", -3, -3),
+        ("0.5", 0.5, 0.5),
+        ("true", True, True),
+        ("12.10", 12.1, "12.10"),  # the version stays the text it is on import
+        ("007", "007", "007"),
+        ("1e3", 1000.0, "1e3"),
+        ("null", None, "null"),
+        ("[1, 2]", [1, 2], "[1, 2]"),
+        ("debian", "debian", "debian"),
+        ("1" * 30, int("1" * 30), "1" * 30),
+    ],
+)
+def test_values_typed_as_fact_and_as_import(raw: str, typed: Any, lossless: Any) -> None:
+    assert typed_value(raw) == typed and lossless_value(raw) == lossless
+    assert type(lossless_value(raw)) is type(lossless)
+
+
+_NAMES = st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=3).map(".".join)
+_SCALARS = st.one_of(st.integers(-5, 5), st.text(max_size=3), st.booleans())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(_NAMES, st.one_of(_SCALARS, st.none()), max_size=6))
+def test_changes_either_apply_or_name_the_fact(changes: dict[str, Any]) -> None:
+    """Whatever the changes, they apply or fail with an error naming a fact; once
+    applied, every name set reads back its value (through the rule language too)."""
+    try:
+        facts = apply_changes({"a": {"b": 1}, "c": 2}, changes)
+    except InvalidInput as exc:
+        assert exc.field == "facts" and "fact '" in exc.message
+        return
+    names = list(changes)
+    for at, name in enumerate(names):
+        if any(_touches(name, later) for later in names[at + 1 :]):
+            continue  # a later change decides what is there
+        found = Field("facts", fact_path(name)).resolve({"facts": readable(facts)})
+        assert found == changes[name], (name, facts)  # a removed fact reads as null
+
+
+def _touches(one: str, other: str) -> bool:
+    return one == other or one.startswith(other + ".") or other.startswith(one + ".")

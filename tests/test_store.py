@@ -142,9 +142,88 @@ def test_import_ansible_inventory(ctx: Context) -> None:
     assert sorted(report.groups_created) == ["db", "site", "web"]
     web01 = hosts.get_host(ctx, "web01")
     assert (web01.address, web01.port, web01.user) == ("10.0.0.1", 2222, "deploy")
-    assert hosts.get_host(ctx, "web02").tags == {"env": "prod"}
+    web02 = hosts.get_host(ctx, "web02")
+    assert web02.facts == {"env": "prod"} and web02.tags == {}  # a variable is a fact
     assert groups.group_members(ctx, "site") == ["db01", "web01", "web02"]
     assert groups.get_group(ctx, "web").parent == "site"
+
+
+FACTS_INVENTORY = """\
+[web]
+web01 ansible_host=10.0.0.1 ansible_user=deploy os=debian cpus=8 version=12.10 cpu.count=4
+web02 ansible_host=10.0.0.2 ansible_ssh_private_key_file=/keys/web os=ubuntu debug=true
+
+[web:vars]
+ansible_port=2222
+env=prod
+ansible_python_interpreter=/usr/bin/python3
+"""
+
+
+def test_import_puts_variables_in_facts_and_connection_variables_in_place(ctx: Context) -> None:
+    importing.import_hosts(ctx, FACTS_INVENTORY, source="facts.ini")
+    web01, web02 = hosts.list_hosts(ctx)
+    assert (web01.address, web01.port, web01.user) == ("10.0.0.1", 2222, "deploy")
+    assert web01.facts == {
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "cpu": {"count": 4},
+        "cpus": 8,
+        "env": "prod",
+        "os": "debian",
+        "version": "12.10",  # typed only where the type writes the text back exactly
+    }
+    assert web02.credentials == "key:/keys/web" and web02.facts["debug"] is True
+    assert web01.tags == {} and web02.tags == {}
+    groups.add_group(ctx, group("debian", rule='facts.os == "debian" and facts.cpu.count >= 4'))
+    assert groups.group_members(ctx, "debian") == ["web01"]
+    groups.add_group(ctx, group("prod", rule='facts.env == "prod" and facts.cpus >= 8'))
+    assert groups.group_members(ctx, "prod") == ["web01"]
+
+    # an update merges the file's facts into the host's, and keeps what the file lacks
+    hosts.update_host(ctx, "web01", validate(HostChanges, {"facts": {"rack": 7}}))
+    again = FACTS_INVENTORY.replace("cpu.count=4", "cpu.model=EPYC")
+    importing.import_hosts(ctx, again, source="facts.ini", on_existing="update")
+    facts = hosts.get_host(ctx, "web01").facts
+    assert facts["cpu"] == {"count": 4, "model": "EPYC"} and facts["rack"] == 7
+
+    # a variable in the way of another is an error at the host's line; nothing changes
+    clash = "[db]\ndb01 ansible_host=10.0.0.3 cpu=4 cpu.count=8\n"
+    with pytest.raises(InvalidInput) as caught:
+        importing.import_hosts(ctx, clash, source="clash.ini")
+    assert str(caught.value).startswith("clash.ini:2:") and "fact 'cpu.count'" in str(caught.value)
+    stored = "[web]\nweb01 cpu.count.max=8\n"
+    with pytest.raises(InvalidInput, match=r"facts\.ini:2: host 'web01': fact 'cpu\.count\.max'"):
+        importing.import_hosts(ctx, stored, source="facts.ini", on_existing="update")
+    assert [h.name for h in hosts.list_hosts(ctx)] == ["web01", "web02"]
+    assert hosts.get_host(ctx, "web01").facts == facts
+
+
+def test_facts_by_dotted_names_and_facts_stored_flat_before(ctx: Context, store: Store) -> None:
+    hosts.add_host(ctx, host("a", facts={"cpu.count": 8, "os": "debian"}))
+    assert hosts.get_host(ctx, "a").facts == {"cpu": {"count": 8}, "os": "debian"}
+    with pytest.raises(InvalidInput) as caught:
+        hosts.update_host(ctx, "a", validate(HostChanges, {"facts": {"os.version": "12"}}))
+    assert caught.value.field == "facts" and "fact 'os.version': 'os' is \"debian\"" in str(
+        caught.value
+    )
+    with pytest.raises(InvalidInput, match=r"facts: invalid fact name 'cpu\.\.count'"):
+        validate(HostChanges, {"facts": {"cpu..count": 1}})
+    # a host whose facts were stored flat before names were split (as `--fact cpu.count=8`
+    # stored them): rules read them nested, nothing rewrites them, a write supersedes them
+    hosts.add_host(ctx, host("b"))
+    with store.session() as session:
+        row = session.scalar(select(Host).where(Host.name == "b"))
+        assert row is not None
+        row.facts = {"cpu.count": 16, "os": "debian"}
+    groups.add_group(ctx, group("big", rule="facts.cpu.count >= 8"))
+    assert groups.group_members(ctx, "big") == ["a", "b"]
+    assert hosts.get_host(ctx, "b").facts == {"cpu.count": 16, "os": "debian"}
+    changed = hosts.update_host(ctx, "b", validate(HostChanges, {"facts": {"cpu.count": 4}}))
+    assert changed.facts == {"os": "debian", "cpu": {"count": 4}}
+    assert groups.group_members(ctx, "big") == ["a"]
+    assert hosts.list_hosts(ctx, target="group:big") == hosts.list_hosts(ctx, names=["a"])
+    with pytest.raises(InvalidInput, match="matches no host"):
+        hosts.list_hosts(ctx, target="c*")
 
 
 def test_import_is_all_or_nothing(ctx: Context, store: Store) -> None:

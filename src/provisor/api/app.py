@@ -16,6 +16,7 @@ from provisor.api import (
     changes,
     deployments,
     errors,
+    gathering,
     identity,
     jobs,
     keys,
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sign_ins = SignInGuard(settings.sign_in_failures)
     errors.install(app)
     app.add_middleware(RequestGuard, allowed_hosts=[*LOCAL_NAMES, *settings.allowed_host_names])
+    app.include_router(gathering.router, prefix="/api/v1")  # before /hosts/{name}
     app.include_router(routes.router, prefix="/api/v1")
     app.include_router(identity.router, prefix="/api/v1")
     app.include_router(keys.router, prefix="/api/v1")

@@ -35,8 +35,14 @@ def health(request: Request) -> system.Health:
 
 
 @router.get("/hosts", response_model=list[HostView], tags=["hosts"])
-def list_hosts(ctx: Ctx) -> list[HostView]:
-    return hosts.list_hosts(ctx)
+def list_hosts(
+    ctx: Ctx,
+    target: Annotated[
+        str | None,
+        Query(min_length=1, max_length=10_000, description="only these hosts: group:web, ..."),
+    ] = None,
+) -> list[HostView]:
+    return hosts.list_hosts(ctx, target=target)
 
 
 @router.post("/hosts", response_model=HostView, status_code=201, tags=["hosts"])

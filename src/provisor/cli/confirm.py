@@ -90,11 +90,17 @@ def declined(verb: str) -> typer.Exit:
 
 
 def remove_each(
-    kind: str, names: Sequence[str], remove: Callable[[str], object], *, yes: bool, dry_run: bool
+    kind: str,
+    names: Sequence[str],
+    remove: Callable[[str], object],
+    *,
+    yes: bool,
+    dry_run: bool,
+    ask_for_one: bool = False,
 ) -> None:
     """Remove each named `kind` once confirmed (see `go_ahead`); a failure is reported
     with its name and the others still go; the exit status is 1 if any failed."""
-    if not go_ahead("remove", f"{kind}s", names, yes=yes, dry_run=dry_run):
+    if not go_ahead("remove", f"{kind}s", names, yes=yes, dry_run=dry_run, ask_for_one=ask_for_one):
         if dry_run:
             return
         raise declined("remove")

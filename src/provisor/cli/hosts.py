@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections import Counter
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from provisor.cli import confirm
 from provisor.cli._context import context
+from provisor.cli.fleet import (
+    ConnectTimeout,
+    Identity,
+    OutputMode,
+    Parallel,
+    User,
+    _mode,
+    _seconds,
+)
+from provisor.cli.fleet_output import Reporter, exit_status
 from provisor.cli.output import (
     Format,
     console,
@@ -20,9 +34,13 @@ from provisor.cli.output import (
     table,
 )
 from provisor.core.errors import InvalidInput
-from provisor.core.names import parse_key_values
+from provisor.core.facts import typed_value
+from provisor.core.names import check_name, parse_key_values
+from provisor.core.nodeset import fold, natural_key
 
 if TYPE_CHECKING:  # the services load with the command that uses them
+    from provisor.services.context import Context
+    from provisor.services.results import HostResult
     from provisor.services.schemas import HostView
 
 app = typer.Typer(help="Manage the inventory of hosts.", no_args_is_help=True)
@@ -44,14 +62,21 @@ OutputOption = Annotated[Format, typer.Option("--output", help="table or json")]
 
 
 def _facts(items: list[str]) -> dict[str, Any]:
-    """`--fact cpus=8` stores the number 8; text that is not JSON stays text."""
-    result: dict[str, Any] = {}
-    for key, raw in parse_key_values(items, field="fact").items():
-        try:
-            result[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            result[key] = raw
-    return result
+    """`--fact cpus=8` stores the number 8; text that is not JSON stays text. A dotted
+    name is a path: `--fact cpu.count=8` is `count` inside `cpu`."""
+    return {key: typed_value(raw) for key, raw in parse_key_values(items, field="fact").items()}
+
+
+def _flat(facts: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Facts as `name = value` lines, nested objects by dotted names (as they are set)."""
+    lines = []
+    for key, value in facts.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            lines += _flat(value, name + ".")
+        else:
+            lines.append(f"{name} = {json.dumps(value, ensure_ascii=False)}")
+    return lines
 
 
 def _show(host: HostView) -> None:
@@ -65,7 +90,7 @@ def _show(host: HostView) -> None:
             ("state", host.state),
             ("groups", host.groups),
             ("tags", host.tags),
-            ("facts", host.facts),
+            ("facts", "\n".join(_flat(host.facts)) or "-"),
             ("tenant", host.tenant),
             ("created", host.created_at.isoformat(timespec="seconds")),
         ]
@@ -115,11 +140,17 @@ def add(
 
 
 @app.command("list")
-def list_(output: OutputOption = Format.table) -> None:
-    """List hosts."""
+def list_(
+    target: Annotated[
+        str | None,
+        typer.Argument(help="only these hosts: web[01-20], group:web, tag:env=prod, ..."),
+    ] = None,
+    output: OutputOption = Format.table,
+) -> None:
+    """List hosts: all of them, or those a target expression selects."""
     from provisor.services import hosts
 
-    found = hosts.list_hosts(context())
+    found = hosts.list_hosts(context(), target=target)
     if output is Format.json:
         emit_json(found)
         return
@@ -192,18 +223,51 @@ def set_(
 
 @app.command("rm")
 def rm(
-    names: Annotated[list[str], typer.Argument(help="one or more host names")],
+    targets: Annotated[
+        list[str],
+        typer.Argument(help="hosts to remove: names or targets (web[01-20], group:old, ...)"),
+    ],
     yes: confirm.Yes = False,
     dry_run: confirm.DryRun = False,
 ) -> None:
-    """Remove hosts from the inventory (the servers themselves are not touched).
+    """Remove the hosts the targets select from the inventory (the servers themselves are
+    not touched); a target that selects no host is an error and nothing is removed.
 
-    More than one host is asked about on a terminal; without one, pass --yes."""
+    The hosts are listed and asked about on a terminal, unless the targets are one host
+    named plainly; without a terminal, pass --yes."""
     from provisor.services import hosts
 
+    ctx = context()
+    names: list[str] = []
+    for target in targets:
+        names += [n for n in _selected(ctx, target) if n not in names]
+    names.sort(key=natural_key)
+    plain = all(_plain_name(t) for t in targets)
+    if not dry_run and (len(names) > 1 or not plain):
+        console.print(f"{len(names)} host(s) to remove: {escape(fold(names))}", highlight=False)
     confirm.remove_each(
-        "host", names, lambda name: hosts.remove_host(context(), name), yes=yes, dry_run=dry_run
+        "host",
+        names,
+        lambda name: hosts.remove_host(ctx, name),
+        yes=yes,
+        dry_run=dry_run,
+        ask_for_one=not plain,
     )
+
+
+def _selected(ctx: Context, target: str) -> list[str]:
+    from provisor.services import targets
+
+    return targets.inventory_names(ctx, target)
+
+
+def _plain_name(target: str) -> bool:
+    """A target that is one host's name (it cannot stand for more than that host)."""
+    try:
+        check_name(target)
+    except InvalidInput:
+        return False
+    return True
 
 
 @app.command("rekey")
@@ -249,3 +313,62 @@ def import_(
         f"{len(report.hosts_updated)} updated, {len(report.hosts_skipped)} skipped, "
         f"{len(report.groups_created)} group(s) created"
     )
+
+
+@app.command("gather")
+def gather(
+    target: Annotated[str, typer.Argument(help="hosts: web[01-20], group:web, tag:env=prod, ...")],
+    parallel: Parallel = 64,
+    timeout: Annotated[
+        str,
+        typer.Option("--timeout", "-t", help="time the facts script may run per host, e.g. 30s"),
+    ] = "60s",
+    connect_timeout: ConnectTimeout = 10.0,
+    user: User = None,
+    identity: Identity = None,
+    output: OutputMode = None,
+) -> None:
+    """Read facts from every host over SSH (OS, kernel, architecture, CPUs, memory,
+    disks, addresses, virtualization) and keep them in the inventory.
+
+    Read-only on the hosts. A host that fails is reported and keeps its facts; the
+    others' gathered facts are replaced (see docs/concepts.md, "Gathered facts")."""
+    from provisor.services import gathering
+    from provisor.services.schemas import validate
+
+    mode = _mode(output, 0)  # a bad --output is refused before anything runs
+    if identity is not None and not identity.is_file():
+        raise InvalidInput(f"no private key file at {identity}", field="identity")
+    request = validate(
+        gathering.GatherRequest,
+        {
+            "target": target,
+            "parallel": parallel,
+            "timeout": _seconds(timeout, "timeout"),
+            "connect_timeout": connect_timeout,
+            "user": user,
+            "identity": str(identity) if identity else None,
+        },
+    )
+    reporters: list[Reporter] = []
+    unconnected: list[str] = []  # --output json: hosts whose login timed out
+
+    def started(job: Any) -> None:
+        if mode != "json":
+            reporters.append(Reporter(_mode(output, job.host_count), job.host_count))
+
+    def answered(result: HostResult) -> None:
+        if reporters:
+            reporters[0].result(result)
+        elif result.details.get("limit") == "connect":
+            unconnected.append(result.host)
+
+    report = asyncio.run(gathering.gather(context(), request, on_start=started, on_result=answered))
+    if mode == "json":
+        emit_json(report)
+        counts = Counter(report.job.summary)
+        raise typer.Exit(exit_status(counts, unconnected=len(unconnected)))
+    status = reporters[0].finish(report.job.id)
+    for line in report.summary:
+        console.print(escape(line), highlight=False)
+    raise typer.Exit(status)

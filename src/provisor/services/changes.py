@@ -34,6 +34,7 @@ from provisor.core.changes.model import (
 )
 from provisor.core.changes.render import HostContext, render
 from provisor.core.errors import InvalidInput, NotFound, ParseErrors
+from provisor.core.facts import readable
 from provisor.core.masking import NO_SECRETS, Masker
 from provisor.core.rollout import Rollout
 from provisor.services.context import Context
@@ -338,7 +339,7 @@ def _host_contexts(ctx: Context, endpoints: Sequence[Endpoint]) -> dict[str, Hos
             contexts[e.name] = HostContext(
                 name=e.name,
                 address=e.address,
-                facts=dict(host.facts) if host else {},
+                facts=readable(host.facts) if host else {},
                 tags=dict(host.tags) if host else {},
                 groups=tuple(groups.get(host.id, ())) if host else (),
             )

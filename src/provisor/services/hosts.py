@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from provisor.core.access import Action
 from provisor.core.errors import Conflict, InvalidInput, NotFound
+from provisor.core.facts import apply_changes, readable
 from provisor.services.context import Context, audited
 from provisor.services.keys import is_stored_reference
 from provisor.services.schemas import HostChanges, HostSpec, HostView
@@ -48,14 +49,15 @@ def host_view(host: Host, tenant: str) -> HostView:
 
 
 def host_record(host: Host) -> dict[str, Any]:
-    """The mapping smart-group rules are evaluated against."""
+    """The mapping smart-group rules are evaluated against (facts stored under flat
+    dotted names before names were split are read at their nested place too)."""
     return {
         "name": host.name,
         "address": host.address,
         "port": host.port,
         "user": host.user,
         "state": host.state,
-        "facts": host.facts,
+        "facts": readable(host.facts),
         "tags": host.tags,
     }
 
@@ -116,9 +118,17 @@ def add_host(ctx: Context, spec: HostSpec) -> HostView:
         return host_view(host, ctx.tenant)
 
 
-def list_hosts(ctx: Context, *, names: list[str] | None = None) -> list[HostView]:
-    """All hosts of the tenant, or just those named (in name order)."""
+def list_hosts(
+    ctx: Context, *, names: list[str] | None = None, target: str | None = None
+) -> list[HostView]:
+    """All hosts of the tenant, or just those named, or those a target expression selects
+    (in name order); a target that matches no host is an error."""
     ctx.require(Action.inventory_read)
+    if target is not None:
+        from provisor.services.targets import inventory_names  # it imports this module
+
+        selected = set(inventory_names(ctx, target))
+        names = [n for n in names if n in selected] if names is not None else list(selected)
     with ctx.store.session() as session:
         hosts = tenant_hosts(session, ctx.tenant_id())
         if names is not None:
@@ -146,8 +156,7 @@ def update_host(ctx: Context, name: str, changes: HostChanges) -> HostView:
             tags = {**host.tags, **changes.tags}
             host.tags = {k: v for k, v in tags.items() if v is not None}
         if changes.facts:
-            facts = {**host.facts, **changes.facts}
-            host.facts = {k: v for k, v in facts.items() if v is not None}
+            host.facts = apply_changes(host.facts, changes.facts)
         audit.details = {"changed": sorted(given)}
         session.flush()
         return host_view(host, ctx.tenant)

@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from provisor.core.access import Action
 from provisor.core.errors import Conflict, InvalidInput, ProvisorError
+from provisor.core.facts import apply_changes, lossless_value
 from provisor.core.hostfiles import HostEntry, Inventory, parse_inventory
 from provisor.services.context import Context, audited
 from provisor.services.groups import find_group
@@ -23,15 +24,19 @@ _KEY_FILE_VARS = ("ansible_ssh_private_key_file", "ansible_private_key_file")
 
 
 def _spec(ctx: Context, entry: HostEntry, source: str) -> HostSpec:
-    tags = dict(entry.vars)
-    key_files = [tags.pop(var) for var in _KEY_FILE_VARS if var in tags]
+    """The host an entry describes. How to reach it (ansible_host, _port, _user, the key
+    file) makes its address, port, user and credentials; every other variable is a fact
+    about it (`os=debian` -> facts.os, `cpu.count=8` -> facts.cpu.count), typed only
+    where the type writes the text back exactly (see `core.facts.lossless_value`)."""
+    variables = dict(entry.vars)
+    key_files = [variables.pop(var) for var in _KEY_FILE_VARS if var in variables]
     data = {
         "name": entry.name,
         "address": entry.address,
         "port": entry.port or 22,
         "user": entry.user,
         "credentials": f"key:{key_files[0]}" if key_files else None,
-        "tags": tags,
+        "facts": {name: lossless_value(value) for name, value in variables.items()},
     }
     try:
         spec = validate(HostSpec, data)
@@ -131,7 +136,12 @@ def import_hosts(
                 host.address = spec.address or host.address
                 host.port, host.user = spec.port, spec.user or host.user
                 host.credentials = spec.credentials or host.credentials
-                host.tags = {**host.tags, **spec.tags}
+                try:
+                    host.facts = apply_changes(host.facts, spec.facts)
+                except InvalidInput as exc:
+                    raise InvalidInput(
+                        f"host {name!r}: {exc.message}", source=source, line=entry.line
+                    ) from None
                 report.hosts_updated.append(name)
             for group_name in entry.groups:
                 group = groups.get(group_name) or find_group(session, tenant_id, group_name)

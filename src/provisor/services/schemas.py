@@ -8,6 +8,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from provisor.core.errors import invalid_input
+from provisor.core.facts import fact_path, nest
 from provisor.core.names import check_address, check_name, check_port, check_tag_key
 
 HOST_STATES = ("new", "active", "unreachable", "maintenance", "retired")
@@ -56,6 +57,18 @@ def _check_tags(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+def _nested_facts(value: dict[str, Any]) -> dict[str, Any]:
+    """A new host's facts: dotted names become nested objects (`cpu.count`)."""
+    return nest(value)
+
+
+def _fact_names(value: dict[str, Any]) -> dict[str, Any]:
+    """Changes to facts: each name a dotted path, checked here, applied in order."""
+    for name in value:
+        fact_path(name)
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -91,6 +104,7 @@ class HostSpec(_Strict):
     _credentials = field_validator("credentials")(_check_credentials)
     _jump = field_validator("proxy_jump")(_check_jump)
     _tags = field_validator("tags")(_check_tags)
+    _facts = field_validator("facts")(_nested_facts)
 
     @model_validator(mode="after")
     def _default_address(self) -> HostSpec:
@@ -100,7 +114,8 @@ class HostSpec(_Strict):
 
 
 class HostChanges(_Strict):
-    """A partial update; tags and facts given here are merged, `null` removes a key."""
+    """A partial update; tags and facts given here are merged, `null` removes a key.
+    A fact's name is a dotted path (`cpu.count`); an object merges into an object."""
 
     address: str | None = None
     port: int | None = None
@@ -130,6 +145,7 @@ class HostChanges(_Strict):
 
     _credentials = field_validator("credentials")(_check_credentials)
     _jump = field_validator("proxy_jump")(_check_jump)
+    _facts = field_validator("facts")(_fact_names)
 
 
 class HostView(BaseModel):

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, selectinload
 from provisor.core.errors import InvalidInput, NotFound
 from provisor.core.hostfiles import parse_pssh_hosts
 from provisor.core.names import deployment_group
+from provisor.core.nodeset import fold
 from provisor.core.targets import HostRef, evaluate, parse_target
 from provisor.fleet.transport import Endpoint, host_trust_id, machine_trust_id
 from provisor.services.context import Context
@@ -187,3 +188,27 @@ def resolve_target(
                 )
             )
     return endpoints
+
+
+def inventory_names(ctx: Context, target: str) -> list[str]:
+    """The names of the inventory hosts `target` selects, in natural name order (for
+    `hosts list TARGET` and `hosts rm TARGET`). A target that matches nothing, or that
+    names a host outside the inventory (`root@10.0.0.9`, a hosts file's stranger), is an
+    error: these commands are about inventory hosts only."""
+    expression = parse_target(target)
+    with ctx.store.session() as session:
+        resolver = _InventoryResolver(session, ctx.tenant_id(), files_allowed=ctx.is_local)
+        selected = evaluate(expression, resolver)
+        outside = [
+            ref.name
+            for ref in selected
+            if (host := resolver.hosts.get(ref.name)) is None or ref.address != host.address
+        ]
+    if outside:
+        raise InvalidInput(
+            f"target {target!r} selects {len(outside)} host(s) outside the inventory "
+            f"({fold(outside)}); "
+            "name inventory hosts (web01, group:web, tag:env=prod, ...)",
+            field="target",
+        )
+    return list(selected.names)

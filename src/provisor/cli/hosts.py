@@ -12,7 +12,9 @@ import typer
 from provisor.cli import confirm
 from provisor.cli._context import context
 from provisor.cli.output import (
+    Col,
     Format,
+    WideOption,
     console,
     emit_json,
     fields,
@@ -115,8 +117,8 @@ def add(
 
 
 @app.command("list")
-def list_(output: OutputOption = Format.table) -> None:
-    """List hosts."""
+def list_(output: OutputOption = Format.table, wide: WideOption = False) -> None:
+    """List hosts (long groups and tags shortened to fit the terminal; --wide: whole)."""
     from provisor.services import hosts
 
     found = hosts.list_hosts(context())
@@ -124,8 +126,17 @@ def list_(output: OutputOption = Format.table) -> None:
         emit_json(found)
         return
     table(
-        ["name", "address", "port", "user", "state", "groups", "tags"],
+        [
+            Col("name"),
+            Col("address", cut=True),
+            Col("port"),
+            Col("user", cut=True),
+            Col("state"),
+            Col("groups", cut=True),
+            Col("tags", cut=True),
+        ],
         [(h.name, h.address, h.port, h.user, h.state, h.groups, h.tags) for h in found],
+        wide=wide,
     )
     console.print(f"{len(found)} host(s)")
 

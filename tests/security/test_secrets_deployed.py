@@ -184,6 +184,8 @@ def test_a_planted_secret_surfaces_nowhere(provisor: Provisor, tmp_path: Path) -
         ("deployments", "list", "--output", "json"),
         ("status", "vault"),
         ("params", "vault"),
+        ("deployments", "show", "vault"),
+        ("deployments", "show", "broken", "--output", "json"),
     ):
         surfaces.cli(provisor(*command), " ".join(command))
     _wait("done", lambda: _worker_gone(provisor.home))  # worker.log is complete
@@ -207,9 +209,11 @@ def _through_the_api(provisor: Provisor, surfaces: Surfaces) -> None:
         for path in (
             "/deployments",
             "/deployments/vault",
+            "/deployments/vault/detail",
             "/deployments/vault/parameters",
             "/deployments/vault/events",
             "/deployments/broken",
+            "/deployments/broken/detail",
             "/deployments/broken/events",
             "/jobs",
             "/jobs/1",

@@ -35,6 +35,11 @@ def _health(view: DeploymentDetail) -> str:
     return ", ".join(f"{n} {state}" for state, n in sorted(view.health.items()))
 
 
+def _values(values: dict[str, Any]) -> list[tuple[str, str]]:
+    """Parameters or outputs as given: a `[` in a value is text, not markup."""
+    return [(escape(key), escape(compact(value))) for key, value in sorted(values.items())]
+
+
 def _heading(text: str) -> None:
     console.print(f"\n[bold]{escape(text)}[/]", highlight=False)
 
@@ -49,7 +54,7 @@ def show_detail(view: DeploymentDetail) -> None:
             ("tenant", view.tenant),
             ("blueprint", f"{view.blueprint}@{view.blueprint_version}"),
             ("state", _state(view)),
-            *([("error", view.error)] if view.error else []),
+            *([("error", escape(view.error))] if view.error else []),
             ("owner", view.owner),
             ("provider", view.provider),
             ("created", f"{full_time(view.created_at)} UTC"),
@@ -61,7 +66,7 @@ def show_detail(view: DeploymentDetail) -> None:
     )
     _heading("parameters")
     if view.inputs:
-        fields(sorted(view.inputs.items()))  # secrets come masked from the service
+        fields(_values(view.inputs))  # secrets come masked from the service
     else:
         console.print("none")
     _heading(f"machines ({len(view.machines)})")
@@ -80,7 +85,7 @@ def show_detail(view: DeploymentDetail) -> None:
     )
     if view.outputs:
         _heading("outputs")
-        fields(sorted(view.outputs.items()))
+        fields(_values(view.outputs))
     _heading("latest events")
     table(
         [

@@ -43,6 +43,24 @@ NARROW = {"COLUMNS": "80"}
 WRAPPED_ROW = re.compile(r"^\s+│")  # a row's first cell (a name, an id, a time) never is empty
 
 
+# Every command the tests read, run once on an 80-column terminal, two at a time.
+SHOW = ("deployments", "show", "tiny")
+SHOW_JSON = ("deployments", "show", "tiny", "--output", "json")
+STATUS_JSON = ("status", "tiny", "--output", "json")
+LISTINGS = [
+    ("events", "--limit", "200"),
+    ("jobs", "list"),
+    ("hosts", "list"),
+    ("groups", "list"),
+    ("blueprints", "list"),
+    ("backup", "list"),
+]
+WIDE = [("events", "--wide", "--limit", "200"), ("jobs", "list", "--wide")]
+REFUSED = [("up", "tiny@9"), ("up", "tiny@"), ("deployments", "show", "nope")]
+Screens = dict[tuple[str, ...], subprocess.CompletedProcess[str]]
+BACKUP = ("backup", "now", "tiny")
+
+
 @pytest.fixture(scope="module")
 def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provisor]:
     """A data directory with the deployment `tiny` (ready, a job and a backup done),
@@ -65,20 +83,31 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provisor]:
             groups.add_group(ctx, GroupSpec(name="labelled", rule=rule))
         finally:
             store.close()
-        provisor("run", "deployment:tiny", "--", "true")
-        provisor("backup", "now", "tiny")
+        for done in _run(provisor, [("run", "deployment:tiny", "--", "true"), BACKUP]):
+            assert done.returncode == 0, done.stderr
         yield provisor
     finally:
         provisor("down", "tiny", check=False)
         provisor("worker", "stop", check=False)
 
 
-def _narrow(
-    cli: Provisor, *commands: tuple[str, ...], check: bool = True
-) -> list[subprocess.CompletedProcess[str]]:
+@pytest.fixture(scope="module")
+def screens(cli: Provisor) -> Screens:
+    """What each command the tests read printed (exit status, stdout, stderr)."""
+    commands = [SHOW, SHOW_JSON, STATUS_JSON, *LISTINGS, *WIDE, *REFUSED]
+    return dict(zip(commands, _run(cli, commands), strict=True))
+
+
+def _run(cli: Provisor, commands: list[tuple[str, ...]]) -> list[subprocess.CompletedProcess[str]]:
     """Each command, run on an 80-column terminal (two at a time)."""
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return list(pool.map(lambda args: cli(*args, env=NARROW, check=check), commands))
+        return list(pool.map(lambda args: cli(*args, env=NARROW, check=False), commands))
+
+
+def _ok(screens: Screens, command: tuple[str, ...]) -> str:
+    done = screens[command]
+    assert done.returncode == 0, f"{command}: {done.stderr}"
+    return done.stdout
 
 
 def _fits(output: str, command: str) -> None:
@@ -90,16 +119,8 @@ def _fits(output: str, command: str) -> None:
     assert not wrapped, f"{command}: a row took more than one line:\n{output}"
 
 
-def test_deployments_show_tells_everything_and_no_secret(cli: Provisor) -> None:
-    shown, as_json, status = (
-        done.stdout
-        for done in _narrow(
-            cli,
-            ("deployments", "show", "tiny"),
-            ("deployments", "show", "tiny", "--output", "json"),
-            ("status", "tiny", "--output", "json"),
-        )
-    )
+def test_deployments_show_tells_everything_and_no_secret(screens: Screens) -> None:
+    shown, as_json, status = (_ok(screens, command) for command in (SHOW, SHOW_JSON, STATUS_JSON))
     _fits(shown, "deployments show")
     assert SECRET not in shown and SECRET not in as_json
     facts = dict(line.split(None, 1) for line in shown.split("\n\n")[0].splitlines())
@@ -131,17 +152,9 @@ def test_deployments_show_tells_everything_and_no_secret(cli: Provisor) -> None:
     assert detail["backups"]["counts"] == {"good": 1} and detail["backups"]["last_good"]
 
 
-def test_listings_fit_80_columns_one_line_a_row(cli: Provisor) -> None:
-    commands = [
-        ("events", "--limit", "200"),
-        ("jobs", "list"),
-        ("hosts", "list"),
-        ("groups", "list"),
-        ("blueprints", "list"),
-        ("backup", "list"),
-    ]
-    outputs = [done.stdout for done in _narrow(cli, *commands)]
-    for command, output in zip(commands, outputs, strict=True):
+def test_listings_fit_80_columns_one_line_a_row(screens: Screens) -> None:
+    outputs = [_ok(screens, command) for command in LISTINGS]
+    for command, output in zip(LISTINGS, outputs, strict=True):
         _fits(output, " ".join(command))
     events, _, hosts_listed, groups_listed = outputs[:4]
     assert "deployment.requested" in events and "…" in events  # long details shortened
@@ -149,11 +162,8 @@ def test_listings_fit_80_columns_one_line_a_row(cli: Provisor) -> None:
     assert "labelled" in groups_listed and "…" in groups_listed
 
 
-def test_wide_shows_everything_one_line_a_row(cli: Provisor) -> None:
-    events, jobs = (
-        done.stdout
-        for done in _narrow(cli, ("events", "--wide", "--limit", "200"), ("jobs", "list", "--wide"))
-    )
+def test_wide_shows_everything_one_line_a_row(cli: Provisor, screens: Screens) -> None:
+    events, jobs = (_ok(screens, command) for command in WIDE)
     instance = cli.instance("tiny")
     requested = [line for line in events.splitlines() if "deployment.requested" in line]
     assert len(requested) == 1 and instance in requested[0]  # whole, on its one line
@@ -187,10 +197,8 @@ def test_completion_script_and_protocol(cli: Provisor) -> None:
     assert completed.split() == ["hosts"]
 
 
-def test_unknown_names_and_versions_say_what_there_is(cli: Provisor) -> None:
-    missing, empty, unknown = _narrow(
-        cli, ("up", "tiny@9"), ("up", "tiny@"), ("deployments", "show", "nope"), check=False
-    )
+def test_unknown_names_and_versions_say_what_there_is(screens: Screens) -> None:
+    missing, empty, unknown = (screens[command] for command in REFUSED)
     assert missing.returncode == empty.returncode == unknown.returncode == 2
     assert "blueprint 'tiny' has no version '9' in the catalog; stored: 1." in missing.stderr
     assert "tiny@1" in missing.stderr and "provisor blueprints add FILE" in missing.stderr

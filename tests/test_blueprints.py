@@ -782,7 +782,7 @@ def test_add_list_get(ctx: Context) -> None:
     assert service.get_blueprint(ctx, "tiny", "1.9").text.count("debian-12") == 1
     with pytest.raises(Conflict, match="stored versions never change"):
         service.add_blueprint(ctx, newer.replace("debian-13", "debian-14"), "tiny.yaml")
-    with pytest.raises(NotFound, match=r"has no version '3' \(it has 1.9, 1.10\)"):
+    with pytest.raises(NotFound, match=r"has no version '3' in the catalog; stored: 1.9, 1.10\."):
         service.get_blueprint(ctx, "tiny", "3")
     with pytest.raises(NotFound, match="no blueprint named 'nope'") as missing:
         service.get_blueprint(ctx, "nope")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import tarfile
 from datetime import UTC, datetime, timedelta
 
@@ -15,6 +16,7 @@ from db_rows import add_deployment
 from provisor.services import identity, keys
 from provisor.services.events import list_events
 from provisor.store.identity import ApiToken
+from provisor.store.orchestration import Deployment
 
 SAMPLE = {
     "name": "x",
@@ -152,9 +154,52 @@ def test_a_requester_sees_and_removes_only_its_own_deployments(server: Server) -
         names = [d["name"] for d in api.get("/deployments").json()]
         assert "someone-elses" not in names
         assert api.get("/deployments/someone-elses").status_code == 404
+        assert api.get("/deployments/someone-elses/detail").status_code == 404
         assert api.get("/deployments/someone-elses/events").status_code == 404
         assert api.get("/deployments/someone-elses/health").status_code == 404
         assert api.delete("/deployments/someone-elses").status_code == 404
+
+
+def test_a_deployments_detail_shows_what_the_role_may_read(server: Server) -> None:
+    """Its own tenant's, whole for an auditor; a requester's own without the jobs and
+    backups its role may not read; hostile names are just names that do not exist."""
+    add_deployment(server.store, "detailed", tenant="alpha", machines=[("web", 1)])
+    with server.store.session() as session:
+        session.execute(
+            update(Deployment)
+            .where(Deployment.name == "detailed")
+            .values(owner="requester-alpha", inputs={"size": "small"})
+        )
+    with server.client("auditor") as api:
+        whole = api.get("/deployments/detailed/detail").json()
+    assert whole["tenant"] == "alpha" and whole["blueprint"] == "webapp"
+    assert whole["inputs"] == {"size": "small"} and whole["jobs"] == []
+    assert whole["backups"] == {"counts": {}, "last_good_at": None, "last_good": None}
+    assert [m["name"] for m in whole["machines"]] == ["detailed-web-1"]
+    with server.client("requester") as api:
+        own = api.get("/deployments/detailed/detail").json()
+        assert own["name"] == "detailed" and own["jobs"] is None and own["backups"] is None
+        for name in ("..%2F..%2Fetc", "a" * 5000, "%00", "deployment:*", "detailed%2Fx"):
+            answer = api.get(f"/deployments/{name}/detail")
+            assert answer.status_code == 404, (name, answer.text)
+            assert "detailed" not in answer.text
+
+
+def test_the_api_docs_page_needs_nothing_from_elsewhere(server: Server) -> None:
+    """Swagger UI comes from the server itself (no CDN): every script, style sheet and
+    icon the page names is on this server and answers 200; like the OpenAPI document,
+    the page and its assets need no token (they hold nothing of any tenant)."""
+    page = httpx.get(f"{server.url}/api/v1/docs", timeout=30)
+    assert page.status_code == 200 and "SwaggerUIBundle" in page.text
+    urls = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", page.text)
+    urls += re.findall(r"""url:\s*["']([^"']+)["']""", page.text)
+    assert len(urls) >= 4, page.text  # the script, the style sheet, the icon, the document
+    for url in urls:
+        assert url.startswith("/") and not url.startswith("//"), url  # same origin
+        asset = httpx.get(f"{server.url}{url}", timeout=30)
+        assert asset.status_code == 200, url
+        assert asset.content, url
+    assert not re.search(r"https?://", page.text)  # nothing fetched from another site
 
 
 def test_another_tenants_objects_are_not_found_and_the_attempt_is_recorded(
@@ -181,6 +226,7 @@ def test_another_tenants_objects_are_not_found_and_the_attempt_is_recorded(
         ("DELETE", "/groups/a-group"),
         ("GET", "/blueprints/a-bp"),
         ("GET", "/deployments/a-dep"),
+        ("GET", "/deployments/a-dep/detail"),
         ("GET", "/deployments/a-dep/parameters"),
         ("GET", "/deployments/a-dep/events"),
         ("GET", "/deployments/a-dep/health"),

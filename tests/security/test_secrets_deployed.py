@@ -184,6 +184,8 @@ def test_a_planted_secret_surfaces_nowhere(provisor: Provisor, tmp_path: Path) -
         ("deployments", "list", "--output", "json"),
         ("status", "vault"),
         ("params", "vault"),
+        ("deployments", "show", "vault"),
+        ("deployments", "show", "broken", "--output", "json"),
     ):
         surfaces.cli(provisor(*command), " ".join(command))
     _wait("done", lambda: _worker_gone(provisor.home))  # worker.log is complete
@@ -207,9 +209,11 @@ def _through_the_api(provisor: Provisor, surfaces: Surfaces) -> None:
         for path in (
             "/deployments",
             "/deployments/vault",
+            "/deployments/vault/detail",
             "/deployments/vault/parameters",
             "/deployments/vault/events",
             "/deployments/broken",
+            "/deployments/broken/detail",
             "/deployments/broken/events",
             "/jobs",
             "/jobs/1",
@@ -219,6 +223,11 @@ def _through_the_api(provisor: Provisor, surfaces: Surfaces) -> None:
             answer = httpx.get(f"{url}/api/v1{path}", headers=auth, timeout=60)
             assert answer.status_code == 200, (path, answer.text)
             surfaces.add(f"GET {path}", answer.text)
+        remote = provisor(
+            "deployments", "show", "vault", "--server", url, env={"PROVISOR_TOKEN": token}
+        )  # the CLI through the server: the same detail
+        assert "vault-a-1" in remote.stdout and MASK in remote.stdout
+        surfaces.cli(remote, "deployments show --server")
         report = httpx.get(f"{url}/api/v1/deployments/vault/reports/vault-a-1", headers=auth)
         assert report.status_code == 200
         with tarfile.open(fileobj=io.BytesIO(report.content), mode="r:gz") as archive:

@@ -1,4 +1,6 @@
-"""The FastAPI application: `/api/v1/...`, OpenAPI at `/api/v1/openapi.json`."""
+"""The FastAPI application: `/api/v1/...`, OpenAPI at `/api/v1/openapi.json`, its
+interactive docs at `/api/v1/docs` (Swagger UI served from the installed package, so
+the page works on a server with no way out to a CDN)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from provisor import __version__
 from provisor.api import (
@@ -34,6 +37,8 @@ from provisor.services import alerts as alerts_service
 from provisor.services.context import Settings, Store
 
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
+DOCS_URL = "/api/v1/docs"
+DOCS_ASSETS = f"{DOCS_URL}/assets"  # Swagger UI's script, style sheet and icon
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -55,11 +60,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await app.state.jobs.close()
         app.state.store.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="provisor",
         version=__version__,
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        docs_url=DOCS_URL,
+        static_url=DOCS_ASSETS,
         redoc_url=None,
         lifespan=lifespan,
         responses={

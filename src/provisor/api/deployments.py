@@ -17,7 +17,7 @@ from provisor.api.auth import Ctx
 from provisor.core.errors import InvalidInput
 from provisor.services import deployments, health, workers
 from provisor.services.context import Settings
-from provisor.services.deployments import DeploymentView, ParametersView
+from provisor.services.deployments import DeploymentDetail, DeploymentView, ParametersView
 from provisor.services.events import EventView
 from provisor.services.health import DeploymentHealthView
 
@@ -92,6 +92,13 @@ def list_deployments(ctx: Ctx) -> list[DeploymentView]:
 def get_deployment(ctx: Ctx, name: str) -> DeploymentView:
     """Machines, state, current step and outputs."""
     return deployments.get_deployment(ctx, name)
+
+
+@router.get("/deployments/{name}/detail", response_model=DeploymentDetail)
+def describe_deployment(ctx: Ctx, name: str) -> DeploymentDetail:
+    """The whole picture: the deployment with its tenant, latest events and fleet jobs,
+    backups and health (jobs and backups null for a role that may not read them)."""
+    return deployments.describe_deployment(ctx, name)
 
 
 @router.get("/deployments/{name}/health", response_model=DeploymentHealthView)

@@ -18,6 +18,7 @@ from provisor.cli import (
     backups,
     blueprints,
     changes,
+    completion,
     deployments,
     events,
     fleet,
@@ -75,6 +76,7 @@ app.add_typer(identity.users_app, name="users")
 app.add_typer(identity.tokens_app, name="tokens")
 app.command("login")(identity.login)
 app.command("logout")(identity.logout)
+app.command("completion")(completion.completion)
 
 
 def _version(value: bool) -> None:

@@ -18,7 +18,18 @@ import typer
 from rich.markup import escape
 
 from provisor.cli._context import context, settings
-from provisor.cli.output import Format, compact, console, emit_json, err_console, table
+from provisor.cli.output import (
+    Col,
+    Format,
+    WideOption,
+    compact,
+    console,
+    emit_json,
+    err_console,
+    full_time,
+    short_time,
+    table,
+)
 from provisor.core.errors import InvalidInput, ProvisorError
 from provisor.core.timespec import parse_seconds
 
@@ -137,8 +148,8 @@ def _seconds(text: str, field: str) -> float:
 
 
 @notifiers_app.command("list")
-def list_notifiers(output: OutputOption = Format.table) -> None:
-    """List the tenant's notifiers (never their secrets)."""
+def list_notifiers(output: OutputOption = Format.table, wide: WideOption = False) -> None:
+    """List the tenant's notifiers (never their secrets; --wide: every field whole)."""
     from provisor.services import alerts
 
     views = alerts.list_notifiers(context())
@@ -146,18 +157,26 @@ def list_notifiers(output: OutputOption = Format.table) -> None:
         emit_json(views)
         return
     table(
-        ["name", "type", "settings", "secret", "added", "by"],
+        [
+            Col("name"),
+            Col("type"),
+            Col("settings", cut=True),
+            Col("secret"),
+            Col("added"),
+            Col("by", cut=True),
+        ],
         [
             (
                 v.name,
                 v.kind,
                 compact(v.settings),
                 "sealed" if v.has_secret else "-",
-                v.created_at.isoformat(timespec="seconds"),
+                full_time(v.created_at) if wide else short_time(v.created_at),
                 v.created_by,
             )
             for v in views
         ],
+        wide=wide,
     )
     console.print(f"{len(views)} notifier(s)")
 
@@ -241,8 +260,8 @@ def _every(seconds: int | None) -> str:
 
 
 @rules_app.command("list")
-def list_rules(output: OutputOption = Format.table) -> None:
-    """List the tenant's alert rules."""
+def list_rules(output: OutputOption = Format.table, wide: WideOption = False) -> None:
+    """List the tenant's alert rules (fitted to the terminal; --wide: whole)."""
     from provisor.services import alerts
 
     views = alerts.list_rules(context())
@@ -250,7 +269,15 @@ def list_rules(output: OutputOption = Format.table) -> None:
         emit_json(views)
         return
     table(
-        ["name", "kinds", "severity", "deployment", "node", "notifiers", "remind"],
+        [
+            Col("name"),
+            Col("kinds", cut=True),
+            Col("severity"),
+            Col("deployment", cut=True),
+            Col("node", cut=True),
+            Col("notifiers", cut=True),
+            Col("remind"),
+        ],
         [
             (
                 v.name,
@@ -263,6 +290,7 @@ def list_rules(output: OutputOption = Format.table) -> None:
             )
             for v in views
         ],
+        wide=wide,
     )
     console.print(f"{len(views)} rule(s)")
 
@@ -279,17 +307,33 @@ def remove_rule(name: str) -> None:
 rules_app.command("remove", hidden=True)(remove_rule)
 
 
-def _alert_rows(views: list[AlertView]) -> list[tuple[Any, ...]]:
+ALERT_COLUMNS = [
+    Col("id"),
+    Col("state"),
+    Col("severity"),
+    Col("kind", cut=True),
+    Col("subject", cut=True),
+    Col("deployment", wide=True),
+    Col("machine", wide=True),
+    Col("events"),
+    Col("opened"),
+    Col("rule", wide=True),
+    Col("deliveries", wide=True),
+]
+
+
+def _alert_rows(views: list[AlertView], *, wide: bool = False) -> list[tuple[Any, ...]]:
     return [
         (
             v.id,
             v.state + (" (acked)" if v.acked_at and v.state == "open" else ""),
             v.severity,
             v.kind,
+            v.subject,
             v.deployment or "-",
             v.machine or v.node or "-",
             v.events,
-            v.opened_at.isoformat(timespec="seconds"),
+            full_time(v.opened_at) if wide else short_time(v.opened_at),
             v.rule,
             compact(v.deliveries),
         )
@@ -304,29 +348,17 @@ def list_alerts(
     ] = False,
     limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 100,
     output: OutputOption = Format.table,
+    wide: WideOption = False,
 ) -> None:
-    """Open alerts, newest first."""
+    """Open alerts, newest first (fitted to the terminal; --wide adds the deployment,
+    machine, rule and deliveries, and shows everything whole)."""
     from provisor.services import alerts
 
     views = alerts.list_alerts(context(), include_ended=include_ended, limit=limit)
     if output is Format.json:
         emit_json(views)
         return
-    table(
-        [
-            "id",
-            "state",
-            "severity",
-            "kind",
-            "deployment",
-            "machine",
-            "events",
-            "opened",
-            "rule",
-            "deliveries",
-        ],
-        _alert_rows(views),
-    )
+    table(ALERT_COLUMNS, _alert_rows(views, wide=wide), wide=wide)
     console.print(f"{len(views)} alert(s)")
 
 

@@ -11,7 +11,18 @@ from rich.markup import escape
 from provisor.cli import confirm
 from provisor.cli._context import context, settings
 from provisor.cli.deployments import wait_timeout
-from provisor.cli.output import Format, console, emit_json, err_console, fields, table
+from provisor.cli.output import (
+    Col,
+    Format,
+    WideOption,
+    console,
+    emit_json,
+    err_console,
+    fields,
+    full_time,
+    short_time,
+    table,
+)
 from provisor.cli.providers import _secret_access_key
 from provisor.core.errors import ProvisorError
 
@@ -41,9 +52,19 @@ def _size(size: int) -> str:
     return str(size)
 
 
-def _rows(views: list[BackupView]) -> None:
+def _rows(views: list[BackupView], *, wide: bool = False) -> None:
+    """One line a backup; the deployment is in the machine's name (NAME-NODE-INDEX)."""
     table(
-        ["id", "deployment", "machine", "state", "trigger", "store", "size", "created"],
+        [
+            Col("id"),
+            Col("deployment", wide=True),
+            Col("machine", cut=True),
+            Col("state"),
+            Col("trigger"),
+            Col("store", cut=True),
+            Col("size"),
+            Col("created"),
+        ],
         [
             (
                 v.id,
@@ -53,10 +74,11 @@ def _rows(views: list[BackupView]) -> None:
                 v.trigger,
                 v.store,
                 _size(v.size),
-                v.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                full_time(v.created_at) if wide else short_time(v.created_at),
             )
             for v in views
         ],
+        wide=wide,
     )
 
 
@@ -130,15 +152,16 @@ def list_(
     deployment: Annotated[str | None, typer.Argument(help="only this deployment's")] = None,
     machine: Annotated[str | None, typer.Option(help="only this machine's")] = None,
     output: OutputOption = Format.table,
+    wide: WideOption = False,
 ) -> None:
-    """Backups, newest first."""
+    """Backups, newest first (fitted to the terminal; --wide: every column, whole)."""
     from provisor.services import backups
 
     views = backups.list_backups(context(), deployment, machine)
     if output is Format.json:
         emit_json(views)
         return
-    _rows(views)
+    _rows(views, wide=wide)
 
 
 @app.command("show")

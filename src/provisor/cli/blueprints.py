@@ -12,7 +12,17 @@ import typer
 from rich.markup import escape
 
 from provisor.cli._context import context
-from provisor.cli.output import Format, console, emit_json, read_input_file, table
+from provisor.cli.output import (
+    Col,
+    Format,
+    WideOption,
+    console,
+    emit_json,
+    full_time,
+    read_input_file,
+    short_time,
+    table,
+)
 from provisor.core.errors import InvalidInput, ParseErrors, ProvisorError
 from provisor.core.names import parse_key_values
 
@@ -150,14 +160,24 @@ def add(
 def list_(
     name: Annotated[str | None, typer.Option("--name", help="only this blueprint")] = None,
     output: OutputOption = Format.table,
+    wide: WideOption = False,
 ) -> None:
-    """List stored blueprints, every version."""
+    """List stored blueprints, every version (long fields shortened to fit the terminal;
+    --wide: whole)."""
     views = _service().list_blueprints(context(), name=name)
     if output is Format.json:
         emit_json(views)
         return
     table(
-        ["name", "version", "approval", "nodes", "parameters", "added", "by"],
+        [
+            Col("name"),
+            Col("version"),
+            Col("approval"),
+            Col("nodes", cut=True),
+            Col("parameters", cut=True),
+            Col("added"),
+            Col("by", cut=True),
+        ],
         [
             (
                 v.name,
@@ -165,11 +185,12 @@ def list_(
                 v.approval,
                 v.nodes,
                 ",".join(v.parameters),
-                v.created_at.isoformat(timespec="seconds"),
+                full_time(v.created_at) if wide else short_time(v.created_at),
                 v.created_by,
             )
             for v in views
         ],
+        wide=wide,
     )
     console.print(f"{len(views)} blueprint version(s)")
 

@@ -15,7 +15,17 @@ from rich.markup import escape
 from provisor.cli import confirm
 from provisor.cli._context import Server, context, settings
 from provisor.cli._params import read_parameters
-from provisor.cli.output import Format, console, emit_json, err_console, fields, table
+from provisor.cli.output import (
+    Col,
+    Format,
+    WideOption,
+    console,
+    emit_json,
+    err_console,
+    fields,
+    full_time,
+    table,
+)
 from provisor.core.errors import InvalidInput, ProvisorError
 from provisor.core.lease import describe_left
 from provisor.core.timespec import parse_duration
@@ -34,6 +44,18 @@ def _is_file(reference: str) -> bool:
     return path.suffix in (".yaml", ".yml") or path.exists()
 
 
+def catalog_reference(reference: str) -> tuple[str, str | None]:
+    """(name, version or None for the newest) of `NAME[@VERSION]`."""
+    name, at, version = reference.partition("@")
+    if at and not version:
+        raise InvalidInput(
+            f"{reference!r} names no version after @: give {name}@VERSION, or {name} alone "
+            "for the newest stored version",
+            field="blueprint",
+        )
+    return name, version or None
+
+
 def _blueprint_text(reference: str) -> tuple[str, str]:
     """A blueprint file, or NAME[@VERSION] of one added with `provisor blueprints add`."""
     path = Path(reference)
@@ -46,8 +68,8 @@ def _blueprint_text(reference: str) -> tuple[str, str]:
             ) from None
     from provisor.services import blueprints
 
-    name, _, version = reference.partition("@")
-    stored = blueprints.get_blueprint(context(), name, version or None)
+    name, version = catalog_reference(reference)
+    stored = blueprints.get_blueprint(context(), name, version)
     return stored.text, f"{stored.name}@{stored.version}"
 
 
@@ -545,11 +567,38 @@ def params(
         )
 
 
+@deployments_app.command("show")
+def show_deployment(
+    name: Annotated[str, typer.Argument(help="the deployment")],
+    output: Annotated[Format, typer.Option("--output")] = Format.table,
+    server: Server = None,
+) -> None:
+    """One deployment's whole picture: blueprint, state, owner and tenant, parameters
+    (secrets masked), machines, outputs, latest events and jobs, backups and health."""
+    if server is not None:
+        from provisor.cli import remote_deployments
+
+        view = remote_deployments.detail(server, name)
+    else:
+        from provisor.services import deployments
+
+        view = deployments.describe_deployment(context(), name)
+    if output is Format.json:
+        emit_json(view)
+        return
+    from provisor.cli.deployment_detail import show_detail
+
+    show_detail(view)
+
+
 @deployments_app.command("list")
 def list_(
-    output: Annotated[Format, typer.Option("--output")] = Format.table, server: Server = None
+    output: Annotated[Format, typer.Option("--output")] = Format.table,
+    wide: WideOption = False,
+    server: Server = None,
 ) -> None:
-    """List deployments."""
+    """List deployments (fitted to the terminal; --wide adds the owner and when it was
+    created, and shows everything whole)."""
     if server is not None:
         from provisor.cli import remote_deployments
 
@@ -562,7 +611,16 @@ def list_(
         emit_json(views)
         return
     table(
-        ["name", "blueprint", "state", "step", "machines", "owner", "created", "lease left"],
+        [
+            Col("name"),
+            Col("blueprint", cut=True),
+            Col("state"),
+            Col("step", cut=True),
+            Col("machines"),
+            Col("owner", wide=True),
+            Col("created", wide=True),
+            Col("lease left"),
+        ],
         [
             (
                 v.name,
@@ -571,9 +629,10 @@ def list_(
                 v.step,
                 len(v.machines),
                 v.owner,
-                v.created_at.strftime("%Y-%m-%d %H:%M"),
+                full_time(v.created_at),
                 describe_left(v.lease_seconds_left),
             )
             for v in views
         ],
+        wide=wide,
     )

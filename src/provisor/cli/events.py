@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from provisor.cli._context import context
-from provisor.cli.output import Format, console, emit_json, table
+from provisor.cli.output import (
+    Col,
+    Format,
+    WideOption,
+    console,
+    emit_json,
+    full_time,
+    short_time,
+    table,
+)
 from provisor.core.timespec import parse_since
 
 if TYPE_CHECKING:
@@ -34,8 +43,12 @@ def events(
         bool, typer.Option("--follow", "-f", help="keep printing new events")
     ] = False,
     output: Annotated[Format, typer.Option("--output")] = Format.table,
+    wide: WideOption = False,
 ) -> None:
-    """Show the audit log: who did what, to what, when, and how it went."""
+    """Show the audit log: who did what, to what, when, and how it went.
+
+    The table fits the terminal: times in UTC (the year only for older ones), long
+    subjects and details shortened; --wide adds who did it and shows everything."""
     from provisor.services.events import follow_events, list_events
 
     start = parse_since(since, now=datetime.now(UTC)) if since else None
@@ -55,10 +68,17 @@ def events(
         emit_json(found)
         return
     table(
-        ["time", "actor", "kind", "subject", "outcome", "details"],
+        [
+            Col("time"),
+            Col("actor", wide=True),
+            Col("kind"),
+            Col("subject", cut=True),
+            Col("outcome"),
+            Col("details", cut=True),
+        ],
         [
             (
-                e.time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                full_time(e.time) if wide else short_time(e.time, seconds=True),
                 e.actor,
                 e.kind,
                 e.subject,
@@ -67,6 +87,7 @@ def events(
             )
             for e in found
         ],
+        wide=wide,
     )
     if not found:
         console.print("no events")

@@ -12,7 +12,18 @@ import typer
 from provisor.cli import confirm
 from provisor.cli._context import Server, context, current_tenant, server_token
 from provisor.cli.fleet_output import Reporter
-from provisor.cli.output import Format, console, emit_json, fields, read_input_file, table
+from provisor.cli.output import (
+    Col,
+    Format,
+    WideOption,
+    console,
+    emit_json,
+    fields,
+    full_time,
+    read_input_file,
+    short_time,
+    table,
+)
 from provisor.core.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -362,8 +373,12 @@ def kill(
 def jobs_list(
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000)] = 20,
     output: Annotated[Format, typer.Option("--output")] = Format.table,
+    wide: WideOption = False,
 ) -> None:
-    """List recent jobs."""
+    """List recent jobs.
+
+    The table fits the terminal (long targets and commands shortened); --wide adds
+    the kind and who ran it, and shows everything."""
     from provisor.services import jobs
 
     found = jobs.list_jobs(context(), limit=limit)
@@ -371,20 +386,32 @@ def jobs_list(
         emit_json(found)
         return
     table(
-        ["id", "kind", "target", "command", "state", "hosts", "summary", "created"],
+        [
+            Col("id"),
+            Col("created"),
+            Col("kind", wide=True),
+            Col("by", wide=True),
+            Col("state"),
+            Col("hosts"),
+            Col("summary", cut=True),
+            Col("target", cut=True),
+            Col("command", cut=True),
+        ],
         [
             (
                 j.id,
+                full_time(j.created_at) if wide else short_time(j.created_at),
                 j.kind,
-                j.target,
-                j.command,
+                j.actor,
                 j.state,
                 j.host_count,
                 j.summary,
-                j.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                j.target,
+                j.command,
             )
             for j in found
         ],
+        wide=wide,
     )
 
 

@@ -8,7 +8,15 @@ import typer
 
 from provisor.cli import confirm
 from provisor.cli._context import context
-from provisor.cli.output import Format, console, emit_json, fields, table
+from provisor.cli.output import (
+    Col,
+    Format,
+    WideOption,
+    console,
+    emit_json,
+    fields,
+    table,
+)
 from provisor.core.errors import InvalidInput
 
 if TYPE_CHECKING:  # the services load with the command that uses them
@@ -78,8 +86,9 @@ def add(
 
 
 @app.command("list")
-def list_(output: OutputOption = Format.table) -> None:
-    """List groups with their resolved member counts."""
+def list_(output: OutputOption = Format.table, wide: WideOption = False) -> None:
+    """List groups with their resolved member counts (long rules shortened to fit the
+    terminal; --wide: whole)."""
     from provisor.services import groups
 
     found = groups.list_groups(context())
@@ -87,8 +96,9 @@ def list_(output: OutputOption = Format.table) -> None:
         emit_json(found)
         return
     table(
-        ["name", "kind", "parent", "members", "rule"],
+        [Col("name"), Col("kind"), Col("parent", cut=True), Col("members"), Col("rule", cut=True)],
         [(g.name, g.kind, g.parent, len(g.members), g.rule) for g in found],
+        wide=wide,
     )
 
 

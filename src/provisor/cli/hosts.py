@@ -26,7 +26,9 @@ from provisor.cli.fleet import (
 )
 from provisor.cli.fleet_output import Reporter, exit_status
 from provisor.cli.output import (
+    Col,
     Format,
+    WideOption,
     console,
     emit_json,
     fields,
@@ -146,8 +148,10 @@ def list_(
         typer.Argument(help="only these hosts: web[01-20], group:web, tag:env=prod, ..."),
     ] = None,
     output: OutputOption = Format.table,
+    wide: WideOption = False,
 ) -> None:
-    """List hosts: all of them, or those a target expression selects."""
+    """List hosts: all of them, or those a target expression selects (long groups and
+    tags shortened to fit the terminal; --wide: whole)."""
     from provisor.services import hosts
 
     found = hosts.list_hosts(context(), target=target)
@@ -155,8 +159,17 @@ def list_(
         emit_json(found)
         return
     table(
-        ["name", "address", "port", "user", "state", "groups", "tags"],
+        [
+            Col("name"),
+            Col("address", cut=True),
+            Col("port"),
+            Col("user", cut=True),
+            Col("state"),
+            Col("groups", cut=True),
+            Col("tags", cut=True),
+        ],
         [(h.name, h.address, h.port, h.user, h.state, h.groups, h.tags) for h in found],
+        wide=wide,
     )
     console.print(f"{len(found)} host(s)")
 

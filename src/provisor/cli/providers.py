@@ -19,7 +19,18 @@ import typer
 from rich.markup import escape
 
 from provisor.cli._context import context, settings
-from provisor.cli.output import Format, console, emit_json, err_console, fields, table
+from provisor.cli.output import (
+    Col,
+    Format,
+    WideOption,
+    console,
+    emit_json,
+    err_console,
+    fields,
+    full_time,
+    short_time,
+    table,
+)
 from provisor.core.errors import InvalidInput, NotFound, ProvisorError
 
 if TYPE_CHECKING:
@@ -78,8 +89,10 @@ def _credentials(view: ProviderView) -> str:
     return "SDK's own chain"
 
 
-def _added(view: ProviderView) -> str:
-    return view.created_at.isoformat(timespec="seconds") if view.created_at else "built in"
+def _added(view: ProviderView, wide: bool) -> str:
+    if view.created_at is None:
+        return "built in"
+    return full_time(view.created_at) if wide else short_time(view.created_at)
 
 
 def _show(view: ProviderView) -> None:
@@ -89,7 +102,7 @@ def _show(view: ProviderView) -> None:
     pairs.extend((key.replace("_", " "), value) for key, value in view.settings.items())
     pairs.append(("credentials", _credentials(view)))
     pairs.append(("secret", "stored sealed (never shown)" if view.has_secret else "none"))
-    pairs.append(("added", _added(view)))
+    pairs.append(("added", _added(view, wide=True)))
     if view.created_by:
         pairs.append(("by", view.created_by))
     fields(pairs)
@@ -189,8 +202,9 @@ def add(
 
 
 @app.command("list")
-def list_(output: OutputOption = Format.table) -> None:
-    """List providers: local (built in) and the configured ones."""
+def list_(output: OutputOption = Format.table, wide: WideOption = False) -> None:
+    """List providers: local (built in) and the configured ones (fitted to the terminal;
+    --wide: whole)."""
     from provisor.services import providers
 
     views = providers.list_providers(context())
@@ -198,7 +212,15 @@ def list_(output: OutputOption = Format.table) -> None:
         emit_json(views)
         return
     table(
-        ["name", "type", "region", "endpoint", "credentials", "added", "by"],
+        [
+            Col("name"),
+            Col("type"),
+            Col("region", cut=True),
+            Col("endpoint", cut=True),
+            Col("credentials", cut=True),
+            Col("added"),
+            Col("by", cut=True),
+        ],
         [
             (
                 v.name,
@@ -206,11 +228,12 @@ def list_(output: OutputOption = Format.table) -> None:
                 v.settings.get("region"),
                 v.settings.get("endpoint"),
                 _credentials(v),
-                _added(v),
+                _added(v, wide),
                 v.created_by,
             )
             for v in views
         ],
+        wide=wide,
     )
     console.print(f"{len(views)} provider(s)")
 

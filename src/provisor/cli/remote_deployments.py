@@ -1,4 +1,4 @@
-"""`provisor up|status|approve|reject|down|stop|start|params|deployments list --server URL`.
+"""`provisor up|status|approve|reject|down|stop|start|params|deployments list|show --server URL`.
 
 The same commands, through a provisor server's REST API with the caller's token. A
 blueprint file given to `up` is sent as text and added to the server's catalog (a
@@ -14,6 +14,7 @@ from provisor.cli._context import current_tenant, server_token
 from provisor.cli.deployments import (
     WAIT_EXIT,
     WaitEnd,
+    catalog_reference,
     finish,
     follow,
     queued_line,
@@ -25,7 +26,7 @@ from provisor.cli.output import Format, console, emit_json, read_input_file
 from provisor.cli.remote import ServerClient
 from provisor.core.errors import InvalidInput, ProvisorError
 from provisor.services.blueprints import validate_blueprint
-from provisor.services.deployments import DeploymentView, ParametersView
+from provisor.services.deployments import DeploymentDetail, DeploymentView, ParametersView
 
 
 def client(server: str) -> ServerClient:
@@ -36,8 +37,7 @@ def _catalog_reference(api: ServerClient, blueprint: str) -> tuple[str, str | No
     """(name, version) of the blueprint on the server: a file is added to its catalog."""
     path = Path(blueprint)
     if not (path.suffix in (".yaml", ".yml") or path.exists()):
-        name, _, version = blueprint.partition("@")
-        return name, version or None
+        return catalog_reference(blueprint)
     try:
         text = read_input_file(path, field="blueprint").decode("utf-8")
     except UnicodeDecodeError:
@@ -128,6 +128,12 @@ def decide(server: str, name: str, *, approved: bool, reason: str | None) -> Non
     else:
         api.call("POST", f"/deployments/{name}/reject", {"reason": reason})
     console.print(f"{'approved' if approved else 'rejected'} [bold]{name}[/] on {server}")
+
+
+def detail(server: str, name: str) -> DeploymentDetail:
+    return DeploymentDetail.model_validate(
+        client(server).call("GET", f"/deployments/{name}/detail")
+    )
 
 
 def get(server: str, name: str) -> DeploymentView:

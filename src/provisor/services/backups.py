@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from provisor.core.access import Action
@@ -57,6 +57,14 @@ class BackupView(BaseModel):
     finished_at: datetime | None
     verified_at: datetime | None
     objects: list[BackupObjectView]
+
+
+class BackupSummary(BaseModel):
+    """A deployment's backups at a glance (`provisor deployments show`)."""
+
+    counts: dict[str, int] = Field(description="its backups by state: good, bad, failed, ...")
+    last_good_at: datetime | None = Field(description="when its newest good backup was taken")
+    last_good: str | None = Field(description="that backup's id")
 
 
 class VerifiedView(BaseModel):
@@ -266,6 +274,27 @@ def list_backups(
             .limit(MAX_LISTED)
         )
         return [_view(r) for r in rows]
+
+
+def backup_summary(session: Session, tenant_id: int, instance: str) -> BackupSummary:
+    """How many backups a deployment instance has in each state, and its newest good one
+    (the caller has checked that the role may read backups)."""
+    counts = session.execute(
+        select(Backup.state, func.count())
+        .where(Backup.tenant_id == tenant_id, Backup.instance == instance)
+        .group_by(Backup.state)
+    ).all()
+    newest = session.execute(
+        select(Backup.backup_id, Backup.created_at)
+        .where(Backup.tenant_id == tenant_id, Backup.instance == instance, Backup.state == "good")
+        .order_by(Backup.created_at.desc(), Backup.id.desc())
+        .limit(1)
+    ).first()
+    return BackupSummary(
+        counts={state: count for state, count in counts},
+        last_good_at=newest[1] if newest else None,
+        last_good=newest[0] if newest else None,
+    )
 
 
 def get_backup(ctx: Context, backup_id: str) -> BackupView:
@@ -522,9 +551,11 @@ def final_backup(
 
 __all__ = [
     "BackupObjectView",
+    "BackupSummary",
     "BackupView",
     "RestoreView",
     "VerifiedView",
+    "backup_summary",
     "check_policy_stores",
     "delete",
     "final_backup",

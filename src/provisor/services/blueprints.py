@@ -218,6 +218,9 @@ def list_blueprints(ctx: Context, *, name: str | None = None) -> list[BlueprintV
     return [_view(row, ctx.tenant) for row in _rows(ctx, name)]
 
 
+_LISTED = 20  # stored names or versions an error lists at most
+
+
 def get_blueprint(ctx: Context, name: str, version: str | None = None) -> BlueprintDetail:
     """One version of a blueprint with its text: the given one, or the latest
     (versions compare part by part, numbers as numbers: 1.10 is after 1.9)."""
@@ -229,7 +232,7 @@ def get_blueprint(ctx: Context, name: str, version: str | None = None) -> Bluepr
             f"no blueprint named {name!r} in the catalog: give the blueprint's file (a path "
             "ending in .yaml), or store it first (provisor blueprints add FILE; "
             "POST /blueprints)"
-            + (f"; stored: {', '.join(stored[:20])}" if stored else "; the catalog is empty"),
+            + (f"; stored: {', '.join(stored[:_LISTED])}" if stored else "; the catalog is empty"),
             field="name",
         )
     if version is None:
@@ -237,9 +240,13 @@ def get_blueprint(ctx: Context, name: str, version: str | None = None) -> Bluepr
     for row in rows:
         if row.version == version:
             return _detail(row, ctx.tenant)
+    versions = [r.version for r in rows]  # oldest first
+    shown = ", ".join(versions[-_LISTED:])
     raise NotFound(
-        f"blueprint {name!r} has no version {version!r} "
-        f"(it has {', '.join(r.version for r in rows)})",
+        f"blueprint {name!r} has no version {version!r} in the catalog; stored: "
+        + (f"{shown} (and {len(versions) - _LISTED} older)" if len(versions) > _LISTED else shown)
+        + f". Give {name}@{versions[-1]} (or {name} alone, the newest), the file of version "
+        f"{version}, or store it first: provisor blueprints add FILE",
         field="version",
     )
 

@@ -18,12 +18,13 @@ when it ends.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel
-from sqlalchemy import delete, select, update
+from pydantic import BaseModel, Field
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from provisor.core.access import Action
@@ -39,7 +40,7 @@ from provisor.services.blueprints import load_stored_blueprint
 from provisor.services.context import Context, audited
 from provisor.services.providers import provider_names
 from provisor.settings import Settings
-from provisor.store.models import Group, Host
+from provisor.store.models import Event, Group, Host, Job, JobResult
 from provisor.store.orchestration import Deployment, ParameterWait, RuntimeParameter
 
 ACTIVE = ("requested", "awaiting_approval", "deploying")
@@ -76,6 +77,30 @@ class DeploymentView(BaseModel):
     lease_expires_at: datetime | None = None
     lease_end: str | None = None  # stop | terminate, at the end of the lease
     lease_seconds_left: int | None = None  # when it was looked at
+
+
+class JobLine(BaseModel):
+    """A fleet job that worked on a deployment's machines."""
+
+    id: int
+    kind: str
+    command: str
+    state: str
+    actor: str
+    summary: dict[str, int]
+    created_at: datetime
+
+
+class DeploymentDetail(DeploymentView):
+    """A deployment's whole picture: `DeploymentView` and its tenant, latest events,
+    latest fleet jobs, backups and health. `jobs` and `backups` are None for a caller
+    whose role may not read them (a requester)."""
+
+    tenant: str
+    history: list[EventView] = Field(description="its latest events, oldest first")
+    jobs: list[JobLine] | None = Field(description="latest fleet jobs on its machines")
+    backups: backups.BackupSummary | None
+    health: dict[str, int] = Field(description="checked machines by health state")
 
 
 class ParameterView(BaseModel):
@@ -275,6 +300,100 @@ def get_deployment(ctx: Context, name: str) -> DeploymentView:
     with ctx.store.session() as session:
         deployment = _find(session, ctx, name)
         return _view(deployment, _health(session, deployment.id))
+
+
+HISTORY = 10  # events `describe_deployment` gives
+RECENT_JOBS = 5  # fleet jobs it gives
+_CLOCK_SLACK = timedelta(seconds=2)  # its first event may be stamped just before the row
+
+
+def describe_deployment(ctx: Context, name: str) -> DeploymentDetail:
+    """Everything about one deployment, for `provisor deployments show` and
+    `GET /deployments/{name}/detail`: whoever may see it sees its state, inputs (secrets
+    masked), machines, outputs, latest events and health; backups and jobs are added
+    for the roles that may read them."""
+    with ctx.store.session() as session:
+        deployment = _find(session, ctx, name)
+        view = _view(deployment, _health(session, deployment.id))
+        machines = [m.name for m in deployment.machines]
+        history = _history(session, ctx, deployment, machines)
+        jobs = _jobs(session, ctx, deployment, machines)
+        summary = (
+            backups.backup_summary(session, deployment.tenant_id, deployment.instance)
+            if ctx.allows(Action.backups_read)
+            else None
+        )
+    return DeploymentDetail(
+        **view.model_dump(),
+        tenant=ctx.tenant,
+        history=history,
+        jobs=jobs,
+        backups=summary,
+        health=dict(Counter(m.health for m in view.machines if m.health)),
+    )
+
+
+def _history(
+    session: Session, ctx: Context, deployment: Deployment, machines: list[str]
+) -> list[EventView]:
+    """The latest events about this deployment or its machines, of this instance only
+    (an earlier deployment of the same name had another); refused requests left out."""
+    subjects = [deployment.name, *machines]
+    rows = session.scalars(
+        select(Event)
+        .where(
+            Event.tenant == ctx.tenant,
+            Event.time >= deployment.created_at - _CLOCK_SLACK,
+            or_(
+                Event.subject.in_(subjects),
+                Event.subject.startswith(f"{deployment.name}/", autoescape=True),
+            ),
+            ~Event.kind.startswith("access.", autoescape=True),
+        )
+        .order_by(Event.id.desc())
+        .limit(HISTORY * 2)  # room for those of another instance, dropped below
+    ).all()
+    ours = [
+        EventView.model_validate(row, from_attributes=True)
+        for row in rows
+        if row.details.get("instance", deployment.instance) == deployment.instance
+    ]
+    return ours[:HISTORY][::-1]
+
+
+def _jobs(
+    session: Session, ctx: Context, deployment: Deployment, machines: list[str]
+) -> list[JobLine] | None:
+    """The latest fleet jobs with a result on one of its machines (for who may read jobs)."""
+    if not ctx.allows(Action.jobs_read):
+        return None
+    if not machines:
+        return []
+    touched = (
+        select(JobResult.job_id).where(JobResult.host.in_(machines)).distinct().scalar_subquery()
+    )
+    rows = session.scalars(
+        select(Job)
+        .where(
+            Job.tenant_id == deployment.tenant_id,
+            Job.created_at >= deployment.created_at,
+            Job.id.in_(touched),
+        )
+        .order_by(Job.id.desc())
+        .limit(RECENT_JOBS)
+    ).all()
+    return [
+        JobLine(
+            id=j.id,
+            kind=j.kind,
+            command=j.command,
+            state=j.state,
+            actor=j.actor,
+            summary=dict(j.summary),
+            created_at=j.created_at,
+        )
+        for j in rows
+    ]
 
 
 def _health(session: Session, deployment_id: int) -> dict[str, str]:
@@ -558,10 +677,12 @@ def machine_names(ctx: Context, name: str) -> list[str]:
 
 
 __all__ = [
+    "DeploymentDetail",
     "DeploymentView",
     "ParametersView",
     "decide",
     "deployment_events",
+    "describe_deployment",
     "get_deployment",
     "list_deployments",
     "machine_names",

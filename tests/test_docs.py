@@ -350,20 +350,20 @@ def test_the_readme_tour(testbed_hosts: StartedHosts, tmp_path: Path) -> None:
 
     # Hosts, groups
     run(
-        "provisor hosts add web01 --address 10.0.0.5 --user deploy --tag env=prod --fact os=debian",
+        "provisor hosts add web01 --address 10.0.0.5 --user deploy --tag env=prod --fact rack=r12",
         ("10.0.0.5", tb01),
         ("deploy", "root"),
     )
     assert "1 host(s) created" in run("provisor hosts import ~/pssh-hosts.txt").stdout
-    assert "2 host(s)" in run("provisor hosts list").stdout
+    run("provisor hosts gather '*'")
+    assert "1 host(s)" in run("provisor hosts list 'web*&tag:env=prod'").stdout
     shown = json.loads(run("provisor hosts show web01 --output json").stdout)
-    assert (shown["address"], shown["facts"], shown["tags"]) == (
-        tb01,
-        {"os": "debian"},
-        {"env": "prod"},
-    )
+    assert (shown["address"], shown["tags"]) == (tb01, {"env": "prod"})
+    assert (shown["facts"]["rack"], shown["facts"]["os"]) == ("r12", "debian")  # gathered
     run("provisor groups add site")
     run("provisor groups add web --parent site --member web01")
+    run("""provisor groups add prod-debian --rule 'facts.os == "debian" and tags.env == "prod"'""")
+    assert "web01" in run("provisor groups members prod-debian").stdout
 
     # The fleet
     assert "load average" in run("provisor run group:web -- uptime").stdout
@@ -372,7 +372,7 @@ def test_the_readme_tour(testbed_hosts: StartedHosts, tmp_path: Path) -> None:
     )
     assert "web01 (1): ok" in folded.stdout
     run("provisor copy group:web ./site/ /srv/")
-    assert "uptime" in run("provisor jobs show 1").stdout
+    assert "gather" in run("provisor jobs show 1").stdout  # the first job: hosts gather
     planned = run("provisor config plan examples/changes/hosts-file.yaml group:web")
     assert "web01: ~ file /etc/hosts" in planned.stdout
     events = run("provisor events --since 1h").stdout

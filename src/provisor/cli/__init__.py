@@ -12,8 +12,8 @@ import sys
 
 from provisor import __version__
 
-# Not typing.TYPE_CHECKING: importing typing (and with it re) is a third of what
-# `provisor --version` costs over the bare interpreter; type checkers know this name.
+# Not typing.TYPE_CHECKING: importing typing (and re with it) would cost more than the
+# rest of `provisor --version` over the bare interpreter; type checkers know this name.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, TypeGuard
@@ -45,10 +45,10 @@ def main() -> None:
         return
     import logging
 
+    logging.basicConfig(level=os.environ.get("PROVISOR_LOG_LEVEL", "WARNING").upper())
     from provisor.cli._root import app
     from provisor.core.errors import ProvisorError
 
-    logging.basicConfig(level=os.environ.get("PROVISOR_LOG_LEVEL", "WARNING").upper())
     try:
         app()
     except ProvisorError as exc:

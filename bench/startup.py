@@ -15,7 +15,9 @@ disturbs less. The commands:
   unmeasured first call created and migrated;
 - `provisor run 127.0.0.1:PORT -- true`: one host whose port refuses the connection (a
   loopback port this script holds bound and never listens on): everything up to the
-  first connection, and the job's record, with no SSH work.
+  first connection, and the job's record, with no SSH work;
+- after `--help`, `hosts list` and `run`: the third-party libraries that command needs,
+  imported alone by a bare interpreter: the floor under it while it uses them.
 
 provisor runs from the venv's `provisor` script with PYTHONPATH set to the source tree
 measured: this checkout's src/ and, with `--before REV`, the src/ of that git revision,
@@ -61,7 +63,23 @@ from fanout import DOCS, PROVISOR, REPO, RESULTS_DIR, background_cpu, machine, r
 SECTION = "startup"
 MARK_BEGIN, MARK_END = markers(SECTION)
 NOW = "now"
-CASES = ("python -c pass", "provisor --version", "provisor --help", "hosts list", "run")
+# What the libraries a command needs cost alone, imported by a bare interpreter: the
+# floor under that command as long as it uses them.
+LIBRARIES = {
+    "help libraries": "typer, typer.rich_utils",
+    "hosts list libraries": "typer, pydantic, rich.table, sqlalchemy.orm, pydantic_settings",
+    "run libraries": "typer, pydantic, rich.table, sqlalchemy.orm, pydantic_settings, asyncssh",
+}
+CASES = (
+    "python -c pass",
+    "provisor --version",
+    "provisor --help",
+    "help libraries",
+    "hosts list",
+    "hosts list libraries",
+    "run",
+    "run libraries",
+)
 IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \| (\s*)(\S+)$")
 
 
@@ -89,6 +107,8 @@ class Run:
 
 
 def argv(case: str, port: int) -> list[str]:
+    if case in LIBRARIES:
+        return [sys.executable, "-c", f"import {LIBRARIES[case]}"]
     return {
         "python -c pass": [sys.executable, "-c", "pass"],
         "provisor --version": [str(PROVISOR), "--version"],
@@ -233,6 +253,8 @@ def summarize(runs: list[Run]) -> dict[str, dict[str, dict[str, float]]]:
 
 
 def label(case: str) -> str:
+    if case in LIBRARIES:
+        return f"· its libraries alone: `import {LIBRARIES[case]}`"
     return {
         "python -c pass": "`python -c pass` (the floor)",
         "provisor --version": "`provisor --version`",
@@ -333,7 +355,9 @@ def render(results: dict[str, Any]) -> str:
         "byte-compiled; `hosts list` reads an empty store that an unmeasured first call "
         "created (the migration is not measured); `run` tries one loopback port that "
         "refuses the connection, so it measures everything up to the first connection and "
-        "the job's record, with no SSH work.",
+        "the job's record, with no SSH work. *its libraries alone*: a bare interpreter "
+        "importing the third-party libraries the command above needs, nothing of "
+        "provisor's: the floor under that command as long as it uses them.",
         "",
         *times_table(results),
         "",

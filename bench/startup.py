@@ -423,10 +423,11 @@ def main(argv_: list[str] | None = None) -> int:
                     raise SystemExit(f"{tree.label} {case}: exit {run.exit_code}, not as primed")
                 runs.append(run)
             print(f"repeat {repeat + 1}/{args.repeat} done", flush=True)
-        imports = {
-            tree.label: import_summary([importtime(tree) for _ in range(args.importtime_runs)])
-            for tree in trees
-        }
+        samples: dict[str, list[dict[str, tuple[int, float, float]]]] = defaultdict(list)
+        for _ in range(args.importtime_runs):  # the trees in turn, as the runs above
+            for tree in trees:
+                samples[tree.label].append(importtime(tree))
+        imports = {label: import_summary(found) for label, found in samples.items()}
     name = f"startup-{stamp}.json"
     results: dict[str, Any] = {
         "file": name,

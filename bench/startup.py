@@ -427,7 +427,7 @@ def main(argv_: list[str] | None = None) -> int:
         for _ in range(args.importtime_runs):  # the trees in turn, as the runs above
             for tree in trees:
                 samples[tree.label].append(importtime(tree))
-        imports = {label: import_summary(found) for label, found in samples.items()}
+        imports = {tree: import_summary(found) for tree, found in samples.items()}
     name = f"startup-{stamp}.json"
     results: dict[str, Any] = {
         "file": name,

@@ -72,6 +72,7 @@ audit: $(STAMP)
 
 # Results go to docs/benchmarks.md (each script rewrites its own section).
 bench: system-deps $(STAMP)
+	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/testbed_startup.py
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/deploy.py

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only named in a signature: every command imports this module
+    from pydantic import ValidationError
 
 
 class ProvisorError(Exception):

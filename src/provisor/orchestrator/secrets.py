@@ -23,7 +23,6 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from provisor._asyncssh import asyncssh
 from provisor.core.errors import ProvisorError
 from provisor.core.masking import Masker
 from provisor.files import create_once, keep_private, write_private
@@ -109,6 +108,8 @@ def controller_key(home: Path) -> Path:
     path = home / "orchestrator_ed25519"
     public = home / "orchestrator_ed25519.pub"
     if not path.exists():
+        from provisor._asyncssh import asyncssh  # only here: sealing needs no SSH
+
         key = asyncssh.generate_private_key("ssh-ed25519", comment="provisor controller")
         create_once(path, key.export_private_key())
     keep_private(path)
@@ -119,6 +120,8 @@ def controller_key(home: Path) -> Path:
 
 
 def _public_half(path: Path) -> bytes:
+    from provisor._asyncssh import asyncssh
+
     key = asyncssh.import_private_key(path.read_bytes())
     return bytes(key.export_public_key())
 

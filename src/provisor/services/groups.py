@@ -7,7 +7,6 @@ from sqlalchemy.orm import Session, selectinload
 
 from provisor.core.access import Action
 from provisor.core.errors import Conflict, InvalidInput, NotFound
-from provisor.core.rules import parse_rule
 from provisor.services.context import Context, audited
 from provisor.services.hosts import find_host, host_record, tenant_hosts
 from provisor.services.schemas import GroupSpec, GroupView
@@ -36,6 +35,8 @@ def resolve_members(session: Session, tenant_id: int, group: Group) -> list[Host
             continue
         seen.add(current.id)
         if current.kind == "smart" and current.rule is not None:
+            from provisor.core.rules import parse_rule  # RE2: only for smart groups
+
             if everyone is None:
                 everyone = tenant_hosts(session, tenant_id)
             rule = parse_rule(current.rule)
@@ -71,6 +72,8 @@ def add_group(ctx: Context, spec: GroupSpec) -> GroupView:
             raise Conflict(f"a group named {spec.name!r} already exists", field="name")
         rule_text = None
         if spec.rule is not None:
+            from provisor.core.rules import parse_rule
+
             rule_text = str(parse_rule(spec.rule))  # canonical form; raises with a column
         parent = (
             find_group(session, tenant_id, spec.parent, field="parent") if spec.parent else None

@@ -11,7 +11,6 @@ from provisor.core.access import Action
 from provisor.core.errors import Conflict, InvalidInput, NotFound
 from provisor.core.facts import apply_changes, readable
 from provisor.services.context import Context, audited
-from provisor.services.keys import is_stored_reference
 from provisor.services.schemas import HostChanges, HostSpec, HostView
 from provisor.store.models import Host, KnownHostKey
 
@@ -19,6 +18,8 @@ from provisor.store.models import Host, KnownHostKey
 def check_credentials(ctx: Context, credentials: str | None) -> None:
     """Nothing a remote caller sends names a file or the SSH agent of the server: its
     hosts log in with a stored key (`key:NAME`), never with `key:/path` or `agent`."""
+    from provisor.services.keys import is_stored_reference  # the keys' table: when needed
+
     if ctx.is_local or credentials is None or is_stored_reference(credentials):
         return
     if credentials.startswith("secret:"):

@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 
 from provisor.core.access import Action
 from provisor.core.errors import Conflict, InvalidInput, NotFound
-from provisor.orchestrator import secrets
 from provisor.services.context import Context, audited
 from provisor.store.identity import SshKey
 
@@ -82,6 +81,8 @@ def _find(session: Session, ctx: Context, name: str) -> SshKey:
 
 def add_key(ctx: Context, name: str, private_key: str) -> KeyView:
     """Store a private key under `name`, sealed."""
+    from provisor.orchestrator import secrets  # cryptography: loaded when needed
+
     ctx.require(Action.inventory_write, name)
     _check_name(name)
     public, fingerprint = _public(private_key)
@@ -122,6 +123,8 @@ def private_keys(session: Session, ctx: Context, names: set[str]) -> dict[str, s
     """The unsealed private keys of `names` in the caller's tenant (for a job's run)."""
     if not names:
         return {}
+    from provisor.orchestrator import secrets  # cryptography: loaded when needed
+
     rows = session.scalars(
         select(SshKey).where(SshKey.tenant_id == ctx.tenant_id(), SshKey.name.in_(names))
     )

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from provisor.store import orchestration  # noqa: F401 - the deployments table ours refer to
 from provisor.store.models import Base, utcnow
 
 HISTORY_LIMIT = 50

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from provisor.store.models import Base
+from provisor.store import Base  # the whole schema: every model module
 
 config = context.config
 connection = config.attributes.get("connection")

@@ -89,6 +89,7 @@ BLOCK_LOCKS = Path("/run/provisor-test/.blocks")  # shared with the pytest testb
 HOSTNAME = re.compile(r"\bfo\d{4}\b")  # sandbox hosts are fo0001, fo0002, ...
 JOB_SECONDS = re.compile(r"\(job \d+, ([\d.]+)s\)")
 SETTLE_SECONDS = 0.3
+STORED_KEY = "fanout"  # the testbed's client key, stored in provisor (key:fanout)
 START_BATCH = 100
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MARK_BEGIN, MARK_END = markers("fanout")
@@ -301,6 +302,7 @@ class Workspace:
     testbed: Testbed
     venv: Path
     timeout: float
+    token: str = field(default="", repr=False)  # for runs through `provisor server`
 
     @property
     def provisor_home(self) -> Path:
@@ -310,6 +312,12 @@ class Workspace:
     def inventory(self) -> Path:
         return self.root / "inventory.ini"
 
+    @property
+    def provisor_inventory(self) -> Path:
+        """The same groups for provisor, whose hosts log in with the stored key
+        `STORED_KEY` (`key:NAME`): the server's jobs may not use a key file."""
+        return self.root / "provisor-inventory.ini"
+
     def hosts_file(self, n: int) -> Path:
         return self.root / f"hosts-{n}.txt"
 
@@ -318,16 +326,20 @@ class Workspace:
 
     def write_files(self, sizes: Sequence[int]) -> None:
         """A pssh hosts file per size; one Ansible INI inventory with a group per size."""
-        key = self.testbed.key
-        lines = []
+        for inventory, key in (
+            (self.inventory, str(self.testbed.key)),
+            (self.provisor_inventory, STORED_KEY),
+        ):
+            lines = []
+            for n in sizes:
+                lines.append(f"[fanout{n}]")
+                lines += [
+                    f"{a} ansible_user=root ansible_ssh_private_key_file={key}"
+                    for a in self.addresses(n)
+                ]
+            inventory.write_text("\n".join(lines) + "\n")
         for n in sizes:
             self.hosts_file(n).write_text("\n".join(self.addresses(n)) + "\n")
-            lines.append(f"[fanout{n}]")
-            lines += [
-                f"{a} ansible_user=root ansible_ssh_private_key_file={key}"
-                for a in self.addresses(n)
-            ]
-        self.inventory.write_text("\n".join(lines) + "\n")
 
     def env(self, **extra: str) -> dict[str, str]:
         """The machine's environment without provisor's and Ansible's settings, plus extra."""
@@ -641,6 +653,7 @@ def run_case(ws: Workspace, case: Case, n: int, parallel: int | None, repeat: in
         for label in ("1st run, cold pool", "2nd run, warm pool"):
             invocation = case.build(ws, n, parallel)
             invocation.argv[2:2] = ["--server", url]
+            invocation.env["PROVISOR_TOKEN"] = ws.token
             m = measure(
                 ws,
                 invocation,
@@ -673,13 +686,21 @@ def rotated(items: list[Any], by: int) -> list[Any]:
 
 
 def prime_provisor(ws: Workspace, n: int) -> int:
-    """Import the inventory and trust every host key with one unmeasured run."""
-    subprocess.run(
-        [str(PROVISOR), "hosts", "import", str(ws.inventory)],
+    """Store the testbed's key, import the inventory, make a token for the server's runs
+    (`ws.token`), and trust every host key with one unmeasured run."""
+    for step in (
+        ["keys", "add", STORED_KEY, str(ws.testbed.key)],
+        ["hosts", "import", str(ws.provisor_inventory)],
+        ["users", "add", "fanout", "--tenant", "default", "--role", "operator"],
+    ):
+        subprocess.run([str(PROVISOR), *step], env=ws.env(), check=True, stdout=subprocess.DEVNULL)
+    ws.token = subprocess.run(
+        [str(PROVISOR), "tokens", "add", "fanout", "--expires", "1d"],
         env=ws.env(),
         check=True,
-        stdout=subprocess.DEVNULL,
-    )
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     first = subprocess.run(
         [str(PROVISOR), "run", f"group:fanout{n}", "-p", str(n), "--", "hostname"],
         env=ws.env(),
@@ -828,7 +849,9 @@ def profile_provisor(ws: Workspace, n: int, stamp: str) -> dict[str, Any]:
             remote = [*argv[:2], "--server", url, *argv[2:]]
             for pool in ("cold", "warm"):
                 with py_spy_attached(ws, pid, raw(f"server-{pool}")):
-                    py_spy_record(ws, raw(f"client-{pool}"), ["--", *remote], ws.env())
+                    py_spy_record(
+                        ws, raw(f"client-{pool}"), ["--", *remote], ws.env(PROVISOR_TOKEN=ws.token)
+                    )
                 label = f"provisor server, {'1st' if pool == 'cold' else '2nd'} run ({pool} pool)"
                 out[f"{label}: the server"] = {"file": raw(f"server-{pool}").name}
                 out[f"{label}: the CLI client"] = {"file": raw(f"client-{pool}").name}

@@ -117,6 +117,35 @@ for host in output:
 """
 
 
+# asyncssh by hand, in the project's venv (the asyncssh provisor runs on): argv = key,
+# hosts file, parallel. What a script written directly on asyncssh costs: the floor under
+# provisor's own work (its defaults: no host key check here, asyncssh's cipher order).
+ASYNCSSH_SCRIPT = """
+import asyncio, sys
+import asyncssh
+key, path, parallel = sys.argv[1], sys.argv[2], int(sys.argv[3])
+hosts = open(path).read().split()
+client_keys = [asyncssh.read_private_key(key)]
+async def one(host, slots):
+    async with slots:
+        try:
+            async with asyncssh.connect(
+                host, username="root", client_keys=client_keys, known_hosts=None
+            ) as conn:
+                done = await conn.run("hostname", check=False)
+                return f"{host}: {done.stdout.strip()}"
+        except (OSError, asyncssh.Error) as exc:
+            print(f"{host}: {exc!r}", file=sys.stderr)
+            return None
+async def main():
+    slots = asyncio.Semaphore(parallel)
+    for line in await asyncio.gather(*(one(h, slots) for h in hosts)):
+        if line:
+            print(line)
+asyncio.run(main())
+"""
+
+
 # Measuring CPU
 
 
@@ -372,6 +401,7 @@ class Measurement:
     timed_out: bool
     job_s: float | None = None  # provisor's own "(job N, X s)": time after start-up
     stderr_tail: str = ""
+    server_cpu_s: float | None = None  # the `provisor server` process alone (its rows)
 
 
 def kill_group(pgid: int) -> None:
@@ -440,6 +470,7 @@ def measure(
         timed_out=timed_out,
         job_s=float(job.group(1)) if job else None,
         stderr_tail=stderr[-600:],
+        server_cpu_s=(after.server - before.server) if server_pid else None,
     )
 
 
@@ -492,6 +523,11 @@ def pssh_library(ws: Workspace, n: int, parallel: int | None) -> Invocation:
     pool = "default" if parallel is None else str(parallel)
     argv = [python, "-c", PSSH_LIB_SCRIPT, str(ws.testbed.key), pool, str(ws.hosts_file(n))]
     return Invocation(argv, ws.env())
+
+
+def asyncssh_by_hand(ws: Workspace, n: int, parallel: int | None) -> Invocation:
+    script = [sys.executable, "-c", ASYNCSSH_SCRIPT, str(ws.testbed.key), str(ws.hosts_file(n))]
+    return Invocation([*script, str(parallel or 64)], ws.env())
 
 
 def ansible(ws: Workspace, n: int, parallel: int | None) -> Invocation:
@@ -561,6 +597,7 @@ def all_cases() -> list[Case]:
             only_best=True,
         ),
         Case("parallel-ssh library", "pssh-lib", 100, "pool_size=", pssh_library),
+        Case("asyncssh by hand", "asyncssh", 64, "limit ", asyncssh_by_hand),
         Case("ansible", "ansible", 5, "-f", ansible),
     ]
 
@@ -568,6 +605,7 @@ def all_cases() -> list[Case]:
 TOOLS = (
     "provisor",
     "server",
+    "asyncssh",
     "pssh",
     "pssh-c25519",
     "clush",
@@ -931,10 +969,17 @@ class Row:
     answered_min: int
     failures: int
     job_s: float | None
+    server_cpu_s: float | None = None  # the `provisor server` process alone (its rows)
 
     @property
     def cpu_ms_per_host(self) -> float | None:
         return 1000 * self.machine_cpu_s / self.answered_min if self.answered_min else None
+
+    @property
+    def server_ms_per_host(self) -> float | None:
+        if self.server_cpu_s is None or not self.answered_min:
+            return None
+        return 1000 * self.server_cpu_s / self.answered_min
 
 
 def summarize(runs: list[Measurement]) -> list[Row]:
@@ -944,6 +989,7 @@ def summarize(runs: list[Measurement]) -> list[Row]:
     rows = []
     for (n, tool, setting), ms in groups.items():
         jobs = [m.job_s for m in ms if m.job_s is not None]
+        server = [m.server_cpu_s for m in ms if m.server_cpu_s is not None]
         rows.append(
             Row(
                 tool=tool,
@@ -958,6 +1004,7 @@ def summarize(runs: list[Measurement]) -> list[Row]:
                 answered_min=min(m.answered for m in ms),
                 failures=sum(1 for m in ms if m.timed_out or m.answered < n),
                 job_s=statistics.median(jobs) if jobs else None,
+                server_cpu_s=statistics.median(server) if server else None,
             )
         )
     return rows
@@ -979,13 +1026,14 @@ def _ratio(value: float, base: float | None) -> str:
 def table(rows: list[Row], n: int) -> list[str]:
     lines = [
         "| tool | setting | runs | wall s | machine CPU s | CPU ms/host | tool CPU s | sshd CPU s "
-        "| tool+sshd CPU s | answered | wall ÷ provisor | machine CPU ÷ provisor "
-        "| tool+sshd CPU ÷ provisor |",
-        "| --- | --- " + "| ---: " * 11 + "|",
+        "| tool+sshd CPU s | server CPU ms/host | answered | wall ÷ provisor "
+        "| machine CPU ÷ provisor | tool+sshd CPU ÷ provisor |",
+        "| --- | --- " + "| ---: " * 12 + "|",
     ]
     for row in (r for r in rows if r.n == n):
         ref = reference(rows, row)
         per_host = f"{row.cpu_ms_per_host:.1f}" if row.cpu_ms_per_host is not None else "n/a"
+        server = f"{row.server_ms_per_host:.2f}" if row.server_ms_per_host is not None else ""
         answered = f"{row.answered_min}/{n}" + (
             f" ({row.failures} of {row.runs} runs short)" if row.failures else ""
         )
@@ -993,12 +1041,28 @@ def table(rows: list[Row], n: int) -> list[str]:
             f"| {row.tool} | {row.setting} | {row.runs} "
             f"| {row.wall_s:.2f} | {row.machine_cpu_s:.2f} "
             f"| {per_host} | {row.tool_cpu_s:.2f} | {row.hosts_cpu_s:.2f} "
-            f"| {row.own_cpu_s:.2f} | {answered} "
+            f"| {row.own_cpu_s:.2f} | {server} | {answered} "
             f"| {_ratio(row.wall_s, ref.wall_s if ref else None)} "
             f"| {_ratio(row.machine_cpu_s, ref.machine_cpu_s if ref else None)} "
             f"| {_ratio(row.own_cpu_s, ref.own_cpu_s if ref else None)} |"
         )
     return lines
+
+
+def warm_speedup(rows: list[Row], n: int) -> list[str]:
+    """How many times a warm `provisor run --server` is faster than a cold `provisor run`
+    (wall time, each setting), as one line under the table."""
+    parts = []
+    for row in rows:
+        if row.n != n or not row.tool.startswith("provisor server (2nd run"):
+            continue
+        ref = reference(rows, row)
+        if ref is not None and row.wall_s:
+            setting = row.setting.split()[0]
+            parts.append(f"{ref.wall_s / row.wall_s:.1f} times faster ({setting} setting)")
+    if not parts:
+        return []
+    return ["", f"Warm pool against a cold `provisor run`, wall time: {', '.join(parts)}."]
 
 
 def report_header(results: dict[str, Any], script: str) -> list[str]:
@@ -1044,6 +1108,8 @@ def render(results: dict[str, Any], rows: list[Row]) -> str:
         "(a few ms each) is not in it;",
         "- **tool+sshd CPU**: the run's own CPU on both ends, without the rest of the "
         "machine: on a busy machine, the fairer CPU comparison;",
+        "- **server CPU ms/host**: for runs through `provisor server`, the server process's "
+        "own CPU per answered host (the CLI client's is in tool CPU, not here);",
         "- **answered**: hosts whose own hostname is in the output (worst run);",
         "- **÷ provisor**: this row over `provisor run` with the same kind of setting "
         "(default or best); above 1 means provisor is faster or cheaper.",
@@ -1056,11 +1122,13 @@ def render(results: dict[str, Any], rows: list[Row]) -> str:
         "library) negotiate `curve25519-sha256`. The *curve25519 kex* rows give pssh and "
         "clush that same key exchange (`-o KexAlgorithms=curve25519-sha256`). "
         "The server rows are two runs through one fresh `provisor server`: the first opens "
-        "the pool's connections, the second reuses them.",
+        "the pool's connections, the second reuses them. *asyncssh by hand* is a short "
+        "script on asyncssh alone (connect, run, print; asyncssh's defaults, no host key "
+        "check), in provisor's own venv: the floor under a cold provisor run.",
         "",
     ]
     for n in results["config"]["sizes"]:
-        out += [f"### N = {n}", "", *table(rows, n), ""]
+        out += [f"### N = {n}", "", *table(rows, n), *warm_speedup(rows, n), ""]
     if results.get("failures"):
         out += ["Failed or short runs:", ""]
         out += [f"- {line}" for line in results["failures"]]

@@ -123,3 +123,22 @@ def test_asyncssh_logs_what_is_kept_and_formats_nothing_dropped(
         logger.info("kept %s and %s", [b"one", "two"], ("host", 22))
     (record,) = caplog.records
     assert record.getMessage() == "[ctx] kept one,two and host, port 22"
+
+
+def test_standard_input_through_a_server_is_text(tmp_path: Path) -> None:
+    """JSON carries text: a --stdin file that is not UTF-8 is refused before any request."""
+    binary = tmp_path / "blob"
+    binary.write_bytes(b"\xff\xfe\x00binary")
+    env = {**os.environ, "PROVISOR_HOME": str(tmp_path), "PROVISOR_TOKEN": "pvs_1_x"}
+    done = subprocess.run(
+        [
+            *[sys.executable, "-m", "provisor", "run", "--server", "http://127.0.0.1:9"],
+            *["--stdin", str(binary), "x", "--", "cat"],
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "stdin: through a server, --stdin must be UTF-8 text" in done.stderr, done.stderr

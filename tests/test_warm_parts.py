@@ -35,16 +35,22 @@ finally:
 """
 
 
-def test_run_through_a_server_loads_no_store_ssh_or_http_library(tmp_path: Path) -> None:
+@pytest.mark.parametrize("token", ["environment", "login"])
+def test_run_through_a_server_loads_no_store_ssh_or_http_library(
+    tmp_path: Path, token: str
+) -> None:
     """The client of `run --server` sends the request and shows the results: the store,
-    asyncssh, httpx and the server side stay unloaded (a server that refuses: the
-    client's whole path up to the request is taken)."""
+    asyncssh, httpx and the server side stay unloaded, whether its token is in
+    PROVISOR_TOKEN or looked for where `provisor login` keeps it (a server that refuses:
+    the client's whole path up to the request is taken)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     report = tmp_path / "modules.json"
     env = {**os.environ, "PROVISOR_HOME": str(tmp_path / "home"), "PROVISOR_TOKEN": "pvs_1_x"}
     env.pop("PROVISOR_DATABASE_URL", None)
+    if token == "login":
+        del env["PROVISOR_TOKEN"]
     done = subprocess.run(
         [
             *[sys.executable, "-c", _PROGRAM, str(report)],
@@ -55,7 +61,8 @@ def test_run_through_a_server_loads_no_store_ssh_or_http_library(tmp_path: Path)
         env=env,
         timeout=120,
     )
-    assert f"cannot reach provisor server http://127.0.0.1:{port}" in done.stderr, done.stderr
+    expected = "cannot reach provisor server" if token == "environment" else "no token for"
+    assert f"{expected} http://127.0.0.1:{port}" in done.stderr, done.stderr
     loaded = {name.split(".")[0] for name in json.loads(report.read_text())}
     heavy = {"sqlalchemy", "asyncssh", "cryptography", "httpx", "httpcore", "fastapi"}
     assert loaded & (heavy | {"uvicorn", "starlette", "alembic", "dbos"}) == set()

@@ -89,6 +89,7 @@ BLOCK_LOCKS = Path("/run/provisor-test/.blocks")  # shared with the pytest testb
 HOSTNAME = re.compile(r"\bfo\d{4}\b")  # sandbox hosts are fo0001, fo0002, ...
 JOB_SECONDS = re.compile(r"\(job \d+, ([\d.]+)s\)")
 SETTLE_SECONDS = 0.3
+STORED_KEY = "fanout"  # the testbed's client key, stored in provisor (key:fanout)
 START_BATCH = 100
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MARK_BEGIN, MARK_END = markers("fanout")
@@ -113,6 +114,35 @@ for host in output:
         continue
     for line in host.stdout:
         print(f"{host.host}: {line}")
+"""
+
+
+# asyncssh by hand, in the project's venv (the asyncssh provisor runs on): argv = key,
+# hosts file, parallel. What a script written directly on asyncssh costs: the floor under
+# provisor's own work (its defaults: no host key check here, asyncssh's cipher order).
+ASYNCSSH_SCRIPT = """
+import asyncio, sys
+import asyncssh
+key, path, parallel = sys.argv[1], sys.argv[2], int(sys.argv[3])
+hosts = open(path).read().split()
+client_keys = [asyncssh.read_private_key(key)]
+async def one(host, slots):
+    async with slots:
+        try:
+            async with asyncssh.connect(
+                host, username="root", client_keys=client_keys, known_hosts=None
+            ) as conn:
+                done = await conn.run("hostname", check=False)
+                return f"{host}: {done.stdout.strip()}"
+        except (OSError, asyncssh.Error) as exc:
+            print(f"{host}: {exc!r}", file=sys.stderr)
+            return None
+async def main():
+    slots = asyncio.Semaphore(parallel)
+    for line in await asyncio.gather(*(one(h, slots) for h in hosts)):
+        if line:
+            print(line)
+asyncio.run(main())
 """
 
 
@@ -301,6 +331,7 @@ class Workspace:
     testbed: Testbed
     venv: Path
     timeout: float
+    token: str = field(default="", repr=False)  # for runs through `provisor server`
 
     @property
     def provisor_home(self) -> Path:
@@ -310,6 +341,12 @@ class Workspace:
     def inventory(self) -> Path:
         return self.root / "inventory.ini"
 
+    @property
+    def provisor_inventory(self) -> Path:
+        """The same groups for provisor, whose hosts log in with the stored key
+        `STORED_KEY` (`key:NAME`): the server's jobs may not use a key file."""
+        return self.root / "provisor-inventory.ini"
+
     def hosts_file(self, n: int) -> Path:
         return self.root / f"hosts-{n}.txt"
 
@@ -318,16 +355,20 @@ class Workspace:
 
     def write_files(self, sizes: Sequence[int]) -> None:
         """A pssh hosts file per size; one Ansible INI inventory with a group per size."""
-        key = self.testbed.key
-        lines = []
+        for inventory, key in (
+            (self.inventory, str(self.testbed.key)),
+            (self.provisor_inventory, STORED_KEY),
+        ):
+            lines = []
+            for n in sizes:
+                lines.append(f"[fanout{n}]")
+                lines += [
+                    f"{a} ansible_user=root ansible_ssh_private_key_file={key}"
+                    for a in self.addresses(n)
+                ]
+            inventory.write_text("\n".join(lines) + "\n")
         for n in sizes:
             self.hosts_file(n).write_text("\n".join(self.addresses(n)) + "\n")
-            lines.append(f"[fanout{n}]")
-            lines += [
-                f"{a} ansible_user=root ansible_ssh_private_key_file={key}"
-                for a in self.addresses(n)
-            ]
-        self.inventory.write_text("\n".join(lines) + "\n")
 
     def env(self, **extra: str) -> dict[str, str]:
         """The machine's environment without provisor's and Ansible's settings, plus extra."""
@@ -360,6 +401,7 @@ class Measurement:
     timed_out: bool
     job_s: float | None = None  # provisor's own "(job N, X s)": time after start-up
     stderr_tail: str = ""
+    server_cpu_s: float | None = None  # the `provisor server` process alone (its rows)
 
 
 def kill_group(pgid: int) -> None:
@@ -428,6 +470,7 @@ def measure(
         timed_out=timed_out,
         job_s=float(job.group(1)) if job else None,
         stderr_tail=stderr[-600:],
+        server_cpu_s=(after.server - before.server) if server_pid else None,
     )
 
 
@@ -480,6 +523,11 @@ def pssh_library(ws: Workspace, n: int, parallel: int | None) -> Invocation:
     pool = "default" if parallel is None else str(parallel)
     argv = [python, "-c", PSSH_LIB_SCRIPT, str(ws.testbed.key), pool, str(ws.hosts_file(n))]
     return Invocation(argv, ws.env())
+
+
+def asyncssh_by_hand(ws: Workspace, n: int, parallel: int | None) -> Invocation:
+    script = [sys.executable, "-c", ASYNCSSH_SCRIPT, str(ws.testbed.key), str(ws.hosts_file(n))]
+    return Invocation([*script, str(parallel or 64)], ws.env())
 
 
 def ansible(ws: Workspace, n: int, parallel: int | None) -> Invocation:
@@ -549,6 +597,7 @@ def all_cases() -> list[Case]:
             only_best=True,
         ),
         Case("parallel-ssh library", "pssh-lib", 100, "pool_size=", pssh_library),
+        Case("asyncssh by hand", "asyncssh", 64, "limit ", asyncssh_by_hand),
         Case("ansible", "ansible", 5, "-f", ansible),
     ]
 
@@ -556,6 +605,7 @@ def all_cases() -> list[Case]:
 TOOLS = (
     "provisor",
     "server",
+    "asyncssh",
     "pssh",
     "pssh-c25519",
     "clush",
@@ -641,6 +691,7 @@ def run_case(ws: Workspace, case: Case, n: int, parallel: int | None, repeat: in
         for label in ("1st run, cold pool", "2nd run, warm pool"):
             invocation = case.build(ws, n, parallel)
             invocation.argv[2:2] = ["--server", url]
+            invocation.env["PROVISOR_TOKEN"] = ws.token
             m = measure(
                 ws,
                 invocation,
@@ -673,13 +724,21 @@ def rotated(items: list[Any], by: int) -> list[Any]:
 
 
 def prime_provisor(ws: Workspace, n: int) -> int:
-    """Import the inventory and trust every host key with one unmeasured run."""
-    subprocess.run(
-        [str(PROVISOR), "hosts", "import", str(ws.inventory)],
+    """Store the testbed's key, import the inventory, make a token for the server's runs
+    (`ws.token`), and trust every host key with one unmeasured run."""
+    for step in (
+        ["keys", "add", STORED_KEY, str(ws.testbed.key)],
+        ["hosts", "import", str(ws.provisor_inventory)],
+        ["users", "add", "fanout", "--tenant", "default", "--role", "operator"],
+    ):
+        subprocess.run([str(PROVISOR), *step], env=ws.env(), check=True, stdout=subprocess.DEVNULL)
+    ws.token = subprocess.run(
+        [str(PROVISOR), "tokens", "add", "fanout", "--expires", "1d"],
         env=ws.env(),
         check=True,
-        stdout=subprocess.DEVNULL,
-    )
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     first = subprocess.run(
         [str(PROVISOR), "run", f"group:fanout{n}", "-p", str(n), "--", "hostname"],
         env=ws.env(),
@@ -828,7 +887,9 @@ def profile_provisor(ws: Workspace, n: int, stamp: str) -> dict[str, Any]:
             remote = [*argv[:2], "--server", url, *argv[2:]]
             for pool in ("cold", "warm"):
                 with py_spy_attached(ws, pid, raw(f"server-{pool}")):
-                    py_spy_record(ws, raw(f"client-{pool}"), ["--", *remote], ws.env())
+                    py_spy_record(
+                        ws, raw(f"client-{pool}"), ["--", *remote], ws.env(PROVISOR_TOKEN=ws.token)
+                    )
                 label = f"provisor server, {'1st' if pool == 'cold' else '2nd'} run ({pool} pool)"
                 out[f"{label}: the server"] = {"file": raw(f"server-{pool}").name}
                 out[f"{label}: the CLI client"] = {"file": raw(f"client-{pool}").name}
@@ -908,10 +969,17 @@ class Row:
     answered_min: int
     failures: int
     job_s: float | None
+    server_cpu_s: float | None = None  # the `provisor server` process alone (its rows)
 
     @property
     def cpu_ms_per_host(self) -> float | None:
         return 1000 * self.machine_cpu_s / self.answered_min if self.answered_min else None
+
+    @property
+    def server_ms_per_host(self) -> float | None:
+        if self.server_cpu_s is None or not self.answered_min:
+            return None
+        return 1000 * self.server_cpu_s / self.answered_min
 
 
 def summarize(runs: list[Measurement]) -> list[Row]:
@@ -921,6 +989,7 @@ def summarize(runs: list[Measurement]) -> list[Row]:
     rows = []
     for (n, tool, setting), ms in groups.items():
         jobs = [m.job_s for m in ms if m.job_s is not None]
+        server = [m.server_cpu_s for m in ms if m.server_cpu_s is not None]
         rows.append(
             Row(
                 tool=tool,
@@ -935,6 +1004,7 @@ def summarize(runs: list[Measurement]) -> list[Row]:
                 answered_min=min(m.answered for m in ms),
                 failures=sum(1 for m in ms if m.timed_out or m.answered < n),
                 job_s=statistics.median(jobs) if jobs else None,
+                server_cpu_s=statistics.median(server) if server else None,
             )
         )
     return rows
@@ -956,13 +1026,14 @@ def _ratio(value: float, base: float | None) -> str:
 def table(rows: list[Row], n: int) -> list[str]:
     lines = [
         "| tool | setting | runs | wall s | machine CPU s | CPU ms/host | tool CPU s | sshd CPU s "
-        "| tool+sshd CPU s | answered | wall ÷ provisor | machine CPU ÷ provisor "
-        "| tool+sshd CPU ÷ provisor |",
-        "| --- | --- " + "| ---: " * 11 + "|",
+        "| tool+sshd CPU s | server CPU ms/host | answered | wall ÷ provisor "
+        "| machine CPU ÷ provisor | tool+sshd CPU ÷ provisor |",
+        "| --- | --- " + "| ---: " * 12 + "|",
     ]
     for row in (r for r in rows if r.n == n):
         ref = reference(rows, row)
         per_host = f"{row.cpu_ms_per_host:.1f}" if row.cpu_ms_per_host is not None else "n/a"
+        server = f"{row.server_ms_per_host:.2f}" if row.server_ms_per_host is not None else ""
         answered = f"{row.answered_min}/{n}" + (
             f" ({row.failures} of {row.runs} runs short)" if row.failures else ""
         )
@@ -970,12 +1041,28 @@ def table(rows: list[Row], n: int) -> list[str]:
             f"| {row.tool} | {row.setting} | {row.runs} "
             f"| {row.wall_s:.2f} | {row.machine_cpu_s:.2f} "
             f"| {per_host} | {row.tool_cpu_s:.2f} | {row.hosts_cpu_s:.2f} "
-            f"| {row.own_cpu_s:.2f} | {answered} "
+            f"| {row.own_cpu_s:.2f} | {server} | {answered} "
             f"| {_ratio(row.wall_s, ref.wall_s if ref else None)} "
             f"| {_ratio(row.machine_cpu_s, ref.machine_cpu_s if ref else None)} "
             f"| {_ratio(row.own_cpu_s, ref.own_cpu_s if ref else None)} |"
         )
     return lines
+
+
+def warm_speedup(rows: list[Row], n: int) -> list[str]:
+    """How many times a warm `provisor run --server` is faster than a cold `provisor run`
+    (wall time, each setting), as one line under the table."""
+    parts = []
+    for row in rows:
+        if row.n != n or not row.tool.startswith("provisor server (2nd run"):
+            continue
+        ref = reference(rows, row)
+        if ref is not None and row.wall_s:
+            setting = row.setting.split()[0]
+            parts.append(f"{ref.wall_s / row.wall_s:.1f} times faster ({setting} setting)")
+    if not parts:
+        return []
+    return ["", f"Warm pool against a cold `provisor run`, wall time: {', '.join(parts)}."]
 
 
 def report_header(results: dict[str, Any], script: str) -> list[str]:
@@ -1021,6 +1108,8 @@ def render(results: dict[str, Any], rows: list[Row]) -> str:
         "(a few ms each) is not in it;",
         "- **tool+sshd CPU**: the run's own CPU on both ends, without the rest of the "
         "machine: on a busy machine, the fairer CPU comparison;",
+        "- **server CPU ms/host**: for runs through `provisor server`, the server process's "
+        "own CPU per answered host (the CLI client's is in tool CPU, not here);",
         "- **answered**: hosts whose own hostname is in the output (worst run);",
         "- **÷ provisor**: this row over `provisor run` with the same kind of setting "
         "(default or best); above 1 means provisor is faster or cheaper.",
@@ -1033,11 +1122,13 @@ def render(results: dict[str, Any], rows: list[Row]) -> str:
         "library) negotiate `curve25519-sha256`. The *curve25519 kex* rows give pssh and "
         "clush that same key exchange (`-o KexAlgorithms=curve25519-sha256`). "
         "The server rows are two runs through one fresh `provisor server`: the first opens "
-        "the pool's connections, the second reuses them.",
+        "the pool's connections, the second reuses them. *asyncssh by hand* is a short "
+        "script on asyncssh alone (connect, run, print; asyncssh's defaults, no host key "
+        "check), in provisor's own venv: the floor under a cold provisor run.",
         "",
     ]
     for n in results["config"]["sizes"]:
-        out += [f"### N = {n}", "", *table(rows, n), ""]
+        out += [f"### N = {n}", "", *table(rows, n), *warm_speedup(rows, n), ""]
     if results.get("failures"):
         out += ["Failed or short runs:", ""]
         out += [f"- {line}" for line in results["failures"]]

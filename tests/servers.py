@@ -31,9 +31,11 @@ def start_server(
     scheme: str = "http",
     ca: Path | None = None,
     env: dict[str, str] | None = None,
+    log: Path | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`provisor server` on a free port of 127.0.0.1, with a data directory of its own;
-    (its URL, its process) once it answers, stopped afterwards."""
+    (its URL, its process) once it answers, stopped afterwards. `log`: a file that gets
+    the server's output (its access log among it), read as the test goes."""
     port = _free_port()
     env = {
         **os.environ,
@@ -43,11 +45,12 @@ def start_server(
     }
     for variable in ("PROVISOR_DATABASE_URL", "PROVISOR_TOKEN", "PROVISOR_ALLOWED_HOSTS"):
         env.pop(variable, None)
+    output = log.open("ab") if log is not None else None
     process = subprocess.Popen(
         [sys.executable, "-m", "provisor", "server", "--port", str(port), *args],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=output or subprocess.DEVNULL,  # uvicorn's access log goes to stdout
+        stderr=output or subprocess.PIPE,
     )
     url = f"{scheme}://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -62,12 +65,15 @@ def start_server(
                     break
             if process.poll() is not None or time.monotonic() > deadline:
                 stderr = process.stderr.read().decode() if process.stderr else ""
+                stderr = log.read_text() if log is not None else stderr
                 raise RuntimeError(f"the server did not start: {stderr[-2000:]}")
             time.sleep(0.2)
         yield url, process
     finally:
         process.terminate()
         process.wait(timeout=30)
+        if output is not None:
+            output.close()
         # A background worker the server started (for a lease, a schedule, checks) would
         # outlive the test: it stays while such a deployment is there.
         subprocess.run(

@@ -26,7 +26,7 @@ from served import Server, start_server
 from provisor.store import Store
 
 _REACHING_OUT = (
-    r"/jobs$|/patches/(analyze|apply)$|/config/(plan|check|apply|set-password)$|"
+    r"/jobs(/stream)?$|/patches/(analyze|apply)$|/config/(plan|check|apply|set-password)$|"
     r"/config/applies/\{apply_id\}/rollback$|/providers/\{name\}/check$|"
     r"/notifiers(/\{name\}/test)?$|"
     r"/deployments(/\{name\}(/approve|/reject)?)?$"

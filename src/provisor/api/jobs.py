@@ -128,8 +128,27 @@ Server = Annotated[ServerJobs, Depends(server_jobs)]
 @router.post("/jobs", response_model=JobView, status_code=202)
 async def start_job(ctx: Ctx, server: Server, body: JobSpec) -> JobView:
     """Start a job (run, copy or kill) on the server's warm connection pool; follow it at
-    /jobs/{id}/events."""
+    /jobs/{id}/events (or start and follow it in one request: POST /jobs/stream)."""
     return await server.start(ctx, body)
+
+
+@router.post(
+    "/jobs/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def start_and_follow_job(ctx: Ctx, server: Server, body: JobSpec) -> StreamingResponse:
+    """Start a job as POST /jobs does and follow it in the same response, so a client
+    makes one request per job. Server-sent events: `job` (the job, once its hosts are
+    known), one `result` per host as it finishes, then `done` with the finished job. A
+    job that cannot start (a bad target, no right) is an error response, as for POST
+    /jobs. The job runs on if the client goes away: read it at /jobs/{id}."""
+    job = await server.start(ctx, body)
+    started = _sse("job", job.model_dump(mode="json"))
+    return StreamingResponse(
+        _events(ctx, job.id, server.live.get(job.id), first=started),
+        media_type="text/event-stream",
+    )
 
 
 @router.get("/jobs", response_model=list[JobView])
@@ -145,33 +164,40 @@ def get_job(ctx: Ctx, job_id: Id) -> JobView:
 @router.get("/jobs/{job_id}/events", response_class=StreamingResponse)
 async def follow_job(ctx: Ctx, server: Server, job_id: Id) -> StreamingResponse:
     """Server-sent events: one `result` per host as it finishes, then `done` with the job."""
-    job = await asyncio.to_thread(jobs.get_job, ctx, job_id, with_results=False)
-    live = server.live.get(job_id)
+    # Looked up first so that a job of another tenant answers 404, not an empty stream.
+    await asyncio.to_thread(jobs.get_job, ctx, job_id, with_results=False)
+    return StreamingResponse(
+        _events(ctx, job_id, server.live.get(job_id)), media_type="text/event-stream"
+    )
 
-    async def stream() -> AsyncIterator[str]:
-        if live is None:  # finished before this server started: replay from the store
-            stored = await asyncio.to_thread(jobs.get_job, ctx, job_id)
-            for result in stored.results or []:
-                yield _sse("result", result.model_dump(mode="json"))
-            yield _sse("done", stored.model_copy(update={"results": None}).model_dump(mode="json"))
+
+async def _events(
+    ctx: Context, job_id: int, live: _Live | None, *, first: str = ""
+) -> AsyncIterator[str]:
+    """`first`, then the job's results and its end: as they come while it runs (`live`),
+    else replayed from the store. The results that came together go out in one write."""
+    if first:
+        yield first
+    if live is None:  # finished before this server started: replay from the store
+        stored = await asyncio.to_thread(jobs.get_job, ctx, job_id)
+        for result in stored.results or []:
+            yield _sse("result", result.model_dump(mode="json"))
+        yield _sse("done", stored.model_copy(update={"results": None}).model_dump(mode="json"))
+        return
+    sent = 0
+    while True:
+        changed = live.changed()
+        fresh, finished = live.results[sent:], live.done
+        if fresh:
+            yield "".join(_sse("result", item) for item in fresh)
+        sent += len(fresh)
+        if finished is not None:
+            yield _sse("done", finished.model_dump(mode="json"))
             return
-        sent = 0
-        while True:
-            changed = live.changed()
-            fresh, finished = live.results[sent:], live.done
-            for item in fresh:
-                yield _sse("result", item)
-            sent += len(fresh)
-            if finished is not None:
-                yield _sse("done", finished.model_dump(mode="json"))
-                return
-            try:
-                await asyncio.wait_for(asyncio.shield(changed), _KEEPALIVE_SECONDS)
-            except TimeoutError:
-                yield ": keep-alive\n\n"  # lets clients and proxies tell quiet from dead
-
-    del job  # looked up only to answer 404 for a job of another tenant
-    return StreamingResponse(stream(), media_type="text/event-stream")
+        try:
+            await asyncio.wait_for(asyncio.shield(changed), _KEEPALIVE_SECONDS)
+        except TimeoutError:
+            yield ": keep-alive\n\n"  # lets clients and proxies tell quiet from dead
 
 
 def _sse(event: str, data: object) -> str:

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:  # the services (and the database layer) load when first needed
-    from provisor.services.context import Context, Settings
+    from provisor.services.context import Context
+    from provisor.services.settings import Settings
 
 Server = Annotated[
     str | None,
@@ -42,7 +43,7 @@ def current_tenant() -> str | None:
 
 def settings() -> Settings:
     """provisor's settings: the environment, then provisor.toml, then the defaults."""
-    from provisor.services.context import get_settings
+    from provisor.services.settings import get_settings  # light: no store
 
     return get_settings()
 

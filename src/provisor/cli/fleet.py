@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
@@ -25,9 +25,6 @@ from provisor.cli.output import (
     table,
 )
 from provisor.core.errors import InvalidInput
-
-if TYPE_CHECKING:
-    from provisor.services.jobs import JobSpec
 
 # The jobs service (and with it asyncssh) and the HTTP client are imported by the
 # commands that use them, so that `provisor hosts list` starts quickly.
@@ -81,25 +78,20 @@ def _spec(
     user: str | None,
     identity: Path | None,
     **fields: Any,
-) -> JobSpec:
-    """The job as the jobs service (here or on a server) takes it, checked here."""
+) -> dict[str, Any]:
+    """The job as the jobs service takes it (a `JobSpec`), checked by whoever runs it:
+    `_run` here, or the server, which answers a bad value as this check would."""
     if identity is not None and not identity.is_file():
         raise InvalidInput(f"no private key file at {identity}", field="identity")
-    from provisor.services.jobs import JobSpec
-    from provisor.services.schemas import validate
-
-    return validate(
-        JobSpec,
-        {
-            "kind": kind,
-            "target": target,
-            "parallel": parallel,
-            "connect_timeout": connect_timeout,
-            "user": user,
-            "identity": str(identity) if identity else None,
-            **fields,
-        },
-    )
+    return {
+        "kind": kind,
+        "target": target,
+        "parallel": parallel,
+        "connect_timeout": connect_timeout,
+        "user": user,
+        "identity": str(identity) if identity else None,
+        **fields,
+    }
 
 
 def _seconds(text: str | None, field: str) -> float | None:
@@ -128,7 +120,7 @@ def _size(text: str | None, field: str) -> int | None:
         raise InvalidInput(str(exc), field=field) from None
 
 
-def _uploaded(server: str, spec: JobSpec) -> JobSpec:
+def _uploaded(server: str, spec: dict[str, Any]) -> dict[str, Any]:
     """A copy through a server sends each file's content first, and copies it by id: the
     server never reads a path of ours (nor of its own)."""
     from provisor.cli.remote import ServerClient
@@ -136,7 +128,7 @@ def _uploaded(server: str, spec: JobSpec) -> JobSpec:
 
     api = ServerClient(server, server_token(server), current_tenant())
     ids = []
-    for source in map(Path, spec.sources):
+    for source in map(Path, spec["sources"]):
         if not source.is_file():
             raise InvalidInput(
                 f"{source}: through a server, copy sends files (make an archive of a "
@@ -149,7 +141,20 @@ def _uploaded(server: str, spec: JobSpec) -> JobSpec:
                 field="paths",
             )
         ids.append(api.upload(read_input_file(source, field="paths"), source.name))
-    return spec.model_copy(update={"sources": [], "uploads": ids})
+    return {**spec, "sources": [], "uploads": ids}
+
+
+def _as_json(spec: dict[str, Any]) -> dict[str, Any]:
+    """The request a server takes: standard input as text (JSON has no bytes)."""
+    data = spec.get("stdin")
+    if isinstance(data, bytes):
+        try:
+            return {**spec, "stdin": data.decode("utf-8")}
+        except UnicodeDecodeError:
+            raise InvalidInput(
+                "through a server, --stdin must be UTF-8 text", field="stdin"
+            ) from None
+    return spec
 
 
 def _mode(requested: str | None, hosts: int) -> str:
@@ -163,7 +168,7 @@ def _mode(requested: str | None, hosts: int) -> str:
 
 
 def _run(
-    spec: JobSpec,
+    spec: dict[str, Any],
     output: str | None,
     *,
     ask_pass: bool = False,
@@ -178,18 +183,18 @@ def _run(
         reporters.append(Reporter(_mode(output, host_count), host_count))
 
     if server is not None:
-        if ask_pass or out_dir or err_dir or spec.kind == "fetch":
+        if ask_pass or out_dir or err_dir or spec["kind"] == "fetch":
             raise InvalidInput(
                 "this command cannot run through a server (-A, -o and -e and fetch are local)",
                 field="server",
             )
-        from provisor.cli.remote import run_remote
+        from provisor.cli.remote import run_remote  # light: no store, SSH or pydantic model
 
-        if spec.kind == "copy":
+        if spec["kind"] == "copy":
             spec = _uploaded(server, spec)
         finished = run_remote(
             server,
-            spec.model_dump(mode="json"),
+            _as_json(spec),
             token=server_token(server),
             tenant=current_tenant(),
             on_start=lambda job: on_start(int(job.get("host_count") or 0)),
@@ -197,12 +202,14 @@ def _run(
         )
         raise typer.Exit(reporters[0].finish(int(str(finished["id"]))))
     from provisor.services import jobs
+    from provisor.services.jobspec import parse_job_spec
 
+    checked = parse_job_spec(spec)
     password = getpass.getpass("Password: ") if ask_pass else None
     job = asyncio.run(
         jobs.run_job(
             context(),
-            spec,
+            checked,
             password=password,
             out_dir=out_dir,
             err_dir=err_dir,

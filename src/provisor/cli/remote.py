@@ -1,37 +1,56 @@
-"""Running fleet jobs through `provisor server`, whose connection pool stays warm."""
+"""Running fleet jobs through `provisor server`, whose connection pool stays warm.
+
+A job through a server is one request (`POST /api/v1/jobs/stream`) whose answer streams
+the job's results as they come. That request is made with the standard library, not
+httpx: `provisor run --server` should cost little more than the job itself, and httpx
+(with the modules it brings) is most of what a client would otherwise load. The other
+calls (`ServerClient`, `whoami`) use httpx, loaded when first needed.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from typing import Any
-
-import httpx
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from provisor.core.errors import ProvisorError
 from provisor.services.results import HostResult, Outcome
 
+if TYPE_CHECKING:
+    import urllib.request
+
+    import httpx
+
 # The server sends a keep-alive comment every 15 s while a job is quiet.
-_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+_READ_SECONDS = 60.0
+_CONNECT_SECONDS = 10.0
 
 
 class ServerError(ProvisorError):
     status = 502
 
 
-def _raise_for(response: httpx.Response, server: str) -> None:
+def _problem(status: int, body: bytes, server: str) -> ProvisorError:
     """The server's error as a ProvisorError with the same status (404 stays 404)."""
-    if response.is_success:
-        return
     try:
-        error = response.json()["error"]
+        error = json.loads(body)["error"]
         problem = ProvisorError(error["message"], field=error.get("field"))
     except (ValueError, KeyError, TypeError):
-        raise ServerError(
-            f"server {server} answered {response.status_code}: {response.text[:200]}"
-        ) from None
-    problem.status = response.status_code
-    raise problem
+        text = body[:200].decode("utf-8", "replace")
+        return ServerError(f"server {server} answered {status}: {text}")
+    problem.status = status
+    return problem
+
+
+def _raise_for(response: httpx.Response, server: str) -> None:
+    if not response.is_success:
+        raise _problem(response.status_code, response.read(), server)
+
+
+def _timeout() -> httpx.Timeout:
+    import httpx
+
+    return httpx.Timeout(_READ_SECONDS, connect=_CONNECT_SECONDS)
 
 
 def host_result(data: dict[str, Any]) -> HostResult:
@@ -49,9 +68,11 @@ def host_result(data: dict[str, Any]) -> HostResult:
     )
 
 
-def _events(response: httpx.Response) -> Iterator[tuple[str, str]]:
+def _events(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """(event, data) of a server-sent event stream; comments (keep-alives) are skipped."""
     event, data = "message", list[str]()
-    for line in response.iter_lines():
+    for raw in lines:
+        line = raw.rstrip("\r\n")
         if not line:
             if data:
                 yield event, "\n".join(data)
@@ -69,18 +90,25 @@ def _headers(token: str | None, tenant: str | None) -> dict[str, str]:
     return headers
 
 
+def _no_token(server: str) -> ProvisorError:
+    return ProvisorError(
+        f"no token for {server}: run `provisor login {server}` or set PROVISOR_TOKEN",
+        field="server",
+    )
+
+
 class ServerClient:
     """Calls to one provisor server as the user of `token`, acting in `tenant`."""
 
     def __init__(self, server: str, token: str | None, tenant: str | None) -> None:
         if not token:
-            raise ProvisorError(
-                f"no token for {server}: run `provisor login {server}` or set PROVISOR_TOKEN",
-                field="server",
-            )
+            raise _no_token(server)
+        import httpx
+
+        self._http_error = httpx.HTTPError
         self.server = server
         self._client = httpx.Client(
-            base_url=server.rstrip("/"), headers=_headers(token, tenant), timeout=_TIMEOUT
+            base_url=server.rstrip("/"), headers=_headers(token, tenant), timeout=_timeout()
         )
 
     def call(
@@ -94,7 +122,7 @@ class ServerClient:
         """The JSON answer of `method path`; the server's error as a ProvisorError."""
         try:
             answer = self._client.request(method, f"/api/v1{path}", json=body, params=query)
-        except httpx.HTTPError as exc:
+        except self._http_error as exc:
             raise ServerError(
                 f"cannot reach provisor server {self.server}: {exc}", field="server"
             ) from None
@@ -110,7 +138,7 @@ class ServerClient:
                 content=data,
                 headers={"Content-Type": "application/octet-stream"},
             )
-        except httpx.HTTPError as exc:
+        except self._http_error as exc:
             raise ServerError(
                 f"cannot reach provisor server {self.server}: {exc}", field="server"
             ) from None
@@ -124,8 +152,10 @@ class ServerClient:
 
 def whoami(server: str, token: str) -> dict[str, Any]:
     """What the server says of the token: user, tenant, role (`GET /api/v1/me`)."""
+    import httpx
+
     try:
-        with httpx.Client(base_url=server.rstrip("/"), timeout=_TIMEOUT) as client:
+        with httpx.Client(base_url=server.rstrip("/"), timeout=_timeout()) as client:
             answer = client.get("/api/v1/me", headers=_headers(token, None))
     except httpx.HTTPError as exc:
         raise ServerError(f"cannot reach provisor server {server}: {exc}", field="server") from None
@@ -143,23 +173,70 @@ def run_remote(
     on_start: Callable[[dict[str, Any]], None],
     on_result: Callable[[HostResult], None],
 ) -> dict[str, Any]:
-    """Start a job on the server and follow its results; returns the finished job."""
-    headers = _headers(token, tenant)
-    base = server.rstrip("/")
+    """Start a job on the server and follow its results, in one request; returns the
+    finished job. A job the server refuses (bad target, no right) raises its error."""
+    import urllib.error
+    import urllib.request
+    from http.client import HTTPException
+
+    if not token:
+        raise _no_token(server)
+    if not server.lower().startswith(("http://", "https://")):
+        raise ProvisorError(
+            f"invalid server {server[:100]!r}: an http:// or https:// URL", field="server"
+        )
+    request_to = urllib.request.Request(  # noqa: S310 (the scheme is checked above)
+        f"{server.rstrip('/')}/api/v1/jobs/stream",
+        data=json.dumps(request).encode(),
+        headers={
+            **_headers(token, tenant),
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream",
+        },
+        method="POST",
+    )
+    job: dict[str, Any] | None = None
     try:
-        with httpx.Client(base_url=base, headers=headers, timeout=_TIMEOUT) as client:
-            started = client.post("/api/v1/jobs", json=request)
-            _raise_for(started, server)
-            job = started.json()
-            on_start(job)
-            with client.stream("GET", f"/api/v1/jobs/{job['id']}/events") as stream:
-                _raise_for(stream, server)
-                for event, data in _events(stream):
-                    if event == "result":
-                        on_result(host_result(json.loads(data)))
-                    elif event == "done":
-                        finished: dict[str, Any] = json.loads(data)
-                        return finished
-    except httpx.HTTPError as exc:
-        raise ServerError(f"cannot reach provisor server {server}: {exc}", field="server") from None
-    raise ServerError(f"server {server} ended the job stream early", field="server")
+        with _opener(server).open(request_to, timeout=_READ_SECONDS) as stream:
+            lines = (line.decode("utf-8") for line in stream)
+            for event, data in _events(lines):
+                if event == "job":
+                    job = json.loads(data)
+                    on_start(job)
+                elif event == "result":
+                    on_result(host_result(json.loads(data)))
+                elif event == "done":
+                    finished: dict[str, Any] = json.loads(data)
+                    return finished
+    except urllib.error.HTTPError as exc:  # an answer, not a stream: the job did not start
+        raise _problem(exc.code, exc.read(), server) from None
+    except (urllib.error.URLError, HTTPException, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise ServerError(
+            f"cannot reach provisor server {server}: {reason}"
+            + (f" (job {job['id']} goes on there)" if job else ""),
+            field="server",
+        ) from None
+    raise ServerError(
+        f"server {server} ended the job stream early"
+        + (f" (job {job['id']} goes on there)" if job else ""),
+        field="server",
+    )
+
+
+def _opener(server: str) -> urllib.request.OpenerDirector:
+    """An opener that follows no redirect (the token would go along) and, for HTTPS,
+    checks the server's certificate against the system's CAs, or SSL_CERT_FILE or
+    SSL_CERT_DIR when set (as the other calls, through httpx, do)."""
+    import urllib.request
+
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None  # the 3xx is raised as an HTTPError
+
+    handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
+    if server.lower().startswith("https:"):
+        import ssl
+
+        handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context()))
+    return urllib.request.build_opener(*handlers)

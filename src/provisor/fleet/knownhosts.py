@@ -88,8 +88,20 @@ class DatabaseHostKeys:
         session.execute(insert(KnownHostKey), [self._row(e, k) for e, k in keys.items()])
 
     def flush(self) -> int:
-        """Save keys seen for the first time; returns how many were saved."""
+        """Save keys seen for the first time; returns how many were saved.
+
+        All in one statement; only if that fails (another process trusted one of them
+        meanwhile, or its host is gone) one by one, so that the others are still saved.
+        """
         new, self._new = self._new, {}
+        if not new:
+            return 0
+        try:
+            with self._store.session() as session:
+                session.execute(insert(KnownHostKey), [self._row(e, k) for e, k in new.values()])
+            return len(new)
+        except IntegrityError:
+            pass
         saved = 0
         for endpoint, key in new.values():
             try:

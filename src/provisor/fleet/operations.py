@@ -21,7 +21,6 @@ from provisor.fleet.transport import Endpoint
 
 KEEP_DEFAULT = OutputPolicy()  # the default limit, no files, no secrets
 DEFAULT_STALL_TIMEOUT = 60.0  # copy, fetch: seconds without data moving before giving up
-_READ_SIZE = 256 * 1024
 _ABORT_WAIT = 5.0  # seconds a stalled transfer gets to stop before its connection is cut
 
 
@@ -40,12 +39,13 @@ class Operation(Protocol):
 
 def _exit_result(
     endpoint: Endpoint,
-    process: asyncssh.SSHClientProcess[bytes],
+    channel: asyncssh.SSHClientChannel[bytes],
     out: Capture,
     err: Capture,
 ) -> HostResult:
     output = _output(out, err)
-    if process.exit_status is None and process.exit_signal is None:
+    exit_status, exit_signal = channel.get_exit_status(), channel.get_exit_signal()
+    if exit_status is None and exit_signal is None:
         return HostResult(
             endpoint.name,
             endpoint.address,
@@ -53,22 +53,21 @@ def _exit_result(
             error="connection lost during the command (exit status unknown)",
             **output,
         )
-    if process.exit_signal is not None:
-        signal_name = process.exit_signal[0]
+    if exit_signal is not None:
+        signal_name = exit_signal[0]
         return HostResult(
             endpoint.name,
             endpoint.address,
             Outcome.failed,
-            exit_code=process.returncode,
+            exit_code=channel.get_returncode(),
             error=f"killed by signal {signal_name}",
             **output,
         )
-    code = process.exit_status
     return HostResult(
         endpoint.name,
         endpoint.address,
-        Outcome.ok if code == 0 else Outcome.failed,
-        exit_code=code,
+        Outcome.ok if exit_status == 0 else Outcome.failed,
+        exit_code=exit_status,
         **output,
     )
 
@@ -97,6 +96,39 @@ def _marked(command: str, token: str) -> str:
     return f"{_MARK_VAR}={token}; export {_MARK_VAR}; {command}"
 
 
+class _Streams(asyncssh.SSHClientSession[bytes]):
+    """A command's channel as callbacks: each piece of output goes straight to its
+    capture as it arrives (no reader tasks, no buffer in between; a warm pool's commands
+    are mostly this bookkeeping). `ended` resolves when the channel closes, with the
+    exception that closed it, if any; a capture that cannot write stops the command."""
+
+    def __init__(self, out: Capture, err: Capture, ended: asyncio.Future[Exception | None]):
+        self._captures = {None: out, asyncssh.EXTENDED_DATA_STDERR: err}
+        self._ended = ended
+        self._channel: asyncssh.SSHClientChannel[bytes] | None = None
+        self.failure: OutputFileError | None = None
+
+    def connection_made(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:
+        self._channel = chan
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if self.failure is not None:
+            return
+        try:
+            self._captures[datatype].write(data)
+        except OutputFileError as exc:
+            self.failure = exc
+            if self._channel is not None:
+                self._channel.close()
+
+    def eof_received(self) -> bool:
+        return True  # stay open for the exit status, which may come after the EOF
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._ended.done():
+            self._ended.set_result(exc)
+
+
 async def run_command(
     connection: asyncssh.SSHClientConnection,
     endpoint: Endpoint,
@@ -115,20 +147,25 @@ async def run_command(
     remote = _marked(command, token) if token else command
     out = output.capture(endpoint.name, "stdout")
     err = output.capture(endpoint.name, "stderr")
+    ended: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+    streams = _Streams(out, err, ended)
     try:
-        process = await connection.create_process(remote, encoding=None)
+        channel, _ = await connection.create_session(lambda: streams, remote, encoding=None)
         if stdin:
-            process.stdin.write(stdin)
-        process.stdin.write_eof()
+            channel.write(stdin)
+        channel.write_eof()
         try:
             async with asyncio.timeout(timeout):
-                await asyncio.gather(_pump(process.stdout, out), _pump(process.stderr, err))
-                await process.wait_closed()
+                lost = await ended
+            if streams.failure is not None:
+                raise streams.failure
+            if lost is not None:
+                raise lost  # the connection went away under the command
             out.close()
             err.close()
         except TimeoutError:
             assert token is not None and timeout is not None
-            killed = await _kill_marked(connection, process, token)
+            killed = await _kill_marked(connection, channel, token)
             _close_quietly(out, err)
             return HostResult(
                 endpoint.name,
@@ -140,7 +177,7 @@ async def run_command(
                 **_output(out, err),
             )
         except OutputFileError as exc:
-            process.close()
+            channel.close()
             _close_quietly(out, err)
             return HostResult(
                 endpoint.name,
@@ -149,7 +186,7 @@ async def run_command(
                 error=f"output not saved, command stopped: {exc}",
                 **_output(out, err),
             )
-        return _exit_result(endpoint, process, out, err)
+        return _exit_result(endpoint, channel, out, err)
     finally:
         _close_quietly(out, err)
 
@@ -161,14 +198,9 @@ def _close_quietly(*captures: Capture) -> None:
             capture.close()
 
 
-async def _pump(reader: asyncssh.SSHReader[bytes], capture: Capture) -> None:
-    while piece := await reader.read(_READ_SIZE):
-        capture.write(piece)
-
-
 async def _kill_marked(
     connection: asyncssh.SSHClientConnection,
-    process: asyncssh.SSHClientProcess[Any],
+    channel: asyncssh.SSHClientChannel[bytes],
     token: str,
 ) -> bool:
     marker = shlex.quote(f"{_MARK_VAR}={token}")
@@ -178,7 +210,7 @@ async def _kill_marked(
     except (OSError, asyncssh.Error):
         return False
     finally:
-        process.close()
+        channel.close()
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Fleet jobs: what to do (a `JobSpec`), done on every host of a target by a `JobRunner`,
 every result kept.
 
-The CLI and the API both describe a job as a `JobSpec` and hand it to a runner: the CLI
+The CLI and the API both describe a job as a `JobSpec` (in `services.jobspec`, light
+enough for a CLI that only sends it to a server) and hand it to a runner: the CLI
 to one that lives for the command, the server to one whose SSH connections stay warm
 between jobs. Each job verifies host keys against its own tenant's keys only.
 
@@ -14,16 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field
 from sqlalchemy import CursorResult, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, selectinload
 
@@ -37,14 +36,14 @@ from provisor.core.rollout import Rollout
 from provisor.events import record_event
 from provisor.files import private_dir, write_private
 from provisor.fleet.knownhosts import DatabaseHostKeys, forget_host_keys
-from provisor.fleet.output import DEFAULT_MAX_OUTPUT, MAX_MAX_OUTPUT
 from provisor.fleet.transport import address_trust_id
 from provisor.services import uploads
 from provisor.services.context import Context, audited
 from provisor.services.hosts import find_host
+from provisor.services.jobspec import JobKind, JobLimits, JobSpec
 from provisor.services.results import HostResult, Outcome
 from provisor.services.targets import host_trust, machine_trust_ids, resolve_target
-from provisor.settings import Settings, get_settings
+from provisor.settings import get_settings
 from provisor.store import Store
 from provisor.store.models import Job, JobResult, Tenant
 from provisor.store.orchestration import Deployment, Machine
@@ -59,36 +58,6 @@ log = logging.getLogger(__name__)
 PENDING = "pending"  # a host's outcome until it answers
 _FLUSH_SECONDS = 0.5
 _NAMES_PER_QUERY = 500  # host names looked up at once (bound parameters per statement)
-_MAX_HEARTBEAT_SECONDS = 5.0
-# Linux's signals (the hosts' kernel), as kill and pkill name them without SIG.
-SIGNAL_NAMES = frozenset(
-    s.name.removeprefix("SIG") for s in signal.Signals if not s.name.startswith("SIG_")
-)
-_COMMON_SIGNALS = ("TERM", "KILL", "HUP", "INT", "USR1", "USR2")
-
-
-@dataclass(frozen=True)
-class JobLimits:
-    """The configured limits a job takes when its spec names none (see `Settings`)."""
-
-    command_timeout: float = 3600.0
-    stall_timeout: float = 60.0
-    max_output: int = DEFAULT_MAX_OUTPUT
-    stale_after: float = 60.0
-
-    @classmethod
-    def of(cls, settings: Settings) -> JobLimits:
-        return cls(
-            command_timeout=settings.command_timeout,
-            stall_timeout=settings.stall_timeout,
-            max_output=settings.max_output,
-            stale_after=settings.job_stale_after,
-        )
-
-    @property
-    def heartbeat_seconds(self) -> float:
-        """How often a running job shows it lives: well inside `stale_after`."""
-        return max(0.2, min(_MAX_HEARTBEAT_SECONDS, self.stale_after / 4))
 
 
 class JobResultView(BaseModel):
@@ -127,126 +96,6 @@ class JobView(BaseModel):
 
 
 # Running jobs
-
-
-JobKind = Literal["run", "copy", "fetch", "kill"]
-
-
-class JobSpec(BaseModel):
-    """One fleet job, as the CLI and the API describe it; `operation()` builds what runs
-    on each host."""
-
-    kind: JobKind
-    target: str = Field(min_length=1, description="target expression, e.g. group:web")
-    command: str | None = Field(default=None, description="run: the command")
-    stdin: bytes | None = Field(default=None, description="run: text fed to standard input")
-    timeout: float | None = Field(
-        default=None,
-        gt=0,
-        le=30 * 24 * 3600,
-        description="run: seconds the command may run per host (default: command_timeout)",
-    )
-    stall_timeout: float | None = Field(
-        default=None,
-        gt=0,
-        le=30 * 24 * 3600,
-        description="copy, fetch: seconds without data moving before a host's transfer "
-        "stops (default: stall_timeout)",
-    )
-    max_output: int | None = Field(
-        default=None,
-        ge=1024,
-        le=MAX_MAX_OUTPUT,
-        description="run, kill: bytes of each host's stdout and stderr kept; the rest is "
-        "counted (default: max_output)",
-    )
-    sudo: bool = Field(default=False, description="run: through sudo")
-    pattern: str | None = Field(default=None, description="kill: pkill -f pattern")
-    signal: str = Field(default="TERM", description="kill: TERM, KILL, HUP, 9, ...")
-    sources: list[str] = Field(
-        default_factory=list,
-        max_length=1000,
-        description="copy (CLI): files and directories to send; fetch: the one path on the hosts",
-    )
-    uploads: list[str] = Field(
-        default_factory=list,
-        max_length=100,
-        description="copy (API): ids of uploaded files to send (POST /uploads)",
-    )
-    destination: str | None = Field(
-        default=None, description="copy: path on the hosts; fetch: local directory"
-    )
-    parallel: int = Field(default=64, ge=1, le=10_000, description="hosts worked on at once")
-    connect_timeout: float = Field(default=10.0, gt=0, le=3600, description="seconds per SSH login")
-    user: str | None = Field(default=None, description="login user for hosts that name none")
-    identity: str | None = Field(default=None, description="private key file for hosts without one")
-
-    @field_validator("signal")
-    @classmethod
-    def _signal(cls, value: str) -> str:
-        name = value.upper().removeprefix("SIG")
-        if name.isascii() and name.isdigit() and 0 < int(name) <= 64:
-            return str(int(name))
-        if name not in SIGNAL_NAMES:
-            raise ValueError(
-                f"unknown signal {value!r}: a name ({', '.join(_COMMON_SIGNALS)}, ...) or "
-                "a number 1-64"
-            )
-        return name
-
-    @model_validator(mode="after")
-    def _fits_kind(self) -> JobSpec:
-        if self.kind == "run" and not self.command:
-            raise ValueError("a run job needs a command")
-        if self.kind == "kill" and not self.pattern:
-            raise ValueError("a kill job needs a pattern")
-        if self.kind == "copy" and (
-            not (self.sources or self.uploads) or bool(self.sources and self.uploads)
-        ):
-            raise ValueError("a copy job needs sources (or uploads, not both)")
-        if self.kind == "copy" and not self.destination:
-            raise ValueError("a copy job needs a destination")
-        if self.uploads and self.kind != "copy":
-            raise ValueError("uploads are for copy jobs")
-        if self.kind == "fetch" and (len(self.sources) != 1 or not self.destination):
-            raise ValueError("a fetch job needs one path on the hosts and a local directory")
-        return self
-
-    def operation(
-        self,
-        *,
-        sudo_password: str | None = None,
-        label: str | None = None,
-        limits: JobLimits | None = None,
-        output: OutputPolicy | None = None,
-    ) -> Operation:
-        """What runs on each host (asyncssh loads here, not with the CLI); the limits the
-        spec leaves open are `limits`', and `output` says where output goes."""
-        from provisor.fleet import operations
-        from provisor.fleet.output import OutputPolicy
-
-        limits = limits or JobLimits()
-        output = output or OutputPolicy()
-        if self.kind == "run":
-            assert self.command is not None
-            return operations.Run(
-                self.command,
-                stdin=self.stdin,
-                timeout=self.timeout or limits.command_timeout,
-                sudo=self.sudo,
-                sudo_password=sudo_password if self.sudo else None,
-                output=output,
-            )
-        if self.kind == "kill":
-            assert self.pattern is not None
-            return operations.Kill(self.pattern, self.signal, output=output)
-        assert self.destination is not None
-        stall = self.stall_timeout or limits.stall_timeout
-        if self.kind == "fetch":
-            return operations.Fetch(self.sources[0], self.destination, stall_timeout=stall)
-        return operations.Copy(
-            tuple(self.sources), self.destination, label=label, stall_timeout=stall
-        )
 
 
 def _safe_file_name(name: str) -> str:
@@ -556,15 +405,18 @@ class JobRunner:
         from provisor.fleet.transport import SSHPool
 
         tenant_id = ctx.tenant_id()
-        await asyncio.to_thread(interrupt_stale_jobs, ctx.store, self.limits.stale_after)
-        masker = (
-            Masker.of(password)
-            + secrets
-            + await asyncio.to_thread(_deployment_secrets, ctx, endpoints)
-        )
-        job = await asyncio.to_thread(
-            _create_job, ctx, target, build(None), endpoints, masker, parameters or {}
-        )
+
+        def prepare() -> tuple[Masker, DatabaseHostKeys, JobView]:
+            """The database work before the first host, in one trip to a thread: no
+            job left running that nobody runs, the secrets to mask, the tenant's host
+            keys, then (last, so that a failure before leaves no job) the job's record."""
+            interrupt_stale_jobs(ctx.store, self.limits.stale_after)
+            masker = Masker.of(password) + secrets + _deployment_secrets(ctx, endpoints)
+            host_keys = DatabaseHostKeys(ctx.store, tenant_id)
+            job = _create_job(ctx, target, build(None), endpoints, masker, parameters or {})
+            return masker, host_keys, job
+
+        masker, host_keys, job = await asyncio.to_thread(prepare)
         job_dir = private_dir(Path(job.output_dir or "."))
         operation = build(
             OutputPolicy(
@@ -575,7 +427,6 @@ class JobRunner:
         )
         if on_start is not None:
             on_start(job)
-        host_keys = await asyncio.to_thread(DatabaseHostKeys, ctx.store, tenant_id)
         if self._pool is None:
             self._pool = SSHPool()
         connections = self._pool.scoped(
@@ -609,12 +460,16 @@ class JobRunner:
         finally:
             ended.set()  # the keeper ends its round (a save under way completes) and stops
             await asyncio.gather(keeper, return_exceptions=True)
-            await asyncio.to_thread(writer.save, writer.take())
+
+            def wrap_up(batch: list[HostResult]) -> JobView:
+                """The last results, the host keys first seen and the job's end, in one
+                trip to a thread."""
+                writer.save(batch)
+                host_keys.flush()
+                return _finish_job(ctx, job.id, dict(writer.counts), stopped)
+
             try:
-                await asyncio.to_thread(host_keys.flush)
-                finished = await asyncio.to_thread(
-                    _finish_job, ctx, job.id, dict(writer.counts), stopped
-                )
+                finished = await asyncio.to_thread(wrap_up, writer.take())
             finally:
                 logmask.forget(scope)
         return finished

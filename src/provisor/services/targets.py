@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, defaultload, defer, selectinload
 
 from provisor.core.errors import InvalidInput, NotFound
 from provisor.core.hostfiles import parse_pssh_hosts
@@ -16,30 +16,63 @@ from provisor.core.targets import HostRef, evaluate, parse_target
 from provisor.fleet.transport import Endpoint, host_trust_id, machine_trust_id
 from provisor.services.context import Context
 from provisor.services.groups import resolve_members
-from provisor.services.hosts import tenant_hosts
 from provisor.services.keys import is_stored_reference, private_keys
 from provisor.store.models import Group, Host
 from provisor.store.orchestration import Deployment, Machine
+
+# A host's tags and facts are JSON, decoded row by row: only the targets that look at them
+# (tag:, smart groups) load them, so a job on a few hosts of a large inventory pays for
+# the columns it uses.
+_WITHOUT_LABELS = (defer(Host.tags), defer(Host.facts))
 
 
 class _InventoryResolver:
     """Answers the target evaluator's questions from the tenant's inventory.
 
-    Lives inside one session; a group's members are resolved only if asked for.
+    Lives inside one session; loads what the target asks for: a group's members for
+    `group:web`, every host (once, without tags and facts) for names and addresses.
     """
 
     def __init__(self, session: Session, tenant_id: int, *, files_allowed: bool) -> None:
         self._session = session
         self._tenant_id = tenant_id
         self._files_allowed = files_allowed
-        self.hosts = {h.name: h for h in tenant_hosts(session, tenant_id)}
         groups = session.scalars(
             select(Group)
             .where(Group.tenant_id == tenant_id)
-            .options(selectinload(Group.members), selectinload(Group.children))
+            .options(
+                selectinload(Group.children),
+                defaultload(Group.members).options(*_WITHOUT_LABELS),
+            )
         ).all()
         self._groups = {g.name: g for g in groups}
         self._group_jump = _group_jumps(groups)
+        self._every_host: dict[str, Host] | None = None
+        self._members: dict[str, Host] = {}  # hosts met as groups' members
+        if any(self._group_jump.values()):
+            # Members may inherit a group's bastion: every host now, with its groups, so
+            # that the members met later are these same objects with their groups loaded.
+            self._every_host = self._load_hosts(with_groups=True)
+
+    @property
+    def hosts(self) -> dict[str, Host]:
+        """Every host of the tenant, by name (loaded on first use)."""
+        if self._every_host is None:
+            self._every_host = self._load_hosts(with_groups=False)
+        return self._every_host
+
+    def _load_hosts(self, *, with_groups: bool) -> dict[str, Host]:
+        hosts = select(Host).where(Host.tenant_id == self._tenant_id).options(*_WITHOUT_LABELS)
+        if with_groups:
+            hosts = hosts.options(selectinload(Host.groups))
+        return {h.name: h for h in self._session.scalars(hosts)}
+
+    def host(self, name: str) -> Host | None:
+        """The inventory host of a selected name (None for one outside the inventory).
+        Every host is loaded by then, or the selection came from groups' members."""
+        if self._every_host is not None:
+            return self._every_host.get(name)
+        return self._members.get(name)
 
     def all_hosts(self) -> Iterable[HostRef]:
         return [_ref(h) for h in self.hosts.values()]
@@ -48,10 +81,19 @@ class _InventoryResolver:
         group = self._groups.get(name)
         if group is None:
             raise NotFound(f"no group named {name!r}", field="target")
-        return [_ref(h) for h in resolve_members(self._session, self._tenant_id, group)]
+        members = resolve_members(self._session, self._tenant_id, group)
+        self._members.update((h.name, h) for h in members)
+        return [_ref(h) for h in members]
 
     def tagged_hosts(self, key: str, value: str) -> Iterable[HostRef]:
-        return [_ref(h) for h in self.hosts.values() if str(h.tags.get(key)) == value]
+        tags = self._session.execute(
+            select(Host.name, Host.tags).where(Host.tenant_id == self._tenant_id)
+        )
+        return [
+            _ref(self.hosts[name])
+            for name, labels in tags
+            if name in self.hosts and str(labels.get(key)) == value
+        ]
 
     def deployment_members(self, name: str) -> Iterable[HostRef]:
         group = deployment_group(name)
@@ -83,6 +125,8 @@ class _InventoryResolver:
     def proxy_jump(self, host: Host) -> str | None:
         if host.proxy_jump:
             return host.proxy_jump
+        if not any(self._group_jump.values()):  # no bastion to inherit (groups not loaded)
+            return None
         for group in host.groups:
             jump = self._group_jump.get(group.name)
             if jump:
@@ -152,12 +196,12 @@ def resolve_target(
             {
                 (host.credentials or "").removeprefix("key:")
                 for ref in selected
-                if (host := resolver.hosts.get(ref.name)) is not None
+                if (host := resolver.host(ref.name)) is not None
                 and is_stored_reference(host.credentials)
             },
         )
         for ref in selected:
-            host = resolver.hosts.get(ref.name)
+            host = resolver.host(ref.name)
             key_file, client_key, jump, trust_id, host_id = None, None, None, None, None
             if host is not None and ref.address == host.address:
                 credentials = host.credentials or ""

@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from provisor.cli._context import context
-from provisor.cli.fleet import ConnectTimeout, Identity, OutputMode, Parallel, User, _mode, _seconds
+from provisor.cli.fleet_options import (
+    ConnectTimeout,
+    Identity,
+    OutputMode,
+    Parallel,
+    User,
+    output_mode,
+    seconds_option,
+)
 from provisor.cli.fleet_output import Reporter
 from provisor.cli.output import Format, emit_json, read_input_file, table
 from provisor.core.errors import InvalidInput
@@ -58,7 +66,7 @@ def _options(
         {
             "parallel": parallel,
             "connect_timeout": connect_timeout,
-            "timeout": _seconds(timeout, "timeout") or 600.0,
+            "timeout": seconds_option(timeout, "timeout") or 600.0,
             "user": user,
             "identity": str(identity) if identity else None,
         },
@@ -80,12 +88,12 @@ class _Job:
     outcome: `tb[01-40]: 2 changes; tb41: up to date`."""
 
     def __init__(self, output: str | None) -> None:
-        _mode(output, 0)  # a bad --output is refused before anything runs
+        output_mode(output, 0)  # a bad --output is refused before anything runs
         self.output = output
         self.reporters: list[Reporter] = []
 
     def start(self, job: JobView) -> None:
-        self.reporters.append(Reporter(_mode(self.output, job.host_count), job.host_count))
+        self.reporters.append(Reporter(output_mode(self.output, job.host_count), job.host_count))
 
     def finish(self, job: JobView, *, changes_line: bool) -> int:
         reporter = self.reporters[0]

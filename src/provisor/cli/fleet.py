@@ -11,6 +11,18 @@ import typer
 
 from provisor.cli import confirm
 from provisor.cli._context import Server, context, current_tenant, server_token
+from provisor.cli.fleet_options import (
+    AskPass,
+    ConnectTimeout,
+    Identity,
+    MaxOutput,
+    OutputMode,
+    Parallel,
+    StallTimeout,
+    User,
+    output_mode,
+    seconds_option,
+)
 from provisor.cli.fleet_output import Reporter
 from provisor.cli.output import (
     Col,
@@ -30,44 +42,6 @@ from provisor.core.errors import InvalidInput
 # commands that use them, so that `provisor hosts list` starts quickly.
 
 jobs_app = typer.Typer(help="Past fleet jobs and their per-host results.", no_args_is_help=True)
-
-Parallel = Annotated[int, typer.Option("--parallel", "-p", help="hosts worked on at once")]
-ConnectTimeout = Annotated[
-    float,
-    typer.Option(
-        "--connect-timeout", min=0.1, max=3600, help="seconds to get an SSH session per host"
-    ),
-]
-User = Annotated[
-    str | None, typer.Option("--user", "-l", help="login user for hosts that name none")
-]
-Identity = Annotated[
-    Path | None, typer.Option("--identity", "-i", help="private key file for hosts without one")
-]
-AskPass = Annotated[
-    bool, typer.Option("--ask-pass", "-A", help="ask once for a password used on every host")
-]
-MaxOutput = Annotated[
-    str | None,
-    typer.Option(
-        "--max-output",
-        help="bytes of each host's stdout and stderr kept and shown, e.g. 64K, 1M; the rest "
-        "is counted, and -o/-e files get all of it",
-        show_default="max_output setting, 1M",
-    ),
-]
-StallTimeout = Annotated[
-    str | None,
-    typer.Option(
-        "--stall-timeout",
-        help="stop a host's transfer after this long without data moving, e.g. 30s, 5m",
-        show_default="stall_timeout setting, 60s",
-    ),
-]
-OutputMode = Annotated[
-    str | None,
-    typer.Option("--output", help="stream, fold or json (default: fold above 10 hosts)"),
-]
 
 
 def _spec(
@@ -92,21 +66,6 @@ def _spec(
         "identity": str(identity) if identity else None,
         **fields,
     }
-
-
-def _seconds(text: str | None, field: str) -> float | None:
-    """`90`, `90s`, `15m`, `2h` as seconds; None stays None (the configured default)."""
-    if text is None:
-        return None
-    from provisor.core.timespec import parse_seconds
-
-    try:
-        seconds = parse_seconds(text)
-    except ValueError as exc:
-        raise InvalidInput(str(exc), field=field) from None
-    if not 0 < seconds <= 30 * 24 * 3600:
-        raise InvalidInput(f"{field} must be more than 0 and at most 30 days", field=field)
-    return seconds
 
 
 def _size(text: str | None, field: str) -> int | None:
@@ -157,16 +116,6 @@ def _as_json(spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def _mode(requested: str | None, hosts: int) -> str:
-    if requested is None:
-        return "fold" if hosts > 10 else "stream"
-    if requested not in ("stream", "fold", "json"):
-        raise InvalidInput(
-            f"unknown output {requested!r}: use stream, fold or json", field="output"
-        )
-    return requested
-
-
 def _run(
     spec: dict[str, Any],
     output: str | None,
@@ -176,11 +125,11 @@ def _run(
     err_dir: Path | None = None,
     server: str | None = None,
 ) -> None:
-    _mode(output, 0)  # a bad --output is refused before anything runs
+    output_mode(output, 0)  # a bad --output is refused before anything runs
     reporters: list[Reporter] = []
 
     def on_start(host_count: int) -> None:
-        reporters.append(Reporter(_mode(output, host_count), host_count))
+        reporters.append(Reporter(output_mode(output, host_count), host_count))
 
     if server is not None:
         if ask_pass or out_dir or err_dir or spec["kind"] == "fetch":
@@ -262,7 +211,7 @@ def run(
         identity,
         command=" ".join(command),
         stdin=data,
-        timeout=_seconds(timeout, "timeout"),
+        timeout=seconds_option(timeout, "timeout"),
         max_output=_size(max_output, "max_output"),
         sudo=sudo,
     )
@@ -298,7 +247,7 @@ def copy(
         identity,
         sources=sent,
         destination=str(destination),
-        stall_timeout=_seconds(stall_timeout, "stall_timeout"),
+        stall_timeout=seconds_option(stall_timeout, "stall_timeout"),
     )
     _run(spec, output, ask_pass=ask_pass, server=server)
 
@@ -325,7 +274,7 @@ def fetch(
         identity,
         sources=[remote],
         destination=str(local_dir),
-        stall_timeout=_seconds(stall_timeout, "stall_timeout"),
+        stall_timeout=seconds_option(stall_timeout, "stall_timeout"),
     )
     _run(spec, output, ask_pass=ask_pass)
 

@@ -15,14 +15,14 @@ from rich.markup import escape
 
 from provisor.cli import confirm
 from provisor.cli._context import context
-from provisor.cli.fleet import (
+from provisor.cli.fleet_options import (
     ConnectTimeout,
     Identity,
     OutputMode,
     Parallel,
     User,
-    _mode,
-    _seconds,
+    output_mode,
+    seconds_option,
 )
 from provisor.cli.fleet_output import Reporter, exit_status
 from provisor.cli.output import (
@@ -349,7 +349,7 @@ def gather(
     from provisor.services import gathering
     from provisor.services.schemas import validate
 
-    mode = _mode(output, 0)  # a bad --output is refused before anything runs
+    mode = output_mode(output, 0)  # a bad --output is refused before anything runs
     if identity is not None and not identity.is_file():
         raise InvalidInput(f"no private key file at {identity}", field="identity")
     request = validate(
@@ -357,7 +357,7 @@ def gather(
         {
             "target": target,
             "parallel": parallel,
-            "timeout": _seconds(timeout, "timeout"),
+            "timeout": seconds_option(timeout, "timeout"),
             "connect_timeout": connect_timeout,
             "user": user,
             "identity": str(identity) if identity else None,
@@ -368,7 +368,7 @@ def gather(
 
     def started(job: Any) -> None:
         if mode != "json":
-            reporters.append(Reporter(_mode(output, job.host_count), job.host_count))
+            reporters.append(Reporter(output_mode(output, job.host_count), job.host_count))
 
     def answered(result: HostResult) -> None:
         if reporters:

@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from provisor.cli import confirm
 from provisor.cli._context import context
-from provisor.cli.fleet import ConnectTimeout, Identity, Parallel, User, _seconds
+from provisor.cli.fleet_options import ConnectTimeout, Identity, Parallel, User, seconds_option
 from provisor.cli.fleet_output import exit_status
 from provisor.cli.output import Format, console, emit_json, table
 from provisor.core.errors import InvalidInput
@@ -78,7 +78,7 @@ def _common(
         "user": user,
         "identity": str(identity) if identity else None,
         "security": security,
-        "refresh_timeout": _seconds(refresh_timeout, "refresh_timeout"),
+        "refresh_timeout": seconds_option(refresh_timeout, "refresh_timeout"),
     }
 
 
@@ -185,8 +185,8 @@ def apply(
             "packages": list(split_packages(packages)),
             "reboot": reboot,
             "batch": batch,
-            "timeout": _seconds(timeout, "timeout"),
-            "reboot_timeout": _seconds(reboot_timeout, "reboot_timeout"),
+            "timeout": seconds_option(timeout, "timeout"),
+            "reboot_timeout": seconds_option(reboot_timeout, "reboot_timeout"),
         },
     )
     hosts = [e.name for e in resolve_target(context(), target)]

@@ -117,9 +117,15 @@ def test_endpoint_sets_gets_and_waits(store: Store, deployment_id: int, tmp_path
         try:
             # A wait answered by a value published meanwhile, through the endpoint.
             waiting = asyncio.ensure_future(call(app, "/get?key=db.1.ready&wait=20"))
-            await asyncio.sleep(0.3)
-            with store.session() as session:  # the wait is visible while it lasts
-                assert session.query(ParameterWait).filter_by(waiter="shop-app-1").count() == 1
+            # The wait is visible while it lasts (once the request has arrived: the
+            # machine is shared and loaded, so no fixed delay is enough).
+            for _ in range(200):
+                await asyncio.sleep(0.05)
+                with store.session() as session:
+                    waits = session.query(ParameterWait).filter_by(waiter="shop-app-1").count()
+                if waits:
+                    break
+            assert waits == 1
             assert await call(db, "/set", {"key": "ready", "value": "yes"}) == (200, "ok")
             assert await waiting == (200, "yes")
             board.write_waits()  # records are written in bursts, shortly after

@@ -12,9 +12,10 @@ LATEST := .venv-latest
 # code: it is made anew when the lock or pyproject.toml changes. provisor itself goes in
 # editable, built by the locked hatchling, with its dependencies already in place;
 # `pip check` fails if pyproject.toml asks for something the lock does not hold.
-$(STAMP): $(LOCK) pyproject.toml
+$(STAMP): $(LOCK) requirements/pip.txt pyproject.toml
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/pip.txt
 	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -m pip check
@@ -30,6 +31,7 @@ lock: $(STAMP)
 	$(COMPILE) pyproject.toml requirements/dev.in --extra test -o requirements/test.txt
 	$(COMPILE) pyproject.toml -c requirements/test.txt -o requirements/runtime.txt
 	$(COMPILE) requirements/bench.in -o requirements/bench.txt
+	$(COMPILE) requirements/pip.in -c requirements/test.txt -o requirements/pip.txt
 
 # The suite against the newest releases, unlocked, in a venv of its own: drift shows up
 # here on purpose, not in CI by surprise. The versions it ran with: $(LATEST)/versions.txt.

@@ -65,7 +65,11 @@ def test_the_runtime_lock_has_the_test_lock_versions() -> None:
         assert [str(r) for r in requirements] == [str(r) for r in test[name]], name
 
 
-@pytest.mark.parametrize("lock", ["test.txt", "runtime.txt", "bench.txt"])
+def test_pip_is_installed_first_at_the_test_lock_version() -> None:
+    assert [str(r) for r in pins("pip.txt")["pip"]] == [str(r) for r in pins("test.txt")["pip"]]
+
+
+@pytest.mark.parametrize("lock", ["test.txt", "runtime.txt", "bench.txt", "pip.txt"])
 def test_every_pin_has_hashes(lock: str) -> None:
     found = entries(lock)
     assert found

@@ -337,7 +337,8 @@ def _history(
     session: Session, ctx: Context, deployment: Deployment, machines: list[str]
 ) -> list[EventView]:
     """The latest events about this deployment or its machines, of this instance only
-    (an earlier deployment of the same name had another); refused requests left out."""
+    (an earlier deployment of the same name had another); refused requests left out, and
+    a blueprint's events (a blueprint may bear the deployment's name)."""
     subjects = [deployment.name, *machines]
     rows = session.scalars(
         select(Event)
@@ -349,6 +350,7 @@ def _history(
                 Event.subject.startswith(f"{deployment.name}/", autoescape=True),
             ),
             ~Event.kind.startswith("access.", autoescape=True),
+            ~Event.kind.startswith("blueprint.", autoescape=True),
         )
         .order_by(Event.id.desc())
         .limit(HISTORY * 2)  # room for those of another instance, dropped below

@@ -383,6 +383,8 @@ def _mention_problem(command: DocCommand) -> str | None:
         path.append(current)
         words.pop(0)
     known = {o for c in path for p in c.params for o in (*p.opts, *p.secondary_opts)}
+    # Every command takes the help options the root's context gives them (not a param).
+    known |= set(path[0].context_settings.get("help_option_names", ["--help"]))
     for word in words:
         for option in word.strip("[]").split("|"):
             option = option.split("=")[0]

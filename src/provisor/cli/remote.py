@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 # The server sends a keep-alive comment every 15 s while a job is quiet.
 _READ_SECONDS = 60.0
+_ERROR_BYTES = 65_536  # of an error answer: its message is short; the rest is not read
 _CONNECT_SECONDS = 10.0
 
 
@@ -209,7 +210,7 @@ def run_remote(
                     finished: dict[str, Any] = json.loads(data)
                     return finished
     except urllib.error.HTTPError as exc:  # an answer, not a stream: the job did not start
-        raise _problem(exc.code, exc.read(), server) from None
+        raise _problem(exc.code, exc.read(_ERROR_BYTES), server) from None
     except (urllib.error.URLError, HTTPException, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise ServerError(

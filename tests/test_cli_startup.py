@@ -10,34 +10,16 @@ here. bench/startup.py measures the times these choices give.
 from __future__ import annotations
 
 import inspect
-import json
-import os
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import typer
 
+from cli_modules import modules_loaded
 from provisor.cli import app
 from provisor.cli._root import COMMANDS, load
-
-# Runs `provisor ARGS` as the entry point does, then writes the loaded modules' names.
-_PROGRAM = """
-import json, sys
-report, *args = sys.argv[1:]
-sys.argv = ["provisor", *args]
-try:
-    from provisor.cli import main
-    main()
-except SystemExit:
-    pass
-finally:
-    with open(report, "w") as out:
-        json.dump(sorted(sys.modules), out)
-"""
 
 SERVER_SIDE = {"dbos", "fastapi", "uvicorn", "starlette", "boto3", "botocore", "alembic"}
 STORE = {"sqlalchemy", "pydantic_settings"}
@@ -47,18 +29,8 @@ COMMAND_MODULES = {f"provisor.cli.{entry.module}" for entry in COMMANDS.values()
 
 def loaded(home: Path, *args: str) -> set[str]:
     """The modules `provisor ARGS` imported, top-level packages and provisor's own."""
-    report = home.parent / "modules.json"
-    env = {**os.environ, "PROVISOR_HOME": str(home), "COLUMNS": "120"}
-    env.pop("PROVISOR_DATABASE_URL", None)
-    done = subprocess.run(
-        [sys.executable, "-c", _PROGRAM, str(report), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    done, names = modules_loaded(home, *args)
     assert "Traceback" not in done.stderr, done.stderr
-    names = json.loads(report.read_text())
     return {n for n in names if n.startswith("provisor.")} | {n.split(".")[0] for n in names}
 
 

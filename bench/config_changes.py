@@ -47,7 +47,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -69,13 +69,13 @@ from fanout import (
     background_cpu,
     ensure_tools_venv,
     hotspots,
-    machine,
     measure,
     prime_provisor,
     py_spy_record,
     remove_testbed,
     report_header,
     rotated,
+    save_results,
     source_digest,
     start_hosts,
     summarize,
@@ -525,56 +525,6 @@ def render_profile(data: dict[str, Any]) -> list[str]:
     return out
 
 
-def failures(runs: list[Measurement]) -> list[str]:
-    lines = []
-    for m in runs:
-        if m.timed_out or m.answered < m.n or m.exit_code not in (0, None):
-            what = "timed out" if m.timed_out else f"exit {m.exit_code}"
-            tail = " ".join(m.stderr_tail.split())[-200:]
-            lines.append(
-                f"N={m.n} {m.tool} {m.setting} run {m.repeat + 1}: {what}, "
-                f"{m.answered}/{m.n} verified; stderr ends: `{tail}`"
-            )
-    return lines
-
-
-def write_results(args: argparse.Namespace, results: dict[str, Any], stamp: str) -> None:
-    if not RUNS:
-        return
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    name = f"config-changes-{stamp}.json"
-    repeats_text = ", ".join(
-        f"{r} runs at N = {n}" for n, r in zip(args.sizes, args.repeats, strict=True)
-    )
-    results.update(
-        file=name,
-        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        machine=machine(),
-        source_after=source_digest(),
-        config={
-            "sizes": args.sizes,
-            "repeats": args.repeats,
-            "repeats_text": repeats_text,
-            "parallel": args.p,
-            "timeout_s": args.timeout,
-            "slow_s": args.slow,
-            "background_cpu_per_s": results.pop("background_cpu_per_s", 0.0),
-        },
-        failures=failures(RUNS),
-        runs=[asdict(m) for m in RUNS],
-    )
-    rows = summarize(RUNS)
-    results["summary"] = [asdict(r) for r in rows]
-    (RESULTS_DIR / name).write_text(json.dumps(results, indent=2) + "\n")
-    section = render(results, rows)
-    print("\n" + section)
-    if results["complete"] and not args.no_docs:
-        write_section(SECTION, section, DOCS)
-        print(f"\nwrote bench/results/{name} and {DOCS.name}")
-    else:
-        print(f"\nwrote bench/results/{name} (docs left alone)")
-
-
 # Main
 
 
@@ -664,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
         remove_testbed(testbed)
         lock.close()
         shutil.rmtree(workdir, ignore_errors=True)
-        write_results(args, results, stamp)
+        save_results("config-changes", SECTION, args, results, stamp, RUNS, render)
     return 0
 
 

@@ -1190,6 +1190,68 @@ def failures(runs: list[Measurement]) -> list[str]:
     return lines
 
 
+def verified_failures(runs: list[Measurement]) -> list[str]:
+    """The runs of a bench that checks each host's result (gather, config changes) that
+    did not verify on every host, or exited non-zero."""
+    lines = []
+    for m in runs:
+        if m.timed_out or m.answered < m.n or m.exit_code not in (0, None):
+            what = "timed out" if m.timed_out else f"exit {m.exit_code}"
+            tail = " ".join(m.stderr_tail.split())[-200:]
+            lines.append(
+                f"N={m.n} {m.tool} {m.setting} run {m.repeat + 1}: {what}, "
+                f"{m.answered}/{m.n} verified; stderr ends: `{tail}`"
+            )
+    return lines
+
+
+def save_results(
+    prefix: str,
+    section: str,
+    args: argparse.Namespace,
+    results: dict[str, Any],
+    stamp: str,
+    runs: list[Measurement],
+    render_section: Callable[[dict[str, Any], list[Row]], str],
+) -> None:
+    """A verified bench's runs and summary into bench/results/PREFIX-STAMP.json, and its
+    section of docs/benchmarks.md when every size was measured (unless --no-docs)."""
+    if not runs:
+        return
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    name = f"{prefix}-{stamp}.json"
+    repeats_text = ", ".join(
+        f"{r} runs at N = {n}" for n, r in zip(args.sizes, args.repeats, strict=True)
+    )
+    results.update(
+        file=name,
+        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        machine=machine(),
+        source_after=source_digest(),
+        config={
+            "sizes": args.sizes,
+            "repeats": args.repeats,
+            "repeats_text": repeats_text,
+            "parallel": args.p,
+            "timeout_s": args.timeout,
+            "slow_s": args.slow,
+            "background_cpu_per_s": results.pop("background_cpu_per_s", 0.0),
+        },
+        failures=verified_failures(runs),
+        runs=[asdict(m) for m in runs],
+    )
+    rows = summarize(runs)
+    results["summary"] = [asdict(r) for r in rows]
+    (RESULTS_DIR / name).write_text(json.dumps(results, indent=2) + "\n")
+    text = render_section(results, rows)
+    print("\n" + text)
+    if results["complete"] and not args.no_docs:
+        write_section(section, text, DOCS)
+        print(f"\nwrote bench/results/{name} and {DOCS.name}")
+    else:
+        print(f"\nwrote bench/results/{name} (docs left alone)")
+
+
 # Main
 
 

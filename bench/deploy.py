@@ -1,6 +1,11 @@
-"""Deploy `cluster.yaml` with 30 machines on the local provider and time the orchestrator.
+"""Deploy `cluster.yaml` with 30, 100 and 300 machines on the local provider and time it.
 
-    python bench/deploy.py [--machines 30] [--repeat 1] [--profile out.prof] [--no-docs]
+    python bench/deploy.py [--machines 30,100,300] [--repeat 1] [--profile out.prof]
+                           [--breakdown] [--no-docs]
+
+Each size runs in a process of its own and reports the time from the request to ready,
+`down`'s time, the controller's CPU and peak RSS growth per machine, and the machines'
+memory (their cgroups).
 
 The worker runs in this process, so `time.process_time()` (all threads) is the
 controller's own CPU: DBOS checkpoints, the provider's bookkeeping, SSH client
@@ -19,12 +24,15 @@ import asyncio
 import contextlib
 import cProfile
 import functools
+import json
 import os
 import platform
 import pstats
 import random
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -171,6 +179,48 @@ class WorkItemCPU:
         return "\n".join(lines)
 
 
+class Phases:
+    """When the workflow passed its step boundaries (seconds from `start`).
+
+    The orchestrator raises each boundary as the audit event `provisor.step`
+    (deploy.py `_boundary`): `launched`, `reachable`, `configured-N`, `outputs`, and
+    per machine `launch-called:NAME`, `configured:NAME` (kept as the first and last).
+    """
+
+    hooked: Phases | None = None
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.seen: dict[str, float] = {}
+
+    def __enter__(self) -> Phases:
+        if Phases.hooked is None:  # an audit hook stays for the process: one, rebound
+            sys.addaudithook(Phases._hook)
+        Phases.hooked = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        Phases.hooked = None
+
+    @staticmethod
+    def _hook(event: str, args: tuple[Any, ...]) -> None:
+        phases = Phases.hooked
+        if phases is None or event != "provisor.step":
+            return
+        name, at = str(args[0]), time.monotonic() - phases.start
+        kind, _, machine = name.partition(":")
+        if machine:
+            phases.seen.setdefault(f"first {kind}", at)
+            phases.seen[f"last {kind}"] = at
+        else:
+            phases.seen[name] = at
+
+    def line(self) -> str:
+        return ", ".join(
+            f"{k} {v:.1f}s" for k, v in sorted(self.seen.items(), key=lambda kv: kv[1])
+        )
+
+
 def one_run(
     machines: int, profile: Path | None, breakdown: bool = False, profile_call: str | None = None
 ) -> dict[str, float]:
@@ -190,14 +240,55 @@ def one_run(
     settings = Settings()
     ctx = open_context(settings)
     try:
-        return _measure(ctx, settings, machines, profile, breakdown, profile_call)
-    finally:  # whatever happened (even a broken pipe), no machine is left running
+        run = _measure(ctx, settings, machines, profile, breakdown, profile_call)
+        # `down`, timed: what `provisor down bench` does, in this process.
+        start = time.monotonic()
+        asyncio.run(deployments.remove_deployment(ctx, settings, "bench"))
+        run["down_s"] = time.monotonic() - start
+        return run
+    except BaseException:  # whatever happened (even a broken pipe), no machine is left
         try:
             asyncio.run(deployments.remove_deployment(ctx, settings, "bench"))
         except Exception as exc:  # reported: the first error matters more
             print(f"bench: could not remove the deployment: {exc}", file=sys.stderr)
+        raise
+    finally:
         ctx.store.close()
         shutil.rmtree(home, ignore_errors=True)
+
+
+def _memory_kib(field: str) -> int:
+    """A line of /proc/self/status (VmRSS, VmHWM), in KiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _reset_peak_rss() -> None:
+    """Start VmHWM again from the current RSS (Linux: clear_refs 5)."""
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def machines_memory_mb(home: Path) -> float:
+    """What the sandbox machines hold now, from their memory cgroups (processes and the
+    page cache of the files they wrote); 0 when the provider could not make cgroups."""
+    try:
+        registry = json.loads((home / "local-provider" / "registry.json").read_text())
+    except (OSError, ValueError):
+        return 0.0
+    total = 0
+    for record in registry.get("machines", {}).values():
+        cgroup = record.get("cgroup")
+        if not cgroup or record.get("phase") == "terminated":
+            continue
+        for name in ("memory.current", "memory.usage_in_bytes"):  # cgroup v2, v1
+            with contextlib.suppress(OSError, ValueError):
+                total += int((Path(cgroup) / name).read_text())
+                break
+    return total / 2**20
 
 
 def provider_alone(machines: int) -> float:
@@ -287,10 +378,11 @@ def _measure(
     breakdown: bool,
     profile_call: str | None,
 ) -> dict[str, float]:
-    from provisor.orchestrator import worker
     from provisor.services import deployments
 
     text = BLUEPRINT.read_text()
+    _reset_peak_rss()
+    rss_start = _memory_kib("VmRSS")
     wall = time.monotonic()
     cpu = time.process_time()
     times = os.times()
@@ -309,14 +401,21 @@ def _measure(
         profiler.enable()
     items = WorkItemCPU(profile_call)
     watching = breakdown or profile_call
-    with ThreadCPU() as threads, items if watching else contextlib.nullcontext():
-        asyncio.run(worker.serve(settings, until_idle=True))
+    with (
+        ThreadCPU() as threads,
+        Phases() as phases,
+        items if watching else contextlib.nullcontext(),
+    ):
+        ready_wall = asyncio.run(_serve_until_settled(ctx, settings, "bench")) - wall
     if profiler:
         profiler.disable()
         profiler.dump_stats(profile)  # type: ignore[arg-type]
     total_cpu = time.process_time() - cpu - threads.own
+    rss_growth_mb = (_memory_kib("VmHWM") - rss_start) / 1024
     end = os.times()
     total_wall = time.monotonic() - wall
+    print(f"phases: {phases.line()}", flush=True)
+    phase_times = {f"phase: {k}": v for k, v in phases.seen.items()}
     if breakdown:
         print(items.table(), flush=True)
     if items.stats is not None:
@@ -325,92 +424,190 @@ def _measure(
     if view.state != "ready":
         raise SystemExit(f"the deployment ended {view.state}: {view.error}")
     ready = sum(1 for m in view.machines if m.state == "ready")
+    machines_mb = machines_memory_mb(settings.home)
     return {
         "load": os.getloadavg()[0],
         "machines": ready,
-        "wall_s": total_wall,
+        "wall_s": ready_wall,
+        "worker_wall_s": total_wall,
         "cpu_s": total_cpu,
         "request_cpu_ms": request_cpu * 1000,
         "cpu_ms_per_machine": total_cpu * 1000 / ready,
+        "rss_growth_mb": rss_growth_mb,
+        "rss_kib_per_machine": rss_growth_mb * 1024 / ready,
+        "machines_memory_mb": machines_mb,
         "user_s": end.user - times.user - threads.own,
         "sys_s": end.system - times.system,
         **{f"threads: {k}": round(v, 2) for k, v in sorted(threads.by_kind().items())},
+        **phase_times,
     }
 
 
-def report(runs: list[dict[str, float]], machines: int) -> str:
-    def median(key: str) -> float:
-        return statistics.median(r[key] for r in runs)
+SETTLED = ("ready", "failed", "refused", "rejected")
+
+
+async def _serve_until_settled(ctx: Any, settings: Any, name: str) -> float:
+    """Be the worker until the deployment settles; when it did (time.monotonic()).
+
+    A deployment with a lease keeps an `until_idle` worker for the lease's end, so
+    the worker is stopped as `provisor worker stop` does (SIGTERM), once the
+    deployment's state (one indexed row, read every 0.1 s) says it is done.
+    """
+    from sqlalchemy import select
+
+    from provisor.orchestrator import worker
+    from provisor.store.orchestration import Deployment
+
+    serving = asyncio.create_task(worker.serve(settings, until_idle=False))
+    query = select(Deployment.state).where(Deployment.name == name)
+    while True:
+        await asyncio.sleep(0.1)
+        if serving.done():
+            serving.result()  # its error
+            raise SystemExit("the worker stopped by itself")
+        with ctx.store.session() as session:
+            state = session.scalar(query)
+        if state in SETTLED:
+            settled = time.monotonic()
+            break
+    os.kill(os.getpid(), signal.SIGTERM)  # the worker's own handler: a clean stop
+    await serving
+    return settled
+
+
+def _median(runs: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r.get(key, float("nan")) for r in runs)
+
+
+def report(results: dict[int, list[dict[str, float]]]) -> str:
+    sizes = sorted(results)
+    repeats = {len(runs) for runs in results.values()}
+    loads = ", ".join(f"{_median(results[n], 'load'):.0f}" for n in sizes)
+
+    def row(n: int) -> str:
+        runs = results[n]
+
+        def m(key: str) -> float:
+            return _median(runs, key)
+
+        return (
+            f"| {n} | {int(m('machines'))} | {m('wall_s'):.1f} s | {m('down_s'):.1f} s "
+            f"| {m('cpu_ms_per_machine'):.1f} ms | {m('provider_cpu_ms_per_machine'):.1f} ms "
+            f"| {m('idle_cpu_ms_per_machine'):.1f} ms "
+            f"| **{m('orchestrator_cpu_ms_per_machine'):.1f} ms** "
+            f"| {m('with_idle_cpu_ms_per_machine'):.1f} ms "
+            f"| {m('rss_growth_mb'):.0f} MiB ({m('rss_kib_per_machine'):.0f} KiB) "
+            f"| {m('machines_memory_mb'):.0f} MiB "
+            f"({m('machines_memory_mb') * 1024 / max(m('machines'), 1):.0f} KiB) |"
+        )
+
+    def phases(n: int) -> str:
+        runs = results[n]
+
+        def at(key: str) -> float:
+            return _median(runs, f"phase: {key}")
+
+        launched, reachable, ready = at("launched"), at("reachable"), _median(runs, "wall_s")
+        return (
+            f"| {n} | {at('planned'):.1f} s | {launched - at('planned'):.1f} s "
+            f"(first machine {at('first launch-called') - at('planned'):.1f} s) "
+            f"| {reachable - launched:.1f} s | {ready - reachable:.1f} s |"
+        )
 
     return "\n".join(
         [
             BEGIN,
-            f"## Deployment: `cluster.yaml` with {machines} machines on the local provider",
+            "## Deployment: `cluster.yaml` at 30, 100 and 300 machines on the local provider",
             "",
             f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores, "
             f"{platform.system()} {platform.release()}, Python {platform.python_version()}; "
-            f"median of {len(runs)} run(s); `make bench` (bench/deploy.py). Load average at "
-            f"the end of the run: {median('load'):.0f} (a shared machine). Goal: under 20 ms of "
-            f"the orchestrator's own CPU per machine, not counting waiting on the machines: "
-            f"{median('orchestrator_cpu_ms_per_machine'):.1f} ms "
-            f"({median('with_idle_cpu_ms_per_machine'):.1f} ms counting what the worker burns "
-            "while it waits).",
+            f"median of {', '.join(str(r) for r in sorted(repeats))} run(s) per size, each "
+            "size in a process of its own; `make bench` (bench/deploy.py "
+            f"--machines {','.join(str(n) for n in sizes)}). Load average at the end of each "
+            f"run: {loads} (a shared machine; the machines' own processes count in it). Goal: "
+            "299 workers (300 machines) ready in under 60 s from one command, and under 20 ms "
+            "of the orchestrator's own CPU per machine.",
             "",
-            "| what | value |",
-            "| --- | ---: |",
-            f"| machines ready | {int(median('machines'))} |",
-            f"| total time, request to ready | {median('wall_s'):.1f} s |",
-            f"| controller CPU, whole deployment | {median('cpu_s'):.2f} s |",
-            f"| controller CPU per machine | {median('cpu_ms_per_machine'):.1f} ms |",
-            f"| of which the request, once (validate, record, queue) | "
-            f"{median('request_cpu_ms'):.0f} ms |",
-            f"| of which the local provider making machines (measured alone, same specs) | "
-            f"{median('provider_cpu_ms_per_machine'):.1f} ms |",
-            f"| of which an idle worker over the same time (measured alone: "
-            f"{median('idle_cpu_ms_per_s'):.1f} ms per second for DBOS's queue and job pollers "
-            f"and the parameter endpoint's timer) | {median('idle_cpu_ms_per_machine'):.1f} ms |",
-            f"| **orchestrator's own CPU per machine** (the rest: the work for this deployment) | "
-            f"**{median('orchestrator_cpu_ms_per_machine'):.1f} ms** |",
-            f"| the same, with the idle worker's share left in | "
-            f"{median('with_idle_cpu_ms_per_machine'):.1f} ms |",
-            f"| user / kernel CPU | {median('user_s'):.2f} s / {median('sys_s'):.2f} s |",
-            *(
-                f"| {key.removeprefix('threads: ')} | {median(key):.2f} s |"
-                for key in sorted(runs[0])
-                if key.startswith("threads: ")
-            ),
+            "| machines | ready | request to ready | `down` | controller CPU per machine "
+            "| of which the local provider (alone) | of which an idle worker "
+            "| **orchestrator's own** | the same, idle share left in "
+            "| controller memory: peak RSS growth (per machine) "
+            "| machines' memory at ready (per machine) |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            *(row(n) for n in sizes),
             "",
-            "The controller went from 142 ms per machine (first measured, load 45) and",
-            "82-87 ms (the same machine, quiet) to this by: 8 checkpointed steps for this",
-            "blueprint instead of 97 (one launches all machines, and a re-run adopts them by",
-            "token; one waits for SSH; one per configuration wave; the current step is",
-            "recorded with the step's own data); one SSH command per machine that installs",
-            "the agent, its settings, the values it reads most (its own address, those it",
-            "waits for) and every script, then one per script; runtime parameters kept in",
-            "memory while the workflow runs and written with one prepared upsert; launched",
-            "machines recorded with one statement per table; start-up objects frozen out of",
-            "the garbage collector (each full collection scanned them: ~80 ms); blueprints",
-            "read with libyaml. Where the rest goes: `python bench/deploy.py --breakdown`",
-            "(blocking calls by function).",
+            "Where the time to ready goes (from the workflow's step boundaries):",
             "",
-            "Controller CPU is the worker process's own CPU (every thread): DBOS checkpoints,",
-            "the local provider's bookkeeping and process starts, SSH client work and the",
-            "parameter endpoint. The machines' own work (sshd, their scripts) runs in other",
-            "processes and is not in it; the rest of the total time is waiting on machines.",
-            "The idle worker's rate is measured alone after the deployment and varies with",
-            "the machine's load (compare the DBOS threads' own line above): the figure with",
-            "its share left in is the conservative one.",
+            "| machines | worker start and plan | launch all | wait for SSH | configure (the machines' scripts) |",
+            "| ---: | ---: | ---: | ---: | ---: |",
+            *(phases(n) for n in sizes),
+            "",
+            "Controller CPU is the worker process's own CPU (every thread) from the request",
+            "to ready: DBOS checkpoints, the local provider's bookkeeping and process starts,",
+            "SSH client work and the parameter endpoint. Two shares are measured alone in the",
+            "same process and subtracted: the local provider making the same machines (a",
+            "cloud makes them elsewhere) and an idle worker over the same time (DBOS's queue",
+            "and job pollers, the parameter endpoint's timer: the cost of waiting on the",
+            "machines; its rate varies with the machine's load, so the figure with its share",
+            "left in is the conservative one). The machines' own work (sshd, their scripts)",
+            "runs in other processes and is not in it: at 300 machines it is most of the",
+            "configure phase, 299 workers each starting an agent and calling `provisor-param`",
+            "on two cores. `down` is `provisor down`'s work (cancel, terminate every machine,",
+            "forget them). Controller memory is the growth of the worker's peak RSS over the",
+            "deployment; the machines' memory is the sum of their memory cgroups' usage at",
+            "ready (their processes and the page cache of the files they wrote).",
+            "",
+            "What made 300 machines work and faster: the worker, which stays for the",
+            "deployment's lease, is stopped once the deployment is ready, as `provisor worker",
+            "stop` does; `cluster.yaml` takes up to 299 workers; `provisor-param` keeps",
+            "trying for five minutes when the controller is too busy to answer in time (a",
+            "`get` gave up at the first timeout, and a worker failed with it), starts lean",
+            "(no `ssl`/`urllib` for plain HTTP: ~70 ms of a machine's CPU per call saved, a",
+            "few calls per machine) and reads several keys in one call, so the head waits",
+            "for 299 workers with one process instead of 299 in a row; each worker's agent",
+            "registers itself and then serves in the background (one Python start, not",
+            "two). Earlier: 8 checkpointed steps for this blueprint instead of 97, one SSH",
+            "command per machine to install the agent and the scripts, runtime parameters in",
+            "memory while the workflow runs, launched machines recorded with one statement",
+            "per table, start-up objects frozen out of the garbage collector, blueprints",
+            "read with libyaml. Where the controller's CPU goes: `python bench/deploy.py",
+            "--machines 300 --breakdown` (blocking calls by function).",
             END,
         ]
     )
 
 
+def measure_size(args: argparse.Namespace, machines: int) -> list[dict[str, float]]:
+    runs = []
+    for _ in range(args.repeat):
+        run = one_run(machines, args.profile, args.breakdown, args.profile_call)
+        run["provider_cpu_ms_per_machine"] = provider_alone(machines)
+        # A rate: 20 s of idleness tell it as well as the deployment's whole time.
+        idle_rate = idle_worker(min(run["wall_s"], 20.0))
+        run["idle_cpu_ms_per_s"] = idle_rate * 1000
+        run["idle_cpu_ms_per_machine"] = idle_rate * run["wall_s"] * 1000 / run["machines"]
+        run["with_idle_cpu_ms_per_machine"] = (
+            run["cpu_ms_per_machine"] - run["provider_cpu_ms_per_machine"]
+        )
+        run["orchestrator_cpu_ms_per_machine"] = (
+            run["with_idle_cpu_ms_per_machine"] - run["idle_cpu_ms_per_machine"]
+        )
+        print(run, flush=True)
+        runs.append(run)
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--machines", type=int, default=30)
+    parser.add_argument(
+        "--machines",
+        default="30,100,300",
+        help="machine counts, comma-separated (a head and N-1 workers each)",
+    )
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--profile", type=Path)
     parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument("--results", type=Path, help=argparse.SUPPRESS)  # one size's, as JSON
     parser.add_argument(
         "--profile-call",
         metavar="NAME",
@@ -422,22 +619,28 @@ def main() -> None:
         help="print the CPU of the blocking calls handed to threads, by function",
     )
     args = parser.parse_args()
-    runs = []
-    for _ in range(args.repeat):
-        run = one_run(args.machines, args.profile, args.breakdown, args.profile_call)
-        run["provider_cpu_ms_per_machine"] = provider_alone(args.machines)
-        idle_rate = idle_worker(run["wall_s"])
-        run["idle_cpu_ms_per_s"] = idle_rate * 1000
-        run["idle_cpu_ms_per_machine"] = idle_rate * run["wall_s"] * 1000 / run["machines"]
-        run["with_idle_cpu_ms_per_machine"] = (
-            run["cpu_ms_per_machine"] - run["provider_cpu_ms_per_machine"]
-        )
-        run["orchestrator_cpu_ms_per_machine"] = (
-            run["with_idle_cpu_ms_per_machine"] - run["idle_cpu_ms_per_machine"]
-        )
-        print(run, flush=True)
-        runs.append(run)
-    section = report(runs, args.machines)
+    sizes = [int(n) for n in args.machines.split(",")]
+    if any(n < 2 for n in sizes):
+        parser.error("--machines: at least 2 (a head and a worker)")
+    if args.results is not None:  # one size, in a process of its own (see below)
+        args.results.write_text(json.dumps(measure_size(args, sizes[0])))
+        return
+    results: dict[int, list[dict[str, float]]] = {}
+    # Each size in a fresh process: its peak RSS and its imports are its own.
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="provisor-bench-results-") as folder:
+            out = Path(folder) / "runs.json"
+            command = [sys.executable, __file__, "--machines", str(n), "--results", str(out)]
+            command += ["--repeat", str(args.repeat)]
+            if args.breakdown:
+                command.append("--breakdown")
+            if args.profile_call:
+                command += ["--profile-call", args.profile_call]
+            if args.profile:
+                command += ["--profile", f"{args.profile}.{n}"]
+            subprocess.run(command, check=True)
+            results[n] = json.loads(out.read_text())
+    section = report(results)
     print(section)
     if not args.no_docs:
         write_section("deploy", section)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import glob
 import json
+import socket
 import ssl
+import sys
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
@@ -279,6 +281,108 @@ def test_host_keys_are_reported_once_with_their_own_token(
             bad = await call(other, "/host-keys", {"keys": "ssh-ed25519 not-a-key"})
             assert bad[0] == 400 and "not an OpenSSH public key" in bad[1]
             assert (await call(other, "/host-keys", {"keys": ""}))[0] == 400
+        finally:
+            await server.stop()
+
+    asyncio.run(scenario())
+
+
+def _agent(directory: Path) -> list[str]:
+    """`provisor-param` as machines run it (their python3), reading its files from
+    `directory` instead of /etc/provisor."""
+    from provisor.orchestrator.param_agent import AGENT
+
+    script = directory / "provisor-param"
+    script.write_text(AGENT.replace("/etc/provisor/", f"{directory}/"))
+    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    return [python, str(script)]
+
+
+def _configure_agent(directory: Path, url: str, token: str, known: dict[str, str]) -> None:
+    directory.mkdir(exist_ok=True)
+    (directory / "param.env").write_text(
+        f"PROVISOR_PARAM_URL={url}\nPROVISOR_PARAM_TOKEN={token}\n"
+    )
+    (directory / "known.json").write_text(json.dumps(known))
+
+
+async def _run(argv: list[str], *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *argv, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["http", "https"])
+def test_the_agent_sets_and_waits_for_several_keys_at_once(
+    store: Store, deployment_id: int, tmp_path: Path, secure: bool
+) -> None:
+    """The agent itself (plain HTTP on its own socket, or HTTPS pinned to the endpoint's
+    certificate): `set`, `get` of several keys with one wait, known values answered on
+    the machine, and the endpoint's refusals passed on."""
+
+    async def scenario() -> None:
+        board = ParameterBoard(store)
+        board.open_deployment(deployment_id)
+        server = ParameterServer(board, SECRET, parameter_tls(tmp_path) if secure else None)
+        url = await server.start()
+        assert url.startswith("https:" if secure else "http:")
+        instance = instance_of(store, deployment_id)
+        db, app = tmp_path / "db", tmp_path / "app"
+        _configure_agent(db, url, machine_token(SECRET, instance, "shop-db-1"), {})
+        _configure_agent(
+            app, url, machine_token(SECRET, instance, "shop-app-1"), {"db.1.address": "10.0.0.5"}
+        )
+        for directory in (db, app):
+            (directory / "param.crt").write_text(parameter_certificate(tmp_path))
+        db_agent, app_agent = _agent(db), _agent(app)
+        try:
+            waiting = asyncio.ensure_future(
+                _run(app_agent, "get", "db.1.address", "db.1.ready", "db.1.port", "--wait", "30")
+            )
+            assert await _run(db_agent, "set", "ready", "yes") == (0, "", "")
+            assert await _run(db_agent, "set", "port", "5432") == (0, "", "")
+            assert await waiting == (0, "10.0.0.5\nyes\n5432\n", "")
+            code, _, err = await _run(app_agent, "get", "db.1.missing")
+            assert code == 1 and "timed out waiting for db.1.missing" in err
+            code, _, err = await _run(app_agent, "get", "db.1.ready", "nokey")
+            assert code == 2 and "invalid key 'nokey'" in err
+            code, _, err = await _run(db_agent, "set", "address", "1.2.3.4")
+            assert code == 2 and "set by provisor" in err
+            code, _, err = await _run(app_agent, "get", "db.1.ready", "--wait")
+            assert code == 2 and "provisor-param get NODE.INDEX.KEY..." in err
+        finally:
+            await server.stop()
+
+    asyncio.run(scenario())
+
+
+def test_the_agent_keeps_trying_while_the_controller_cannot_be_reached(
+    store: Store, deployment_id: int, tmp_path: Path
+) -> None:
+    """A `get` without --wait of a value that is set is read once the controller answers
+    again (it restarts, or was too busy to answer), as a `set` is written."""
+
+    async def scenario() -> None:
+        with socket.socket() as probe:  # a port nothing listens on, for now
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        with store.session() as session:
+            set_parameter(session, deployment_id, "db.1.ready", "yes", "shop-db-1")
+        instance = instance_of(store, deployment_id)
+        app = tmp_path / "app"
+        _configure_agent(
+            app, f"http://127.0.0.1:{port}", machine_token(SECRET, instance, "shop-app-1"), {}
+        )
+        reading = asyncio.ensure_future(_run(_agent(app), "get", "db.1.ready"))
+        await asyncio.sleep(1.5)
+        assert not reading.done()
+        server = ParameterServer(ParameterBoard(store), SECRET, port=port)
+        assert await server.start() == f"http://127.0.0.1:{port}"
+        try:
+            assert await reading == (0, "yes\n", "")
         finally:
             await server.stop()
 

@@ -333,7 +333,10 @@ def test_the_agent_sets_and_waits_for_several_keys_at_once(
         db, app = tmp_path / "db", tmp_path / "app"
         _configure_agent(db, url, machine_token(SECRET, instance, "shop-db-1"), {})
         _configure_agent(
-            app, url, machine_token(SECRET, instance, "shop-app-1"), {"db.1.address": "10.0.0.5"}
+            app,
+            url,
+            machine_token(SECRET, instance, "shop-app-1"),
+            {"db.1.address": "10.0.0.5", "db.1.hostname": 'db "1"', "db.1.note": "x\\y"},
         )
         for directory in (db, app):
             (directory / "param.crt").write_text(parameter_certificate(tmp_path))
@@ -345,6 +348,12 @@ def test_the_agent_sets_and_waits_for_several_keys_at_once(
             assert await _run(db_agent, "set", "ready", "yes") == (0, "", "")
             assert await _run(db_agent, "set", "port", "5432") == (0, "", "")
             assert await waiting == (0, "10.0.0.5\nyes\n5432\n", "")
+            # Known values are answered on the machine, escaped ones too.
+            assert await _run(app_agent, "get", "db.1.hostname", "db.1.note") == (
+                0,
+                'db "1"\nx\\y\n',
+                "",
+            )
             code, _, err = await _run(app_agent, "get", "db.1.missing")
             assert code == 1 and "timed out waiting for db.1.missing" in err
             code, _, err = await _run(app_agent, "get", "db.1.ready", "nokey")

@@ -114,6 +114,7 @@ class MachineRecord:
         values["phase"] = cast(Phase, phase)
         values["volumes"] = [VolumeRecord.from_json(v) for v in data.get("volumes", [])]
         values["tags"] = {str(k): str(v) for k, v in (data.get("tags") or {}).items()}
+        values["ports"] = list(data.get("ports") or [])  # its own list, never the cache's
         return cls(**values)
 
 
@@ -195,37 +196,93 @@ class Registry:
         self._queue_lock = threading.Lock()
         self._committer = threading.Lock()  # one group commit at a time in this process
         self._locks_made = False
+        # The file's text as last parsed, and what it parsed to (never handed out: each
+        # reader builds its own records from it). Parsing is most of a read's CPU, and
+        # many reads in a row (a deployment's console logs) find the file unchanged.
+        self._parsed: tuple[str, dict[str, Any]] | None = None
+        self._parsed_lock = threading.Lock()
 
     def _ensure_dir(self) -> None:
         private_dir(self.directory)
 
-    def read(self) -> RegistryData:
-        """The registry as last written (no lock: writes are atomic renames)."""
+    def _raw(self) -> dict[str, Any] | None:
+        """The registry file as JSON (None when there is none yet); parsed again only when
+        its text changed. Callers must not change what it returns."""
         try:
-            raw = self.path.read_text()
+            text = self.path.read_text()
         except FileNotFoundError:
-            return RegistryData()
+            return None
         except OSError as exc:
             raise ProviderError(
                 f"cannot read the local provider's registry {self.path}: {exc}"
             ) from exc
+        with self._parsed_lock:
+            parsed = self._parsed
+        if parsed is not None and parsed[0] == text:
+            return parsed[1]
         try:
-            return RegistryData.from_json(json.loads(raw))
+            raw = json.loads(text)
+        except ValueError as exc:
+            raise self._malformed(exc) from exc
+        if not isinstance(raw, dict):
+            raise self._malformed(ValueError("not a JSON object"))
+        with self._parsed_lock:
+            self._parsed = (text, raw)
+        return raw
+
+    def _malformed(self, exc: Exception) -> ProviderError:
+        return ProviderError(f"the local provider's registry {self.path} is malformed: {exc}")
+
+    def read(self) -> RegistryData:
+        """The registry as last written (no lock: writes are atomic renames)."""
+        raw = self._raw()
+        if raw is None:
+            return RegistryData()
+        try:
+            return RegistryData.from_json(raw)
         except (ValueError, KeyError, TypeError) as exc:
-            raise ProviderError(
-                f"the local provider's registry {self.path} is malformed: {exc}"
-            ) from exc
+            raise self._malformed(exc) from exc
+
+    def machine(self, machine_id: str) -> MachineRecord | None:
+        """One machine's record as last written: `read().machines.get(machine_id)`
+        without making every other machine's record."""
+        return self._record(self._raw(), machine_id)
+
+    def machine_of_token(self, token: str) -> MachineRecord | None:
+        """The record of the machine launched for `token`, if any (as `machine`)."""
+        raw = self._raw()
+        if raw is None:
+            return None
+        try:
+            machine_id = raw["tokens"].get(token)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise self._malformed(exc) from exc
+        return None if machine_id is None else self._record(raw, str(machine_id))
+
+    def _record(self, raw: dict[str, Any] | None, machine_id: str) -> MachineRecord | None:
+        if raw is None:
+            return None
+        try:
+            if raw.get("format") != FORMAT:
+                raise ValueError(f"unknown registry format {raw.get('format')!r}")
+            found = raw["machines"].get(machine_id)
+            return None if found is None else MachineRecord.from_json(found)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise self._malformed(exc) from exc
 
     def _write(self, data: RegistryData) -> None:
         tmp = self.path.with_name(f".{REGISTRY}.{os.getpid()}.{threading.get_ident()}")
+        raw = data.to_json()  # containers of its own: `data` may change after
+        # No indent: json's C encoder only runs without one, and the file is
+        # rewritten on every change of every machine.
+        text = json.dumps(raw, sort_keys=True, separators=(",", ":")) + "\n"
         with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_TRUNC), "w") as f:
-            # No indent: json's C encoder only runs without one, and the file is
-            # rewritten on every change of every machine.
-            f.write(json.dumps(data.to_json(), sort_keys=True, separators=(",", ":")))
-            f.write("\n")
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         tmp.replace(self.path)
+        with self._parsed_lock:  # the next read of what was just written parses nothing
+            self._parsed = (text, raw)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

@@ -227,13 +227,13 @@ class LocalProvider:
         The token is recorded (state pending) before anything is made, so a launch that
         crashes half-way is completed by the next launch with that token, never doubled.
         """
-        data = await self._read()
-        known = data.tokens.get(spec.token)
-        if known is not None and data.machines[known].phase != "pending":
-            return await self._info(data.machines[known])
+        # One record, not the whole registry: every launch of a deployment asks at once.
+        known = await asyncio.to_thread(self._registry.machine_of_token, spec.token)
+        if known is not None and known.phase != "pending":
+            return await self._info(known)
         if known is None and spec.replaces is not None:
             await self._power_off_replaced(spec.replaces)
-        record = await self._reserve(spec, data)
+        record = known if known is not None else await self._reserve(spec)
         if record.phase != "pending":
             return await self._info(record)
         return await self._complete(record.id)
@@ -312,7 +312,7 @@ class LocalProvider:
 
     async def console_log(self, machine_id: str) -> str:
         """The machine's boot messages and user-data output (the last 256 KiB)."""
-        record = self._get(await self._read(), machine_id, "console_log")
+        record = await self._record(machine_id, "console_log")
         if record.phase == "terminated":
             return await asyncio.to_thread(_tail, self._console_dir / f"{record.id}.log")
         return await asyncio.to_thread(_tail, self._console_path(record))
@@ -450,7 +450,7 @@ class LocalProvider:
 
     async def user_data_status(self, machine_id: str) -> int | None:
         """The exit status of the machine's user-data, or None while it has not finished."""
-        record = self._get(await self._read(), machine_id, "user_data_status")
+        record = await self._record(machine_id, "user_data_status")
         if record.phase != "created":
             return None
         host = await self._host(record, "user_data_status")
@@ -470,17 +470,14 @@ class LocalProvider:
 
     # --- launching ---------------------------------------------------------------------------
 
-    async def _reserve(self, spec: MachineSpec, data: RegistryData | None = None) -> MachineRecord:
+    async def _reserve(self, spec: MachineSpec) -> MachineRecord:
         """Validate `spec` and record its token (state pending): the first step of launch.
 
-        Returns the machine already recorded for the token, if any (in `data`, the
-        registry as just read, or as read now).
+        Returns the machine already recorded for the token, if any.
         """
-        if data is None:
-            data = await self._read()
-        known = data.tokens.get(spec.token)
+        known = await asyncio.to_thread(self._registry.machine_of_token, spec.token)
         if known is not None:
-            return data.machines[known]
+            return known
         self._require_root("launch")
         if self._relay_problem:
             raise ProviderError(self._relay_problem, call="launch")
@@ -857,6 +854,13 @@ class LocalProvider:
 
         return await self._registry.transact(change)
 
+    async def _record(self, machine_id: str, call: str) -> MachineRecord:
+        """The machine's record as last written (that one alone is made from the file)."""
+        record = await asyncio.to_thread(self._registry.machine, machine_id)
+        if record is None:
+            return self._get(RegistryData(), machine_id, call)  # raises: no such machine
+        return record
+
     def _get(self, data: RegistryData, machine_id: str, call: str) -> MachineRecord:
         record = data.machines.get(machine_id)
         if record is None:
@@ -876,9 +880,9 @@ class LocalProvider:
         `known`: the caller has just seen the machine in the registry.
         """
         if not known:  # unknown: an error, and no lock file
-            self._get(await self._read(), machine_id, call)
+            await self._record(machine_id, call)
         async with self._registry.machine_lock(machine_id, call):
-            yield self._get(await self._read(), machine_id, call)
+            yield await self._record(machine_id, call)
 
     @staticmethod
     def _require_created(record: MachineRecord, call: str) -> None:

@@ -1327,8 +1327,10 @@ def folded_sample(ws: Workspace, n: int) -> dict[str, Any]:
 
 
 def only_at_note(config: dict[str, Any]) -> str:
+    names = {c.key: c.tool for c in all_cases()}
     notes = [
-        f"at N = {n} only {', '.join(tools)} ran (the others take minutes a run there)"
+        f"at N = {n} only {', '.join(names.get(t, t) for t in tools)} ran (the others take "
+        "minutes a run there)"
         for n, tools in config.get("only_at", {}).items()
         if int(n) in config["sizes"]
     ]

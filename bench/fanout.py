@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import configparser
 import contextlib
 import functools
@@ -74,6 +75,7 @@ from pathlib import Path
 from typing import Any
 
 from docsection import markers, write_section
+from revision import export_revision, short_commit
 
 from provisor import machines
 from provisor.machines import SandboxHost, procs
@@ -82,6 +84,7 @@ from provisor.testing.blocks import claim_block
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "bench" / "results"
 DOCS = REPO / "docs" / "benchmarks.md"
+PROFILES_DIR = REPO / "docs" / "profiles"  # flame graphs (SVG) of --profile
 PROVISOR = Path(sys.executable).parent / "provisor"
 APT_PACKAGES = ("pssh", "clustershell")
 BENCH_ROOT = Path("/run/provisor-bench")  # not under an overlaid dir (docs/testbed.md)
@@ -402,6 +405,9 @@ class Measurement:
     job_s: float | None = None  # provisor's own "(job N, X s)": time after start-up
     stderr_tail: str = ""
     server_cpu_s: float | None = None  # the `provisor server` process alone (its rows)
+    peak_rss_kib: int | None = None  # the tool's largest process (getrusage ru_maxrss)
+    peak_fds: int | None = None  # the most descriptors the tool (or server) held open
+    server_rss_kib: int | None = None  # the server's resident memory after the run
 
 
 def kill_group(pgid: int) -> None:
@@ -436,12 +442,7 @@ def measure(
             start_new_session=True,
         )
         try:
-            exit_code: int | None = process.wait(ws.timeout)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            kill_group(process.pid)
-            process.wait()
-            exit_code, timed_out = None, True
+            usage = watch(process, ws.timeout, server_pid)
         except BaseException:
             kill_group(process.pid)
             process.wait()
@@ -466,12 +467,58 @@ def measure(
         tool_cpu_s=(after.children - before.children) + (after.server - before.server),
         hosts_cpu_s=after.hosts - before.hosts,
         answered=count_answers(stdout, expected),
-        exit_code=exit_code,
-        timed_out=timed_out,
+        exit_code=usage.exit_code,
+        timed_out=usage.timed_out,
         job_s=float(job.group(1)) if job else None,
         stderr_tail=stderr[-600:],
         server_cpu_s=(after.server - before.server) if server_pid else None,
+        peak_rss_kib=usage.peak_rss_kib,
+        peak_fds=usage.peak_fds,
+        server_rss_kib=resident_kib(server_pid) if server_pid else None,
     )
+
+
+@dataclass
+class Usage:
+    exit_code: int | None
+    timed_out: bool
+    peak_rss_kib: int | None
+    peak_fds: int
+
+
+def watch(process: subprocess.Popen[bytes], timeout: float, server_pid: int | None) -> Usage:
+    """Wait for the tool, counting the descriptors it holds open (the server's, for runs
+    through it: the pool's connections are there) 20 times a second; its peak memory
+    comes from wait4 (ru_maxrss: the largest of the process and its reaped children)."""
+    watched = server_pid or process.pid
+    deadline = time.monotonic() + timeout
+    peak_fds = 0
+    while True:
+        pid, status, rusage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            process.returncode = os.waitstatus_to_exitcode(status)
+            return Usage(process.returncode, False, rusage.ru_maxrss, peak_fds)
+        peak_fds = max(peak_fds, open_fds(watched))
+        if time.monotonic() > deadline:
+            kill_group(process.pid)
+            process.wait()
+            return Usage(None, True, None, peak_fds)
+        time.sleep(0.05)
+
+
+def open_fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:  # it exited between two looks
+        return 0
+
+
+def resident_kib(pid: int) -> int | None:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return None
 
 
 # The tools
@@ -602,6 +649,7 @@ def all_cases() -> list[Case]:
     ]
 
 
+DEFAULT_ONLY_AT = "2000=provisor,server,asyncssh,pssh-lib"
 TOOLS = (
     "provisor",
     "server",
@@ -757,6 +805,7 @@ def run_sizes(
     *,
     server: bool,
     slow_seconds: float,
+    only_at: dict[int, set[str]],
 ) -> None:
     """Every case at every size, `repeats` times in rotated orders.
 
@@ -768,7 +817,7 @@ def run_sizes(
             (c, p)
             for c in cases
             for p in ((n,) if c.only_best else (None, n))
-            if server or not c.through_server
+            if (server or not c.through_server) and c.key in only_at.get(n, {c.key})
         ]
         print(f"\nN = {n}: {len(plan)} cases x {count} repeats", flush=True)
         slow: set[tuple[str, int | None]] = set()
@@ -786,8 +835,10 @@ def run_sizes(
 # Profiling provisor (--profile)
 
 
-def py_spy_record(ws: Workspace, output: Path, target: list[str], env: dict[str, str]) -> None:
-    spy = [str(ws.venv / "bin" / "py-spy"), "record", "--gil", "--rate", "250", "--format", "raw"]
+def py_spy_record(
+    ws: Workspace, output: Path, target: list[str], env: dict[str, str], fmt: str = "raw"
+) -> None:
+    spy = [str(ws.venv / "bin" / "py-spy"), "record", "--gil", "--rate", "250", "--format", fmt]
     subprocess.run(
         [*spy, "--output", str(output), *target],
         env=env,
@@ -871,17 +922,29 @@ def py_spy_attached(ws: Workspace, pid: int, output: Path) -> Iterator[None]:
         recorder.wait(60)
 
 
-def profile_provisor(ws: Workspace, n: int, stamp: str) -> dict[str, Any]:
+def profile_provisor(ws: Workspace, n: int, stamp: str, before: str | None) -> dict[str, Any]:
     """py-spy over a cold `provisor run`, and over the server and its CLI client for the
-    server's first (cold pool) and second (warm pool) runs."""
+    server's first (cold pool) and second (warm pool) runs; flame graphs of the cold run
+    (and of `before`'s, a git revision's source run the same way) into docs/profiles/."""
     out: dict[str, Any] = {}
     argv = [str(PROVISOR), "run", f"group:fanout{n}", "-p", str(n), "--", "hostname"]
 
     def raw(name: str) -> Path:
         return RESULTS_DIR / f"fanout-{stamp}-profile-{name}.txt"
 
+    PROFILES_DIR.mkdir(parents=True, exist_ok=True)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)  # py-spy writes into it, not creates it
+    if before:
+        env = primed_revision(ws, before, n)
+        svg = PROFILES_DIR / f"cold-run-{n}-before.svg"
+        py_spy_record(ws, svg, ["--", *argv], env, fmt="flamegraph")
+        py_spy_record(ws, raw("cli-cold-before"), ["--", *argv], env)
+        label = f"provisor run (cold, one process), before: {short_commit(before)}"
+        out[label] = {"file": raw("cli-cold-before").name, "svg": svg.name}
+    svg = PROFILES_DIR / f"cold-run-{n}{'-after' if before else ''}.svg"
+    py_spy_record(ws, svg, ["--", *argv], ws.env(), fmt="flamegraph")
     py_spy_record(ws, raw("cli-cold"), ["--", *argv], ws.env())
-    out["provisor run (cold, one process)"] = {"file": raw("cli-cold").name}
+    out["provisor run (cold, one process)"] = {"file": raw("cli-cold").name, "svg": svg.name}
     if server_supported():
         with provisor_server(ws) as (url, pid):
             remote = [*argv[:2], "--server", url, *argv[2:]]
@@ -896,6 +959,24 @@ def profile_provisor(ws: Workspace, n: int, stamp: str) -> dict[str, Any]:
     for data in out.values():
         data.update(hotspots(RESULTS_DIR / data["file"]))
     return out
+
+
+def primed_revision(ws: Workspace, revision: str, n: int) -> dict[str, str]:
+    """The environment that runs a git revision's provisor against the testbed, with
+    its own data directory holding the key, the inventory and the trusted host keys."""
+    root = ws.root / "before"
+    root.mkdir(exist_ok=True)
+    env = ws.env(PYTHONPATH=str(export_revision(revision, root)))
+    env["PROVISOR_HOME"] = str(root / "provisor-home")
+    for step in (
+        ["keys", "add", STORED_KEY, str(ws.testbed.key)],
+        ["hosts", "import", str(ws.provisor_inventory)],
+        ["run", f"group:fanout{n}", "-p", str(n), "--", "hostname"],
+    ):
+        subprocess.run(
+            [str(PROVISOR), *step], env=env, check=True, capture_output=True, timeout=ws.timeout
+        )
+    return env
 
 
 # Results
@@ -970,6 +1051,9 @@ class Row:
     failures: int
     job_s: float | None
     server_cpu_s: float | None = None  # the `provisor server` process alone (its rows)
+    peak_rss_kib: float | None = None  # median over runs
+    peak_fds: int | None = None  # the most over runs
+    server_rss_kib: float | None = None  # median over runs
 
     @property
     def cpu_ms_per_host(self) -> float | None:
@@ -990,6 +1074,9 @@ def summarize(runs: list[Measurement]) -> list[Row]:
     for (n, tool, setting), ms in groups.items():
         jobs = [m.job_s for m in ms if m.job_s is not None]
         server = [m.server_cpu_s for m in ms if m.server_cpu_s is not None]
+        rss = [m.peak_rss_kib for m in ms if m.peak_rss_kib is not None]
+        fds = [m.peak_fds for m in ms if m.peak_fds is not None]
+        server_rss = [m.server_rss_kib for m in ms if m.server_rss_kib is not None]
         rows.append(
             Row(
                 tool=tool,
@@ -1005,6 +1092,9 @@ def summarize(runs: list[Measurement]) -> list[Row]:
                 failures=sum(1 for m in ms if m.timed_out or m.answered < n),
                 job_s=statistics.median(jobs) if jobs else None,
                 server_cpu_s=statistics.median(server) if server else None,
+                peak_rss_kib=statistics.median(rss) if rss else None,
+                peak_fds=max(fds) if fds else None,
+                server_rss_kib=statistics.median(server_rss) if server_rss else None,
             )
         )
     return rows
@@ -1026,9 +1116,9 @@ def _ratio(value: float, base: float | None) -> str:
 def table(rows: list[Row], n: int) -> list[str]:
     lines = [
         "| tool | setting | runs | wall s | machine CPU s | CPU ms/host | tool CPU s | sshd CPU s "
-        "| tool+sshd CPU s | server CPU ms/host | answered | wall ÷ provisor "
-        "| machine CPU ÷ provisor | tool+sshd CPU ÷ provisor |",
-        "| --- | --- " + "| ---: " * 12 + "|",
+        "| tool+sshd CPU s | server CPU ms/host | peak RSS MiB | peak fds | answered "
+        "| wall ÷ provisor | machine CPU ÷ provisor | tool+sshd CPU ÷ provisor |",
+        "| --- | --- " + "| ---: " * 14 + "|",
     ]
     for row in (r for r in rows if r.n == n):
         ref = reference(rows, row)
@@ -1041,12 +1131,25 @@ def table(rows: list[Row], n: int) -> list[str]:
             f"| {row.tool} | {row.setting} | {row.runs} "
             f"| {row.wall_s:.2f} | {row.machine_cpu_s:.2f} "
             f"| {per_host} | {row.tool_cpu_s:.2f} | {row.hosts_cpu_s:.2f} "
-            f"| {row.own_cpu_s:.2f} | {server} | {answered} "
+            f"| {row.own_cpu_s:.2f} | {server} | {memory(row)} | {row.peak_fds or ''} "
+            f"| {answered} "
             f"| {_ratio(row.wall_s, ref.wall_s if ref else None)} "
             f"| {_ratio(row.machine_cpu_s, ref.machine_cpu_s if ref else None)} "
             f"| {_ratio(row.own_cpu_s, ref.own_cpu_s if ref else None)} |"
         )
     return lines
+
+
+def memory(row: Row) -> str:
+    """The tool's peak resident memory in MiB; for runs through the server, the server's
+    after the run (its pool and caches), then the CLI client's peak."""
+
+    def mib(kib: float | None) -> str:
+        return f"{kib / 1024:.0f}" if kib is not None else "n/a"
+
+    if row.server_rss_kib is not None:
+        return f"{mib(row.server_rss_kib)} + {mib(row.peak_rss_kib)}"
+    return mib(row.peak_rss_kib)
 
 
 def warm_speedup(rows: list[Row], n: int) -> list[str]:
@@ -1094,6 +1197,7 @@ def render(results: dict[str, Any], rows: list[Row]) -> str:
         "key authentication with the testbed's ed25519 key, hosts addressed by IP. "
         f"Medians of {config['repeats_text']}, in a rotated order; a case whose first run "
         f"took over {config['slow_s']:.0f} s ran only once at that size (see `runs`). "
+        f"{only_at_note(config)}"
         "Each run is a fresh process. "
         "provisor's host keys were trusted by an unmeasured first run (pssh, clush and "
         "ansible use no known-hosts file; the parallel-ssh library does not check).",
@@ -1129,14 +1233,108 @@ def render(results: dict[str, Any], rows: list[Row]) -> str:
     ]
     for n in results["config"]["sizes"]:
         out += [f"### N = {n}", "", *table(rows, n), *warm_speedup(rows, n), ""]
+    out += scale_section(rows, results["config"]["sizes"], results.get("folded"))
     if results.get("failures"):
         out += ["Failed or short runs:", ""]
         out += [f"- {line}" for line in results["failures"]]
         out.append("")
     if results.get("profile"):
-        out += render_profile(results["profile"], results["config"]["sizes"][-1])
+        out += render_profile(results["profile"], results["config"]["profile_size"])
     out.append(MARK_END)
     return "\n".join(out)
+
+
+def scale_section(rows: list[Row], sizes: list[int], folded: dict[str, Any] | None) -> list[str]:
+    """How wall time, CPU, memory and descriptors grow between the two largest sizes."""
+    if len(sizes) < 2:
+        return []
+    low, high = sorted(sizes)[-2:]
+    out = [
+        f"### Scale: from {low} to {high} hosts",
+        "",
+        f"The growth per added host between N = {low} and N = {high} (the slope: the "
+        f"difference of the two medians over {high - low} hosts), beside the average per "
+        f"host at N = {low}: a slope no steeper than the average means cost grows linearly "
+        "(or better) with the fleet. Memory: the tool's peak resident memory (the server's "
+        "after the run, for runs through it). Descriptors: the most the tool's process (the "
+        "server, for runs through it) held open at once, sampled 20 times a second: with "
+        "`-p 64` they stay flat as N grows; at `-p N` each open connection holds one.",
+        "",
+        "| tool | setting | wall s | wall ms/host, average at "
+        f"{low} | wall ms/host, slope | tool CPU ms/host, slope | memory MiB "
+        "| memory KiB/host, slope | peak fds |",
+        "| --- | --- " + "| ---: " * 7 + "|",
+    ]
+    at_low = {(r.tool, r.setting.split()[0]): r for r in rows if r.n == low}
+    for row in (r for r in rows if r.n == high):
+        before = at_low.get((row.tool, row.setting.split()[0]))
+        if before is None:
+            continue
+        added = high - low
+        mem_low, mem_high = resident(before), resident(row)
+        mem_slope = (
+            f"{(mem_high - mem_low) / added:.1f}"
+            if mem_low is not None and mem_high is not None
+            else "n/a"
+        )
+        mem = (
+            f"{mem_low / 1024:.0f} → {mem_high / 1024:.0f}"
+            if mem_low is not None and mem_high is not None
+            else "n/a"
+        )
+        out.append(
+            f"| {row.tool} | {row.setting} | {before.wall_s:.2f} → {row.wall_s:.2f} "
+            f"| {1000 * before.wall_s / low:.1f} "
+            f"| {1000 * (row.wall_s - before.wall_s) / added:.1f} "
+            f"| {1000 * (row.tool_cpu_s - before.tool_cpu_s) / added:.2f} "
+            f"| {mem} | {mem_slope} | {before.peak_fds} → {row.peak_fds} |"
+        )
+    if folded:
+        out += [
+            "",
+            f"What a user reads at N = {high}: `{folded['command']}` prints "
+            f"{folded['lines']} line(s) on standard output and exits {folded['exit_code']}:",
+            "",
+            "```",
+            *folded["output"],
+            "```",
+        ]
+    return [*out, ""]
+
+
+def resident(row: Row) -> float | None:
+    return row.server_rss_kib if row.server_rss_kib is not None else row.peak_rss_kib
+
+
+def folded_sample(ws: Workspace, n: int) -> dict[str, Any]:
+    """The output of one cold run whose hosts all answer alike: folded, it stays short."""
+    argv = ["run", f"group:fanout{n}", "--", "uname", "-s"]
+    done = subprocess.run(
+        [str(PROVISOR), *argv],
+        env=ws.env(),
+        capture_output=True,
+        text=True,
+        timeout=ws.timeout,
+        check=False,
+    )
+    lines = done.stdout.splitlines()
+    return {
+        "command": " ".join(["provisor", *argv]),
+        "exit_code": done.returncode,
+        "lines": len(lines),
+        "output": lines[:12] + (["..."] if len(lines) > 12 else []),
+    }
+
+
+def only_at_note(config: dict[str, Any]) -> str:
+    names = {c.key: c.tool for c in all_cases()}
+    notes = [
+        f"at N = {n} only {', '.join(names.get(t, t) for t in tools)} ran (the others take "
+        "minutes a run there)"
+        for n, tools in config.get("only_at", {}).items()
+        if int(n) in config["sizes"]
+    ]
+    return (notes[0][0].upper() + "; ".join(notes)[1:] + ". ") if notes else ""
 
 
 def source_note(results: dict[str, Any]) -> str:
@@ -1169,9 +1367,14 @@ def render_profile(profile: dict[str, Any], n: int) -> list[str]:
             continue
         pkgs = ", ".join(f"{p} {s}%" for p, s in data["packages"][:6])
         work = ", ".join(f"`{f}` {s}%" for f, s in data["inclusive"][:6])
+        graph = (
+            f" Flame graph: [profiles/{data['svg']}](profiles/{data['svg']})."
+            if (data.get("svg"))
+            else ""
+        )
         out.append(
             f"- **{label}** ({data['samples']} samples): imports {data['import_share']}%; "
-            f"packages: {pkgs}; work: {work}."
+            f"packages: {pkgs}; work: {work}.{graph}"
         )
     out.append("")
     return out
@@ -1257,7 +1460,7 @@ def save_results(
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="50,200,500", help="comma-separated host counts")
+    parser.add_argument("--sizes", default="50,200,500,2000", help="comma-separated host counts")
     parser.add_argument(
         "--repeat",
         default=None,
@@ -1274,9 +1477,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=",".join(TOOLS),
         help=f"which of {','.join(TOOLS)}",
     )
+    parser.add_argument(
+        "--only-at",
+        action="append",
+        default=None,
+        metavar="N=TOOLS",
+        help="at size N run only these tools (default: "
+        f"{DEFAULT_ONLY_AT}: the others take minutes a run there)",
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per tool run")
     parser.add_argument("--tools-venv", type=Path, default=REPO / ".venv-bench")
     parser.add_argument("--profile", action="store_true", help="py-spy provisor at the top N")
+    parser.add_argument(
+        "--profile-size", type=int, default=500, help="N of --profile (default 500)"
+    )
+    parser.add_argument(
+        "--profile-before",
+        metavar="REV",
+        help="with --profile: also a flame graph of a git revision's cold run",
+    )
     parser.add_argument("--no-setup", action="store_true", help="install nothing")
     parser.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md alone")
     args = parser.parse_args(argv)
@@ -1287,6 +1506,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if len(args.repeats) != len(args.sizes):
         parser.error("--repeat needs one number or one per size")
     args.tools = set(args.tools.split(","))
+    if args.profile and args.profile_size not in args.sizes:
+        parser.error(f"--profile-size {args.profile_size}: not one of --sizes")
+    args.only_at = {}
+    for item in args.only_at or [DEFAULT_ONLY_AT]:
+        size, _, tools = item.partition("=")
+        if not size.isdigit() or not set(tools.split(",")) <= set(TOOLS):
+            parser.error(f"--only-at {item}: give N=TOOLS, TOOLS among {','.join(TOOLS)}")
+        args.only_at[int(size)] = set(tools.split(","))
     return args
 
 
@@ -1304,6 +1531,7 @@ def main(argv: list[str] | None = None) -> int:
     if "server" in args.tools and not server:
         print("provisor run has no --server yet: skipping the warm (server) cases", flush=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    compileall.compile_dir(REPO / "src", quiet=1)  # as make does: no compiling in the runs
     BENCH_ROOT.mkdir(parents=True, exist_ok=True)
     testbed = Testbed(base=BENCH_ROOT / secrets.token_hex(4))
     testbed.block, lock = claim_block(BLOCK_LOCKS)
@@ -1320,10 +1548,19 @@ def main(argv: list[str] | None = None) -> int:
         ws.write_files(args.sizes)
         primed = prime_provisor(ws, max(args.sizes))
         print(f"first provisor run (trusts the host keys): {primed}/{max(args.sizes)} answered")
-        run_sizes(ws, cases, args.sizes, args.repeats, server=server, slow_seconds=args.slow)
+        run_sizes(
+            ws,
+            cases,
+            args.sizes,
+            args.repeats,
+            server=server,
+            slow_seconds=args.slow,
+            only_at=args.only_at,
+        )
+        results["folded"] = folded_sample(ws, max(args.sizes))
         if args.profile:
             print("\nprofiling provisor with py-spy", flush=True)
-            results["profile"] = profile_provisor(ws, max(args.sizes), stamp)
+            results["profile"] = profile_provisor(ws, args.profile_size, stamp, args.profile_before)
         results["complete"] = True
     finally:
         remove_testbed(testbed)
@@ -1356,6 +1593,8 @@ def write_results(args: argparse.Namespace, results: dict[str, Any], stamp: str)
             "repeats_text": repeats_text,
             "timeout_s": args.timeout,
             "slow_s": args.slow,
+            "profile_size": args.profile_size,
+            "only_at": {str(n): sorted(tools) for n, tools in args.only_at.items()},
             "background_cpu_per_s": results.pop("background_cpu_per_s", 0.0),
         },
         failures=failures(RUNS),

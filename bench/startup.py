@@ -46,7 +46,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections import defaultdict
@@ -59,6 +58,7 @@ from typing import Any
 
 from docsection import markers, write_section
 from fanout import DOCS, PROVISOR, REPO, RESULTS_DIR, background_cpu, machine, rotated
+from revision import export_revision
 
 SECTION = "startup"
 MARK_BEGIN, MARK_END = markers(SECTION)
@@ -165,21 +165,6 @@ def refusing_port() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield sock.getsockname()[1]
-
-
-def export_revision(revision: str, into: Path) -> Path:
-    """src/ of a git revision, byte-compiled as `make` compiles the checkout's."""
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", revision, "src"],
-        capture_output=True,
-        check=True,
-    ).stdout
-    tar_path = into / "src.tar"
-    tar_path.write_bytes(archive)
-    with tarfile.open(tar_path) as tar:
-        tar.extractall(into, filter="data")
-    compileall.compile_dir(into / "src", quiet=1)
-    return into / "src"
 
 
 # python -X importtime

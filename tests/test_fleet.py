@@ -117,7 +117,7 @@ def test_200_hosts_each_answer_once_with_their_hostname(
     seen: list[str] = []
 
     async def go() -> tuple[JobView, int, int]:
-        runner = JobRunner()
+        runner = JobRunner(keep_connections=True)  # as the server's: a warm pool
         try:
             first = await runner.run(
                 ctx,
@@ -143,6 +143,33 @@ def test_200_hosts_each_answer_once_with_their_hostname(
     for name in names:
         assert (tmp_path / "out" / name).read_text() == f"{name}\n"
         assert (tmp_path / "err" / name).read_text() == "warn\n"
+    ctx.store.close()
+
+
+def test_a_one_job_runner_holds_no_more_connections_than_parallel(
+    fleet: list[SandboxHost], fleet_home: Path
+) -> None:
+    """The CLI's runner closes a host's connection once its result is in: 200 hosts at
+    -p 8 never hold more than 8 open (nor 8 file descriptors' worth of sockets)."""
+    ctx = make_context(fleet_home)
+    live: list[int] = []
+
+    async def go() -> tuple[JobView, int, int]:
+        runner = JobRunner()
+        try:
+            job = await runner.run(
+                ctx,
+                spec("run", "group:fleet", command="true", parallel=8),
+                on_result=lambda _: live.append(runner.connections),
+            )
+            return job, runner.connections, runner.handshakes
+        finally:
+            await runner.close()
+
+    job, left_open, handshakes = asyncio.run(go())
+    assert job.summary == {"ok": 200}
+    assert len(live) == 200 and max(live) <= 8
+    assert left_open == 0 and handshakes == 200
     ctx.store.close()
 
 

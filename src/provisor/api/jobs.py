@@ -58,7 +58,7 @@ class ServerJobs:
     """
 
     def __init__(self, settings: Settings, store: Store) -> None:
-        self.runner = JobRunner(JobLimits.of(settings))
+        self.runner = JobRunner(JobLimits.of(settings), keep_connections=True)  # the warm pool
         self.live: dict[int, _Live] = {}
         self._live_seconds = settings.job_live_seconds
         self._tasks: set[asyncio.Task[None]] = set()

@@ -40,11 +40,14 @@ async def execute(
     *,
     parallel: int = 64,
     on_result: ResultCallback | None = None,
+    keep_connections: bool = True,
 ) -> list[HostResult]:
     """Run `operation` on every endpoint, `parallel` hosts at a time.
 
     Every endpoint yields one result, whatever happens to it; results are
     returned in the order of `endpoints` and handed to `on_result` as they come.
+    Without `keep_connections` a host's connection is closed once its result is in,
+    so open connections (and file descriptors) stay bounded by `parallel`.
     """
     slots = asyncio.Semaphore(max(1, parallel))
     results: list[HostResult | None] = [None] * len(endpoints)
@@ -52,6 +55,8 @@ async def execute(
     async def one(index: int, endpoint: Endpoint) -> None:
         async with slots:
             result = await _on_host(endpoint, operation, pool)
+            if not keep_connections:
+                pool.release(endpoint)
         results[index] = result
         if on_result is not None:
             outcome = on_result(result)

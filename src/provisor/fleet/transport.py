@@ -375,6 +375,13 @@ class SSHPool:
         if connection is not None:
             connection.abort()
 
+    def _release(self, job: ScopedPool, endpoint: Endpoint) -> None:
+        connection = self._connections.pop(
+            (job.host_keys.scope, job.server_credentials, *endpoint.key), None
+        )
+        if connection is not None:
+            connection.close()  # its socket goes once the goodbye is written, not at exit
+
     def _has_live(self, job: ScopedPool, endpoint: Endpoint) -> bool:
         connection = self._connections.get(
             (job.host_keys.scope, job.server_credentials, *endpoint.key)
@@ -418,6 +425,10 @@ class ScopedPool:
     def forget(self, endpoint: Endpoint) -> None:
         """Drop a connection that misbehaved, so the next use makes a fresh one."""
         self.pool._forget(self, endpoint)
+
+    def release(self, endpoint: Endpoint) -> None:
+        """Close the endpoint's connection: no later job of this process will use it."""
+        self.pool._release(self, endpoint)
 
     def has_live(self, endpoint: Endpoint) -> bool:
         return self.pool._has_live(self, endpoint)

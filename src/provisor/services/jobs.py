@@ -265,9 +265,12 @@ class JobRunner:
     one tenant is never used by another's job.
     """
 
-    def __init__(self, limits: JobLimits | None = None) -> None:
+    def __init__(self, limits: JobLimits | None = None, *, keep_connections: bool = False) -> None:
         self._pool: SSHPool | None = None
         self.limits = limits or JobLimits.of(get_settings())
+        # A runner of one job (the CLI's) closes each host's connection once the host is
+        # done, so a job holds at most -p of them; the server's keeps them for the next.
+        self.keep_connections = keep_connections
 
     @property
     def connections(self) -> int:
@@ -452,7 +455,12 @@ class JobRunner:
             stopped = await _in_stages(
                 endpoints,
                 lambda chunk: execute(
-                    chunk, operation, connections, parallel=parallel, on_result=collect
+                    chunk,
+                    operation,
+                    connections,
+                    parallel=parallel,
+                    on_result=collect,
+                    keep_connections=self.keep_connections,
                 ),
                 rollout,
                 collect,

@@ -26,6 +26,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from provisor.core.nodeset import fold, natural_key
 from provisor.machines import SandboxHost, destroy, is_running, list_hosts, procs, start, stop
 from provisor.polling import poll_until
 from provisor.testing.blocks import ROOT_TEST_DIR, claim_test_block
@@ -119,7 +120,7 @@ async def _main(args: argparse.Namespace) -> int:
         return await _cleanup(dirs)
     if args.command == "start":
         return await _start(args)
-    hosts = list_hosts(args.base_dir)
+    hosts = sorted(list_hosts(args.base_dir), key=lambda h: natural_key(h.name))  # tb2 < tb10
     if args.command == "list":
         for h in hosts:
             state = "running" if is_running(h) else "stopped"
@@ -137,7 +138,7 @@ async def _main(args: argparse.Namespace) -> int:
         return 0
     await asyncio.gather(*(stop(h, destroy=args.command == "destroy") for h in hosts))
     done = "destroyed" if args.command == "destroy" else "stopped"
-    print(f"{done} {len(hosts)} host(s): {' '.join(h.name for h in hosts)}")
+    print(f"{done} {len(hosts)} host(s): {fold(h.name for h in hosts)}")
     return 0
 
 

@@ -385,10 +385,12 @@ def _mention_problem(command: DocCommand) -> str | None:
     known = {o for c in path for p in c.params for o in (*p.opts, *p.secondary_opts)}
     # Every command takes the help options the root's context gives them (not a param).
     known |= set(path[0].context_settings.get("help_option_names", ["--help"]))
+    if "--" in words:  # what follows is the command run on the hosts, not provisor's
+        words = words[: words.index("--")]
     for word in words:
         for option in word.strip("[]").split("|"):
             option = option.split("=")[0]
-            if option.startswith("-") and option != "--" and option not in known:
+            if option.startswith("-") and option not in known:
                 return f"no option {option} for `{_path_name(path)}`"
     return None
 

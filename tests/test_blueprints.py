@@ -119,8 +119,9 @@ def test_cluster_expands_with_a_parameter_count() -> None:
     assert [p.hostname for p in plans] == ["head"] + [f"worker{i}" for i in range(1, 6)]
     assert all(p.waits_for == ("head.1.ready", "head.1.port", "head.1.address") for p in plans[1:])
     assert plans[0].env["PROVISOR_COUNT_WORKER"] == "5"
-    with pytest.raises(ParseErrors, match="above the maximum 100"):
-        resolve_inputs(bp, {"workers": "101"})
+    assert resolve_inputs(bp, {"workers": "299"})["workers"] == 299  # 300 machines
+    with pytest.raises(ParseErrors, match="above the maximum 299"):
+        resolve_inputs(bp, {"workers": "300"})
 
 
 def test_firewall_addresses_devices_and_provider() -> None:
@@ -974,16 +975,19 @@ if len(args) == 3 and args[0] == "set":
     (store / (key + ".tmp")).write_text(args[2])
     (store / (key + ".tmp")).replace(store / key)
     sys.exit(0)
-if len(args) in (2, 4) and args[0] == "get":
-    wait = float(args[3]) if len(args) == 4 and args[2] == "--wait" else 0.0
-    deadline = time.monotonic() + wait
-    while not (store / args[1]).exists():
-        if time.monotonic() >= deadline:
-            sys.exit(f"provisor-param: {args[1]} is not set")
-        time.sleep(0.05)
-    print((store / args[1]).read_text())
+if len(args) >= 2 and args[0] == "get":
+    keys, wait = args[1:], 0.0
+    if len(keys) >= 2 and keys[-2] == "--wait":
+        keys, wait = keys[:-2], float(keys[-1])
+    deadline = time.monotonic() + wait  # one deadline for all the keys, as the agent's
+    for key in keys:
+        while not (store / key).exists():
+            if time.monotonic() >= deadline:
+                sys.exit(f"provisor-param: {key} is not set")
+            time.sleep(0.05)
+        print((store / key).read_text())
     sys.exit(0)
-sys.exit("usage: provisor-param set KEY VALUE | get NODE.INDEX.KEY [--wait SECONDS]")
+sys.exit("usage: provisor-param set KEY VALUE | get NODE.INDEX.KEY... [--wait SECONDS]")
 """
 
 

@@ -35,7 +35,10 @@ pytestmark = [pytest.mark.testbed, pytest.mark.slow]
 HOSTS = 20
 PRINTED = 100_000_000  # bytes each host prints
 KEPT = 1024 * 1024  # the default --max-output
-PEAK_RSS_LIMIT = 300 * 1024 * 1024
+# The server alone (FastAPI, DBOS, SQLAlchemy, asyncssh) is ~150 MiB, and what is in
+# flight (SSH windows, the 20 kept MiB) grows when a loaded machine slows the reader
+# (301 MiB seen in a full suite); the 2,000 MB printed is five times this bound.
+PEAK_RSS_LIMIT = 384 * 1024 * 1024
 LINE = b"provisor-output-line\n"
 COMMAND = f"yes provisor-output-line | head -c {PRINTED}"
 MARKER = (

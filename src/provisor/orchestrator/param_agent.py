@@ -111,6 +111,15 @@ def call(method, path, body=None, timeout=30.0):
             return response.status, response.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, ssl.SSLError):
+            raise Untrusted(e.reason) from None
+        raise
+    except ssl.SSLError as e:  # during the read
+        raise Untrusted(e) from None
+
+class Untrusted(Exception):
+    """TLS refused (not the pinned certificate): no retry will change that."""
 
 def unreachable(e):
     sys.stderr.write("provisor-param: controller unreachable: %s\n" % e)
@@ -121,6 +130,8 @@ def set_value(key, value):
     while True:
         try:
             status, text = call("POST", "/set", {"key": key, "value": value})
+        except Untrusted as e:
+            return unreachable(e)
         except (OSError, ValueError) as e:
             if time.monotonic() > deadline:
                 return unreachable(e)
@@ -143,6 +154,8 @@ def get(key, deadline):
         query = "key=%s&wait=%.1f" % (quote(key), min(left, 25))
         try:
             status, text = call("GET", "/get?" + query, timeout=40)
+        except Untrusted as e:
+            return unreachable(e)
         except (OSError, ValueError) as e:
             if time.monotonic() >= reachable_by:
                 return unreachable(e)

@@ -1408,6 +1408,33 @@ def verified_failures(runs: list[Measurement]) -> list[str]:
     return lines
 
 
+def record_run(
+    results: dict[str, Any],
+    name: str,
+    args: argparse.Namespace,
+    repeats_text: str,
+    **config: Any,
+) -> None:
+    """What every bench on the fan-out's testbed keeps about its run: the file, the date,
+    the machine, the source at the end and its settings (`config` on top of the shared ones)."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    results.update(
+        file=name,
+        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        machine=machine(),
+        source_after=source_digest(),
+        config={
+            "sizes": args.sizes,
+            "repeats": args.repeats,
+            "repeats_text": repeats_text,
+            "timeout_s": args.timeout,
+            "slow_s": args.slow,
+            **config,
+            "background_cpu_per_s": results.pop("background_cpu_per_s", 0.0),
+        },
+    )
+
+
 def save_results(
     prefix: str,
     section: str,
@@ -1421,28 +1448,12 @@ def save_results(
     section of docs/benchmarks.md when every size was measured (unless --no-docs)."""
     if not runs:
         return
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     name = f"{prefix}-{stamp}.json"
     repeats_text = ", ".join(
         f"{r} runs at N = {n}" for n, r in zip(args.sizes, args.repeats, strict=True)
     )
-    results.update(
-        file=name,
-        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        machine=machine(),
-        source_after=source_digest(),
-        config={
-            "sizes": args.sizes,
-            "repeats": args.repeats,
-            "repeats_text": repeats_text,
-            "parallel": args.p,
-            "timeout_s": args.timeout,
-            "slow_s": args.slow,
-            "background_cpu_per_s": results.pop("background_cpu_per_s", 0.0),
-        },
-        failures=verified_failures(runs),
-        runs=[asdict(m) for m in runs],
-    )
+    record_run(results, name, args, repeats_text, parallel=args.p)
+    results.update(failures=verified_failures(runs), runs=[asdict(m) for m in runs])
     rows = summarize(runs)
     results["summary"] = [asdict(r) for r in rows]
     (RESULTS_DIR / name).write_text(json.dumps(results, indent=2) + "\n")
@@ -1573,7 +1584,6 @@ def main(argv: list[str] | None = None) -> int:
 def write_results(args: argparse.Namespace, results: dict[str, Any], stamp: str) -> None:
     if not RUNS:
         return
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     name = f"fanout-{stamp}.json"
     repeats_text = (
         f"{args.repeats[0]} runs"
@@ -1582,24 +1592,9 @@ def write_results(args: argparse.Namespace, results: dict[str, Any], stamp: str)
             f"{r} runs at N = {n}" for n, r in zip(args.sizes, args.repeats, strict=True)
         )
     )
-    results.update(
-        file=name,
-        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        machine=machine(),
-        source_after=source_digest(),
-        config={
-            "sizes": args.sizes,
-            "repeats": args.repeats,
-            "repeats_text": repeats_text,
-            "timeout_s": args.timeout,
-            "slow_s": args.slow,
-            "profile_size": args.profile_size,
-            "only_at": {str(n): sorted(tools) for n, tools in args.only_at.items()},
-            "background_cpu_per_s": results.pop("background_cpu_per_s", 0.0),
-        },
-        failures=failures(RUNS),
-        runs=[asdict(m) for m in RUNS],
-    )
+    only_at = {str(n): sorted(tools) for n, tools in args.only_at.items()}
+    record_run(results, name, args, repeats_text, profile_size=args.profile_size, only_at=only_at)
+    results.update(failures=failures(RUNS), runs=[asdict(m) for m in RUNS])
     rows = summarize(RUNS)
     results["summary"] = [{**asdict(r), "cpu_ms_per_host": r.cpu_ms_per_host} for r in rows]
     (RESULTS_DIR / name).write_text(json.dumps(results, indent=2) + "\n")

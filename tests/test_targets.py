@@ -499,6 +499,9 @@ def test_inventory_is_not_read_when_not_needed() -> None:
         ("group:web!web99", "no host named web99"),
         ("web[18-25]", "no hosts named web[21-25]"),
         ("web99,db[3-4]", "no hosts named db[3-4],web99"),
+        # A node set none of whose names is a host: as written, among the others in order
+        ("zz9,dx[0-29999],dx[0-29999],x[7,5]", "no hosts named dx[0-29999],x[7,5],zz9 ("),
+        ("dx[1-1]", "no host named dx[1-1] ("),
         ("10.0.0.1", "no host has the address 10.0.0.1"),
         ("10.0.9.[1-2]", "no host has the addresses 10.0.9.[1-2]"),
         ("web99,10.0.0.1", "no host named web99; no host has the address 10.0.0.1"),

@@ -209,7 +209,7 @@ def _parse_range(item: str, column: int) -> NumberRange:
 _Entry = tuple[str, str, str]
 
 
-def fold(names: Iterable[str]) -> str:
+def fold(names: Iterable[str], written: Iterable[tuple[str, str]] = ()) -> str:
     """The compact node set of `names`: `["web01", "web02", "web03", "db1"]` -> `db1,web[01-03]`.
 
     Duplicates are ignored. Names are grouped on their last number first, then
@@ -217,6 +217,9 @@ def fold(names: Iterable[str]) -> str:
     padding. The parts are sorted by their first name in natural order, and
     `expand(fold(names))` gives back exactly the set of names. Linear in the
     number of names (times the count of digit fields in a name).
+
+    `written` holds parts already written as node sets, each with its first name
+    in natural order: they are placed among the others as they are.
 
     Raises `InvalidInput` for an empty name or one holding brackets, a comma
     or whitespace, which a node set cannot express.
@@ -231,7 +234,7 @@ def fold(names: Iterable[str]) -> str:
                 field="target",
             )
         entries.append((name, "", name))
-    done: list[_Entry] = []
+    done: list[_Entry] = [("", text, first) for text, first in written]
     while entries:
         entries = _fold_level(entries, done)
     done.sort(key=lambda entry: natural_key(entry[2]))

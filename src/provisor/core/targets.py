@@ -226,6 +226,7 @@ class _Evaluator:
         self._addresses: dict[IPAddress, list[HostRef]] | None = None
         self.direct_hosts: set[HostRef] = set()
         self.missing_names: list[str] = []
+        self.missing_sets: list[NodeSet] = []  # node sets none of whose names is a host
         self.missing_addresses: list[str] = []
         self.unmatched: list[str] = []
 
@@ -293,7 +294,13 @@ class _Evaluator:
                 }
             return self.lookup([target.pattern])
         if isinstance(target, NodeSet):
-            return self.lookup(target.names)
+            missing = len(self.missing_names), len(self.missing_addresses)
+            found = self.lookup(target.names)
+            if not found and len(self.missing_addresses) == missing[1]:
+                # Said as written: folding 100,000 names back would cost more than the lookup.
+                del self.missing_names[missing[0] :]
+                self.missing_sets.append(target)
+            return found
         if isinstance(target, GroupRef):
             return _by_name(self.resolver.group_members(target.name))
         if isinstance(target, TagRef):
@@ -356,9 +363,10 @@ class _Evaluator:
 
     def check(self, target: Target, found: _Hosts) -> None:
         problems: list[str] = []
-        if self.missing_names:
-            names = fold(self.missing_names)
-            many = len(set(self.missing_names)) > 1
+        if self.missing_names or self.missing_sets:
+            written = {s.pattern: min(s.names, key=natural_key) for s in self.missing_sets}
+            names = fold(self.missing_names, written.items())
+            many = len(set(self.missing_names).union(*(s.names for s in self.missing_sets))) > 1
             problems.append(f"no host{'s' if many else ''} named {names}")
         if self.missing_addresses:
             addresses = fold(self.missing_addresses)

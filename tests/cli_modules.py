@@ -9,19 +9,22 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-# Runs `provisor ARGS` as the entry point does, then writes the loaded modules' names.
+# Runs `provisor ARGS` as the entry point does, writes the loaded modules' names, and ends
+# with the command's exit status.
 _PROGRAM = """
 import json, sys
 report, *args = sys.argv[1:]
 sys.argv = ["provisor", *args]
+status = 0
 try:
     from provisor.cli import main
     main()
-except SystemExit:
-    pass
+except SystemExit as exit:
+    status = exit.code
 finally:
     with open(report, "w") as out:
         json.dump(sorted(sys.modules), out)
+sys.exit(status)
 """
 
 

@@ -22,6 +22,7 @@ LAYERS: list[set[str]] = [
     {"fleet", "providers", "events", "backups"},
     {"store", "machines"},
     {"settings", "polling", "_asyncssh", "files", "logmask"},
+    {"datadir"},  # where the data is: read by the settings and the warm path alike
     {"core"},  # pure: no I/O, imports nothing of provisor's but itself
 ]
 FACES = {"cli", "api"}

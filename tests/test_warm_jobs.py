@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 from api_access import token_for
+from cli_modules import modules_loaded
 from provisor.fleet.knownhosts import DatabaseHostKeys
 from provisor.machines import SandboxHost
 from provisor.services import groups, hosts, importing, jobs, keys
@@ -142,6 +144,42 @@ def test_a_job_is_one_request_with_one_outcome_per_host(served: Served, operator
     again = served.cli("run", "group:web", "--output", "json", "--", "true", token=operator)
     assert len(again.stdout.splitlines()) == 4
     assert httpx.get(f"{served.url}/api/v1/health").json()["pool"] == pool
+
+
+def test_the_thin_path_prints_what_the_full_command_prints(
+    served: Served, operator: str, tmp_path: Path
+) -> None:
+    """`run --server URL -p 4 ...` takes the warm path without typer, rich or pydantic;
+    `-p4` (a form it leaves alone) takes the full command: both print the same results
+    and summary and end with the same status, in every output mode."""
+    for output in ("fold", "stream", "json"):
+        done = {}
+        for parallel in (["-p", "4"], ["-p4"]):
+            args = ["run", "--server", served.url, *parallel, "group:web"]
+            done[parallel[-1]], names = modules_loaded(
+                tmp_path / "home",
+                *args,
+                *["--output", output, "--", "echo", "out;", "echo", "err", ">&2"],
+                env={"PROVISOR_TOKEN": operator},
+            )
+            framework = {"typer", "click", "rich", "pydantic", "pydantic_settings"}
+            loaded = framework & {name.split(".")[0] for name in names}
+            assert loaded == set() if parallel == ["-p", "4"] else {"typer", "rich"} <= loaded
+        thin, full = done["4"], done["-p4"]
+        assert thin.returncode == full.returncode == 3, thin.stderr + full.stderr
+        if output == "json":  # each host's line, in the order they finished
+            assert sorted(thin.stdout.splitlines()) != [] and sorted(
+                json.loads(line)["host"] for line in thin.stdout.splitlines()
+            ) == sorted(json.loads(line)["host"] for line in full.stdout.splitlines())
+        else:
+            assert sorted(thin.stdout.splitlines()) == sorted(full.stdout.splitlines())
+            assert _timeless(thin.stderr) == _timeless(full.stderr), thin.stderr
+            assert "4 host(s): 3 ok, 1 unreachable (job " in thin.stderr
+
+
+def _timeless(text: str) -> list[str]:
+    """Lines of a job's summary, sorted, without the job's id and time."""
+    return sorted(re.sub(r"\(job \d+, [\d.]+s\)", "", line) for line in text.splitlines())
 
 
 def test_a_changed_host_key_is_refused_through_the_server(served: Served, operator: str) -> None:

@@ -4,11 +4,13 @@ logging still logs what it should and formats nothing it drops."""
 
 from __future__ import annotations
 
+import http.server
 import logging
 import os
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,38 @@ def test_a_server_that_is_no_http_url_is_refused(tmp_path: Path, server: str) ->
     )
     assert done.returncode == 2
     assert "an http:// or https:// URL" in done.stderr and "root:" not in done.stdout
+
+
+def test_a_redirect_is_not_followed_and_the_token_stays_home(tmp_path: Path) -> None:
+    """A server answering the job with a redirect gets an error said, not the token sent
+    on to where it points."""
+    asked: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            asked.append(f"{self.path} {self.headers.get('Authorization')}")
+            self.send_response(307)
+            self.send_header("Location", f"http://127.0.0.1:{self.server.server_port}/elsewhere")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler) as redirecting:
+        threading.Thread(target=redirecting.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{redirecting.server_port}"
+        env = {**os.environ, "PROVISOR_HOME": str(tmp_path), "PROVISOR_TOKEN": "pvs_1_x"}
+        done = subprocess.run(
+            [sys.executable, "-m", "provisor", "run", "--server", url, "x", "--", "true"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        redirecting.shutdown()
+    assert done.returncode == 1 and f"server {url} answered 307" in done.stderr, done.stderr
+    assert asked == ["/api/v1/jobs/stream Bearer pvs_1_x"]
 
 
 def _endpoint(i: int) -> Endpoint:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-import platformdirs
 from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
@@ -18,19 +16,10 @@ from pydantic_settings import (
 
 from provisor.core.sizes import parse_size
 from provisor.core.timespec import parse_seconds
+from provisor.datadir import config_file, default_home
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 MAX_SECONDS = 30 * 24 * 3600.0  # every wait has a bound: a month is the longest
-
-
-def default_home() -> Path:
-    return Path(os.environ.get("PROVISOR_HOME") or platformdirs.user_data_dir("provisor"))
-
-
-def _config_file() -> Path:
-    """`PROVISOR_CONFIG` if set, else `provisor.toml` in the data directory."""
-    explicit = os.environ.get("PROVISOR_CONFIG")
-    return Path(explicit) if explicit else default_home() / "provisor.toml"
 
 
 class Settings(BaseSettings):
@@ -180,7 +169,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=_config_file())
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=config_file())
         return (init_settings, env_settings, toml)
 
 

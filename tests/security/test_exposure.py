@@ -72,8 +72,10 @@ def test_token_guessing_is_slowed_down(tmp_path: Path) -> None:
         assert anonymous.status_code == 200
 
 
-def _provisor(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PROVISOR_HOME": str(home)}
+def _provisor(
+    *args: str, home: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PROVISOR_HOME": str(home), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "provisor", *args],
         capture_output=True,
@@ -138,6 +140,13 @@ def test_the_server_speaks_https_with_the_given_certificate(tmp_path: Path) -> N
         assert httpx.get(f"{url}/api/v1/health", verify=trust).is_success
         with pytest.raises(httpx.ConnectError):  # not trusted without the certificate
             httpx.get(f"{url}/api/v1/health")
+        # The CLI's job stream checks the certificate too: refused until it is trusted.
+        job = ["run", "--server", url, "web01", "--", "true"]
+        env = {"PROVISOR_TOKEN": "pvs_1_unknown"}
+        untrusted = _provisor(*job, home=tmp_path / "client", env=env)
+        assert untrusted.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
+        trusted = _provisor(*job, home=tmp_path / "client", env={**env, "SSL_CERT_FILE": str(cert)})
+        assert trusted.returncode == 2 and "token" in trusted.stderr, trusted.stderr  # its 401
 
 
 def test_a_self_signed_certificate_is_made_kept_and_its_fingerprint_shown(tmp_path: Path) -> None:

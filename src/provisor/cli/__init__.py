@@ -43,15 +43,20 @@ def main() -> None:
     if sys.argv[1:] in (["--version"], ["-V"]):  # the same answer as the root's option
         print(f"provisor {__version__}")
         return
-    import logging
-
-    logging.basicConfig(level=os.environ.get("PROVISOR_LOG_LEVEL", "WARNING").upper())
-    if "_PROVISOR_COMPLETE" in os.environ:  # a shell asks what fits: Typer's answer
-        import provisor.cli.completion  # noqa: F401  (registers the shells it answers)
-    from provisor.cli._root import app
+    from provisor.cli.thin_run import run
     from provisor.core.errors import ProvisorError
 
     try:
+        status = run(sys.argv[1:])  # `run --server` in its plain forms: no framework
+        if status is not None:
+            sys.exit(status)
+        import logging
+
+        logging.basicConfig(level=os.environ.get("PROVISOR_LOG_LEVEL", "WARNING").upper())
+        if "_PROVISOR_COMPLETE" in os.environ:  # a shell asks what fits: Typer's answer
+            import provisor.cli.completion  # noqa: F401  (registers the shells it answers)
+        from provisor.cli._root import app
+
         app()
     except ProvisorError as exc:
         _error(f"[red]error[/]: {_escape(str(exc))}")

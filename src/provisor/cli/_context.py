@@ -46,12 +46,3 @@ def settings() -> Settings:
     from provisor.services.settings import get_settings  # light: no store
 
     return get_settings()
-
-
-def server_token(server: str) -> str | None:
-    """The token for `--server`: PROVISOR_TOKEN, else the one `provisor login` kept."""
-    import os
-
-    from provisor.cli.credentials import token_for
-
-    return os.environ.get("PROVISOR_TOKEN") or token_for(settings().home, server)

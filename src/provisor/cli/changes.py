@@ -10,15 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from provisor.cli._context import context
-from provisor.cli.fleet_options import (
-    ConnectTimeout,
-    Identity,
-    OutputMode,
-    Parallel,
-    User,
-    output_mode,
-    seconds_option,
-)
+from provisor.cli.fleet_jobs import output_mode, seconds_option
+from provisor.cli.fleet_options import ConnectTimeout, Identity, OutputMode, Parallel, User
 from provisor.cli.fleet_output import Reporter
 from provisor.cli.output import Format, emit_json, read_input_file, table
 from provisor.core.errors import InvalidInput

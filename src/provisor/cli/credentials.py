@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from provisor.core.errors import InvalidInput
@@ -35,6 +34,8 @@ def _read(home: Path) -> dict[str, str]:
 
 
 def _write(home: Path, data: dict[str, str]) -> None:
+    import tempfile  # here: reading a token (every `run --server`) needs none of it
+
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=home, prefix=".credentials-")  # 0600 from the start
     try:

@@ -10,7 +10,14 @@ from typing import Annotated, Any
 import typer
 
 from provisor.cli import confirm
-from provisor.cli._context import Server, context, current_tenant, server_token
+from provisor.cli._context import Server, context, current_tenant
+from provisor.cli.fleet_jobs import (
+    job_spec,
+    output_mode,
+    run_through_server,
+    seconds_option,
+    size_option,
+)
 from provisor.cli.fleet_options import (
     AskPass,
     ConnectTimeout,
@@ -20,8 +27,6 @@ from provisor.cli.fleet_options import (
     Parallel,
     StallTimeout,
     User,
-    output_mode,
-    seconds_option,
 )
 from provisor.cli.fleet_output import Reporter
 from provisor.cli.output import (
@@ -44,45 +49,10 @@ from provisor.core.errors import InvalidInput
 jobs_app = typer.Typer(help="Past fleet jobs and their per-host results.", no_args_is_help=True)
 
 
-def _spec(
-    kind: str,
-    target: str,
-    parallel: int,
-    connect_timeout: float,
-    user: str | None,
-    identity: Path | None,
-    **fields: Any,
-) -> dict[str, Any]:
-    """The job as the jobs service takes it (a `JobSpec`), checked by whoever runs it:
-    `_run` here, or the server, which answers a bad value as this check would."""
-    if identity is not None and not identity.is_file():
-        raise InvalidInput(f"no private key file at {identity}", field="identity")
-    return {
-        "kind": kind,
-        "target": target,
-        "parallel": parallel,
-        "connect_timeout": connect_timeout,
-        "user": user,
-        "identity": str(identity) if identity else None,
-        **fields,
-    }
-
-
-def _size(text: str | None, field: str) -> int | None:
-    if text is None:
-        return None
-    from provisor.core.sizes import parse_size
-
-    try:
-        return parse_size(text)
-    except ValueError as exc:
-        raise InvalidInput(str(exc), field=field) from None
-
-
 def _uploaded(server: str, spec: dict[str, Any]) -> dict[str, Any]:
     """A copy through a server sends each file's content first, and copies it by id: the
     server never reads a path of ours (nor of its own)."""
-    from provisor.cli.remote import ServerClient
+    from provisor.cli.remote import ServerClient, server_token
     from provisor.services import uploads
 
     api = ServerClient(server, server_token(server), current_tenant())
@@ -103,19 +73,6 @@ def _uploaded(server: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {**spec, "sources": [], "uploads": ids}
 
 
-def _as_json(spec: dict[str, Any]) -> dict[str, Any]:
-    """The request a server takes: standard input as text (JSON has no bytes)."""
-    data = spec.get("stdin")
-    if isinstance(data, bytes):
-        try:
-            return {**spec, "stdin": data.decode("utf-8")}
-        except UnicodeDecodeError:
-            raise InvalidInput(
-                "through a server, --stdin must be UTF-8 text", field="stdin"
-            ) from None
-    return spec
-
-
 def _run(
     spec: dict[str, Any],
     output: str | None,
@@ -126,35 +83,25 @@ def _run(
     server: str | None = None,
 ) -> None:
     output_mode(output, 0)  # a bad --output is refused before anything runs
-    reporters: list[Reporter] = []
-
-    def on_start(host_count: int) -> None:
-        reporters.append(Reporter(output_mode(output, host_count), host_count))
-
     if server is not None:
         if ask_pass or out_dir or err_dir or spec["kind"] == "fetch":
             raise InvalidInput(
                 "this command cannot run through a server (-A, -o and -e and fetch are local)",
                 field="server",
             )
-        from provisor.cli.remote import run_remote  # light: no store, SSH or pydantic model
-
         if spec["kind"] == "copy":
             spec = _uploaded(server, spec)
-        finished = run_remote(
-            server,
-            _as_json(spec),
-            token=server_token(server),
-            tenant=current_tenant(),
-            on_start=lambda job: on_start(int(job.get("host_count") or 0)),
-            on_result=lambda r: reporters[0].result(r),
-        )
-        raise typer.Exit(reporters[0].finish(int(str(finished["id"]))))
+        raise typer.Exit(run_through_server(spec, output, server, current_tenant()))
     from provisor.services import jobs
     from provisor.services.jobspec import parse_job_spec
 
     checked = parse_job_spec(spec)
     password = getpass.getpass("Password: ") if ask_pass else None
+    reporters: list[Reporter] = []
+
+    def on_start(host_count: int) -> None:
+        reporters.append(Reporter(output_mode(output, host_count), host_count))
+
     job = asyncio.run(
         jobs.run_job(
             context(),
@@ -202,7 +149,7 @@ def run(
 ) -> None:
     """Run a command on every host of TARGET (pssh)."""
     data = read_input_file(stdin, field="stdin") if stdin is not None else None
-    spec = _spec(
+    spec = job_spec(
         "run",
         target,
         parallel,
@@ -212,7 +159,7 @@ def run(
         command=" ".join(command),
         stdin=data,
         timeout=seconds_option(timeout, "timeout"),
-        max_output=_size(max_output, "max_output"),
+        max_output=size_option(max_output, "max_output"),
         sudo=sudo,
     )
     _run(spec, output, ask_pass=ask_pass, out_dir=out_dir, err_dir=err_dir, server=server)
@@ -238,7 +185,7 @@ def copy(
         if not source.exists():
             raise InvalidInput(f"no such local file or directory: {source}", field="paths")
     sent = [str(s.resolve()) for s in sources]
-    spec = _spec(
+    spec = job_spec(
         "copy",
         target,
         parallel,
@@ -265,7 +212,7 @@ def fetch(
     output: OutputMode = None,
 ) -> None:
     """Fetch a file or directory from every host into LOCAL_DIR/<host>/ (pslurp)."""
-    spec = _spec(
+    spec = job_spec(
         "fetch",
         target,
         parallel,
@@ -311,7 +258,7 @@ def kill(
         if dry_run:
             return
         raise confirm.declined("kill")
-    spec = _spec(
+    spec = job_spec(
         "kill",
         target,
         parallel,
@@ -320,7 +267,7 @@ def kill(
         identity,
         pattern=pattern,
         signal=signal,
-        max_output=_size(max_output, "max_output"),
+        max_output=size_option(max_output, "max_output"),
     )
     _run(spec, output, ask_pass=ask_pass, server=server)
 

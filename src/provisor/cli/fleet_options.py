@@ -8,8 +8,6 @@ from typing import Annotated
 
 import typer
 
-from provisor.core.errors import InvalidInput
-
 Parallel = Annotated[int, typer.Option("--parallel", "-p", help="hosts worked on at once")]
 ConnectTimeout = Annotated[
     float,
@@ -47,28 +45,3 @@ OutputMode = Annotated[
     str | None,
     typer.Option("--output", help="stream, fold or json (default: fold above 10 hosts)"),
 ]
-
-
-def seconds_option(text: str | None, field: str) -> float | None:
-    """`90`, `90s`, `15m`, `2h` as seconds; None stays None (the configured default)."""
-    if text is None:
-        return None
-    from provisor.core.timespec import parse_seconds
-
-    try:
-        seconds = parse_seconds(text)
-    except ValueError as exc:
-        raise InvalidInput(str(exc), field=field) from None
-    if not 0 < seconds <= 30 * 24 * 3600:
-        raise InvalidInput(f"{field} must be more than 0 and at most 30 days", field=field)
-    return seconds
-
-
-def output_mode(requested: str | None, hosts: int) -> str:
-    if requested is None:
-        return "fold" if hosts > 10 else "stream"
-    if requested not in ("stream", "fold", "json"):
-        raise InvalidInput(
-            f"unknown output {requested!r}: use stream, fold or json", field="output"
-        )
-    return requested

@@ -15,15 +15,8 @@ from rich.markup import escape
 
 from provisor.cli import confirm
 from provisor.cli._context import context
-from provisor.cli.fleet_options import (
-    ConnectTimeout,
-    Identity,
-    OutputMode,
-    Parallel,
-    User,
-    output_mode,
-    seconds_option,
-)
+from provisor.cli.fleet_jobs import output_mode, seconds_option
+from provisor.cli.fleet_options import ConnectTimeout, Identity, OutputMode, Parallel, User
 from provisor.cli.fleet_output import Reporter, exit_status
 from provisor.cli.output import (
     Col,

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -18,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from provisor.core.errors import InvalidInput
+from provisor.cli.input_files import read_input_file as read_input_file
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # errors stay one line per problem
@@ -27,19 +26,6 @@ err_console = Console(stderr=True, soft_wrap=True)  # errors stay one line per p
 class Format(StrEnum):
     table = "table"
     json = "json"
-
-
-def read_input_file(path: Path, *, field: str, limit: int | None = None) -> bytes:
-    """A file the user named (at most `limit` bytes when given: /dev/zero is a file
-    too), or an error that says which and why."""
-    try:
-        with path.open("rb") as file:
-            data = file.read(-1 if limit is None else limit + 1)
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}", field=field) from None
-    if limit is not None and len(data) > limit:
-        raise InvalidInput(f"{path} is larger than {limit:,} bytes", field=field)
-    return data
 
 
 def to_json(value: BaseModel | Sequence[BaseModel]) -> str:

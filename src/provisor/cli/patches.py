@@ -12,7 +12,8 @@ from rich.markup import escape
 
 from provisor.cli import confirm
 from provisor.cli._context import context
-from provisor.cli.fleet_options import ConnectTimeout, Identity, Parallel, User, seconds_option
+from provisor.cli.fleet_jobs import seconds_option
+from provisor.cli.fleet_options import ConnectTimeout, Identity, Parallel, User
 from provisor.cli.fleet_output import exit_status
 from provisor.cli.output import Format, console, emit_json, table
 from provisor.core.errors import InvalidInput

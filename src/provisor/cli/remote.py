@@ -17,8 +17,6 @@ from provisor.core.errors import ProvisorError
 from provisor.services.results import HostResult, Outcome
 
 if TYPE_CHECKING:
-    import urllib.request
-
     import httpx
 
 # The server sends a keep-alive comment every 15 s while a job is quiet.
@@ -89,6 +87,16 @@ def _headers(token: str | None, tenant: str | None) -> dict[str, str]:
     if tenant:
         headers["X-Provisor-Tenant"] = tenant
     return headers
+
+
+def server_token(server: str) -> str | None:
+    """The token for `--server`: PROVISOR_TOKEN, else the one `provisor login` kept."""
+    import os
+
+    from provisor.cli.credentials import token_for
+    from provisor.services.settings import data_home
+
+    return os.environ.get("PROVISOR_TOKEN") or token_for(data_home(), server)
 
 
 def _no_token(server: str) -> ProvisorError:
@@ -175,10 +183,13 @@ def run_remote(
     on_result: Callable[[HostResult], None],
 ) -> dict[str, Any]:
     """Start a job on the server and follow its results, in one request; returns the
-    finished job. A job the server refuses (bad target, no right) raises its error."""
-    import urllib.error
-    import urllib.request
-    from http.client import HTTPException
+    finished job. A job the server refuses (bad target, no right) raises its error.
+
+    A redirect is not followed (the token would go along): it is answered as an error.
+    HTTPS checks the server's certificate against the system's CAs, or SSL_CERT_FILE or
+    SSL_CERT_DIR when set, as the other calls (through httpx) do."""
+    from http.client import HTTPConnection, HTTPException, HTTPSConnection
+    from urllib.parse import urlsplit
 
     if not token:
         raise _no_token(server)
@@ -186,58 +197,52 @@ def run_remote(
         raise ProvisorError(
             f"invalid server {server[:100]!r}: an http:// or https:// URL", field="server"
         )
-    request_to = urllib.request.Request(  # noqa: S310 (the scheme is checked above)
-        f"{server.rstrip('/')}/api/v1/jobs/stream",
-        data=json.dumps(request).encode(),
-        headers={
-            **_headers(token, tenant),
-            "Content-Type": "application/json",
-            "Accept": "text/event-stream",
-        },
-        method="POST",
-    )
     job: dict[str, Any] | None = None
+    connection: HTTPConnection | None = None
     try:
-        with _opener(server).open(request_to, timeout=_READ_SECONDS) as stream:
-            lines = (line.decode("utf-8") for line in stream)
-            for event, data in _events(lines):
-                if event == "job":
-                    job = json.loads(data)
-                    on_start(job)
-                elif event == "result":
-                    on_result(host_result(json.loads(data)))
-                elif event == "done":
-                    finished: dict[str, Any] = json.loads(data)
-                    return finished
-    except urllib.error.HTTPError as exc:  # an answer, not a stream: the job did not start
-        raise _problem(exc.code, exc.read(_ERROR_BYTES), server) from None
-    except (urllib.error.URLError, HTTPException, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or exc
+        url = urlsplit(server)
+        if url.scheme.lower() == "https":
+            import ssl
+
+            context = ssl.create_default_context()
+            connection = HTTPSConnection(
+                url.hostname or "", url.port, timeout=_READ_SECONDS, context=context
+            )
+        else:
+            connection = HTTPConnection(url.hostname or "", url.port, timeout=_READ_SECONDS)
+        connection.request(
+            "POST",
+            f"{url.path.rstrip('/')}/api/v1/jobs/stream",
+            body=json.dumps(request).encode(),
+            headers={
+                **_headers(token, tenant),
+                "Content-Type": "application/json",
+                "Accept": "text/event-stream",
+            },
+        )
+        answer = connection.getresponse()
+        if answer.status != 200:  # an answer, not a stream: the job did not start
+            raise _problem(answer.status, answer.read(_ERROR_BYTES), server)
+        for event, data in _events(line.decode("utf-8") for line in answer):
+            if event == "job":
+                job = json.loads(data)
+                on_start(job)
+            elif event == "result":
+                on_result(host_result(json.loads(data)))
+            elif event == "done":
+                finished: dict[str, Any] = json.loads(data)
+                return finished
+    except (HTTPException, OSError, ValueError) as exc:
         raise ServerError(
-            f"cannot reach provisor server {server}: {reason}"
+            f"cannot reach provisor server {server}: {exc}"
             + (f" (job {job['id']} goes on there)" if job else ""),
             field="server",
         ) from None
+    finally:
+        if connection is not None:
+            connection.close()
     raise ServerError(
         f"server {server} ended the job stream early"
         + (f" (job {job['id']} goes on there)" if job else ""),
         field="server",
     )
-
-
-def _opener(server: str) -> urllib.request.OpenerDirector:
-    """An opener that follows no redirect (the token would go along) and, for HTTPS,
-    checks the server's certificate against the system's CAs, or SSL_CERT_FILE or
-    SSL_CERT_DIR when set (as the other calls, through httpx, do)."""
-    import urllib.request
-
-    class _NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-            return None  # the 3xx is raised as an HTTPError
-
-    handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
-    if server.lower().startswith("https:"):
-        import ssl
-
-        handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context()))
-    return urllib.request.build_opener(*handlers)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from provisor.cli._context import current_tenant, server_token
+from provisor.cli._context import current_tenant
 from provisor.cli.deployments import (
     WAIT_EXIT,
     WaitEnd,
@@ -23,7 +23,7 @@ from provisor.cli.deployments import (
     wait_end_of,
 )
 from provisor.cli.output import Format, console, emit_json, read_input_file
-from provisor.cli.remote import ServerClient
+from provisor.cli.remote import ServerClient, server_token
 from provisor.core.errors import InvalidInput, ProvisorError
 from provisor.services.blueprints import validate_blueprint
 from provisor.services.deployments import DeploymentDetail, DeploymentView, ParametersView

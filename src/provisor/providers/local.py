@@ -33,6 +33,7 @@ from typing import Any
 from provisor import machines
 from provisor._asyncssh import asyncssh
 from provisor.core.errors import ProvisorError
+from provisor.datadir import default_home
 from provisor.files import private_dir, write_private
 from provisor.providers import _local_cgroup, _local_disk, _local_userdata
 from provisor.providers._local_state import (
@@ -53,7 +54,6 @@ from provisor.providers.base import (
     ProviderError,
     SnapshotInfo,
 )
-from provisor.settings import default_home
 
 __all__ = ["LocalProvider", "default_state_dir"]
 

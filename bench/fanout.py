@@ -96,6 +96,10 @@ STORED_KEY = "fanout"  # the testbed's client key, stored in provisor (key:fanou
 START_BATCH = 100
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MARK_BEGIN, MARK_END = markers("fanout")
+PROFILE_TITLE = "### Where provisor's CPU goes"
+PROFILE_KEPT = (
+    "(Profiled in an earlier run than the tables above: `bench/fanout.py --profile` makes it anew.)"
+)
 SSH_OPTIONS = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
 # OpenSSH 9.2's client prefers the post-quantum hybrid sntrup761x25519-sha512 key exchange
 # (~0.1 s of client CPU per connection here); asyncssh and libssh2 negotiate curve25519.
@@ -1240,8 +1244,21 @@ def render(results: dict[str, Any], rows: list[Row]) -> str:
         out.append("")
     if results.get("profile"):
         out += render_profile(results["profile"], results["config"]["profile_size"])
+    else:
+        out += previous_profile()
     out.append(MARK_END)
     return "\n".join(out)
+
+
+def previous_profile() -> list[str]:
+    """The profile section of the last run that made one (`--profile`), kept as it was:
+    a run without --profile replaces the tables, not the flame graphs."""
+    text = DOCS.read_text() if DOCS.exists() else ""
+    start, stop = text.find(PROFILE_TITLE), text.find(MARK_END)
+    if start == -1 or stop < start:
+        return []
+    kept = text[start:stop].rstrip("\n").splitlines()
+    return [*kept, "", *([PROFILE_KEPT] if PROFILE_KEPT not in kept else [])]
 
 
 def scale_section(rows: list[Row], sizes: list[int], folded: dict[str, Any] | None) -> list[str]:
@@ -1350,7 +1367,7 @@ def source_note(results: dict[str, Any]) -> str:
 
 def render_profile(profile: dict[str, Any], n: int) -> list[str]:
     out = [
-        f"### Where provisor's CPU goes (py-spy, N = {n}, -p {n})",
+        f"{PROFILE_TITLE} (py-spy, N = {n}, -p {n})",
         "",
         "Shares of py-spy's samples of the thread that holds the GIL (`--gil`, so threads "
         "that wait are left out, as is native code that releases the GIL; native code "

@@ -154,7 +154,9 @@ def test_a_scheduled_deployment_starts_at_its_time(provisor: Provisor, one: Path
     status = provisor.status("one")
     assert status["state"] == "scheduled" and status["starts_at"]
     # Nothing queued, but a start to wait for: the background worker stays (an idle one
-    # ends within about a second), the same one.
+    # ends within about a second), the same one. Right after `up` only its supervisor may
+    # be there yet: the worker's pid is known once it holds its lock.
+    _until("the worker's pid", lambda: _worker(provisor)["pid"] is not None, 60)
     pid = _worker(provisor)["pid"]
     time.sleep(3)
     assert _worker(provisor)["running"] and _worker(provisor)["pid"] == pid

@@ -146,6 +146,7 @@ def test_the_tenant_as_the_root_option_gives_it(
         ["--version", "run", "g", "--", "x"],
         ["runs", "g", "--", "x"],
         ["run", "g", "--", "x"],  # no server given, none in the environment
+        ["run", "--server", "", "g", "--", "x"],  # an empty one: not the environment's
     ],
 )
 def test_other_commands_and_lines_without_a_server_are_not_taken(
@@ -153,3 +154,6 @@ def test_other_commands_and_lines_without_a_server_are_not_taken(
 ) -> None:
     monkeypatch.delenv("PROVISOR_SERVER", raising=False)
     assert thin_run.run(argv) is None
+    if "--server" in argv:  # nor with one in the environment
+        monkeypatch.setenv("PROVISOR_SERVER", "http://127.0.0.1:9")
+        assert thin_run.run(argv) is None

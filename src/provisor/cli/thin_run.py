@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-# `run`'s options that go to a server, by every name, and whether they take a value.
+# `run`'s options that go to a server, by every name: those that take a value, then the flags.
 OPTIONS: dict[str, str] = {
     "-p": "parallel",
     "--parallel": "parallel",
@@ -49,8 +49,10 @@ class Line:
 def run(argv: list[str]) -> int | None:
     """The exit status of the job `argv` asks for, or None when it is not for this path."""
     line = parse(argv)
-    server = line and (line.options.get("server") or os.environ.get("PROVISOR_SERVER"))
-    if not line or not server:
+    if line is None:
+        return None
+    server = line.options.get("server", os.environ.get("PROVISOR_SERVER"))
+    if not server:  # none, or `--server ''`, which the full command refuses in its words
         return None
     from provisor.cli.fleet_jobs import job_spec, run_through_server, seconds_option, size_option
     from provisor.cli.input_files import read_input_file

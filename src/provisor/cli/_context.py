@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:  # the services (and the database layer) load when first needed
-    from provisor.services.context import Context
-    from provisor.services.settings import Settings
+    from provisor.services.context import Context, Settings
 
 Server = Annotated[
     str | None,

@@ -17,7 +17,7 @@ from provisor.datadir import config_file, default_home
 if TYPE_CHECKING:
     from provisor.settings import Settings
 
-__all__ = ["Settings", "data_home", "get_settings"]
+__all__ = ["data_home", "get_settings"]
 
 
 def get_settings() -> Settings:

@@ -303,3 +303,37 @@ def test_hostile_health_settings_from_the_cli(tmp_path: object) -> None:
     assert json.loads(done.stdout)["overrides"] == {"web": {"failures": 5}}
     missing = cli("health", "theirs", check=False)
     assert missing.returncode == 2 and "no deployment named 'theirs'" in missing.stderr
+
+
+def test_a_deployment_whose_blueprint_is_unreadable_stops_no_others_checks(
+    tmp_path: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ready deployment whose stored blueprint does not load (a damaged row) has no
+    checks, said once in the log; the other deployments are watched as before."""
+    from pathlib import Path
+
+    from sqlalchemy import update
+
+    from db_rows import add_deployment
+    from provisor.orchestrator import health_records as records
+    from provisor.store import Store
+    from provisor.store.orchestration import Deployment
+
+    assert isinstance(tmp_path, Path)
+    store = Store(f"sqlite:///{tmp_path / 'p.db'}")
+    try:
+        checked = BASE + "    checks: {interval: 30s, probes: [ssh]}\n"
+        for name, text in (("damaged", "name: damaged\n"), ("hc", checked)):
+            add_deployment(store, name)
+            with store.session() as session:
+                session.execute(
+                    update(Deployment).where(Deployment.name == name).values(blueprint_text=text)
+                )
+        known: dict[str, records.Watched] = {}
+        for _ in range(3):  # the monitor's refreshes
+            watched = records.watched(store, known)
+            assert [w.name for w in watched] == ["hc"] and set(watched[0].nodes) == {"web"}
+        said = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+        assert len(said) == 1 and "missing required field 'version'" in said[0], said
+    finally:
+        store.close()

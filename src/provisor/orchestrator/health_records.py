@@ -7,6 +7,7 @@ its event commit together.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from provisor.core.blueprint import load_blueprint
 from provisor.core.blueprint.health import Checks, RecoveryStep
+from provisor.core.errors import InvalidInput
 from provisor.core.health import Health, HealthState
 from provisor.events import record_event
 from provisor.store import Store
@@ -28,6 +30,8 @@ from provisor.store.health import (
 )
 from provisor.store.models import Tenant, utcnow
 from provisor.store.orchestration import Deployment, Machine
+
+log = logging.getLogger(__name__)
 
 ACTOR = "health"
 
@@ -129,10 +133,7 @@ def watched(store: Store, known: dict[str, Watched]) -> list[Watched]:
                 text = session.scalar(
                     select(Deployment.blueprint_text).where(Deployment.id == d_id)
                 )
-                try:
-                    nodes = node_health(text or "", name, overrides.get(d_id, {}))
-                except ValueError:  # an override the blueprint's checks refuse: its own
-                    nodes = node_health(text or "", name, {})
+                nodes = _checks(text or "", name, overrides.get(d_id, {}))
                 entry = known[key] = Watched(
                     d_id, instance, name, tenant_id, tenant, provider, workflow_id or "", nodes
                 )
@@ -142,6 +143,23 @@ def watched(store: Store, known: dict[str, Watched]) -> list[Watched]:
         known.clear()  # what is no longer watched (removed, overrides changed) is dropped
         known.update(used)
         return found
+
+
+def _checks(
+    blueprint_text: str, name: str, overrides: dict[str, dict[str, Any]]
+) -> dict[str, NodeHealth]:
+    """`node_health`; none, said once (the caller keeps the answer), for a deployment
+    whose blueprint cannot be read: one such record must not stop the checks of all."""
+    try:
+        try:
+            return node_health(blueprint_text, name, overrides)
+        except ValueError:  # an override the blueprint's checks refuse: its own
+            return node_health(blueprint_text, name, {})
+    except InvalidInput as exc:
+        log.warning(
+            "deployment %s has no health checks: its blueprint is unreadable: %s", name, exc
+        )
+        return {}
 
 
 def machines_of(store: Store, deployment_id: int) -> list[Machine]:

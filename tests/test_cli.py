@@ -103,6 +103,19 @@ def test_hosts_and_groups_round_trip(home: Path) -> None:
         ),
         (["hosts", "rm", "nothing*"], "target: target 'nothing*' matches no host"),
         (["hosts", "list", "root@10.0.0.9"], "selects 1 host(s) outside the inventory"),
+        # A missing key file, refused by its path before any host is tried, by every command
+        *[
+            (
+                [*command, "-i", "/nonexistent/key", *rest],
+                "identity: no private key file at /nonexistent/key",
+            )
+            for command, rest in [
+                (["run", "x"], ["--", "true"]),
+                (["hosts", "gather", "x"], []),
+                (["config", "plan", "examples/changes/hosts-file.yaml", "x"], []),
+                (["patch", "analyze", "x"], []),
+            ]
+        ],
     ],
 )
 def test_bad_input_is_one_clear_line(home: Path, args: list[str], message: str) -> None:

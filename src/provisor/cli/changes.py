@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from provisor.cli._context import context
-from provisor.cli.fleet_jobs import output_mode, seconds_option
+from provisor.cli.fleet_jobs import identity_option, output_mode, seconds_option
 from provisor.cli.fleet_options import ConnectTimeout, Identity, OutputMode, Parallel, User
 from provisor.cli.fleet_output import Reporter
 from provisor.cli.output import Format, emit_json, read_input_file, table
@@ -52,8 +52,6 @@ def _options(
     from provisor.services.changes import ConfigOptions
     from provisor.services.schemas import validate
 
-    if identity is not None and not identity.is_file():
-        raise InvalidInput(f"no private key file at {identity}", field="identity")
     return validate(
         ConfigOptions,
         {
@@ -61,7 +59,7 @@ def _options(
             "connect_timeout": connect_timeout,
             "timeout": seconds_option(timeout, "timeout") or 600.0,
             "user": user,
-            "identity": str(identity) if identity else None,
+            "identity": identity_option(identity),
         },
     )
 

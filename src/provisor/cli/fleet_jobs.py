@@ -62,17 +62,22 @@ def job_spec(
 ) -> dict[str, Any]:
     """The job as the jobs service takes it (a `JobSpec`), checked by whoever runs it:
     the CLI, or the server, which answers a bad value as that check would."""
-    if identity is not None and not identity.is_file():
-        raise InvalidInput(f"no private key file at {identity}", field="identity")
     return {
         "kind": kind,
         "target": target,
         "parallel": parallel,
         "connect_timeout": connect_timeout,
         "user": user,
-        "identity": str(identity) if identity else None,
+        "identity": identity_option(identity),
         **fields,
     }
+
+
+def identity_option(identity: Path | None) -> str | None:
+    """`-i FILE` as the request names it; a missing file is refused here, by its path."""
+    if identity is not None and not identity.is_file():
+        raise InvalidInput(f"no private key file at {identity}", field="identity")
+    return str(identity) if identity else None
 
 
 def _as_json(spec: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from rich.markup import escape
 
 from provisor.cli import confirm
 from provisor.cli._context import context
-from provisor.cli.fleet_jobs import output_mode, seconds_option
+from provisor.cli.fleet_jobs import identity_option, output_mode, seconds_option
 from provisor.cli.fleet_options import ConnectTimeout, Identity, OutputMode, Parallel, User
 from provisor.cli.fleet_output import Reporter, exit_status
 from provisor.cli.output import (
@@ -343,8 +343,6 @@ def gather(
     from provisor.services.schemas import validate
 
     mode = output_mode(output, 0)  # a bad --output is refused before anything runs
-    if identity is not None and not identity.is_file():
-        raise InvalidInput(f"no private key file at {identity}", field="identity")
     request = validate(
         gathering.GatherRequest,
         {
@@ -353,7 +351,7 @@ def gather(
             "timeout": seconds_option(timeout, "timeout"),
             "connect_timeout": connect_timeout,
             "user": user,
-            "identity": str(identity) if identity else None,
+            "identity": identity_option(identity),
         },
     )
     reporters: list[Reporter] = []

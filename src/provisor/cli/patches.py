@@ -12,11 +12,10 @@ from rich.markup import escape
 
 from provisor.cli import confirm
 from provisor.cli._context import context
-from provisor.cli.fleet_jobs import seconds_option
+from provisor.cli.fleet_jobs import identity_option, seconds_option
 from provisor.cli.fleet_options import ConnectTimeout, Identity, Parallel, User
 from provisor.cli.fleet_output import exit_status
 from provisor.cli.output import Format, console, emit_json, table
-from provisor.core.errors import InvalidInput
 from provisor.core.patches import RebootPolicy, split_packages
 
 if TYPE_CHECKING:
@@ -70,14 +69,12 @@ def _common(
     security: bool,
     refresh_timeout: str,
 ) -> dict[str, Any]:
-    if identity is not None and not identity.is_file():
-        raise InvalidInput(f"no private key file at {identity}", field="identity")
     return {
         "target": target,
         "parallel": parallel,
         "connect_timeout": connect_timeout,
         "user": user,
-        "identity": str(identity) if identity else None,
+        "identity": identity_option(identity),
         "security": security,
         "refresh_timeout": seconds_option(refresh_timeout, "refresh_timeout"),
     }

@@ -137,7 +137,10 @@ class WorkItemCPU:
         if getattr(fn, "__name__", "") == "run" and args:  # Context.run(func, ...)
             return WorkItemCPU._name(args[0], args[1:])
         module = getattr(fn, "__module__", None) or ""
-        return f"{module.split('.')[0]}:{getattr(fn, '__qualname__', repr(fn))}"
+        # Not getattr's default: repr() of a bound method shows its object whole (the
+        # parameter board with every value), and would cost more than the call it names.
+        qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+        return f"{module.split('.')[0]}:{qualname}"
 
     def __enter__(self) -> WorkItemCPU:
         from concurrent.futures import thread

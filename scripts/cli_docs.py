@@ -1,7 +1,9 @@
-"""Write docs/cli.md (or the path given) from the CLI itself: typer's reference, with
-the HTML entities it writes for quotes and `<=` turned back into text (they show as
-`&#x27;` in plain-text readers); an entity that would otherwise open an HTML tag in
-Markdown (`&lt;host&gt;`) stays.
+"""Write docs/cli.md (or the path given) from the CLI itself: typer's reference.
+
+typer copies the help texts as written (the root's help is plain, not rich): rich's
+escape of a bracket (`NAME\\[@VERSION]`, which a command's rich help needs) is turned
+back into the bracket, and a `<` that would open an HTML tag in Markdown
+(`LOCAL_DIR/<host>/`) is written `&lt;` outside code.
 
     python scripts/cli_docs.py [OUTPUT]
 """
@@ -15,13 +17,17 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-_PLAIN = {"&#x27;": "'", "&quot;": '"'}
+_CODE = re.compile(r"```.*?```|`[^`]*`", re.DOTALL)  # fenced blocks and code spans
+_TAG_OPENING = re.compile(r"<(?=[A-Za-z/!?])")
 
 
 def readable(text: str) -> str:
-    for entity, plain in _PLAIN.items():
-        text = text.replace(entity, plain)
-    return re.sub(r"&lt;(?=[=\d ])", "<", text)  # `1<=x`, `< 5`: no tag can start so
+    text = text.replace("\\[", "[")
+    parts, end = [], 0
+    for code in _CODE.finditer(text):
+        parts += [_TAG_OPENING.sub("&lt;", text[end : code.start()]), code.group()]
+        end = code.end()
+    return "".join([*parts, _TAG_OPENING.sub("&lt;", text[end:])])
 
 
 def generate(output: Path) -> None:

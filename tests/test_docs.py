@@ -69,6 +69,10 @@ def test_cli_reference_is_current(tmp_path: Path) -> None:
     current = (ROOT / "docs" / "cli.md").read_text()
     assert generated.read_text() == current, "docs/cli.md is stale: run `make docs`"
     assert "&#x27;" not in current and "&quot;" not in current  # readable as plain text
+    assert "&gt;" not in current and "\\[" not in current
+    # What rich markup would drop, and a tag Markdown would hide, are there as written.
+    assert "NAME[@VERSION]" in current and "[user@]host[:port]" in current
+    assert "LOCAL_DIR/&lt;host>/" in current
 
 
 # Every command, parsed

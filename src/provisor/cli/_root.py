@@ -200,7 +200,9 @@ class LazyGroup(TyperGroup):
 
     def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
         if self._listing and cmd_name in COMMANDS:
-            return TyperCommand(cmd_name, help=COMMANDS[cmd_name].summary)
+            summary = COMMANDS[cmd_name].summary
+            # Whole, as one paragraph the help wraps (click cuts a long help short).
+            return TyperCommand(cmd_name, help=summary, short_help=" ".join(summary.split()))
         return self.commands.get(cmd_name)
 
     def format_help(self, ctx: Context, formatter: HelpFormatter) -> None:
@@ -221,10 +223,14 @@ class LazyGroup(TyperGroup):
             self._listing = False
 
 
+# The root's help is plain text, not rich's panels: rich's help rendering costs more
+# than all the rest of `provisor --help` (150 ms against 60). A command's own help,
+# which loads that command anyway, keeps them.
 app = typer.Typer(
     name="provisor",
     cls=LazyGroup,
     help="Provision, configure, operate and retire multi-machine services.",
+    rich_markup_mode=None,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

@@ -275,7 +275,7 @@ def show(view: DeploymentView) -> None:
 
 
 def up(
-    blueprint: Annotated[str, typer.Argument(help="a blueprint file, or NAME[@VERSION] added")],
+    blueprint: Annotated[str, typer.Argument(help="a blueprint file, or NAME\\[@VERSION] added")],
     param: Annotated[
         list[str] | None,
         typer.Option(

@@ -104,7 +104,7 @@ def add(
         str | None, typer.Option(help="key:/path/to/key, secret:NAME or agent")
     ] = None,
     proxy_jump: Annotated[
-        str | None, typer.Option("--proxy-jump", "-J", help="[user@]host[:port] of a bastion")
+        str | None, typer.Option("--proxy-jump", "-J", help="\\[user@]host[:port] of a bastion")
     ] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="KEY=VALUE, repeatable")] = None,
     fact: Annotated[list[str] | None, typer.Option("--fact", help="KEY=VALUE, repeatable")] = None,
@@ -187,7 +187,7 @@ def set_(
     user: Annotated[str | None, typer.Option("--user", "-l")] = None,
     credentials: Annotated[str | None, typer.Option()] = None,
     proxy_jump: Annotated[
-        str | None, typer.Option("--proxy-jump", "-J", help="[user@]host[:port] of a bastion")
+        str | None, typer.Option("--proxy-jump", "-J", help="\\[user@]host[:port] of a bastion")
     ] = None,
     state: Annotated[
         str | None, typer.Option(help="new, active, unreachable, maintenance, retired")

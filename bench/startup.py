@@ -5,7 +5,7 @@
         [--no-docs]
 
 Each measurement is one whole process, from spawn to exit: the wall time a user waits
-at the prompt, and the CPU time of the process (getrusage), which a busy machine
+at the prompt, and the CPU time of the process (wait4), which a busy machine
 disturbs less. The commands:
 
 - `python -c pass`: the interpreter alone, the floor under every command;
@@ -41,7 +41,6 @@ import json
 import os
 import platform
 import re
-import resource
 import socket
 import statistics
 import subprocess
@@ -57,7 +56,16 @@ from pathlib import Path
 from typing import Any
 
 from docsection import markers, write_section
-from fanout import DOCS, PROVISOR, REPO, RESULTS_DIR, background_cpu, machine, rotated
+from fanout import (
+    DOCS,
+    PROVISOR,
+    REPO,
+    RESULTS_DIR,
+    background_cpu,
+    machine,
+    rotated,
+    wait_exact,
+)
 from revision import export_revision
 
 SECTION = "startup"
@@ -66,7 +74,7 @@ NOW = "now"
 # What the libraries a command needs cost alone, imported by a bare interpreter: the
 # floor under that command as long as it uses them.
 LIBRARIES = {
-    "help libraries": "typer, typer.rich_utils",
+    "help libraries": "typer",
     "hosts list libraries": "typer, pydantic, rich.table, sqlalchemy.orm, pydantic_settings",
     "run libraries": "typer, pydantic, rich.table, sqlalchemy.orm, pydantic_settings, asyncssh",
 }
@@ -118,24 +126,22 @@ def argv(case: str, port: int) -> list[str]:
     }[case]
 
 
-def children_cpu_ms() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return 1000 * (usage.ru_utime + usage.ru_stime)
-
-
 def measure(tree: Tree, case: str, port: int, repeat: int) -> Run:
-    cpu = children_cpu_ms()
     start = time.perf_counter()
-    done = subprocess.run(
+    process = subprocess.Popen(
         argv(case, port),
         env=tree.env(),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        timeout=120,
+        start_new_session=True,
     )
+    ended = wait_exact(process, 120)
     wall = 1000 * (time.perf_counter() - start)
-    return Run(tree.label, case, repeat, wall, children_cpu_ms() - cpu, done.returncode)
+    if ended is None:
+        raise SystemExit(f"{tree.label}: {case} ran for more than 120 s")
+    status, usage = ended
+    return Run(tree.label, case, repeat, wall, 1000 * (usage.ru_utime + usage.ru_stime), status)
 
 
 def prime(tree: Tree, port: int) -> dict[str, int]:
@@ -335,7 +341,7 @@ def render(results: dict[str, Any]) -> str:
         f"Medians of {config['repeat']} runs per command and tree, each a fresh process from "
         "spawn to exit, the trees and commands in a rotated order. *fastest*: the quickest "
         "run, the one the machine's other work disturbed least; *CPU*: the process's own "
-        "user + system time (getrusage), which that work disturbs less than the wall time. "
+        "user + system time (wait4), which that work disturbs less than the wall time. "
         "provisor runs from the venv's `provisor` script, its source "
         "byte-compiled; `hosts list` reads an empty store that an unmeasured first call "
         "created (the migration is not measured); `run` tries one loopback port that "
@@ -350,9 +356,10 @@ def render(results: dict[str, Any]) -> str:
         "",
         "What each command still loads, and why: `--version` only provisor's own package "
         "and `provisor.cli` (main answers it before importing anything else); `--help` "
-        "typer and rich's help rendering (typer's rich_utils brings rich's markdown, "
+        "typer alone, none of the commands: the root's help is plain text (rich's help "
+        "rendering, which a command's own help keeps, brings rich's markdown, "
         "pretty-printing and traceback modules, and with them markdown-it, pygments and "
-        "attrs), none of the commands; `hosts list` SQLAlchemy (the store, its ORM and the "
+        "attrs: 150 ms against 60); `hosts list` SQLAlchemy (the store, its ORM and the "
         "mapper configuration of the tables it reads), pydantic (typer converts options "
         "with it; the views are models), pydantic-settings (the settings) and rich (the "
         "table); `run` adds asyncssh and cryptography, which its connections need. None of "

@@ -104,9 +104,23 @@ def keep_private(path: Path) -> None:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write `data` to `path` (replacing its contents), mode 0600."""
-    with os.fdopen(open_private(path, os.O_WRONLY | os.O_TRUNC), "wb") as f:
-        f.write(data)
+    """Write `data` to `path` (replacing it), mode 0600. A reader sees the old contents or
+    the new, never an empty or partial file (one written beside it is renamed over it): the
+    server's certificate, say, read by a client while the server starts again."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC, FILE_MODE)
+    except OSError as exc:
+        raise ProvisorError(f"cannot write {path}: {exc.strerror or exc}", field="home") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            _exact(path, FILE_MODE, f.fileno())
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
 
 
 def append_private(path: Path) -> BinaryIO:

@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,6 +48,41 @@ def test_create_once_keeps_the_first_and_never_shows_a_partial_file(tmp_path: Pa
     assert not files.create_once(tmp_path / "key", b"second")
     assert (tmp_path / "key").read_bytes() == b"first"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["key"]  # no temporary left
+
+
+def test_a_rewritten_file_is_read_whole_or_not_changed(tmp_path: Path) -> None:
+    """A reader of a file provisor rewrites (the server's certificate, read by a client as
+    the server starts again) sees the old contents or the new, never an empty file or a
+    part; the file stays private, a link in its place is replaced, not followed, and no
+    temporary is left."""
+    path = tmp_path / "server_cert.pem"
+    versions = [bytes([65 + n]) * 200_000 for n in range(4)]
+    files.write_private(path, versions[0])
+    seen: set[bytes] = set()
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            seen.add(path.read_bytes())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for round_ in range(200):
+            files.write_private(path, versions[round_ % len(versions)])
+    finally:
+        done.set()
+        reader.join()
+    assert seen <= set(versions), sorted(len(s) for s in seen - set(versions))
+    assert mode(path) == files.FILE_MODE
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_bytes(b"kept")
+    path.unlink()
+    path.symlink_to(elsewhere)
+    files.write_private(path, b"new")
+    assert elsewhere.read_bytes() == b"kept" and not path.is_symlink()
+    assert path.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "server_cert.pem"]
 
 
 def test_a_wider_file_is_tightened_when_used(tmp_path: Path) -> None:

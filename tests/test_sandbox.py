@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import select
 import socket
 import subprocess
 from collections.abc import Callable
@@ -151,21 +152,23 @@ def test_stop_leaves_no_process_and_no_mount(testbed: Testbed, ssh: Ssh) -> None
     init = _namespaces.init_pid(host)
     assert init is not None
     pid_ns = procs.pid_namespace(init)
-    mnt_ns = os.readlink(f"/proc/{init}/ns/mnt")
     assert pid_ns is not None and len(procs.in_pid_namespace(pid_ns)) >= 2
     overlays = Path(f"/proc/{init}/mountinfo").read_text()
     assert overlays.count(f"provisor-{host.name} ") >= 5  # /etc /root /var /usr /tmp at least
+    # The host's processes (they alone hold its mounts), by pidfd: the number of a namespace
+    # that ended is the next one's made anywhere (another test's host); a pidfd names one
+    # process, and reads once it ended.
+    members = [os.pidfd_open(pid) for pid in procs.in_pid_namespace(pid_ns)]
+    try:
+        asyncio.run(machines.stop(host))
 
-    asyncio.run(machines.stop(host))
-
-    assert not machines.is_running(host)
-    assert not procs.is_alive(host.pid) and not procs.is_alive(init)
-    assert procs.in_pid_namespace(pid_ns) == []
-    for pid in procs.pids():
-        try:
-            assert os.readlink(f"/proc/{pid}/ns/mnt") != mnt_ns, f"pid {pid} in the host's mounts"
-        except OSError:
-            continue
+        assert not machines.is_running(host)
+        assert not procs.is_alive(host.pid) and not procs.is_alive(init)
+        ended, _, _ = select.select(members, [], [], 0)
+        assert len(ended) == len(members), "a process of the host outlived stop"
+    finally:
+        for pidfd in members:
+            os.close(pidfd)
     assert str(host.directory) not in Path("/proc/self/mountinfo").read_text()
     assert procs.referring_to(host.directory) == []
     assert (host.directory / "upper" / "etc" / "hostname").exists()  # the disk is kept

@@ -103,11 +103,16 @@ def keep_private(path: Path) -> None:
         _exact(path, FILE_MODE)
 
 
+def _beside(path: Path) -> Path:
+    """A temporary file's name in `path`'s directory, this process's and unguessable."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
 def write_private(path: Path, data: bytes) -> None:
     """Write `data` to `path` (replacing it), mode 0600. A reader sees the old contents or
     the new, never an empty or partial file (one written beside it is renamed over it): the
     server's certificate, say, read by a client while the server starts again."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = _beside(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC, FILE_MODE)
     except OSError as exc:
@@ -132,7 +137,7 @@ def create_once(path: Path, data: bytes) -> bool:
     """Create `path` with `data` if it does not exist, atomically: whoever reads it sees
     all of `data` or no file. False when another process (or an earlier run) made it."""
     private_dir(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    tmp = _beside(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC, FILE_MODE)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -242,22 +242,31 @@ def one_run(
 
     settings = Settings()
     ctx = open_context(settings)
+    removed = False
     try:
         run = _measure(ctx, settings, machines, profile, breakdown, profile_call)
         # `down`, timed: what `provisor down bench` does, in this process.
         start = time.monotonic()
         asyncio.run(deployments.remove_deployment(ctx, settings, "bench"))
         run["down_s"] = time.monotonic() - start
+        removed = True
         return run
     except BaseException:  # whatever happened (even a broken pipe), no machine is left
         try:
             asyncio.run(deployments.remove_deployment(ctx, settings, "bench"))
+            removed = True
         except Exception as exc:  # reported: the first error matters more
             print(f"bench: could not remove the deployment: {exc}", file=sys.stderr)
         raise
     finally:
         ctx.store.close()
-        shutil.rmtree(home, ignore_errors=True)
+        if removed:
+            shutil.rmtree(home, ignore_errors=True)
+        else:  # its registry is how its machines can still be removed
+            print(
+                f"bench: machines may be left: PROVISOR_HOME={home} provisor down bench",
+                file=sys.stderr,
+            )
 
 
 def _memory_kib(field: str) -> int:
